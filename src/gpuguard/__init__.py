@@ -1,0 +1,100 @@
+"""gpuguard: one fair, prioritised, bounded lease for every GPU operation.
+
+Local AI apps run an LLM and embedding models on one GPU; gpuguard makes every GPU operation
+(LLM load, unload, prewarm, chat; embedding-model load and inference) go through one
+:class:`GpuGuard`, reports what is happening as :class:`GpuEvent` s, lets bulk embedding fall
+back to the CPU instead of waiting, and never lets an operation hang or starve.
+"""
+
+from ._clock import Clock, FakeClock, SystemClock, TimerHandle
+from ._events import (
+    Event,
+    EventBus,
+    GpuEvent,
+    GpuStatus,
+    JobEvent,
+    ModelEvent,
+    Priority,
+    Subscription,
+)
+from ._exceptions import (
+    BackendBusy,
+    BackendError,
+    BackendProtocolError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    DimensionMismatch,
+    DocumentError,
+    EmbedderUnavailable,
+    EmbeddingError,
+    GpuGuardError,
+    GuardError,
+    IndexingError,
+    JobError,
+    JobNotFound,
+    LeaseNotHeld,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelNotLoaded,
+    OperationHung,
+    QueueFull,
+    SourceUnavailable,
+    StoreError,
+    WaitTimeout,
+    WouldBlock,
+)
+from ._guard import DEFAULT, DefaultType, GpuGuard, Lease, Timeout
+from ._snapshot import GuardCounters, GuardSnapshot, HolderInfo, WaiterInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT",
+    "BackendBusy",
+    "BackendError",
+    "BackendProtocolError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "Clock",
+    "ConfigError",
+    "DefaultType",
+    "DimensionMismatch",
+    "DocumentError",
+    "EmbedderUnavailable",
+    "EmbeddingError",
+    "Event",
+    "EventBus",
+    "FakeClock",
+    "GpuEvent",
+    "GpuGuard",
+    "GpuGuardError",
+    "GpuStatus",
+    "GuardCounters",
+    "GuardError",
+    "GuardSnapshot",
+    "HolderInfo",
+    "IndexingError",
+    "JobError",
+    "JobEvent",
+    "JobNotFound",
+    "Lease",
+    "LeaseNotHeld",
+    "ModelLoadFailed",
+    "ModelNotFound",
+    "ModelEvent",
+    "ModelNotLoaded",
+    "OperationHung",
+    "Priority",
+    "QueueFull",
+    "SourceUnavailable",
+    "StoreError",
+    "Subscription",
+    "SystemClock",
+    "TimerHandle",
+    "Timeout",
+    "WaitTimeout",
+    "WaiterInfo",
+    "WouldBlock",
+    "__version__",
+]

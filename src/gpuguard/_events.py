@@ -1,0 +1,310 @@
+"""Typed status events and the bounded fan-out bus that carries them.
+
+Every layer publishes to one :class:`EventBus`: the guard (``kind="gpu"``), jobs
+(``kind="job"``) and the gateway (``kind="model"``). Subscribers (the SSE route, the CLI's
+live view, metrics, tests) each get a bounded queue: a slow subscriber never blocks the
+publisher; when its queue is full the oldest event is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+__all__ = [
+    "Event",
+    "EventBus",
+    "GpuEvent",
+    "GpuStatus",
+    "JobEvent",
+    "ModelEvent",
+    "Priority",
+    "Subscription",
+]
+
+
+class Priority(enum.IntEnum):
+    """Who goes first when the GPU frees: higher values are served first."""
+
+    BACKGROUND = 0
+    NORMAL = 1
+    INTERACTIVE = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class GpuStatus(enum.StrEnum):
+    """What just happened to a GPU operation."""
+
+    WAITING = "waiting"
+    STARTED = "started"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    HUNG = "hung"
+    REJECTED = "rejected"
+    FALLBACK = "fallback"
+
+
+class Event(Protocol):
+    """Anything the bus carries: a kind and a JSON-ready dict."""
+
+    @property
+    def kind(self) -> str:
+        """``gpu``, ``job`` or ``model``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable view of the event."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuEvent:
+    """One transition of one GPU operation, as reported by a guard.
+
+    ``waited_s`` is the time spent queued so far, ``held_s`` the time the lease was held
+    (0 until started). ``position`` is the 1-based queue position for ``waiting`` events and
+    ``holder`` names the operation holding the GPU at the time (for ``waiting``, ``timed_out``
+    and ``rejected``).
+    """
+
+    guard: str
+    operation: str
+    model: str | None
+    status: GpuStatus
+    timestamp: float
+    lease_id: int
+    priority: Priority
+    waited_s: float = 0.0
+    held_s: float = 0.0
+    position: int | None = None
+    holder: str | None = None
+    detail: str = ""
+
+    @property
+    def kind(self) -> str:
+        """Always ``gpu``."""
+        return "gpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"operation", "model", "status", ...}`` with plain JSON types."""
+        data = asdict(self)
+        data["status"] = str(self.status)
+        data["priority"] = str(self.priority)
+        return {"kind": "gpu", **data}
+
+    def to_json(self) -> str:
+        """The event as one line of JSON."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    def __str__(self) -> str:
+        model = f" [{self.model}]" if self.model else ""
+        return f"{self.status}: {self.operation}{model}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """Progress of a long job (schema refresh, RAG indexing).
+
+    ``status`` is one of ``started``, ``progress``, ``completed``, ``failed``, ``cancelled``;
+    ``done``/``total`` count the job's units (tables, files, batches; ``total`` may be unknown).
+    """
+
+    job_id: str
+    job: str
+    status: str
+    timestamp: float
+    done: int = 0
+    total: int | None = None
+    detail: str = ""
+
+    @property
+    def kind(self) -> str:
+        """Always ``job``."""
+        return "job"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"kind": "job", **asdict(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEvent:
+    """A model changed state on a backend.
+
+    ``status`` is one of ``loading``, ``loaded``, ``unloading``, ``unloaded``, ``prewarming``,
+    ``ready``, ``failed``.
+    """
+
+    model: str
+    status: str
+    backend: str
+    timestamp: float
+    detail: str = ""
+
+    @property
+    def kind(self) -> str:
+        """Always ``model``."""
+        return "model"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"kind": "model", **asdict(self)}
+
+
+class Subscription:
+    """One subscriber's bounded queue of events; iterate it with ``async for``."""
+
+    def __init__(self, bus: EventBus, maxsize: int, kinds: frozenset[str] | None) -> None:
+        self._bus = bus
+        self._kinds = kinds
+        self._events: deque[Event] = deque(maxlen=maxsize)
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self.maxsize = maxsize
+        self.dropped = 0
+
+    def _offer(self, event: Event) -> bool:
+        """Queue ``event``; returns False when an old event had to be dropped for it."""
+        if self._kinds is not None and event.kind not in self._kinds:
+            return True
+        full = len(self._events) == self.maxsize
+        if full:
+            self.dropped += 1
+        self._events.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return not full
+
+    def get_nowait(self) -> Event | None:
+        """The oldest queued event, or ``None`` when there is none."""
+        return self._events.popleft() if self._events else None
+
+    def drain(self) -> list[Event]:
+        """Every queued event, oldest first, emptying the queue."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    async def get(self) -> Event:
+        """Wait for the next event. Raises :class:`EOFError` once the subscription is closed."""
+        while not self._events:
+            if self._closed:
+                raise EOFError("subscription closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._events.popleft()
+
+    def close(self) -> None:
+        """Stop receiving events and wake a pending :meth:`get`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._bus._unsubscribe(self)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            try:
+                yield await self.get()
+            except EOFError:
+                return
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Subscription queued={len(self._events)}/{self.maxsize} "
+            f"dropped={self.dropped} closed={self._closed}>"
+        )
+
+
+class EventBus:
+    """Fan-out of events to bounded subscriber queues, plus a short history.
+
+    :meth:`publish` never blocks and never raises: it is called from inside the guard.
+    ``history`` keeps the last ``history_size`` events so that a late subscriber (a web page
+    opened mid-job) can draw a timeline.
+    """
+
+    def __init__(self, *, history_size: int = 256, default_maxsize: int = 1000) -> None:
+        if history_size < 0 or default_maxsize < 1:
+            raise ValueError("history_size must be >= 0 and default_maxsize >= 1")
+        self._subscribers: list[Subscription] = []
+        self._history: deque[Event] = deque(maxlen=history_size)
+        self._default_maxsize = default_maxsize
+        self.published = 0
+        self.dropped = 0
+
+    def publish(self, event: Event) -> None:
+        """Give ``event`` to every subscriber; drop (and count) the oldest where one is full."""
+        self.published += 1
+        self._history.append(event)
+        for subscriber in self._subscribers:
+            if not subscriber._offer(event):
+                self.dropped += 1
+
+    def subscribe(
+        self, *, maxsize: int | None = None, kinds: Iterable[str] | None = None
+    ) -> Subscription:
+        """A new subscription receiving every event published from now on.
+
+        ``kinds`` limits it to some event kinds (``{"gpu"}``); ``maxsize`` bounds its queue.
+        """
+        size = self._default_maxsize if maxsize is None else maxsize
+        if size < 1:
+            raise ValueError("maxsize must be >= 1")
+        subscription = Subscription(self, size, None if kinds is None else frozenset(kinds))
+        self._subscribers.append(subscription)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscribers:
+            self._subscribers.remove(subscription)
+
+    def history(self, *, kinds: Iterable[str] | None = None) -> list[Event]:
+        """The most recent events, oldest first (optionally only some kinds)."""
+        if kinds is None:
+            return list(self._history)
+        wanted = frozenset(kinds)
+        return [event for event in self._history if event.kind in wanted]
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many subscriptions are open."""
+        return len(self._subscribers)
+
+    def __repr__(self) -> str:
+        return (
+            f"<EventBus subscribers={len(self._subscribers)} published={self.published} "
+            f"dropped={self.dropped}>"
+        )

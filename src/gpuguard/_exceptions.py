@@ -1,0 +1,280 @@
+"""Every error gpuguard raises, in one tree.
+
+::
+
+    GpuGuardError
+    ├── GuardError                    the GPU lease
+    │   ├── WaitTimeout               waited longer than wait_timeout; names the holder
+    │   ├── QueueFull                 the bounded queue is full; carries retry_after_s
+    │   ├── WouldBlock                acquire_nowait/try_hold while the GPU is held or queued
+    │   ├── OperationHung             held longer than hold_timeout; cancelled, lease freed
+    │   └── LeaseNotHeld              released a lease that was never granted or already freed
+    ├── BackendError                  an LLM server or in-process LLM runtime
+    │   ├── BackendUnavailable        unreachable, refused, or not started
+    │   ├── BackendTimeout            the server did not answer in time
+    │   ├── BackendBusy               the server said it is busy (Ollama 503); retry later
+    │   ├── ModelNotFound             the server does not know the model
+    │   ├── ModelNotLoaded            the model is known but not loaded (no auto-load)
+    │   ├── ModelLoadFailed           the server failed to load (or unload) the model
+    │   └── BackendProtocolError      the server answered something the API does not allow
+    ├── EmbeddingError                an embedding engine
+    │   ├── EmbedderUnavailable       the engine or its model cannot be loaded
+    │   └── DimensionMismatch         GPU and CPU embedders disagree on the dimension
+    ├── IndexingError                 schema refresh, documents, the vector store
+    │   ├── SourceUnavailable         bad database URL, unreachable database, missing path
+    │   ├── DocumentError             one unreadable, empty, binary or corrupt document
+    │   └── StoreError                the on-disk vector store is unusable
+    ├── JobError                      a long-running job
+    │   └── JobNotFound               no job with that id
+    └── ConfigError                   impossible or contradictory settings
+
+Every error carries its context as attributes (operation, model, holder, server) so that
+the HTTP layer can map the tree to status codes in one place.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendBusy",
+    "BackendError",
+    "BackendProtocolError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "ConfigError",
+    "DimensionMismatch",
+    "DocumentError",
+    "EmbedderUnavailable",
+    "EmbeddingError",
+    "GpuGuardError",
+    "GuardError",
+    "IndexingError",
+    "JobError",
+    "JobNotFound",
+    "LeaseNotHeld",
+    "ModelLoadFailed",
+    "ModelNotFound",
+    "ModelNotLoaded",
+    "OperationHung",
+    "QueueFull",
+    "SourceUnavailable",
+    "StoreError",
+    "WaitTimeout",
+    "WouldBlock",
+]
+
+
+class GpuGuardError(Exception):
+    """Base of every error raised by gpuguard."""
+
+
+# --- the GPU lease -------------------------------------------------------------------------
+
+
+class GuardError(GpuGuardError):
+    """A GPU lease could not be granted, or was lost.
+
+    ``operation`` and ``model`` name the operation that asked; ``holder`` names the
+    operation holding the GPU at the time (``None`` when the GPU was free).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str,
+        model: str | None = None,
+        holder: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.model = model
+        self.holder = holder
+
+
+class WaitTimeout(GuardError):
+    """Waited longer than the wait timeout for the GPU."""
+
+    def __init__(
+        self,
+        *,
+        operation: str,
+        model: str | None,
+        holder: str | None,
+        waited_s: float,
+    ) -> None:
+        held_by = f"held by {holder}" if holder else "queued behind other operations"
+        super().__init__(
+            f"{operation!r} gave up after waiting {waited_s:.3f}s for the GPU ({held_by})",
+            operation=operation,
+            model=model,
+            holder=holder,
+        )
+        self.waited_s = waited_s
+
+
+class QueueFull(GuardError):
+    """The GPU queue is full; try again after ``retry_after_s`` seconds."""
+
+    def __init__(
+        self,
+        *,
+        operation: str,
+        model: str | None,
+        holder: str | None,
+        queue_length: int,
+        retry_after_s: float,
+    ) -> None:
+        super().__init__(
+            f"GPU queue full ({queue_length} waiting); {operation!r} rejected, "
+            f"retry after {retry_after_s:.0f}s",
+            operation=operation,
+            model=model,
+            holder=holder,
+        )
+        self.queue_length = queue_length
+        self.retry_after_s = retry_after_s
+
+
+class WouldBlock(GuardError):
+    """A non-blocking acquire found the GPU held or other operations queued."""
+
+    def __init__(
+        self, *, operation: str, model: str | None, holder: str | None, queued: int
+    ) -> None:
+        reason = f"held by {holder}" if holder else f"{queued} operation(s) queued"
+        super().__init__(
+            f"GPU busy for {operation!r} ({reason})",
+            operation=operation,
+            model=model,
+            holder=holder,
+        )
+        self.queued = queued
+
+
+class OperationHung(GuardError):
+    """The operation held the GPU past its hold timeout; it was cancelled and its lease freed."""
+
+    def __init__(self, *, operation: str, model: str | None, held_s: float) -> None:
+        super().__init__(
+            f"{operation!r} held the GPU for {held_s:.3f}s, past its hold timeout; "
+            "it was treated as hung, cancelled and its lease freed",
+            operation=operation,
+            model=model,
+            holder=operation,
+        )
+        self.held_s = held_s
+
+
+class LeaseNotHeld(GuardError):
+    """Released a lease that was never granted, or that the guard already took back."""
+
+
+# --- LLM backends --------------------------------------------------------------------------
+
+
+class BackendError(GpuGuardError):
+    """An LLM backend failed. ``backend`` names the server kind, ``url`` where it lives."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str,
+        model: str | None = None,
+        url: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.model = model
+        self.url = url
+        self.status_code = status_code
+
+
+class BackendUnavailable(BackendError):
+    """The server cannot be reached (refused, DNS, not started, not installed)."""
+
+
+class BackendTimeout(BackendError):
+    """The server did not answer within the configured timeout."""
+
+
+class BackendBusy(BackendError):
+    """The server reported itself busy; the request may be retried later."""
+
+
+class ModelNotFound(BackendError):
+    """The server does not know the requested model."""
+
+
+class ModelNotLoaded(BackendError):
+    """The model exists but is not loaded, and the server will not load it on demand."""
+
+
+class ModelLoadFailed(BackendError):
+    """The server could not load or unload the model."""
+
+
+class BackendProtocolError(BackendError):
+    """The server answered outside its documented API, or reported an internal error."""
+
+
+# --- embeddings ----------------------------------------------------------------------------
+
+
+class EmbeddingError(GpuGuardError):
+    """An embedding engine failed."""
+
+
+class EmbedderUnavailable(EmbeddingError):
+    """The embedding engine or its model cannot be loaded on the requested device."""
+
+
+class DimensionMismatch(EmbeddingError):
+    """Two embedders that must be interchangeable produce vectors of different sizes."""
+
+    def __init__(self, *, gpu_dim: int, cpu_dim: int) -> None:
+        super().__init__(
+            f"GPU embedder gives {gpu_dim}-dimensional vectors but the CPU embedder gives "
+            f"{cpu_dim}; configure the same model for both"
+        )
+        self.gpu_dim = gpu_dim
+        self.cpu_dim = cpu_dim
+
+
+# --- indexing ------------------------------------------------------------------------------
+
+
+class IndexingError(GpuGuardError):
+    """Schema refresh, document indexing or the vector store failed."""
+
+
+class SourceUnavailable(IndexingError):
+    """A database URL is malformed or unreachable, or a document path does not exist."""
+
+
+class DocumentError(IndexingError):
+    """One document could not be indexed (unreadable, empty, binary or corrupt)."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StoreError(IndexingError):
+    """The on-disk vector store cannot be opened or written."""
+
+
+# --- jobs and configuration ----------------------------------------------------------------
+
+
+class JobError(GpuGuardError):
+    """A long-running job could not be started or controlled."""
+
+
+class JobNotFound(JobError):
+    """No job has the requested id."""
+
+
+class ConfigError(GpuGuardError):
+    """The settings are impossible or contradict each other."""

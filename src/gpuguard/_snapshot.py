@@ -1,0 +1,113 @@
+"""Frozen views of a guard's state: what the HTTP status route and the CLI render."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ._events import Priority
+
+__all__ = ["GuardCounters", "GuardSnapshot", "HolderInfo", "WaiterInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class HolderInfo:
+    """The operation holding the GPU: the seed's ``current_op``."""
+
+    lease_id: int
+    operation: str
+    model: str | None
+    priority: Priority
+    since: float
+    held_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {**asdict(self), "priority": str(self.priority)}
+
+
+@dataclass(frozen=True, slots=True)
+class WaiterInfo:
+    """One queued operation. ``position`` 1 is served next; ``effective_priority`` includes aging."""
+
+    lease_id: int
+    operation: str
+    model: str | None
+    priority: Priority
+    effective_priority: Priority
+    position: int
+    since: float
+    waited_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            **asdict(self),
+            "priority": str(self.priority),
+            "effective_priority": str(self.effective_priority),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GuardCounters:
+    """Totals since the guard was created."""
+
+    acquired: int = 0
+    waited: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
+    hung: int = 0
+    rejected: int = 0
+    fallbacks: int = 0
+    total_wait_s: float = 0.0
+    total_hold_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSnapshot:
+    """A guard's state at one instant."""
+
+    guard: str
+    policy: str
+    holder: HolderInfo | None
+    waiters: tuple[WaiterInfo, ...]
+    counters: GuardCounters
+    max_waiters: int
+    dropped_events: int = 0
+    taken_at: float = field(default=0.0)
+
+    @property
+    def queue_length(self) -> int:
+        """How many operations are waiting."""
+        return len(self.waiters)
+
+    @property
+    def waiters_by_priority(self) -> dict[Priority, tuple[WaiterInfo, ...]]:
+        """The waiters grouped by their declared priority, highest first, each in queue order."""
+        return {
+            priority: tuple(w for w in self.waiters if w.priority is priority)
+            for priority in sorted(Priority, reverse=True)
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, as served by ``GET /admin/gpu``."""
+        return {
+            "guard": self.guard,
+            "policy": self.policy,
+            "holder": None if self.holder is None else self.holder.to_dict(),
+            "waiters": [w.to_dict() for w in self.waiters],
+            "waiters_by_priority": {
+                str(p): [w.lease_id for w in ws] for p, ws in self.waiters_by_priority.items()
+            },
+            "queue_length": self.queue_length,
+            "max_waiters": self.max_waiters,
+            "counters": self.counters.to_dict(),
+            "dropped_events": self.dropped_events,
+            "taken_at": self.taken_at,
+        }

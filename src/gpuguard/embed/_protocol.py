@@ -1,0 +1,49 @@
+"""The seam every embedding engine sits behind: :class:`Embedder`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Embedder", "Vectors"]
+
+Vectors = NDArray[np.float32]
+"""A ``(n, dimension)`` float32 array of L2-normalised rows."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """An embedding model on one device.
+
+    ``load`` and ``embed`` are coroutines; engines whose libraries block run them in a worker
+    thread so that the event loop keeps serving. The embedder knows nothing of the guard:
+    the gateway and the bulk embedder take the lease around GPU work.
+    """
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+
+    @property
+    def device(self) -> str:
+        """``cuda``, ``mps``, ``cpu`` or ``remote``."""
+
+    @property
+    def dimension(self) -> int | None:
+        """Vector size, known once loaded (or declared up front)."""
+
+    @property
+    def loaded(self) -> bool:
+        """True once :meth:`load` has succeeded."""
+
+    async def load(self) -> int:
+        """Load the model (idempotent) and return its dimension."""
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed ``texts`` in order, loading first if needed; rows are L2-normalised."""
+
+    async def aclose(self) -> None:
+        """Free the model."""
