@@ -28,7 +28,10 @@ class HolderInfo:
 
 @dataclass(frozen=True, slots=True)
 class WaiterInfo:
-    """One queued operation. ``position`` 1 is served next; ``effective_priority`` includes aging."""
+    """One queued operation.
+
+    ``position`` 1 is served next; ``effective_priority`` includes aging.
+    """
 
     lease_id: int
     operation: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from .._exceptions import BackendError, ModelNotFound, ModelNotLoaded
 from ..llm._protocol import BackendHealth, ChatChunk, ChatMessage, LoadedModel
@@ -13,9 +13,9 @@ __all__ = ["FakeBackend"]
 
 
 class FakeBackend:
-    """A backend that knows ``models``, loads them instantly (or after ``load_delay_s``) and
-    answers a chat by echoing the last user message word by word.
+    """An in-memory backend that echoes the last user message word by word.
 
+    It knows ``models`` and loads them instantly (or after ``load_delay_s``).
     Like Foundry Local 0.10+, chat on a model that is not loaded fails with
     :class:`ModelNotLoaded`. ``recorder`` logs load, unload and chat as GPU work.
     ``fail_next`` makes the next call raise the given error once.
@@ -85,7 +85,7 @@ class FakeBackend:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[ChatChunk]:
+    ) -> AsyncGenerator[ChatChunk, None]:
         """Echo the last user message, one word per chunk."""
         self._check("chat", model)
         if model not in self.loaded:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import hashlib
 import re
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -95,11 +95,15 @@ class HashEmbedder:
         norms[norms == 0] = 1.0
         self.calls += 1
         self.texts_embedded += len(texts)
-        return out / norms
+        normalised: Vectors = out / norms
+        return normalised
 
     async def aclose(self) -> None:
         """Forget the loaded state."""
         self._loaded = False
 
     def __repr__(self) -> str:
-        return f"HashEmbedder(name={self._name!r}, dimension={self._dimension}, device={self._device!r})"
+        return (
+            f"HashEmbedder(name={self._name!r}, dimension={self._dimension}, "
+            f"device={self._device!r})"
+        )

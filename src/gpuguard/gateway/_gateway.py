@@ -1,0 +1,404 @@
+"""The model gateway: the one owner of the guard, the LLM backend and the embedders.
+
+Every GPU operation of the inventory goes through :attr:`ModelGateway.guard`:
+
+=====================================  ===========================  =====================
+operation                              lease                        if busy
+=====================================  ===========================  =====================
+prewarm (startup, model change)        ``hold``, normal             wait, emit status
+load / unload                          ``hold``, normal             wait
+chat (the whole stream)                ``hold``, interactive        wait, "Waiting for GPU"
+rewarm (after RAG indexing)            ``hold``, normal             wait
+GPU embedding model load               ``hold``, normal             wait, emit status
+GPU embedding inference (use_gpu)      ``hold``, caller's priority  wait
+bulk embedding                         ``try_hold`` per batch       CPU fallback
+=====================================  ===========================  =====================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import AbstractAsyncContextManager, aclosing
+from dataclasses import dataclass, field
+
+from .._events import ModelEvent, Priority
+from .._exceptions import ConfigError, DimensionMismatch, ModelNotLoaded
+from .._guard import GpuGuard, Lease
+from .._snapshot import GuardSnapshot
+from ..embed._protocol import Embedder, Vectors
+from ..llm._protocol import BackendHealth, ChatChunk, ChatMessage, LlmBackend, LoadedModel
+
+__all__ = ["GatewayStatus", "GatewayTimeouts", "GpuWaiting", "ModelGateway", "ModelInfo"]
+
+logger = logging.getLogger("gpuguard.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayTimeouts:
+    """How long each kind of GPU operation may wait for, and hold, the lease (seconds).
+
+    ``None`` means no limit. Loads get long hold timeouts (Foundry Local can take minutes);
+    a chat's hold timeout bounds the whole streamed answer.
+    """
+
+    wait_s: float | None = 600.0
+    chat_wait_s: float | None = 120.0
+    load_hold_s: float | None = 900.0
+    unload_hold_s: float | None = 120.0
+    chat_hold_s: float | None = 600.0
+    embed_hold_s: float | None = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class GpuWaiting:
+    """Yielded by :meth:`ModelGateway.chat` before it queues for a busy GPU."""
+
+    operation: str
+    holder: str | None
+    queue_length: int
+
+    @property
+    def message(self) -> str:
+        """What to show the user."""
+        held = f" (held by {self.holder})" if self.holder else ""
+        return f"Waiting for GPU...{held}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model the backend knows, and whether it is loaded and the gateway's current one."""
+
+    id: str
+    loaded: bool
+    current: bool
+    vram_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    """What the status route and ``gpuguard status`` show."""
+
+    backend: BackendHealth
+    model: str | None
+    loaded: list[LoadedModel]
+    gpu: GuardSnapshot
+    gpu_embedder: str | None
+    cpu_embedder: str | None
+    prewarming: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+class ModelGateway:
+    """Owns the guard, the LLM backend and the embedders; every GPU operation is guarded.
+
+    Args:
+        backend: the LLM server or in-process runtime.
+        model: the current LLM model (prewarmed by :meth:`start`).
+        guard: the GPU lease (a new one with default settings if omitted).
+        gpu_embedder / cpu_embedder: embedding engines; both optional, same dimension.
+        timeouts: per-operation wait and hold limits.
+    """
+
+    def __init__(
+        self,
+        backend: LlmBackend,
+        *,
+        model: str | None = None,
+        guard: GpuGuard | None = None,
+        gpu_embedder: Embedder | None = None,
+        cpu_embedder: Embedder | None = None,
+        timeouts: GatewayTimeouts | None = None,
+    ) -> None:
+        self.backend = backend
+        self.model = model
+        self.guard = guard if guard is not None else GpuGuard()
+        self.events = self.guard.events
+        self.gpu_embedder = gpu_embedder
+        self.cpu_embedder = cpu_embedder
+        self.timeouts = timeouts if timeouts is not None else GatewayTimeouts()
+        self._loaded: set[str] = set()
+        self._prewarm_task: asyncio.Task[None] | None = None
+        self._errors: list[str] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Check the embedders agree, then prewarm the current model in the background."""
+        self._check_dimensions()
+        if self.model is not None:
+            self.prewarm_in_background()
+
+    async def aclose(self) -> None:
+        """Stop a running prewarm, then close the backend and the embedders."""
+        if self._prewarm_task is not None and not self._prewarm_task.done():
+            self._prewarm_task.cancel()
+            await asyncio.gather(self._prewarm_task, return_exceptions=True)
+        await self.backend.aclose()
+        for embedder in (self.gpu_embedder, self.cpu_embedder):
+            if embedder is not None:
+                await embedder.aclose()
+
+    async def __aenter__(self) -> ModelGateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # --- LLM model operations --------------------------------------------------------------------
+    async def prewarm(self, model: str | None = None, *, operation: str = "prewarm") -> None:
+        """Load ``model`` (default: the current one) under the lease so it is ready to chat."""
+        name = self._model_or_default(model)
+        async with self._hold(
+            operation, name, Priority.NORMAL, self.timeouts.load_hold_s, self.timeouts.wait_s
+        ):
+            self._publish(name, "prewarming")
+            await self._load_unguarded(name)
+            self._publish(name, "ready")
+
+    def prewarm_in_background(self, model: str | None = None) -> asyncio.Task[None]:
+        """Start :meth:`prewarm` as a task; failures are logged and reported, never raised."""
+        name = self._model_or_default(model)
+        if self._prewarm_task is not None and not self._prewarm_task.done():
+            self._prewarm_task.cancel()
+        self._prewarm_task = asyncio.create_task(self._prewarm_quietly(name), name="prewarm")
+        return self._prewarm_task
+
+    async def _prewarm_quietly(self, model: str) -> None:
+        try:
+            await self.prewarm(model)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            message = f"prewarm of {model!r} failed: {exc}"
+            self._errors.append(message)
+            del self._errors[:-20]
+            self._publish(model, "failed", detail=str(exc))
+            logger.error("%s", message)
+
+    async def set_model(self, model: str) -> asyncio.Task[None]:
+        """Make ``model`` the current one and prewarm it in the background."""
+        self.model = model
+        return self.prewarm_in_background(model)
+
+    async def rewarm(self) -> None:
+        """Re-warm the current model (after RAG indexing pushed it out)."""
+        await self.prewarm(operation="rewarm")
+
+    async def load(self, model: str) -> None:
+        """Load ``model`` under the lease."""
+        async with self._hold(
+            "load", model, Priority.NORMAL, self.timeouts.load_hold_s, self.timeouts.wait_s
+        ):
+            await self._load_unguarded(model)
+
+    async def unload(self, model: str) -> None:
+        """Unload ``model`` under the lease."""
+        async with self._hold(
+            "unload", model, Priority.NORMAL, self.timeouts.unload_hold_s, self.timeouts.wait_s
+        ):
+            self._publish(model, "unloading")
+            try:
+                await self.backend.unload(model)
+            except Exception as exc:
+                self._publish(model, "failed", detail=str(exc))
+                raise
+            self._loaded.discard(model)
+            self._publish(model, "unloaded")
+
+    async def _load_unguarded(self, model: str) -> None:
+        """Load ``model``; the caller holds the lease."""
+        self._publish(model, "loading")
+        try:
+            await self.backend.load(model)
+        except Exception as exc:
+            self._publish(model, "failed", detail=str(exc))
+            raise
+        self._loaded.add(model)
+        self._publish(model, "loaded")
+
+    # --- chat ------------------------------------------------------------------------------------
+    async def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[ChatChunk | GpuWaiting, None]:
+        """Stream an answer, holding the lease (interactive) for the whole stream.
+
+        Yields a :class:`GpuWaiting` first when the GPU is busy. The lease is released when
+        the stream ends, fails, or the consumer closes the iterator (the client went away).
+        The model is loaded first if it is not (Foundry Local 0.10+ does not auto-load).
+        """
+        name = self._model_or_default(model)
+        if self.guard.locked or self.guard.queue_length:
+            notice = GpuWaiting("chat", self._holder_name(), self.guard.queue_length)
+            logger.info("%s for chat on %s", notice.message, name)
+            yield notice
+        async with self._hold(
+            "chat", name, Priority.INTERACTIVE, self.timeouts.chat_hold_s, self.timeouts.chat_wait_s
+        ):
+            if name not in self._loaded:
+                await self._load_unguarded(name)
+            for attempt in (1, 2):
+                started = False
+                try:
+                    async with aclosing(
+                        self.backend.chat(
+                            name, messages, max_tokens=max_tokens, temperature=temperature
+                        )
+                    ) as stream:
+                        async for chunk in stream:
+                            started = True
+                            yield chunk
+                    return
+                except ModelNotLoaded:
+                    # Evicted behind our back (a TTL, another client): reload once, retry.
+                    if started or attempt == 2:
+                        raise
+                    self._loaded.discard(name)
+                    await self._load_unguarded(name)
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> str:
+        """The whole answer of :meth:`chat` as one string."""
+        parts = []
+        async with aclosing(
+            self.chat(messages, model=model, max_tokens=max_tokens, temperature=temperature)
+        ) as stream:
+            async for item in stream:
+                if isinstance(item, ChatChunk):
+                    parts.append(item.content)
+        return "".join(parts)
+
+    # --- embeddings ------------------------------------------------------------------------------
+    async def load_gpu_embedder(self) -> Embedder:
+        """The GPU embedder, loaded under the lease on first use."""
+        embedder = self.gpu_embedder
+        if embedder is None:
+            raise ConfigError("no GPU embedder is configured")
+        if not embedder.loaded:
+            async with self._hold(
+                "embed-load",
+                embedder.name,
+                Priority.NORMAL,
+                self.timeouts.load_hold_s,
+                self.timeouts.wait_s,
+            ):
+                if not embedder.loaded:
+                    self._publish(embedder.name, "loading")
+                    await embedder.load()
+                    self._publish(embedder.name, "loaded")
+            self._check_dimensions()
+        return embedder
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        use_gpu: bool = True,
+        priority: Priority = Priority.NORMAL,
+    ) -> Vectors:
+        """Embed ``texts``: on the GPU embedder under the lease, or on the CPU embedder.
+
+        With ``use_gpu`` and no GPU embedder configured, the CPU embedder is used.
+        """
+        if use_gpu and self.gpu_embedder is not None:
+            embedder = await self.load_gpu_embedder()
+            async with self._hold(
+                "embed", embedder.name, priority, self.timeouts.embed_hold_s, self.timeouts.wait_s
+            ):
+                return await embedder.embed(texts)
+        if self.cpu_embedder is None:
+            raise ConfigError("no embedder is configured")
+        return await self.cpu_embedder.embed(texts)
+
+    def _check_dimensions(self) -> None:
+        gpu, cpu = self.gpu_embedder, self.cpu_embedder
+        if gpu is None or cpu is None or gpu.dimension is None or cpu.dimension is None:
+            return
+        if gpu.dimension != cpu.dimension:
+            raise DimensionMismatch(gpu_dim=gpu.dimension, cpu_dim=cpu.dimension)
+
+    # --- status ----------------------------------------------------------------------------------
+    async def models(self) -> list[ModelInfo]:
+        """Every model the backend knows, with its loaded state."""
+        known = await self.backend.list_models()
+        loaded = {m.id: m for m in await self.backend.loaded_models()}
+        self._loaded = set(loaded)
+        names = list(dict.fromkeys([*known, *loaded]))
+        return [
+            ModelInfo(
+                id=name,
+                loaded=name in loaded,
+                current=name == self.model,
+                vram_bytes=loaded[name].vram_bytes if name in loaded else None,
+            )
+            for name in names
+        ]
+
+    async def status(self) -> GatewayStatus:
+        """Backend health, loaded models and the GPU lane, in one object."""
+        health = await self.backend.health()
+        loaded = await self.backend.loaded_models() if health.ok else []
+        return GatewayStatus(
+            backend=health,
+            model=self.model,
+            loaded=loaded,
+            gpu=self.guard.snapshot(),
+            gpu_embedder=None if self.gpu_embedder is None else self.gpu_embedder.name,
+            cpu_embedder=None if self.cpu_embedder is None else self.cpu_embedder.name,
+            prewarming=self._prewarm_task is not None and not self._prewarm_task.done(),
+            errors=list(self._errors),
+        )
+
+    @property
+    def prewarm_task(self) -> asyncio.Task[None] | None:
+        """The background prewarm, if one was started."""
+        return self._prewarm_task
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _hold(
+        self,
+        operation: str,
+        model: str,
+        priority: Priority,
+        hold_s: float | None,
+        wait_s: float | None,
+    ) -> AbstractAsyncContextManager[Lease]:
+        return self.guard.hold(
+            operation, model=model, priority=priority, wait_timeout=wait_s, hold_timeout=hold_s
+        )
+
+    def _model_or_default(self, model: str | None) -> str:
+        name = model or self.model
+        if not name:
+            raise ConfigError("no model given and no current model configured")
+        return name
+
+    def _holder_name(self) -> str | None:
+        current = self.guard.current
+        return None if current is None else current.operation
+
+    def _publish(self, model: str, status: str, *, detail: str = "") -> None:
+        self.events.publish(
+            ModelEvent(
+                model=model,
+                status=status,
+                backend=self.backend.kind,
+                timestamp=self.guard.clock.time(),
+                detail=detail,
+            )
+        )
+
+    def __repr__(self) -> str:
+        return f"<ModelGateway backend={self.backend.kind!r} model={self.model!r} {self.guard!r}>"
