@@ -12,7 +12,7 @@ import asyncio
 import enum
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -248,6 +248,27 @@ class Subscription:
         )
 
 
+class _Deferred:
+    """An event kept in the history before anyone asked to see it: its class and arguments.
+
+    Building a frozen dataclass costs more than a whole uncontended lease cycle, and most
+    history entries are never read, so the history stores the recipe and builds on read.
+    """
+
+    __slots__ = ("_args", "_event", "_factory")
+
+    def __init__(self, factory: Callable[..., Event], args: tuple[object, ...]) -> None:
+        self._factory = factory
+        self._args = args
+        self._event: Event | None = None
+
+    def build(self) -> Event:
+        """The event (built once, so repeated reads return the same object)."""
+        if self._event is None:
+            self._event = self._factory(*self._args)
+        return self._event
+
+
 class EventBus:
     """Fan-out of events to bounded subscriber queues, plus a short history.
 
@@ -260,10 +281,19 @@ class EventBus:
         if history_size < 0 or default_maxsize < 1:
             raise ValueError("history_size must be >= 0 and default_maxsize >= 1")
         self._subscribers: list[Subscription] = []
-        self._history: deque[Event] = deque(maxlen=history_size)
+        self._history: deque[Event | _Deferred] = deque(maxlen=history_size)
+        self._keeps_history = history_size > 0
         self._default_maxsize = default_maxsize
         self.published = 0
         self.dropped = 0
+
+    @property
+    def listening(self) -> bool:
+        """True when a published event would be kept (history) or delivered (a subscriber).
+
+        Publishers on a hot path check this first and skip building events nobody will see.
+        """
+        return self._keeps_history or bool(self._subscribers)
 
     def publish(self, event: Event) -> None:
         """Give ``event`` to every subscriber; drop (and count) the oldest where one is full."""
@@ -272,6 +302,19 @@ class EventBus:
         for subscriber in self._subscribers:
             if not subscriber._offer(event):
                 self.dropped += 1
+
+    def publish_lazy(self, factory: Callable[..., Event], *args: object) -> None:
+        """Publish ``factory(*args)``, building it only once something needs the object.
+
+        With subscribers this is :meth:`publish`; with only the history listening, the
+        event is built when :meth:`history` is read. ``factory`` must be pure (a dataclass).
+        """
+        if self._subscribers:
+            self.publish(factory(*args))
+        else:
+            self.published += 1
+            if self._keeps_history:
+                self._history.append(_Deferred(factory, args))
 
     def subscribe(
         self, *, maxsize: int | None = None, kinds: Iterable[str] | None = None
@@ -293,10 +336,11 @@ class EventBus:
 
     def history(self, *, kinds: Iterable[str] | None = None) -> list[Event]:
         """The most recent events, oldest first (optionally only some kinds)."""
+        events = [e.build() if isinstance(e, _Deferred) else e for e in self._history]
         if kinds is None:
-            return list(self._history)
+            return events
         wanted = frozenset(kinds)
-        return [event for event in self._history if event.kind in wanted]
+        return [event for event in events if event.kind in wanted]
 
     @property
     def subscriber_count(self) -> int:

@@ -16,9 +16,14 @@ Contract (the exclusive policy):
 Cancellation safety (the invariant every code path keeps): *the guard never holds a lease
 for a task that will not release it.* A waiter cancelled while queued leaves the queue; a
 waiter cancelled after being granted but before it resumed releases the lease at once and
-hands it on; a holder cancelled inside ``async with`` releases on the way out. A second
-invariant keeps hand-off simple: *when nobody holds the GPU, nobody waits for it*; every
-release grants the next waiter in the same step.
+hands it on; a holder cancelled inside ``async with`` releases on the way out; a lease
+taken back as hung (even before its task resumed) surfaces as :class:`OperationHung`, with the
+guard's own cancellation withdrawn from the task. A second invariant keeps hand-off simple:
+*when nobody holds the GPU, nobody waits for it*; every release grants the next waiter in the
+same step.
+
+Hot path: an uncontended hold and release builds no event objects unless someone subscribed
+(history entries are built when read) and formats no log record unless INFO is enabled.
 """
 
 from __future__ import annotations
@@ -68,6 +73,19 @@ class _State(enum.Enum):
     ABANDONED = "abandoned"
 
 
+# Python 3.11 looks enum members up on a slow path (about 60 ns each; 3.12 fixed it) and one
+# hold/release cycle reads a dozen, several times the cost of an asyncio.Lock: bind them once.
+_WAITING: Final = _State.WAITING
+_HELD: Final = _State.HELD
+_RELEASED: Final = _State.RELEASED
+_HUNG: Final = _State.HUNG
+_ABANDONED: Final = _State.ABANDONED
+_STARTED: Final = GpuStatus.STARTED
+_COMPLETED: Final = GpuStatus.COMPLETED
+_FAILED: Final = GpuStatus.FAILED
+_CANCELLED: Final = GpuStatus.CANCELLED
+
+
 class Lease:
     """One grant of the GPU to one operation.
 
@@ -108,7 +126,7 @@ class Lease:
         self.hold_timeout = hold_timeout
         self.requested_at = requested_at
         self.granted_at: float | None = None
-        self._state = _State.WAITING
+        self._state = _WAITING
         self._task: asyncio.Task[object] | None = None
         self._deadline: float | None = None
         self._cancelled_by_guard = False
@@ -116,12 +134,12 @@ class Lease:
     @property
     def held(self) -> bool:
         """True while this lease holds the GPU."""
-        return self._state is _State.HELD
+        return self._state is _HELD
 
     @property
     def hung(self) -> bool:
         """True if the guard took this lease back because it outlived its hold timeout."""
-        return self._state is _State.HUNG
+        return self._state is _HUNG
 
     @property
     def waited_s(self) -> float:
@@ -134,7 +152,9 @@ class Lease:
         Raises :class:`LeaseNotHeld` if the lease was never granted or already released, and
         :class:`OperationHung` if the guard already took it back as hung.
         """
-        self._guard._finish(self, GpuStatus.COMPLETED, "")
+        if self._state is _HUNG:
+            _withdraw_guard_cancel(self)
+        self._guard._finish(self, _COMPLETED, "")
 
     def __repr__(self) -> str:
         model = f" model={self.model!r}" if self.model else ""
@@ -158,8 +178,16 @@ class _Waiter:
 class _Hold:
     """The async context manager behind :meth:`GpuGuard.hold` and :meth:`GpuGuard.try_hold`."""
 
-    __slots__ = ("_guard", "_hold_timeout", "_lease", "_model", "_nowait", "_operation",
-                 "_priority", "_wait_timeout")
+    __slots__ = (
+        "_guard",
+        "_hold_timeout",
+        "_lease",
+        "_model",
+        "_nowait",
+        "_operation",
+        "_priority",
+        "_wait_timeout",
+    )
 
     def __init__(
         self,
@@ -183,6 +211,12 @@ class _Hold:
     async def __aenter__(self) -> Lease:
         if self._lease is not None:
             raise RuntimeError("a hold() context manager cannot be entered twice")
+        # The uncontended case, inlined: no acquire() coroutine to create and await.
+        self._lease = self._guard._grant_if_free(
+            self._operation, self._model, self._priority, self._hold_timeout
+        )
+        if self._lease is not None:
+            return self._lease
         if self._nowait:
             self._lease = self._guard.acquire_nowait(
                 self._operation,
@@ -208,21 +242,30 @@ class _Hold:
     ) -> None:
         lease = self._lease
         assert lease is not None
-        if lease._state is _State.HUNG:
-            task = lease._task
-            if lease._cancelled_by_guard and task is not None:
-                lease._cancelled_by_guard = False
-                task.uncancel()
-                if exc_type is asyncio.CancelledError and task.cancelling():
-                    return  # also cancelled from outside: let that cancellation win
+        if lease._state is _HUNG:
+            absorbed: asyncio.CancelledError | None = None
+            if exc_type is None and lease._cancelled_by_guard:
+                # The body finished before the guard's cancellation reached it (it advanced
+                # the clock itself, say). Take delivery here, or the CancelledError would
+                # surface at the caller's next await, long after the ``async with``.
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError as err:
+                    absorbed = err
+            if _withdraw_guard_cancel(lease):
+                # Also cancelled from outside: let that cancellation win.
+                if absorbed is not None:
+                    raise absorbed
+                if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+                    return
             raise self._guard._hung_error(lease) from exc
         if exc_type is None:
-            self._guard._finish(lease, GpuStatus.COMPLETED, "")
+            self._guard._finish(lease, _COMPLETED, "")
         elif issubclass(exc_type, asyncio.CancelledError | GeneratorExit):
             # GeneratorExit: a streaming generator closed early (the client went away).
-            self._guard._finish(lease, GpuStatus.CANCELLED, "cancelled while holding the GPU")
+            self._guard._finish(lease, _CANCELLED, "cancelled while holding the GPU")
         else:
-            self._guard._finish(lease, GpuStatus.FAILED, f"{exc_type.__name__}: {exc}")
+            self._guard._finish(lease, _FAILED, f"{exc_type.__name__}: {exc}")
 
 
 class GpuGuard:
@@ -271,6 +314,7 @@ class GpuGuard:
         self._watchdog_due = 0.0
         self._acquired = self._waited = self._completed = self._failed = 0
         self._cancelled = self._timed_out = self._hung = self._rejected = self._fallbacks = 0
+        self._abandoned = 0
         self._total_wait_s = self._total_hold_s = 0.0
 
     # --- public API ------------------------------------------------------------------------
@@ -290,6 +334,10 @@ class GpuGuard:
         the body outlives ``hold_timeout`` it is cancelled and the ``async with`` raises
         :class:`OperationHung`.
         """
+        if wait_timeout is not DEFAULT:
+            _check_timeout(wait_timeout, "wait_timeout")
+        if hold_timeout is not DEFAULT:
+            _check_timeout(hold_timeout, "hold_timeout")
         return _Hold(self, operation, model, priority, wait_timeout, hold_timeout, False)
 
     def try_hold(
@@ -304,6 +352,8 @@ class GpuGuard:
 
         Fails while the GPU is held or anyone is queued: it never jumps the queue.
         """
+        if hold_timeout is not DEFAULT:
+            _check_timeout(hold_timeout, "hold_timeout")
         return _Hold(self, operation, model, priority, DEFAULT, hold_timeout, True)
 
     async def acquire(
@@ -318,10 +368,10 @@ class GpuGuard:
         """Wait for the GPU and return the granted lease; the caller must release it."""
         wait_s = self.wait_timeout if wait_timeout is DEFAULT else wait_timeout
         wait_s = _check_timeout(wait_s, "wait_timeout")
-        lease = self._new_lease(operation, model, priority, hold_timeout)
-        if self._holder is None and not self._n_waiting:
-            self._grant(lease, 0.0)
+        lease = self._grant_if_free(operation, model, priority, hold_timeout)
+        if lease is not None:
             return lease
+        lease = self._new_lease(operation, model, priority, hold_timeout)
         await self._wait(lease, wait_s)
         return lease
 
@@ -334,18 +384,21 @@ class GpuGuard:
         hold_timeout: Timeout = DEFAULT,
     ) -> Lease:
         """Take the GPU if it is free and nobody is queued, else raise :class:`WouldBlock`."""
-        if self._holder is not None or self._n_waiting:
+        lease = self._grant_if_free(operation, model, priority, hold_timeout)
+        if lease is None:
+            # Validate first: an impossible request is a ValueError even when the GPU is busy.
+            self._resolve_hold_timeout(hold_timeout)
             raise WouldBlock(
                 operation=operation,
                 model=model,
                 holder=self._holder_name(),
                 queued=self._n_waiting,
             )
-        lease = self._new_lease(operation, model, priority, hold_timeout)
-        self._grant(lease, 0.0)
         return lease
 
-    def report_fallback(self, operation: str, *, model: str | None = None, detail: str = "") -> None:
+    def report_fallback(
+        self, operation: str, *, model: str | None = None, detail: str = ""
+    ) -> None:
         """Record that ``operation`` ran on the CPU because the GPU was busy."""
         self._fallbacks += 1
         holder = self._holder_name()
@@ -417,6 +470,7 @@ class GpuGuard:
                 completed=self._completed,
                 failed=self._failed,
                 cancelled=self._cancelled,
+                abandoned=self._abandoned,
                 timed_out=self._timed_out,
                 hung=self._hung,
                 rejected=self._rejected,
@@ -430,24 +484,36 @@ class GpuGuard:
         )
 
     def __repr__(self) -> str:
-        return (
-            f"<GpuGuard {self.name!r} holder={self._holder_name()!r} "
-            f"waiting={self._n_waiting}>"
-        )
+        return f"<GpuGuard {self.name!r} holder={self._holder_name()!r} waiting={self._n_waiting}>"
 
     # --- internals -------------------------------------------------------------------------
+
+    def _resolve_hold_timeout(self, hold_timeout: Timeout) -> float | None:
+        if hold_timeout is DEFAULT:
+            return self.hold_timeout
+        return _check_timeout(hold_timeout, "hold_timeout")
+
+    def _grant_if_free(
+        self, operation: str, model: str | None, priority: Priority, hold_timeout: Timeout
+    ) -> Lease | None:
+        """The uncontended path: grant a new lease at once, or return ``None`` if busy."""
+        if self._holder is not None or self._n_waiting:
+            return None
+        lease = self._new_lease(operation, model, priority, hold_timeout)
+        self._grant(lease, lease.requested_at, 0.0)
+        return lease
 
     def _new_lease(
         self, operation: str, model: str | None, priority: Priority, hold_timeout: Timeout
     ) -> Lease:
-        hold_s = self.hold_timeout if hold_timeout is DEFAULT else hold_timeout
         lease = Lease(
             self,
             next(self._ids),
             operation,
             model,
-            Priority(priority),
-            _check_timeout(hold_s, "hold_timeout"),
+            # Priority(x) costs an enum lookup; skip it for the common, already-typed case.
+            priority if type(priority) is Priority else Priority(priority),
+            self._resolve_hold_timeout(hold_timeout),
             self.clock.monotonic(),
         )
         lease._task = asyncio.current_task()
@@ -464,7 +530,11 @@ class GpuGuard:
         self._emit(lease, GpuStatus.WAITING, position=position, holder=holder)
         logger.info(
             "waiting: op=%s model=%s priority=%s position=%d holder=%s",
-            lease.operation, lease.model, lease.priority, position, holder,
+            lease.operation,
+            lease.model,
+            lease.priority,
+            position,
+            holder,
         )
         if wait_s is not None:
             waiter.timer = self.clock.call_later(wait_s, partial(self._on_wait_timeout, waiter))
@@ -473,10 +543,14 @@ class GpuGuard:
         except asyncio.CancelledError:
             if waiter.future.done() and not waiter.future.cancelled():
                 waiter.future.exception()  # a timeout raced the cancellation: mark it seen
-            if lease._state is _State.HELD:
-                self._finish(lease, GpuStatus.CANCELLED, "cancelled before it could start")
-            elif lease._state is _State.WAITING:
+            if lease._state is _HELD:
+                self._finish(lease, _CANCELLED, "cancelled before it could start")
+            elif lease._state is _WAITING:
                 self._abandon(waiter)
+            elif lease._state is _HUNG and not _withdraw_guard_cancel(lease):
+                # Granted, then outlived its hold timeout before it even resumed: the
+                # cancellation was the guard's own, so report what happened instead.
+                raise self._hung_error(lease) from None
             raise
         finally:
             if waiter.timer is not None:
@@ -484,14 +558,18 @@ class GpuGuard:
 
     def _reject(self, lease: Lease) -> NoReturn:
         self._rejected += 1
-        lease._state = _State.ABANDONED
+        lease._state = _ABANDONED
         holder = self._holder_name()
-        mean_hold = self._total_hold_s / max(1, self._completed + self._failed)
+        finished = self._completed + self._failed + self._cancelled + self._hung
+        mean_hold = self._total_hold_s / max(1, finished)
         retry_after = max(1.0, mean_hold * (self._n_waiting + 1))
         self._emit(lease, GpuStatus.REJECTED, holder=holder, detail="GPU queue full")
         logger.warning(
             "rejected: op=%s model=%s queue=%d holder=%s",
-            lease.operation, lease.model, self._n_waiting, holder,
+            lease.operation,
+            lease.model,
+            self._n_waiting,
+            holder,
         )
         raise QueueFull(
             operation=lease.operation,
@@ -505,35 +583,44 @@ class GpuGuard:
         """A queued waiter's task was cancelled: take it out of the queue."""
         lease = waiter.lease
         self._dequeue(waiter)
-        lease._state = _State.ABANDONED
-        self._cancelled += 1
+        lease._state = _ABANDONED
+        self._abandoned += 1
         waited = self.clock.monotonic() - waiter.enqueued_at
-        self._emit(lease, GpuStatus.CANCELLED, waited_s=waited, detail="cancelled while waiting")
+        self._emit(lease, _CANCELLED, waited_s=waited, detail="cancelled while waiting")
         logger.info(
             "cancelled: op=%s model=%s waited=%.3fs (while waiting)",
-            lease.operation, lease.model, waited,
+            lease.operation,
+            lease.model,
+            waited,
         )
 
     def _on_wait_timeout(self, waiter: _Waiter) -> None:
         lease = waiter.lease
-        if lease._state is not _State.WAITING or waiter.future.done():
+        if lease._state is not _WAITING or waiter.future.done():
             return
         self._dequeue(waiter)
-        lease._state = _State.ABANDONED
+        lease._state = _ABANDONED
         self._timed_out += 1
         waited = self.clock.monotonic() - waiter.enqueued_at
         holder = self._holder_name()
         self._emit(
-            lease, GpuStatus.TIMED_OUT, waited_s=waited, holder=holder,
+            lease,
+            GpuStatus.TIMED_OUT,
+            waited_s=waited,
+            holder=holder,
             detail=f"gave up waiting for the GPU after {waited:.3f}s",
         )
         logger.warning(
             "timed out: op=%s model=%s waited=%.3fs holder=%s",
-            lease.operation, lease.model, waited, holder,
+            lease.operation,
+            lease.model,
+            waited,
+            holder,
         )
         waiter.future.set_exception(
-            WaitTimeout(operation=lease.operation, model=lease.model, holder=holder,
-                        waited_s=waited)
+            WaitTimeout(
+                operation=lease.operation, model=lease.model, holder=holder, waited_s=waited
+            )
         )
 
     def _dequeue(self, waiter: _Waiter) -> None:
@@ -542,28 +629,32 @@ class GpuGuard:
             waiter.queued = False
             self._n_waiting -= 1
 
-    def _grant(self, lease: Lease, waited_s: float, *, queued: bool = False) -> None:
-        now = self.clock.monotonic()
-        lease._state = _State.HELD
+    def _grant(self, lease: Lease, now: float, waited_s: float, queued: bool = False) -> None:
+        lease._state = _HELD
         lease.granted_at = now
         self._holder = lease
         self._acquired += 1
         if queued:
             self._waited += 1
             self._total_wait_s += waited_s
-        self._emit(lease, GpuStatus.STARTED, waited_s=waited_s)
-        logger.info(
-            "acquired: op=%s model=%s priority=%s waited=%.3fs",
-            lease.operation, lease.model, lease.priority, waited_s,
-        )
+        self._emit(lease, _STARTED, waited_s=waited_s)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "acquired: op=%s model=%s priority=%s waited=%.3fs",
+                lease.operation,
+                lease.model,
+                lease.priority,
+                waited_s,
+            )
         if lease.hold_timeout is not None:
-            lease._deadline = now + lease.hold_timeout
-            self._arm_watchdog(lease._deadline, now)
+            deadline = lease._deadline = now + lease.hold_timeout
+            if self._watchdog is None or deadline < self._watchdog_due:
+                self._arm_watchdog(deadline, now)
 
     def _finish(self, lease: Lease, status: GpuStatus, detail: str) -> None:
         """Release a held lease with an outcome and hand the GPU on."""
-        if lease._guard is not self or lease._state is not _State.HELD:
-            if lease._state is _State.HUNG:
+        if lease._guard is not self or lease._state is not _HELD:
+            if lease._state is _HUNG:
                 raise self._hung_error(lease)
             raise LeaseNotHeld(
                 f"lease #{lease.lease_id} for {lease.operation!r} is not held "
@@ -574,21 +665,27 @@ class GpuGuard:
             )
         assert lease.granted_at is not None
         held = self.clock.monotonic() - lease.granted_at
-        lease._state = _State.RELEASED
+        lease._state = _RELEASED
         self._holder = None
         self._total_hold_s += held
-        if status is GpuStatus.COMPLETED:
+        if status is _COMPLETED:
             self._completed += 1
-        elif status is GpuStatus.FAILED:
+        elif status is _FAILED:
             self._failed += 1
         else:
             self._cancelled += 1
         self._emit(lease, status, waited_s=lease.waited_s, held_s=held, detail=detail)
-        logger.log(
-            logging.WARNING if status is GpuStatus.FAILED else logging.INFO,
-            "released: op=%s model=%s outcome=%s held=%.3fs%s",
-            lease.operation, lease.model, status, held, f" ({detail})" if detail else "",
-        )
+        level = logging.WARNING if status is _FAILED else logging.INFO
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
+                "released: op=%s model=%s outcome=%s held=%.3fs%s",
+                lease.operation,
+                lease.model,
+                status,
+                held,
+                f" ({detail})" if detail else "",
+            )
         if self._n_waiting:
             self._grant_next()
 
@@ -601,7 +698,7 @@ class GpuGuard:
             if waiter.timer is not None:
                 waiter.timer.cancel()
                 waiter.timer = None
-            self._grant(waiter.lease, now - waiter.enqueued_at, queued=True)
+            self._grant(waiter.lease, now, now - waiter.enqueued_at, True)
             waiter.future.set_result(None)
             return
 
@@ -656,17 +753,23 @@ class GpuGuard:
     def _declare_hung(self, lease: Lease, now: float) -> None:
         assert lease.granted_at is not None
         held = now - lease.granted_at
-        lease._state = _State.HUNG
+        lease._state = _HUNG
         self._holder = None
         self._hung += 1
         self._total_hold_s += held
         self._emit(
-            lease, GpuStatus.HUNG, waited_s=lease.waited_s, held_s=held,
+            lease,
+            GpuStatus.HUNG,
+            waited_s=lease.waited_s,
+            held_s=held,
             detail=f"held past its hold timeout of {lease.hold_timeout}s; cancelled",
         )
         logger.error(
-            "hung: op=%s model=%s held=%.3fs (hold timeout %ss); cancelling it and freeing "
-            "the GPU", lease.operation, lease.model, held, lease.hold_timeout,
+            "hung: op=%s model=%s held=%.3fs (hold timeout %ss); cancelling it and freeing the GPU",
+            lease.operation,
+            lease.model,
+            held,
+            lease.hold_timeout,
         )
         task = lease._task
         if task is not None and not task.done():
@@ -676,9 +779,10 @@ class GpuGuard:
             self._grant_next()
 
     def _hung_error(self, lease: Lease) -> OperationHung:
-        assert lease.granted_at is not None and lease.hold_timeout is not None
-        return OperationHung(operation=lease.operation, model=lease.model,
-                             held_s=lease.hold_timeout)
+        assert lease.hold_timeout is not None
+        return OperationHung(
+            operation=lease.operation, model=lease.model, held_s=lease.hold_timeout
+        )
 
     def _holder_name(self) -> str | None:
         return None if self._holder is None else self._holder.operation
@@ -694,25 +798,42 @@ class GpuGuard:
         holder: str | None = None,
         detail: str = "",
     ) -> None:
-        self.events.publish(
-            GpuEvent(
-                guard=self.name,
-                operation=lease.operation,
-                model=lease.model,
-                status=status,
-                timestamp=self.clock.time(),
-                lease_id=lease.lease_id,
-                priority=lease.priority,
-                waited_s=waited_s,
-                held_s=held_s,
-                position=position,
-                holder=holder,
-                detail=detail,
-            )
+        bus = self.events
+        if not bus.listening:
+            return
+        # Positional, in GpuEvent's field order: the bus builds the event only when needed.
+        bus.publish_lazy(
+            GpuEvent,
+            self.name,
+            lease.operation,
+            lease.model,
+            status,
+            self.clock.time(),
+            lease.lease_id,
+            lease.priority,
+            waited_s,
+            held_s,
+            position,
+            holder,
+            detail,
         )
 
 
+def _withdraw_guard_cancel(lease: Lease) -> bool:
+    """Undo the watchdog's ``task.cancel()`` on a hung lease's task, once.
+
+    Returns True when the task is still being cancelled by someone else, so that the
+    caller lets that cancellation propagate instead of :class:`OperationHung`.
+    """
+    task = lease._task
+    if not lease._cancelled_by_guard or task is None:
+        return task is not None and task.cancelling() > 0
+    lease._cancelled_by_guard = False
+    return task.uncancel() > 0
+
+
 def _check_timeout(value: float | None, name: str) -> float | None:
-    if value is not None and value < 0:
+    # ``not value >= 0`` also rejects NaN, which would never compare as due.
+    if value is not None and not value >= 0:
         raise ValueError(f"{name} must be >= 0 seconds, or None for no limit")
     return value

@@ -53,7 +53,14 @@ class WaiterInfo:
 
 @dataclass(frozen=True, slots=True)
 class GuardCounters:
-    """Totals since the guard was created."""
+    """Totals since the guard was created.
+
+    Every granted lease ends exactly one way, so once the GPU is free
+    ``acquired == completed + failed + cancelled + hung`` (while it is held, one more).
+    Every request that never got the GPU is counted once in ``timed_out``, ``rejected``
+    (queue full) or ``abandoned`` (cancelled while queued). ``waited`` counts the grants that
+    queued first; ``total_wait_s`` sums their waits and ``total_hold_s`` every finished hold.
+    """
 
     acquired: int = 0
     waited: int = 0
@@ -66,6 +73,7 @@ class GuardCounters:
     fallbacks: int = 0
     total_wait_s: float = 0.0
     total_hold_s: float = 0.0
+    abandoned: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

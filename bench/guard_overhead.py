@@ -1,0 +1,172 @@
+"""Benchmark: what the GPU guard costs next to a bare ``asyncio.Lock``.
+
+Run it as ``python bench/guard_overhead.py [--quick]``. Two measurements, each taken for a
+bare ``asyncio.Lock`` and for the guard side by side in the same run (rounds interleaved, so
+that noise from other processes lands on both):
+
+* uncontended: one ``async with guard.hold(...)`` / ``async with lock`` with nobody else
+  around, in nanoseconds per hold+release (median over rounds);
+* hand-off: a holder releases while one waiter is queued; the time from the release call
+  to the waiter's first line in its body (p50 and p99 over many hand-offs).
+
+The guard runs in three configurations: as built by default (a bus keeping a history, no
+subscriber, INFO logging off), with a subscriber draining the bus, and quiet (no history,
+no subscriber), where it builds no events at all. Targets from the issue: uncontended at most
+3x an asyncio.Lock; hand-off p50 at most 50 us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from time import perf_counter_ns
+
+from gpuguard import EventBus, GpuGuard
+
+HoldFactory = Callable[[], AbstractAsyncContextManager[object]]
+
+UNCONTENDED_TARGET_RATIO = 3.0
+HANDOFF_TARGET_P50_US = 50.0
+
+
+@dataclass
+class Contender:
+    """One thing to measure: a name and a factory of fresh ``async with`` objects."""
+
+    name: str
+    hold: HoldFactory
+    uncontended_ns: list[float]
+    handoff_ns: list[int]
+
+
+def lock_contender() -> Contender:
+    lock = asyncio.Lock()
+    return Contender("asyncio.Lock", lambda: lock, [], [])
+
+
+def guard_contender(name: str, guard: GpuGuard) -> Contender:
+    return Contender(name, lambda: guard.hold("bench", model="m"), [], [])
+
+
+async def uncontended_round(hold: HoldFactory, iterations: int) -> float:
+    """Mean nanoseconds per uncontended hold+release over ``iterations``."""
+    start = perf_counter_ns()
+    for _ in range(iterations):
+        async with hold():
+            pass
+    return (perf_counter_ns() - start) / iterations
+
+
+async def handoff_once(hold: HoldFactory) -> int:
+    """Nanoseconds from the holder's release to the queued waiter's first line."""
+    granted_at = 0
+
+    async def waiter() -> None:
+        nonlocal granted_at
+        async with hold():
+            granted_at = perf_counter_ns()
+
+    async with hold():
+        task = asyncio.create_task(waiter())
+        # Let the waiter run until it blocks in the queue.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        released_at = perf_counter_ns()
+    await task
+    return granted_at - released_at
+
+
+async def measure(contenders: list[Contender], rounds: int, iterations: int, handoffs: int) -> None:
+    # Warm-up: fill caches, specialise the bytecode, settle the allocator.
+    for contender in contenders:
+        await uncontended_round(contender.hold, iterations)
+        for _ in range(200):
+            await handoff_once(contender.hold)
+    for _ in range(rounds):
+        for contender in contenders:
+            contender.uncontended_ns.append(await uncontended_round(contender.hold, iterations))
+        for contender in contenders:
+            for _ in range(handoffs // rounds):
+                contender.handoff_ns.append(await handoff_once(contender.hold))
+
+
+def percentile(samples: list[int], p: float) -> float:
+    ordered = sorted(samples)
+    return float(ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))])
+
+
+def print_table(contenders: list[Contender]) -> bool:
+    """Print the results; return True when the guard meets both targets in every setup."""
+    base = contenders[0]
+    base_unc = statistics.median(base.uncontended_ns)
+    base_p50 = percentile(base.handoff_ns, 50)
+    header = (
+        f"{'':34} {'uncontended':>12} {'ratio':>6} {'hand-off p50':>13} {'p99':>9} {'ratio':>6}"
+    )
+    print(header)
+    print(f"{'':34} {'ns/op':>12} {'':>6} {'us':>13} {'us':>9} {'(p50)':>6}")
+    print("-" * len(header))
+    ok = True
+    for contender in contenders:
+        unc = statistics.median(contender.uncontended_ns)
+        p50 = percentile(contender.handoff_ns, 50)
+        p99 = percentile(contender.handoff_ns, 99)
+        print(
+            f"{contender.name:34} {unc:12.0f} {unc / base_unc:5.2f}x {p50 / 1000:13.2f} "
+            f"{p99 / 1000:9.2f} {p50 / base_p50:5.2f}x"
+        )
+        if contender is not base:
+            ok &= unc / base_unc <= UNCONTENDED_TARGET_RATIO
+            ok &= p50 / 1000 <= HANDOFF_TARGET_P50_US
+    print("-" * len(header))
+    print(
+        f"targets: uncontended <= {UNCONTENDED_TARGET_RATIO:.0f}x asyncio.Lock, "
+        f"hand-off p50 <= {HANDOFF_TARGET_P50_US:.0f} us: {'met' if ok else 'NOT met'}"
+    )
+    return ok
+
+
+async def main(quick: bool) -> bool:
+    """Measure, print the table, and say whether every guard setup met the targets."""
+    rounds, iterations, handoffs = (5, 5_000, 2_000) if quick else (15, 20_000, 15_000)
+    subscribed = GpuGuard()
+    subscription = subscribed.events.subscribe()
+
+    async def drain() -> None:
+        async for _ in subscription:
+            pass
+
+    drainer = asyncio.create_task(drain())
+    contenders = [
+        lock_contender(),
+        guard_contender("GpuGuard (default: history)", GpuGuard()),
+        guard_contender("GpuGuard (+ draining subscriber)", subscribed),
+        guard_contender("GpuGuard (quiet: no events)", GpuGuard(events=EventBus(history_size=0))),
+    ]
+    await measure(contenders, rounds, iterations, handoffs)
+    subscription.close()
+    await drainer
+
+    print(
+        f"machine: {platform.platform()} | {platform.machine()} | "
+        f"{os.cpu_count()} CPUs | {platform.python_implementation()} "
+        f"{platform.python_version()}"
+    )
+    print(
+        f"runs: {rounds} rounds x {iterations} uncontended holds, "
+        f"{len(contenders[0].handoff_ns)} hand-offs each (after warm-up)\n"
+    )
+    return print_table(contenders)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.quick))

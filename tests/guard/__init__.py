@@ -1,0 +1,1 @@
+"""The guard's contract suite, run against every scope (see conftest.py)."""
