@@ -18,5 +18,5 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; t
     CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" \
         $PIP wheel --quiet --no-deps "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEELS"
 fi
-$PIP install --quiet --find-links "$WHEELS" "llama-cpp-python==$LLAMA_CPP_VERSION"
+$PIP install --quiet --find-links "$WHEELS" "llama-cpp-python[server]==$LLAMA_CPP_VERSION"
 $PIP install --quiet --find-links "$WHEELS" -e ".[all,dev]"

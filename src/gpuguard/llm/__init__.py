@@ -1,6 +1,76 @@
-"""LLM backends behind one protocol: Foundry Local, Ollama, OpenAI-compatible servers
-(llama.cpp's llama-server, vLLM, LM Studio) and llama.cpp in-process."""
+"""LLM backends behind one protocol.
 
+Foundry Local, Ollama, OpenAI-compatible servers (llama.cpp's llama-server, vLLM,
+LM Studio) and llama.cpp in-process. :func:`create_backend` builds one from plain
+settings; every backend maps its server's failures to :class:`~gpuguard.BackendError`
+subclasses and bounds every call with :class:`Timeouts`.
+
+The protocol and its value types import with no third-party dependency; the backends are
+imported on first use, so ``import gpuguard.llm`` never needs httpx or numpy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ._factory import BACKEND_KINDS, create_backend
 from ._protocol import BackendHealth, ChatChunk, ChatMessage, LlmBackend, LoadedModel
+from ._timeouts import Timeouts
 
-__all__ = ["BackendHealth", "ChatChunk", "ChatMessage", "LlmBackend", "LoadedModel"]
+if TYPE_CHECKING:
+    from .foundry import FoundryLocalBackend, discover_foundry_endpoint
+    from .llama_cpp_embedded import LlamaCppBackend
+    from .ollama import OllamaBackend
+    from .openai_compat import (
+        LlamaServerBackend,
+        LmStudioBackend,
+        OpenAICompatBackend,
+        VllmBackend,
+    )
+    from .tiny_model import write_tiny_gguf
+
+__all__ = [
+    "BACKEND_KINDS",
+    "BackendHealth",
+    "ChatChunk",
+    "ChatMessage",
+    "FoundryLocalBackend",
+    "LlamaCppBackend",
+    "LlamaServerBackend",
+    "LlmBackend",
+    "LmStudioBackend",
+    "LoadedModel",
+    "OllamaBackend",
+    "OpenAICompatBackend",
+    "Timeouts",
+    "VllmBackend",
+    "create_backend",
+    "discover_foundry_endpoint",
+    "write_tiny_gguf",
+]
+
+_LAZY = {
+    "FoundryLocalBackend": ".foundry",
+    "discover_foundry_endpoint": ".foundry",
+    "LlamaCppBackend": ".llama_cpp_embedded",
+    "OllamaBackend": ".ollama",
+    "LlamaServerBackend": ".openai_compat",
+    "LmStudioBackend": ".openai_compat",
+    "OpenAICompatBackend": ".openai_compat",
+    "VllmBackend": ".openai_compat",
+    "write_tiny_gguf": ".tiny_model",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import a backend on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

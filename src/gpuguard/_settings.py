@@ -1,0 +1,251 @@
+"""Settings for the server and the CLI, from a file and ``GPUGUARD_*`` environment variables.
+
+Sources, strongest first: explicit arguments, environment variables (``GPUGUARD_LLM__BACKEND``:
+prefix ``GPUGUARD_``, sections joined by ``__``), the file named by ``GPUGUARD_CONFIG`` (TOML,
+or a ``.env`` file), the defaults. The defaults run everything embedded: llama.cpp in-process on
+a generated tiny model, embeddings on this machine, the vector store under ``./.gpuguard/``.
+
+:func:`load_settings` turns every invalid value into one :class:`~gpuguard.ConfigError` that
+names the offending settings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ._exceptions import ConfigError
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "EmbeddingSettings",
+    "GuardSettings",
+    "IndexSettings",
+    "LlmSettings",
+    "ServerSettings",
+    "Settings",
+    "is_loopback",
+    "load_settings",
+]
+
+CONFIG_ENV_VAR = "GPUGUARD_CONFIG"
+"""The environment variable naming an optional settings file (``.toml`` or ``.env``)."""
+
+# The file given to load_settings(config=...), read by Settings.settings_customise_sources.
+_config_file: ContextVar[Path | None] = ContextVar("gpuguard_config_file", default=None)
+
+BackendKind = Literal[
+    "llama-cpp", "foundry", "ollama", "llama-server", "vllm", "lmstudio", "openai", "fake"
+]
+
+
+class ServerSettings(BaseModel):
+    """Where the HTTP server listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    token: SecretStr | None = Field(
+        default=None, description="Bearer token; required when host is not a loopback address."
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> ServerSettings:
+        if not is_loopback(self.host) and not (self.token and self.token.get_secret_value()):
+            raise ValueError(
+                f"server.host={self.host!r} is reachable beyond this machine: set server.token "
+                "(GPUGUARD_SERVER__TOKEN) so that the API requires a bearer token"
+            )
+        return self
+
+
+class LlmSettings(BaseModel):
+    """The LLM backend: which server (or in-process runtime), where, and which model."""
+
+    backend: BackendKind = "llama-cpp"
+    base_url: str | None = None
+    model: str | None = Field(
+        default=None, description="Model id (llama-cpp names the model after its GGUF file)."
+    )
+    model_path: Path | None = Field(
+        default=None,
+        description="GGUF file for llama-cpp; default: a generated tiny model in the data dir.",
+    )
+    api_key: SecretStr | None = None
+    n_gpu_layers: int = Field(default=-1, ge=-1)
+    n_ctx: int | None = Field(
+        default=None,
+        ge=16,
+        description="llama-cpp context size; default 4096, or 512 for the generated tiny model.",
+    )
+
+    @model_validator(mode="after")
+    def _remote_needs_model(self) -> LlmSettings:
+        if self.backend not in ("llama-cpp", "fake") and not self.model:
+            raise ValueError(f"llm.model is required for the {self.backend!r} backend")
+        return self
+
+
+class EmbeddingSettings(BaseModel):
+    """The GPU embedder (optional) and the CPU embedder that stands in for it when it is busy.
+
+    Use the same model for both, so that their vectors are interchangeable. Engines:
+    ``sentence-transformers``, ``fastembed``, ``remote`` (with ``url``), ``hash`` (tests).
+    """
+
+    gpu_engine: str | None = "sentence-transformers"
+    gpu_model: str = "all-MiniLM-L6-v2"
+    gpu_device: str = "auto"
+    cpu_engine: str = "sentence-transformers"
+    cpu_model: str = "all-MiniLM-L6-v2"
+    url: str | None = Field(default=None, description="Base URL of a remote embedding engine.")
+    batch_size: int = Field(default=32, ge=1, le=4096)
+
+    @field_validator("gpu_engine", mode="before")
+    @classmethod
+    def _none_means_cpu_only(cls, value: object) -> object:
+        return None if value in ("", "none") else value
+
+
+class GuardSettings(BaseModel):
+    """The GPU lease's bounds (seconds; ``None`` means no limit)."""
+
+    name: str = "gpu0"
+    wait_timeout_s: float | None = Field(default=600.0, ge=0)
+    chat_wait_timeout_s: float | None = Field(default=120.0, ge=0)
+    load_hold_timeout_s: float | None = Field(default=900.0, ge=0)
+    chat_hold_timeout_s: float | None = Field(default=600.0, ge=0)
+    embed_hold_timeout_s: float | None = Field(default=120.0, ge=0)
+    max_waiters: int = Field(default=64, ge=0)
+    aging_s: float | None = Field(default=30.0, gt=0)
+
+
+class IndexSettings(BaseModel):
+    """The on-disk vector store; ``store_path`` defaults to ``<data_dir>/index.db``."""
+
+    store_path: Path | None = None
+    search_k: int = Field(default=4, ge=1, le=100)
+
+
+class Settings(BaseSettings):
+    """Every setting of the server and the CLI, in sections."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GPUGUARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path(".gpuguard")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the ``GPUGUARD_CONFIG`` file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = _config_file.get() or os.environ.get(CONFIG_ENV_VAR)
+        if config:
+            sources.append(_file_source(settings_cls, Path(config)))
+        return tuple(sources)
+
+    @property
+    def store_path(self) -> Path:
+        """Where the vector store lives."""
+        return self.index.store_path or self.data_dir / "index.db"
+
+    @property
+    def model_path(self) -> Path:
+        """The GGUF file for the in-process llama.cpp backend."""
+        return self.llm.model_path or self.data_dir / "models" / "tiny-random.gguf"
+
+    @property
+    def model_name(self) -> str:
+        """The LLM model id the gateway prewarms and chats with by default.
+
+        In-process llama.cpp names its model after the GGUF file; ``fake`` serves ``fake-llm``.
+        """
+        if self.llm.backend == "llama-cpp":
+            return self.model_path.stem
+        return self.llm.model or "fake-llm"
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings; ``config`` overrides ``GPUGUARD_CONFIG``; raise :class:`ConfigError`.
+
+    ``overrides`` are section dicts or values (``server={"port": 0}``), applied over the
+    environment and the file.
+    """
+    given = config if config is not None else _env_config_file()
+    if given is not None and not given.is_file():
+        raise ConfigError(f"settings file {str(given)!r} does not exist")
+    token = _config_file.set(given)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+    except (ValueError, OSError) as exc:  # an unreadable or malformed settings file
+        raise ConfigError(f"cannot read the settings file {str(given)!r}: {exc}") from exc
+    finally:
+        _config_file.reset(token)
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
+    if path.suffix == ".toml":
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    return DotEnvSettingsSource(
+        settings_cls, env_file=path, env_prefix="GPUGUARD_", env_nested_delimiter="__"
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        problems.append(f"{where}: {error['msg']}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def _env_config_file() -> Path | None:
+    value = os.environ.get(CONFIG_ENV_VAR)
+    return Path(value) if value else None

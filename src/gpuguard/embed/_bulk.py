@@ -1,0 +1,373 @@
+"""Bulk embedding: batches stream through the GPU when it is free and the CPU when it is not.
+
+For every batch the bulk embedder asks the guard for the GPU without waiting
+(``try_hold`` at background priority, which never jumps the queue). If the GPU is held or
+anyone is queued for it, that batch is embedded on the CPU, a ``fallback`` event is
+emitted and "GPU busy, falling back to CPU embeddings" is logged; the next batch tries the
+GPU again, so bulk work returns to it as soon as it frees. A chat therefore waits for at
+most one batch, never for a whole job.
+
+Batches come out in input order whichever device embedded them, and memory stays bounded:
+at most ``max_in_flight`` batches exist between the input and the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+)
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar
+
+from .._events import Priority
+from .._exceptions import ConfigError, WouldBlock
+from ._lease import LeaseGuard
+from ._pair import EmbedderPair
+from ._protocol import Embedder, Vectors
+from ._shield import finish_even_if_cancelled
+
+__all__ = ["BulkEmbedder", "BulkRun", "BulkStats", "EmbeddedBatch"]
+
+logger = logging.getLogger("gpuguard.embed")
+
+FALLBACK_MESSAGE = "GPU busy, falling back to CPU embeddings"
+
+T = TypeVar("T")
+
+Device = Literal["gpu", "cpu"]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedBatch(Generic[T]):
+    """One batch out of a :class:`BulkRun`.
+
+    ``index`` counts batches from 0 in input order; ``device`` says where it ran;
+    ``fallback`` is True when it was meant for the GPU but the GPU was busy; ``seconds`` is
+    the time spent embedding it.
+    """
+
+    index: int
+    items: list[T]
+    vectors: Vectors
+    device: Device
+    fallback: bool
+    seconds: float
+
+
+@dataclass(slots=True)
+class BulkStats:
+    """Running totals of one :class:`BulkRun`."""
+
+    texts: int = 0
+    gpu_batches: int = 0
+    cpu_batches: int = 0
+    fallback_batches: int = 0
+    gpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    def add(self, batch: EmbeddedBatch[Any]) -> None:
+        """Count one finished batch."""
+        self.texts += len(batch.items)
+        if batch.device == "gpu":
+            self.gpu_batches += 1
+            self.gpu_seconds += batch.seconds
+        else:
+            self.cpu_batches += 1
+            self.cpu_seconds += batch.seconds
+            self.fallback_batches += batch.fallback
+
+
+class BulkEmbedder:
+    """Embeds streams of items batch by batch on the GPU, falling back to the CPU per batch.
+
+    Args:
+        pair: the GPU embedder (optional: without one every batch runs on the CPU) and the
+            CPU embedder.
+        guard: the GPU lease; required when ``pair`` has a GPU embedder.
+        batch_size: items per batch.
+        max_in_flight: bound on batches read from the input but not yet taken by the
+            consumer (memory stays bounded whatever the corpus size).
+        side_by_side: when True, a CPU worker takes batches from the same queue while the
+            GPU worker does, instead of the CPU only standing in when the GPU is busy.
+    """
+
+    def __init__(
+        self,
+        pair: EmbedderPair,
+        guard: LeaseGuard | None = None,
+        *,
+        batch_size: int = 32,
+        max_in_flight: int = 4,
+        side_by_side: bool = False,
+    ) -> None:
+        if pair.gpu is not None and guard is None:
+            raise ConfigError("a GPU embedder needs a guard: GPU work always takes the lease")
+        if batch_size < 1 or max_in_flight < 1:
+            raise ConfigError("batch_size and max_in_flight must be >= 1")
+        self.pair = pair
+        self.guard = guard
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.side_by_side = side_by_side
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.pair.name
+
+    def stream(
+        self,
+        items: Iterable[T] | AsyncIterable[T],
+        *,
+        text: Callable[[T], str],
+        operation: str = "bulk-embedding",
+        batch_size: int | None = None,
+    ) -> BulkRun[T]:
+        """Embed ``text(item)`` for every item; iterate the result for batches in input order.
+
+        ``operation`` names the work in guard events and logs. Items travel with their
+        vectors, so callers can attach anything (a source, a chunk number) to each text.
+        A synchronous ``items`` is iterated on the event loop: pass an async iterable if
+        producing items blocks (reading files, querying a database).
+        """
+        size = self.batch_size if batch_size is None else batch_size
+        if size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        return BulkRun(self, items, text, operation, size)
+
+    def embed_batches(
+        self,
+        texts: Iterable[str] | AsyncIterable[str],
+        *,
+        operation: str = "bulk-embedding",
+        batch_size: int | None = None,
+    ) -> BulkRun[str]:
+        """:meth:`stream` for plain texts: each batch's ``items`` are its texts."""
+        return self.stream(texts, text=str, operation=operation, batch_size=batch_size)
+
+    def __repr__(self) -> str:
+        return (
+            f"BulkEmbedder(pair={self.pair!r}, batch_size={self.batch_size}, "
+            f"max_in_flight={self.max_in_flight}, side_by_side={self.side_by_side})"
+        )
+
+
+@dataclass(slots=True)
+class _Work(Generic[T]):
+    index: int
+    items: list[T]
+    result: asyncio.Future[EmbeddedBatch[T]]
+
+
+class BulkRun(Generic[T]):
+    """One pass of items through a :class:`BulkEmbedder`: an async iterator of batches.
+
+    Use it as ``async with bulk.stream(...) as run: async for batch in run: ...`` so that the
+    workers stop as soon as the block exits, even early; ``stats`` holds the running totals.
+    """
+
+    def __init__(
+        self,
+        bulk: BulkEmbedder,
+        items: Iterable[T] | AsyncIterable[T],
+        text: Callable[[T], str],
+        operation: str,
+        batch_size: int,
+    ) -> None:
+        self.stats = BulkStats()
+        self._bulk = bulk
+        self._items = items
+        self._text = text
+        self._operation = operation
+        self._batch_size = batch_size
+        self._on_cpu = False  # whether the last GPU-bound batch had to fall back
+        self._gpu_loading: asyncio.Task[None] | None = None
+        self._batches = self._run()
+
+    def __aiter__(self) -> AsyncIterator[EmbeddedBatch[T]]:
+        return self._batches
+
+    async def aclose(self) -> None:
+        """Stop reading input and stop the workers (waiting for a running batch to end)."""
+        await self._batches.aclose()
+
+    async def __aenter__(self) -> BulkRun[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- the pipeline: one batcher, one or two workers, results in order -------------------
+
+    async def _run(self) -> AsyncGenerator[EmbeddedBatch[T], None]:
+        slots = asyncio.Semaphore(self._bulk.max_in_flight)
+        order: asyncio.Queue[asyncio.Future[EmbeddedBatch[T]] | None] = asyncio.Queue()
+        work: asyncio.Queue[_Work[T] | None] = asyncio.Queue()
+        workers = [self._gpu_first_worker] if self._bulk.pair.gpu is not None else []
+        if not workers or self._bulk.side_by_side:
+            workers.append(self._cpu_worker)
+        tasks = [asyncio.create_task(self._batcher(slots, order, work, len(workers)))]
+        tasks += [asyncio.create_task(worker(work)) for worker in workers]
+        try:
+            while (result := await order.get()) is not None:
+                batch = await result
+                slots.release()
+                self.stats.add(batch)
+                yield batch
+        finally:
+            if self._gpu_loading is not None:
+                tasks.append(self._gpu_loading)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            _discard(order)
+
+    async def _batcher(
+        self,
+        slots: asyncio.Semaphore,
+        order: asyncio.Queue[asyncio.Future[EmbeddedBatch[T]] | None],
+        work: asyncio.Queue[_Work[T] | None],
+        n_workers: int,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        index = 0
+        try:
+            async for items in _chunked(self._items, self._batch_size, slots):
+                if index == 0:
+                    await self._start_models()
+                result: asyncio.Future[EmbeddedBatch[T]] = loop.create_future()
+                order.put_nowait(result)
+                work.put_nowait(_Work(index, items, result))
+                index += 1
+        except Exception as exc:  # the input or a model load failed: the consumer raises it
+            failed: asyncio.Future[EmbeddedBatch[T]] = loop.create_future()
+            failed.set_exception(exc)
+            order.put_nowait(failed)
+        finally:
+            for _ in range(n_workers):
+                work.put_nowait(None)
+        order.put_nowait(None)
+
+    async def _start_models(self) -> None:
+        """Load the models at the first batch: a job with nothing to embed loads none.
+
+        The GPU model loads in the background (it waits for the lease at normal priority,
+        as model loads do); batches run on the CPU meanwhile instead of waiting for it.
+        """
+        pair = self._bulk.pair
+        await pair.start_cpu()
+        if pair.gpu is not None and not pair.gpu_ready:
+            self._gpu_loading = asyncio.create_task(pair.load_gpu(self._bulk.guard))
+
+    async def _gpu_first_worker(self, work: asyncio.Queue[_Work[T] | None]) -> None:
+        gpu = self._bulk.pair.gpu
+        assert gpu is not None
+        while (job := await work.get()) is not None:
+            await self._settle(job, self._gpu_or_fallback(gpu, job))
+
+    async def _cpu_worker(self, work: asyncio.Queue[_Work[T] | None]) -> None:
+        while (job := await work.get()) is not None:
+            await self._settle(job, self._embed_timed(self._bulk.pair.cpu, job, "cpu", False))
+
+    async def _settle(self, job: _Work[T], embedding: Awaitable[EmbeddedBatch[T]]) -> None:
+        try:
+            job.result.set_result(await embedding)
+        except Exception as exc:
+            job.result.set_exception(exc)
+
+    async def _gpu_or_fallback(self, gpu: Embedder, job: _Work[T]) -> EmbeddedBatch[T]:
+        guard = self._bulk.guard
+        assert guard is not None
+        if not self._gpu_loaded():
+            self._note_fallback(guard, gpu, job, "the GPU embedding model is still loading")
+            return await self._embed_timed(self._bulk.pair.cpu, job, "cpu", True)
+        async with contextlib.AsyncExitStack() as lease:
+            try:
+                await lease.enter_async_context(
+                    guard.try_hold(self._operation, model=gpu.name, priority=Priority.BACKGROUND)
+                )
+            except WouldBlock as busy:
+                self._note_fallback(guard, gpu, job, str(busy))
+            else:
+                if self._on_cpu:
+                    self._on_cpu = False
+                    logger.info("GPU free again, back to GPU embeddings (%s)", self._operation)
+                # The lease must cover the real GPU work, which a cancellation cannot stop
+                # once it runs in a worker thread: let it finish before the lease is released.
+                return await finish_even_if_cancelled(self._embed_timed(gpu, job, "gpu", False))
+        return await self._embed_timed(self._bulk.pair.cpu, job, "cpu", True)
+
+    def _gpu_loaded(self) -> bool:
+        """Whether the GPU model is ready; re-raises its load failure (a dimension mismatch)."""
+        loading = self._gpu_loading
+        if loading is None or not loading.done():
+            return loading is None
+        loading.result()
+        return True
+
+    def _note_fallback(self, guard: LeaseGuard, gpu: Embedder, job: _Work[T], why: str) -> None:
+        if not self._on_cpu:
+            self._on_cpu = True
+            logger.info("%s (%s: %s)", FALLBACK_MESSAGE, self._operation, why)
+        guard.report_fallback(
+            self._operation,
+            model=gpu.name,
+            detail=f"batch {job.index} ({len(job.items)} texts) embedded on the CPU: {why}",
+        )
+
+    async def _embed_timed(
+        self, embedder: Embedder, job: _Work[T], device: Device, fallback: bool
+    ) -> EmbeddedBatch[T]:
+        started = time.perf_counter()
+        vectors = await embedder.embed([self._text(item) for item in job.items])
+        return EmbeddedBatch(
+            job.index, job.items, vectors, device, fallback, time.perf_counter() - started
+        )
+
+
+async def _chunked(
+    items: Iterable[T] | AsyncIterable[T], size: int, slots: asyncio.Semaphore
+) -> AsyncIterator[list[T]]:
+    """Lists of ``size`` items; each waits for a free slot before it starts filling."""
+    await slots.acquire()
+    batch: list[T] = []
+    async for item in _aiter(items):
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            await slots.acquire()
+            batch = []
+    if batch:
+        yield batch
+
+
+async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def _discard(order: asyncio.Queue[asyncio.Future[EmbeddedBatch[T]] | None]) -> None:
+    """Mark the results nobody will read as seen, so that their errors are not logged."""
+    while not order.empty():
+        result = order.get_nowait()
+        if result is not None and result.done() and not result.cancelled():
+            result.exception()

@@ -1,0 +1,61 @@
+"""One entry point that turns configuration strings into an :class:`Embedder`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+from .._exceptions import ConfigError
+from ._protocol import Embedder
+
+__all__ = ["ENGINES", "create_embedder"]
+
+ENGINES = ("sentence-transformers", "fastembed", "remote", "hash")
+"""The engine names :func:`create_embedder` knows."""
+
+
+def create_embedder(
+    engine: str,
+    *,
+    model: str | None = None,
+    device: str = "cpu",
+    url: str | None = None,
+    api: str = "openai",
+) -> Embedder:
+    """Build an embedder from settings.
+
+    * ``sentence-transformers``: ``model`` is a local directory or the default model's name
+      (``None``: the bundled all-MiniLM-L6-v2).
+    * ``fastembed``: ``model`` is a directory made by :func:`~gpuguard.embed.export_onnx`,
+      or a model of fastembed's catalogue already in its cache.
+    * ``remote``: ``url`` and ``model`` are required; ``api`` is ``openai`` or ``ollama``.
+    * ``hash``: the deterministic test embedder (no model; ``device`` is only a label).
+
+    Raises :class:`ConfigError` for an unknown engine or missing settings, and
+    :class:`~gpuguard.EmbedderUnavailable` for a device this machine does not have.
+    """
+    if engine == "sentence-transformers":
+        from .sentence_transformers import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder(model, device=device)
+    if engine == "fastembed":
+        from .onnx import FastEmbedEmbedder
+
+        if model is not None and Path(model).is_dir():
+            return FastEmbedEmbedder(model_path=model, device=device)
+        if model is None:
+            raise ConfigError("the fastembed engine needs model= (an export_onnx directory)")
+        return FastEmbedEmbedder(model, device=device)
+    if engine == "remote":
+        from .remote import RemoteApi, RemoteEmbedder
+
+        if url is None or model is None:
+            raise ConfigError("the remote engine needs url= and model=")
+        if api not in ("openai", "ollama"):
+            raise ConfigError(f"unknown remote embedding API {api!r}; use 'openai' or 'ollama'")
+        return RemoteEmbedder(url, model=model, api=cast(RemoteApi, api))
+    if engine == "hash":
+        from ..testing import HashEmbedder
+
+        return HashEmbedder(name=model or "hash-embedder", device=device)
+    raise ConfigError(f"unknown embedding engine {engine!r}; expected one of {', '.join(ENGINES)}")

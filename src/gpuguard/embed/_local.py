@@ -1,0 +1,114 @@
+"""The shared half of in-process engines: lazy, idempotent loading and threaded encoding."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._exceptions import EmbedderUnavailable, EmbeddingError
+from ._protocol import Vectors
+from ._vectors import as_normalised_vectors
+
+__all__ = ["LocalEmbedder"]
+
+
+class LocalEmbedder(abc.ABC):
+    """An in-process :class:`~gpuguard.embed.Embedder` whose library blocks.
+
+    It loads and encodes in a worker thread so that the event loop keeps serving.
+
+    Subclasses implement :meth:`_load_sync` (returning the dimension), :meth:`_encode_sync`
+    and :meth:`_unload_sync`; this class makes loading idempotent and concurrency-safe,
+    maps library failures to :class:`EmbedderUnavailable`/:class:`EmbeddingError` and
+    normalises every output.
+    """
+
+    def __init__(self, *, name: str, device: str) -> None:
+        self._name = name
+        self._device = device
+        self._dimension: int | None = None
+        # A thread lock, not an asyncio one: loading happens in worker threads, and one
+        # embedder may serve several event loops (tests, CLI runs) in its lifetime.
+        self._load_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self._name
+
+    @property
+    def device(self) -> str:
+        """``cuda``, ``mps`` or ``cpu``."""
+        return self._device
+
+    @property
+    def dimension(self) -> int | None:
+        """Vector size once loaded."""
+        return self._dimension
+
+    @property
+    def loaded(self) -> bool:
+        """True once :meth:`load` has succeeded."""
+        return self._dimension is not None
+
+    async def load(self) -> int:
+        """Load the model in a worker thread (once) and return its dimension."""
+        if self._dimension is not None:
+            return self._dimension
+        return await asyncio.to_thread(self._ensure_loaded)
+
+    def _ensure_loaded(self) -> int:
+        with self._load_lock:
+            if self._dimension is None:
+                try:
+                    self._dimension = self._load_sync()
+                except EmbeddingError:
+                    raise
+                except Exception as exc:
+                    raise EmbedderUnavailable(
+                        f"cannot load embedding model {self._name!r} on {self._device}: {exc}"
+                    ) from exc
+            return self._dimension
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed ``texts`` in order (loading first if needed); rows are L2-normalised."""
+        await self.load()
+        batch = list(texts)
+        if not batch:
+            return np.zeros((0, self._dimension or 0), dtype=np.float32)
+        try:
+            raw = await asyncio.to_thread(self._encode_sync, batch)
+        except Exception as exc:
+            raise EmbeddingError(
+                f"{self._name!r} on {self._device} failed to embed {len(batch)} text(s): {exc}"
+            ) from exc
+        return as_normalised_vectors(raw, expected_rows=len(batch))
+
+    async def aclose(self) -> None:
+        """Drop the model and free its memory."""
+        await asyncio.to_thread(self._unload)
+
+    def _unload(self) -> None:
+        with self._load_lock:
+            if self._dimension is not None:
+                self._unload_sync()
+                self._dimension = None
+
+    @abc.abstractmethod
+    def _load_sync(self) -> int:
+        """Load the model (blocking) and return its dimension."""
+
+    @abc.abstractmethod
+    def _encode_sync(self, texts: list[str]) -> Vectors:
+        """Encode a non-empty batch (blocking)."""
+
+    @abc.abstractmethod
+    def _unload_sync(self) -> None:
+        """Forget the model (blocking)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self._name!r}, device={self._device!r})"

@@ -1,0 +1,92 @@
+"""A GPU embedder and a CPU embedder that must be interchangeable."""
+
+from __future__ import annotations
+
+from .._events import Priority
+from .._exceptions import DimensionMismatch
+from ._lease import LeaseGuard
+from ._protocol import Embedder
+from ._shield import finish_even_if_cancelled
+
+__all__ = ["EmbedderPair"]
+
+MODEL_LOAD_OPERATION = "embedding-model load"
+
+
+class EmbedderPair:
+    """The GPU embedder (optional) and the CPU embedder that stands in for it when busy.
+
+    Both must give vectors of the same size, or the store would mix incompatible vectors:
+    a mismatch is refused with :class:`DimensionMismatch` as early as it is known (at
+    construction when both dimensions are declared, else when the GPU embedder loads).
+    """
+
+    def __init__(self, gpu: Embedder | None, cpu: Embedder) -> None:
+        self.gpu = gpu
+        self.cpu = cpu
+        self._dimension: int | None = None
+        self._gpu_ready = False
+        if gpu is not None and gpu.dimension is not None and cpu.dimension is not None:
+            _check(gpu.dimension, cpu.dimension)
+
+    @property
+    def dimension(self) -> int | None:
+        """The vector size once the CPU embedder is loaded."""
+        return self._dimension
+
+    @property
+    def name(self) -> str:
+        """The model's name (the CPU embedder's, which every batch can fall back to)."""
+        return self.cpu.name
+
+    @property
+    def gpu_ready(self) -> bool:
+        """True once the GPU embedder is loaded and known to match the CPU one."""
+        return self._gpu_ready
+
+    async def start(self, guard: LeaseGuard | None = None) -> int:
+        """Load both embedders (idempotent), check their dimensions, return the dimension."""
+        dimension = await self.start_cpu()
+        await self.load_gpu(guard)
+        return dimension
+
+    async def start_cpu(self) -> int:
+        """Load the CPU embedder (idempotent) and return the dimension."""
+        if self._dimension is None:
+            self._dimension = await self.cpu.load()
+        return self._dimension
+
+    async def load_gpu(self, guard: LeaseGuard | None) -> None:
+        """Load the GPU embedder under ``guard`` at normal priority and check its dimension.
+
+        Loading a model is GPU work too, so it waits its turn for the lease; bulk embedding
+        runs on the CPU meanwhile rather than waiting for it.
+        """
+        if self.gpu is None or self._gpu_ready:
+            return
+        if self.gpu.loaded or guard is None:
+            gpu_dim = await self.gpu.load()
+        else:
+            async with guard.hold(
+                MODEL_LOAD_OPERATION, model=self.gpu.name, priority=Priority.NORMAL
+            ):
+                # A load running in a worker thread cannot be stopped: keep the lease till then.
+                gpu_dim = await finish_even_if_cancelled(self.gpu.load())
+        _check(gpu_dim, await self.start_cpu())
+        self._gpu_ready = True
+
+    async def aclose(self) -> None:
+        """Free both models."""
+        if self.gpu is not None:
+            await self.gpu.aclose()
+        await self.cpu.aclose()
+        self._dimension = None
+        self._gpu_ready = False
+
+    def __repr__(self) -> str:
+        return f"EmbedderPair(gpu={self.gpu!r}, cpu={self.cpu!r})"
+
+
+def _check(gpu_dim: int, cpu_dim: int) -> None:
+    if gpu_dim != cpu_dim:
+        raise DimensionMismatch(gpu_dim=gpu_dim, cpu_dim=cpu_dim)

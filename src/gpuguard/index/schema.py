@@ -1,0 +1,282 @@
+"""Database schema introspection (SQLAlchemy) into texts worth embedding.
+
+:func:`describe_database` reads every table and view of a SQLite, PostgreSQL or
+MySQL/MariaDB database (columns, types, nullability, primary and foreign keys, comments,
+view definitions) into :class:`TableDescription` s. Each description renders one text for
+the table and one per column, and hashes its definition so that a refresh re-embeds only
+the tables that changed. Bad URLs, missing drivers and unreachable servers raise
+:class:`~gpuguard.SourceUnavailable`, with the password masked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .._exceptions import SourceUnavailable
+
+__all__ = [
+    "ColumnDescription",
+    "DatabaseDescription",
+    "ForeignKeyDescription",
+    "TableDescription",
+    "database_label",
+    "describe_database",
+]
+
+_MAX_VIEW_DEFINITION = 2000
+_CONNECT_TIMEOUT_ARG = {"postgresql": "connect_timeout", "mysql": "connect_timeout"}
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnDescription:
+    """One column: SQL type as the database names it, keys and comment."""
+
+    name: str
+    type: str
+    nullable: bool
+    primary_key: bool
+    comment: str | None = None
+    references: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignKeyDescription:
+    """``columns`` refer to ``referred_columns`` of ``referred_table`` (schema-qualified)."""
+
+    columns: tuple[str, ...]
+    referred_table: str
+    referred_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TableDescription:
+    """A table or view, ready to be turned into texts."""
+
+    schema: str
+    name: str
+    kind: Literal["table", "view"]
+    columns: tuple[ColumnDescription, ...]
+    primary_key: tuple[str, ...] = ()
+    foreign_keys: tuple[ForeignKeyDescription, ...] = ()
+    comment: str | None = None
+    definition: str | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        """``schema.name``."""
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def definition_hash(self) -> str:
+        """Changes whenever anything this description says changes."""
+        canonical = json.dumps(asdict(self), sort_keys=True, default=list)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def table_text(self) -> str:
+        """One text describing the whole table: what a question about it should match."""
+        lines = [f"{self.kind.capitalize()} {self.qualified_name}" + _sentence(self.comment)]
+        lines.append("Columns: " + "; ".join(_column_summary(c) for c in self.columns) + ".")
+        if self.primary_key:
+            lines.append(f"Primary key: {', '.join(self.primary_key)}.")
+        for key in self.foreign_keys:
+            lines.append(
+                f"Foreign key: {', '.join(key.columns)} references "
+                f"{key.referred_table}({', '.join(key.referred_columns)})."
+            )
+        if self.definition:
+            lines.append(f"Definition: {self.definition[:_MAX_VIEW_DEFINITION]}")
+        return "\n".join(lines)
+
+    def column_texts(self) -> list[tuple[str, str]]:
+        """``(column name, text)`` for each column, naming its table."""
+        return [
+            (
+                column.name,
+                f"Column {self.name}.{column.name} of {self.kind} {self.qualified_name}: "
+                f"{_column_summary(column)}.",
+            )
+            for column in self.columns
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseDescription:
+    """Every table and view found, and the label that names the database in the index."""
+
+    label: str
+    dialect: str
+    tables: list[TableDescription]
+
+
+def database_label(url: str) -> str:
+    """A stable, password-free name for the database ``url`` points at.
+
+    Two URLs for the same database through different drivers get the same label.
+    """
+    parsed = _parse(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database
+        return f"sqlite:///{Path(database).resolve() if database else ':memory:'}"
+    host = parsed.host or "localhost"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{backend}://{host}{port}/{parsed.database or ''}"
+
+
+def describe_database(
+    url: str, *, schemas: Sequence[str] | None = None, connect_timeout_s: int = 10
+) -> DatabaseDescription:
+    """Introspect the tables and views of ``schemas`` (default: the default schema).
+
+    Blocking: run it in a worker thread from async code. Raises :class:`SourceUnavailable`
+    for an unparseable URL, an unknown or missing driver, a missing SQLite file or a
+    database that cannot be reached or read.
+    """
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    parsed = _parse(url)
+    shown = parsed.render_as_string(hide_password=True)
+    backend = parsed.get_backend_name()
+    database = parsed.database
+    on_disk = backend == "sqlite" and database not in (None, "", ":memory:")
+    if on_disk and not Path(str(database)).is_file():
+        raise SourceUnavailable(f"no SQLite database file at {database}")
+    connect_args: dict[str, Any] = {}
+    if backend in _CONNECT_TIMEOUT_ARG:
+        connect_args[_CONNECT_TIMEOUT_ARG[backend]] = connect_timeout_s
+    try:
+        engine = create_engine(parsed, connect_args=connect_args, poolclass=_null_pool())
+    except (SQLAlchemyError, ImportError) as exc:
+        raise SourceUnavailable(f"cannot use {shown}: {_reason(exc)}") from exc
+    try:
+        with engine.connect() as connection:
+            inspector = inspect(connection)
+            wanted = list(schemas) if schemas else [inspector.default_schema_name or "main"]
+            tables = [table for schema in wanted for table in _describe_schema(inspector, schema)]
+    except SQLAlchemyError as exc:
+        raise SourceUnavailable(f"cannot read the schema of {shown}: {_reason(exc)}") from exc
+    finally:
+        engine.dispose()
+    return DatabaseDescription(database_label(url), backend, tables)
+
+
+def _parse(url: str) -> Any:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        raise SourceUnavailable(f"not a valid database URL: {exc}") from exc
+
+
+def _null_pool() -> Any:
+    from sqlalchemy.pool import NullPool
+
+    return NullPool
+
+
+def _reason(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None)
+    return str(original if original is not None else exc).strip().splitlines()[0]
+
+
+def _describe_schema(inspector: Any, schema: str) -> list[TableDescription]:
+    tables = [
+        _describe(inspector, schema, name, "table") for name in inspector.get_table_names(schema)
+    ]
+    views = [
+        _describe(inspector, schema, name, "view") for name in inspector.get_view_names(schema)
+    ]
+    return sorted(tables + views, key=lambda table: table.name)
+
+
+def _describe(
+    inspector: Any, schema: str, name: str, kind: Literal["table", "view"]
+) -> TableDescription:
+    is_table = kind == "table"
+    primary_key = tuple(
+        inspector.get_pk_constraint(name, schema).get("constrained_columns") or ()
+        if is_table
+        else ()
+    )
+    foreign_keys = tuple(
+        ForeignKeyDescription(
+            columns=tuple(key["constrained_columns"]),
+            referred_table=f"{key.get('referred_schema') or schema}.{key['referred_table']}",
+            referred_columns=tuple(key["referred_columns"]),
+        )
+        for key in (inspector.get_foreign_keys(name, schema) if is_table else ())
+    )
+    references = {
+        column: f"{key.referred_table}({referred})"
+        for key in foreign_keys
+        for column, referred in zip(key.columns, key.referred_columns, strict=False)
+    }
+    columns = tuple(
+        ColumnDescription(
+            name=column["name"],
+            type=_type_name(column["type"], inspector.dialect),
+            # SQLite reports INTEGER PRIMARY KEY as nullable; no key column ever is.
+            nullable=bool(column.get("nullable", True)) and column["name"] not in primary_key,
+            primary_key=column["name"] in primary_key,
+            comment=column.get("comment") or None,
+            references=references.get(column["name"]),
+        )
+        for column in inspector.get_columns(name, schema)
+    )
+    return TableDescription(
+        schema=schema,
+        name=name,
+        kind=kind,
+        columns=columns,
+        primary_key=primary_key,
+        foreign_keys=foreign_keys,
+        comment=_table_comment(inspector, name, schema),
+        definition=None if is_table else _view_definition(inspector, name, schema),
+    )
+
+
+def _type_name(sql_type: Any, dialect: Any) -> str:
+    try:
+        return str(sql_type.compile(dialect=dialect))
+    except Exception:  # a type the dialect cannot render: its class name still says a lot
+        return type(sql_type).__name__
+
+
+def _table_comment(inspector: Any, name: str, schema: str) -> str | None:
+    try:
+        comment = inspector.get_table_comment(name, schema).get("text")
+    except NotImplementedError:  # SQLite has no comments
+        return None
+    return str(comment) if comment else None
+
+
+def _view_definition(inspector: Any, name: str, schema: str) -> str | None:
+    try:
+        definition = inspector.get_view_definition(name, schema)
+    except NotImplementedError:
+        return None
+    return " ".join(str(definition).split()) if definition else None
+
+
+def _column_summary(column: ColumnDescription) -> str:
+    parts = [f"{column.name} {column.type}"]
+    if column.primary_key:
+        parts.append("primary key")
+    if not column.nullable:
+        parts.append("not null")
+    if column.references:
+        parts.append(f"references {column.references}")
+    summary = ", ".join(parts)
+    return f"{summary} ({column.comment})" if column.comment else summary
+
+
+def _sentence(comment: str | None) -> str:
+    return f": {comment.strip()}" if comment else ""

@@ -1,0 +1,107 @@
+"""Job results and progress reporting as :class:`~gpuguard.JobEvent` s."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .._events import EventBus, JobEvent
+
+__all__ = ["IndexResult", "JobIssue", "JobReporter", "new_job_id"]
+
+
+def new_job_id() -> str:
+    """A short random job id."""
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class JobIssue:
+    """Something a job skipped and why (a corrupt file, a failed re-warm)."""
+
+    source: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexResult:
+    """What an indexing job did.
+
+    ``embedded``, ``skipped`` (unchanged) and ``removed`` count sources (tables or files);
+    ``texts`` counts the texts embedded; the batch counts say where they ran.
+    """
+
+    embedded: int
+    skipped: int
+    removed: int
+    texts: int
+    gpu_batches: int
+    cpu_batches: int
+    fallback_batches: int
+    seconds: float
+    errors: tuple[JobIssue, ...] = ()
+
+    def summary(self) -> str:
+        """One line for logs and the final event."""
+        return (
+            f"{self.embedded} embedded, {self.skipped} unchanged, {self.removed} removed, "
+            f"{len(self.errors)} error(s); {self.texts} texts in {self.gpu_batches} GPU and "
+            f"{self.cpu_batches} CPU batches ({self.fallback_batches} fallbacks) "
+            f"in {self.seconds:.1f}s"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+class JobReporter:
+    """Publishes one job's lifecycle and progress to an event bus (if any).
+
+    ``done``/``total`` count the job's units (tables, files).
+    """
+
+    def __init__(self, events: EventBus | None, job: str, job_id: str | None) -> None:
+        self.events = events
+        self.job = job
+        self.job_id = job_id or new_job_id()
+        self.done = 0
+        self.total: int | None = None
+
+    def publish(self, status: str, detail: str = "") -> None:
+        """Publish the current progress with ``status``."""
+        if self.events is not None:
+            self.events.publish(
+                JobEvent(
+                    job_id=self.job_id,
+                    job=self.job,
+                    status=status,
+                    timestamp=time.time(),
+                    done=self.done,
+                    total=self.total,
+                    detail=detail,
+                )
+            )
+
+    def advance(self, detail: str, units: int = 1) -> None:
+        """Count ``units`` more done and publish a ``progress`` event."""
+        self.done += units
+        self.publish("progress", detail)
+
+    @contextmanager
+    def lifecycle(self, detail: str) -> Iterator[None]:
+        """Publish ``started``, then ``failed`` or ``cancelled`` if the body raises."""
+        self.publish("started", detail)
+        try:
+            yield
+        except asyncio.CancelledError:
+            self.publish("cancelled", "cancelled")
+            raise
+        except Exception as exc:
+            self.publish("failed", f"{type(exc).__name__}: {exc}")
+            raise

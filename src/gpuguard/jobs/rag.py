@@ -1,0 +1,156 @@
+"""``process_rag_documents``: index files and folders for retrieval, then re-warm the LLM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._events import EventBus
+from .._exceptions import ConfigError, DocumentError
+from ..embed import BulkEmbedder
+from ..index import (
+    DEFAULT_MAX_BYTES,
+    Chunk,
+    VectorStore,
+    chunk_text,
+    content_hash,
+    extract_text,
+    find_documents,
+    read_document,
+)
+from ._indexing import PendingSource, embed_and_store
+from ._progress import IndexResult, JobIssue, JobReporter
+
+__all__ = ["process_rag_documents"]
+
+JOB_NAME = "process_rag_documents"
+
+
+async def process_rag_documents(
+    paths: Iterable[str | Path],
+    *,
+    store: VectorStore,
+    bulk: BulkEmbedder,
+    events: EventBus | None = None,
+    rewarm: Callable[[], Awaitable[None]] | None = None,
+    job_id: str | None = None,
+    chunk_size: int = 1000,
+    chunk_overlap: int = 200,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> IndexResult:
+    """Index the supported documents in ``paths`` (files or folders, searched recursively).
+
+    Idempotent: a file whose bytes (and the chunking settings and model) are unchanged is
+    skipped; a changed file's chunks are replaced in one transaction; files that were
+    indexed under a given folder (or as a given file) and are gone now are removed. A file
+    that is unreadable, empty, binary or corrupt is reported in ``errors`` and skipped (its
+    previous chunks, if any, stay). When anything was embedded, ``rewarm`` (the gateway's
+    LLM re-warm) is awaited at the end; its failure is reported, not raised.
+    """
+    if chunk_size < 1 or not 0 <= chunk_overlap < chunk_size:
+        raise ConfigError("need chunk_size >= 1 and 0 <= chunk_overlap < chunk_size")
+    started = time.perf_counter()
+    reporter = JobReporter(events, JOB_NAME, job_id)
+    given = list(paths)
+    errors: list[JobIssue] = []
+    with reporter.lifecycle(f"indexing {len(given)} path(s)"):
+        files, stored = await asyncio.to_thread(_survey, given, store, errors)
+        reporter.total = len(files)
+        gone = sorted(stored.keys() - {str(path) for path in files})
+        removed = await asyncio.to_thread(store.remove_sources, "document", gone)
+        if removed:
+            reporter.publish("progress", f"{removed} deleted file(s) removed")
+        chunking = _Chunking(chunk_size, chunk_overlap, bulk.name, max_bytes)
+        counts = {"embedded": 0, "skipped": 0}
+
+        async def pending() -> AsyncIterator[PendingSource]:
+            for path in files:
+                try:
+                    source = await asyncio.to_thread(
+                        _prepare, path, stored.get(str(path)), chunking
+                    )
+                except DocumentError as exc:
+                    errors.append(JobIssue(str(path), str(exc)))
+                    reporter.advance(f"skipped {path}: {exc}")
+                    continue
+                if source is None:
+                    counts["skipped"] += 1
+                    reporter.advance(f"{path} unchanged")
+                    continue
+                yield source
+
+        def stored_one(source: PendingSource) -> None:
+            counts["embedded"] += 1
+            reporter.advance(f"{source.name} indexed")
+
+        stats = await embed_and_store(
+            pending(), store=store, bulk=bulk, operation="rag-indexing", on_stored=stored_one
+        )
+        if rewarm is not None and stats.texts:
+            reporter.publish("progress", "re-warming the LLM")
+            try:
+                await rewarm()
+            except Exception as exc:
+                errors.append(JobIssue("rewarm", f"re-warming the LLM failed: {exc}"))
+        result = IndexResult(
+            embedded=counts["embedded"],
+            skipped=counts["skipped"],
+            removed=removed,
+            texts=stats.texts,
+            gpu_batches=stats.gpu_batches,
+            cpu_batches=stats.cpu_batches,
+            fallback_batches=stats.fallback_batches,
+            seconds=time.perf_counter() - started,
+            errors=tuple(errors),
+        )
+        reporter.publish("completed", result.summary())
+    return result
+
+
+def _survey(
+    paths: list[str | Path], store: VectorStore, errors: list[JobIssue]
+) -> tuple[list[Path], dict[str, str]]:
+    """The files to index, and the stored hashes of every document under the paths."""
+    files: dict[Path, None] = {}
+    stored: dict[str, str] = {}
+    for root in (Path(path).absolute() for path in paths):
+        hashes = store.source_hashes("document", prefix=str(root))
+        known = {name: digest for name, digest in hashes.items() if _under(name, root)}
+        stored |= known
+        if root.exists():
+            files.update(dict.fromkeys(find_documents(root)))
+        elif not known:
+            errors.append(JobIssue(str(root), f"{root}: no such file or directory"))
+    return list(files), stored
+
+
+def _under(name: str, root: Path) -> bool:
+    return name == str(root) or name.startswith(f"{root}{os.sep}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunking:
+    """Everything besides a file's bytes that decides its chunks and vectors."""
+
+    size: int
+    overlap: int
+    model: str
+    max_bytes: int
+
+
+def _prepare(path: Path, stored_hash: str | None, chunking: _Chunking) -> PendingSource | None:
+    """The file's chunks, or ``None`` when the stored ones are up to date."""
+    data = read_document(path, max_bytes=chunking.max_bytes)
+    digest = content_hash(data, chunking.size, chunking.overlap, chunking.model)
+    if digest == stored_hash:
+        return None
+    text = extract_text(path, data)
+    chunks = [
+        Chunk(piece.text, {"path": str(path), "start": piece.start, "end": piece.end})
+        for piece in chunk_text(text, size=chunking.size, overlap=chunking.overlap)
+    ]
+    return PendingSource("document", str(path), digest, chunks)

@@ -1,0 +1,81 @@
+"""Build the configured :class:`~gpuguard.llm.LlmBackend` from plain settings."""
+
+from __future__ import annotations
+
+from .._exceptions import ConfigError
+from ._protocol import LlmBackend
+from ._timeouts import Timeouts
+
+__all__ = ["BACKEND_KINDS", "create_backend"]
+
+#: Every kind :func:`create_backend` accepts.
+BACKEND_KINDS = ("foundry", "ollama", "llama-server", "vllm", "lmstudio", "openai", "llama-cpp")
+
+_DEFAULT_URLS = {
+    "ollama": "http://127.0.0.1:11434",
+    "llama-server": "http://127.0.0.1:8080",
+    "vllm": "http://127.0.0.1:8000",
+    "lmstudio": "http://127.0.0.1:1234",
+}
+
+
+def create_backend(
+    kind: str,
+    *,
+    base_url: str | None = None,
+    model_path: str | None = None,
+    model_name: str | None = None,
+    api_key: str | None = None,
+    n_gpu_layers: int = -1,
+    n_ctx: int = 4096,
+    embedding: bool = False,
+    timeouts: Timeouts | None = None,
+) -> LlmBackend:
+    """The backend for ``kind`` (one of :data:`BACKEND_KINDS`).
+
+    ``base_url`` defaults to the server's usual local port (Ollama 11434, llama-server 8080,
+    vLLM 8000, LM Studio 1234); Foundry Local without it discovers its port with the
+    ``foundry`` CLI; ``openai`` requires it. ``llama-cpp`` requires ``model_path`` and uses
+    ``model_name`` (default: the file's stem), ``n_gpu_layers``, ``n_ctx`` and
+    ``embedding``. ``timeouts`` bounds every call (loads long, health checks short).
+    Raises :class:`~gpuguard.ConfigError` for an unknown kind or a missing required option.
+    """
+    if kind not in BACKEND_KINDS:
+        raise ConfigError(f"unknown LLM backend kind {kind!r}; expected one of {BACKEND_KINDS}")
+    timeouts = timeouts if timeouts is not None else Timeouts()
+    # Each backend is imported only when chosen: the HTTP ones need httpx, which an
+    # install for in-process llama.cpp alone may lack.
+    if kind == "llama-cpp":
+        if not model_path:
+            raise ConfigError("the llama-cpp backend needs model_path (a .gguf file)")
+        from .llama_cpp_embedded import LlamaCppBackend
+
+        return LlamaCppBackend(
+            model_path,
+            model_name=model_name,
+            n_gpu_layers=n_gpu_layers,
+            n_ctx=n_ctx,
+            embedding=embedding,
+            load_timeout_s=timeouts.load_s,
+            token_timeout_s=timeouts.read_s,
+        )
+    if kind == "foundry":
+        from .foundry import FoundryLocalBackend
+
+        return FoundryLocalBackend(base_url, api_key=api_key, timeouts=timeouts)
+    if kind == "ollama":
+        from .ollama import OllamaBackend
+
+        return OllamaBackend(base_url or _DEFAULT_URLS[kind], api_key=api_key, timeouts=timeouts)
+    from . import openai_compat
+
+    if kind == "openai" and not base_url:
+        raise ConfigError("the openai backend needs base_url (the server's URL)")
+    server: dict[str, type[openai_compat.OpenAICompatBackend]] = {
+        "openai": openai_compat.OpenAICompatBackend,
+        "llama-server": openai_compat.LlamaServerBackend,
+        "vllm": openai_compat.VllmBackend,
+        "lmstudio": openai_compat.LmStudioBackend,
+    }
+    url = base_url or _DEFAULT_URLS[kind]
+    return server[kind](url, api_key=api_key, timeouts=timeouts)

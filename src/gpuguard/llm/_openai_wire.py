@@ -1,0 +1,208 @@
+"""The OpenAI wire format shared by Foundry Local, llama-server, vLLM and LM Studio.
+
+Streamed chat completions (SSE), embeddings, the model list, and the base class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+
+from .._exceptions import BackendError, BackendProtocolError, BackendUnavailable
+from ._http import Failure, HttpClient, iter_sse_data
+from ._protocol import ChatChunk, ChatMessage
+from ._timeouts import Timeouts
+
+__all__ = [
+    "OpenAIServerBase",
+    "chat_body",
+    "create_embeddings",
+    "list_model_ids",
+    "stream_chat",
+]
+
+
+def chat_body(
+    model: str,
+    messages: Sequence[ChatMessage],
+    *,
+    max_tokens: int | None,
+    temperature: float | None,
+) -> dict[str, Any]:
+    """A streaming ``/v1/chat/completions`` request body."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [m.to_dict() for m in messages],
+        "stream": True,
+    }
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if temperature is not None:
+        body["temperature"] = temperature
+    return body
+
+
+def _protocol_error(http: HttpClient, what: str, model: str | None) -> BackendProtocolError:
+    return BackendProtocolError(
+        f"{http.backend}: {what}", backend=http.backend, model=model, url=http.base_url
+    )
+
+
+def _chunk(http: HttpClient, event: Any, model: str) -> ChatChunk | None:
+    if not isinstance(event, Mapping):
+        raise _protocol_error(http, f"chat stream sent a non-object event {event!r}", model)
+    usage = event.get("usage")
+    choices = event.get("choices") or []
+    if not choices:
+        # Some servers send a final usage-only chunk.
+        return ChatChunk(content="", model=event.get("model"), usage=usage) if usage else None
+    choice = choices[0]
+    content = (choice.get("delta") or {}).get("content") or ""
+    if not content and choice.get("finish_reason") is None and not usage:
+        return None  # the opening role-only delta
+    return ChatChunk(
+        content=content,
+        finish_reason=choice.get("finish_reason"),
+        model=event.get("model"),
+        usage=usage,
+    )
+
+
+async def stream_chat(
+    http: HttpClient,
+    model: str,
+    messages: Sequence[ChatMessage],
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+) -> AsyncGenerator[ChatChunk, None]:
+    """Stream ``POST /v1/chat/completions``; an error data frame raises mid-stream.
+
+    Closing this iterator closes the HTTP connection, which stops generation.
+    """
+    body = chat_body(model, messages, max_tokens=max_tokens, temperature=temperature)
+    lines = http.stream_lines("/v1/chat/completions", operation="chat", model=model, json_body=body)
+    async with aclosing(lines), aclosing(iter_sse_data(lines)) as events:
+        async for data in events:
+            chunk = _chunk(http, http.decode_event(data, operation="chat", model=model), model)
+            if chunk is not None:
+                yield chunk
+
+
+async def create_embeddings(
+    http: HttpClient, model: str, texts: Sequence[str], *, timeout: float
+) -> list[list[float]]:
+    """``POST /v1/embeddings``, returning the vectors in input order."""
+    answer = await http.json(
+        "POST",
+        "/v1/embeddings",
+        operation="embeddings",
+        timeout=timeout,
+        model=model,
+        json_body={"model": model, "input": list(texts)},
+    )
+    try:
+        rows = sorted(answer["data"], key=lambda row: row.get("index", 0))
+        vectors = [[float(x) for x in row["embedding"]] for row in rows]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _protocol_error(http, f"unexpected embeddings answer {answer!r:.200}", model) from exc
+    if len(vectors) != len(texts):
+        raise _protocol_error(http, f"{len(vectors)} embeddings for {len(texts)} texts", model)
+    return vectors
+
+
+async def list_model_ids(http: HttpClient, path: str = "/v1/models") -> list[str]:
+    """The ``id`` of every entry of an OpenAI-style ``{"data": [...]}`` model list."""
+    answer = await http.json("GET", path, operation="list", timeout=http.timeouts.request_s)
+    try:
+        return [str(entry["id"]) for entry in answer["data"]]
+    except (KeyError, TypeError) as exc:
+        raise _protocol_error(http, f"unexpected model list {answer!r:.200}", None) from exc
+
+
+class OpenAIServerBase:
+    """What every OpenAI-compatible backend shares.
+
+    The HTTP client, streamed chat, embeddings and closing; subclasses add health, the
+    model list and load/unload.
+
+    The client is made by :meth:`_connect`; :meth:`_client` returns it (Foundry Local
+    overrides it to discover its endpoint first).
+    """
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        timeouts: Timeouts | None,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        self._api_key = api_key
+        self._timeouts = timeouts if timeouts is not None else Timeouts()
+        self._transport = transport
+        self._http: HttpClient | None = None
+
+    def _connect(self, base_url: str) -> HttpClient:
+        self._http = HttpClient(
+            base_url,
+            backend=self.kind,
+            timeouts=self._timeouts,
+            api_key=self._api_key,
+            classify=self._classify,
+            transport=self._transport,
+        )
+        return self._http
+
+    def _classify(self, failure: Failure) -> type[BackendError] | None:
+        """Server-specific error rules; ``None`` applies the defaults."""
+        return None
+
+    async def _client(self) -> HttpClient:
+        if self._http is None:
+            raise BackendUnavailable(
+                f"{self.kind}: no endpoint configured", backend=self.kind, url=None
+            )
+        return self._http
+
+    @property
+    def base_url(self) -> str | None:
+        """The server's base URL (``None`` until discovered)."""
+        return self._http.base_url if self._http is not None else None
+
+    @property
+    def supports_embeddings(self) -> bool:
+        """OpenAI-compatible servers answer ``/v1/embeddings`` (if the model can embed)."""
+        return True
+
+    async def chat(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[ChatChunk, None]:
+        """Stream an answer from ``/v1/chat/completions``; closing stops generation."""
+        http = await self._client()
+        chunks = stream_chat(http, model, messages, max_tokens=max_tokens, temperature=temperature)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+
+    async def embeddings(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+        """Embed ``texts`` through ``/v1/embeddings``."""
+        http = await self._client()
+        return await create_embeddings(http, model, texts, timeout=self._timeouts.request_s)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._http is not None:
+            await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"

@@ -1,0 +1,87 @@
+"""Admin API: the GPU lane (holder, queue, recent operations), the gateway's status, models."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from ._context import ServerContext, get_context
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+Context = Annotated[ServerContext, Depends(get_context)]
+
+
+class ModelRequest(BaseModel):
+    """Names the model to load or unload."""
+
+    model: str = Field(min_length=1, max_length=256)
+
+
+class PrewarmRequest(BaseModel):
+    """Prewarm ``model`` (default: the current one); ``make_current`` switches to it first."""
+
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    make_current: bool = False
+
+
+@router.get("/gpu")
+async def gpu(
+    context: Context, recent: Annotated[int, Query(ge=0, le=1000)] = 100
+) -> dict[str, Any]:
+    """The current operation, the snapshot (queue by priority, counters), recent GPU events."""
+    guard = context.gateway.guard
+    current = guard.current
+    history = guard.events.history(kinds={"gpu"})
+    return {
+        "current": None if current is None else current.to_dict(),
+        "snapshot": guard.snapshot().to_dict(),
+        "recent": [event.to_dict() for event in history[len(history) - recent :]],
+    }
+
+
+@router.get("/status")
+async def status(context: Context) -> dict[str, Any]:
+    """Backend health, the current and loaded models, embedders and the GPU snapshot."""
+    report = await context.gateway.status()
+    return {
+        "backend": asdict(report.backend),
+        "model": report.model,
+        "loaded": [asdict(m) for m in report.loaded],
+        "gpu": report.gpu.to_dict(),
+        "gpu_embedder": report.gpu_embedder,
+        "cpu_embedder": report.cpu_embedder,
+        "prewarming": report.prewarming,
+        "errors": report.errors,
+        "jobs_enabled": context.jobs is not None,
+        "retrieval_enabled": context.retriever is not None,
+    }
+
+
+@router.post("/models/load")
+async def load(body: ModelRequest, context: Context) -> dict[str, Any]:
+    """Load a model under the GPU lease; returns once it can serve."""
+    await context.gateway.load(body.model)
+    return {"model": body.model, "status": "loaded"}
+
+
+@router.post("/models/unload")
+async def unload(body: ModelRequest, context: Context) -> dict[str, Any]:
+    """Unload a model under the GPU lease; returns once its memory is freed."""
+    await context.gateway.unload(body.model)
+    return {"model": body.model, "status": "unloaded"}
+
+
+@router.post("/models/prewarm")
+async def prewarm(body: PrewarmRequest, context: Context) -> dict[str, Any]:
+    """Prewarm a model under the GPU lease (optionally making it the current one first)."""
+    gateway = context.gateway
+    if body.make_current and body.model:
+        gateway.model = body.model
+    await gateway.prewarm(body.model)
+    return {"model": body.model or gateway.model, "status": "ready"}

@@ -1,0 +1,89 @@
+"""The app factory: one FastAPI app over one gateway, built from settings or injected."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from importlib import resources
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from .._settings import Settings, load_settings
+from ..gateway import ModelGateway
+from . import _admin_routes, _events_route, _jobs_routes, _openai_routes
+from ._auth import BearerToken
+from ._context import JobRunner, Retriever, ServerContext
+from ._errors import install_error_handlers
+from ._limits import BodySizeLimit
+from ._metrics import GuardMetrics
+from ._runtime import open_runtime
+
+__all__ = ["create_app"]
+
+STATIC_DIR = resources.files("gpuguard.server") / "static"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    gateway: ModelGateway | None = None,
+    retriever: Retriever | None = None,
+    jobs: JobRunner | None = None,
+) -> FastAPI:
+    """The gpuguard server: OpenAI-compatible API, admin and job API, SSE, metrics, web page.
+
+    With ``gateway`` given, the caller owns it (and ``retriever``/``jobs``): the app neither
+    starts nor closes them. Without it, the app builds everything from ``settings`` (read
+    from the environment and ``GPUGUARD_CONFIG`` when omitted) at startup and closes it at
+    shutdown.
+    """
+    settings = settings if settings is not None else load_settings()
+    injected = None if gateway is None else ServerContext(gateway, retriever=retriever, jobs=jobs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            context = injected
+            if context is None:
+                runtime = await stack.enter_async_context(open_runtime(settings))
+                context = runtime.context()
+            metrics = GuardMetrics(context.gateway.guard)
+            metrics.start()
+            stack.push_async_callback(metrics.aclose)
+            app.state.context = context
+            app.state.metrics = metrics
+            yield
+
+    token = settings.server.token.get_secret_value() if settings.server.token else None
+    auth = [Depends(BearerToken(token))]
+    app = FastAPI(
+        title="gpuguard",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    for router in (
+        _openai_routes.router,
+        _admin_routes.router,
+        _jobs_routes.router,
+        _events_route.router,
+    ):
+        app.include_router(router, dependencies=auth)
+
+    @app.get("/metrics", dependencies=auth, include_in_schema=False)
+    async def metrics() -> Response:
+        rendered = app.state.metrics.render()
+        return Response(rendered, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(str(STATIC_DIR / "index.html"))
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    return app

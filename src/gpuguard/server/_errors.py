@@ -1,0 +1,176 @@
+"""The one place where errors become HTTP responses.
+
+The error tree of :mod:`gpuguard._exceptions` maps to status codes here and nowhere else.
+Every error body has the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``;
+outside ``/v1`` the error also carries its context (operation, model, holder, backend).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from .._exceptions import (
+    BackendBusy,
+    BackendError,
+    BackendProtocolError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    DimensionMismatch,
+    DocumentError,
+    EmbedderUnavailable,
+    EmbeddingError,
+    GpuGuardError,
+    GuardError,
+    IndexingError,
+    JobError,
+    JobNotFound,
+    LeaseNotHeld,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelNotLoaded,
+    OperationHung,
+    QueueFull,
+    SourceUnavailable,
+    StoreError,
+    WaitTimeout,
+    WouldBlock,
+)
+
+__all__ = ["ErrorKind", "error_body", "install_error_handlers", "kind_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorKind:
+    """How one error class is answered: a status code, an OpenAI ``type`` and a ``code``."""
+
+    status: int
+    type: str
+    code: str
+
+
+# Looked up along the exception's MRO, so the most specific entry wins.
+_KINDS: dict[type[GpuGuardError], ErrorKind] = {
+    QueueFull: ErrorKind(503, "server_busy", "gpu_queue_full"),
+    WaitTimeout: ErrorKind(503, "server_busy", "gpu_wait_timeout"),
+    WouldBlock: ErrorKind(503, "server_busy", "gpu_busy"),
+    OperationHung: ErrorKind(504, "timeout", "gpu_operation_hung"),
+    LeaseNotHeld: ErrorKind(500, "server_error", "lease_not_held"),
+    GuardError: ErrorKind(500, "server_error", "gpu_guard_error"),
+    ModelNotFound: ErrorKind(404, "invalid_request_error", "model_not_found"),
+    ModelNotLoaded: ErrorKind(409, "invalid_request_error", "model_not_loaded"),
+    ModelLoadFailed: ErrorKind(502, "backend_error", "model_load_failed"),
+    BackendUnavailable: ErrorKind(502, "backend_error", "backend_unavailable"),
+    BackendTimeout: ErrorKind(504, "timeout", "backend_timeout"),
+    BackendBusy: ErrorKind(503, "server_busy", "backend_busy"),
+    BackendProtocolError: ErrorKind(502, "backend_error", "backend_protocol_error"),
+    BackendError: ErrorKind(502, "backend_error", "backend_error"),
+    EmbedderUnavailable: ErrorKind(503, "server_error", "embedder_unavailable"),
+    DimensionMismatch: ErrorKind(500, "server_error", "dimension_mismatch"),
+    EmbeddingError: ErrorKind(500, "server_error", "embedding_error"),
+    SourceUnavailable: ErrorKind(400, "invalid_request_error", "source_unavailable"),
+    DocumentError: ErrorKind(422, "invalid_request_error", "document_error"),
+    StoreError: ErrorKind(500, "server_error", "store_error"),
+    IndexingError: ErrorKind(500, "server_error", "indexing_error"),
+    JobNotFound: ErrorKind(404, "invalid_request_error", "job_not_found"),
+    JobError: ErrorKind(409, "invalid_request_error", "job_error"),
+    ConfigError: ErrorKind(400, "invalid_request_error", "config_error"),
+    GpuGuardError: ErrorKind(500, "server_error", "internal_error"),
+}
+
+_HTTP_KINDS: dict[int, ErrorKind] = {
+    400: ErrorKind(400, "invalid_request_error", "bad_request"),
+    401: ErrorKind(401, "invalid_request_error", "invalid_api_key"),
+    404: ErrorKind(404, "invalid_request_error", "not_found"),
+    405: ErrorKind(405, "invalid_request_error", "method_not_allowed"),
+    413: ErrorKind(413, "invalid_request_error", "request_too_large"),
+}
+
+_CONTEXT_ATTRIBUTES = ("operation", "model", "holder", "backend", "url", "path", "queue_length")
+
+
+def kind_of(exc: GpuGuardError) -> ErrorKind:
+    """The status code and OpenAI error type for ``exc`` (most specific class wins)."""
+    for cls in type(exc).__mro__:
+        kind = _KINDS.get(cls)
+        if kind is not None:
+            return kind
+    return _KINDS[GpuGuardError]
+
+
+def error_body(
+    kind: ErrorKind, message: str, *, param: str | None = None, context: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``{"error": {...}}`` in the OpenAI shape, plus ``context`` where given."""
+    error: dict[str, Any] = {
+        "message": message,
+        "type": kind.type,
+        "param": param,
+        "code": kind.code,
+    }
+    if context:
+        error["context"] = context
+    return {"error": error}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer gpuguard errors, validation errors and HTTP errors as JSON error bodies."""
+    app.add_exception_handler(GpuGuardError, _gpuguard_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+
+
+def _is_openai_path(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+def _context(exc: GpuGuardError) -> dict[str, Any]:
+    return {
+        name: getattr(exc, name)
+        for name in _CONTEXT_ATTRIBUTES
+        if getattr(exc, name, None) is not None
+    }
+
+
+async def _gpuguard_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GpuGuardError)
+    kind = kind_of(exc)
+    context = None if _is_openai_path(request) else _context(exc)
+    headers = {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if kind.status == 503:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after or 1)))
+    param = "model" if isinstance(exc, ModelNotFound) else None
+    body = error_body(kind, str(exc), param=param, context=context)
+    return JSONResponse(body, status_code=kind.status, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    first_param: str | None = None
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        where = ".".join(location) or "body"
+        first_param = first_param or where
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    message = "invalid request: " + "; ".join(problems)
+    return JSONResponse(
+        error_body(_HTTP_KINDS[400], message, param=first_param, context=None), status_code=400
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    kind = _HTTP_KINDS.get(
+        exc.status_code, ErrorKind(exc.status_code, "invalid_request_error", "http_error")
+    )
+    body = error_body(kind, str(exc.detail), context=None)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

@@ -1,0 +1,67 @@
+"""Job API: start a schema refresh or a RAG indexing, list jobs with progress, cancel one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from .._exceptions import ConfigError
+from ._context import JobRunner, ServerContext, get_context
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin/jobs", tags=["jobs"])
+
+
+class SchemaRefreshRequest(BaseModel):
+    """Index the schemas (tables, columns, keys) of the database at ``database_url``."""
+
+    database_url: str = Field(min_length=1, max_length=2048)
+
+
+class RagRequest(BaseModel):
+    """Index the documents under ``path`` (a file or a folder on the server's machine)."""
+
+    path: str = Field(min_length=1, max_length=4096)
+
+
+def _jobs(context: Annotated[ServerContext, Depends(get_context)]) -> JobRunner:
+    if context.jobs is None:
+        raise ConfigError("this server has no job manager (no index is configured)")
+    return context.jobs
+
+
+Jobs = Annotated[JobRunner, Depends(_jobs)]
+
+
+@router.post("/schema-refresh", status_code=202)
+async def start_schema_refresh(body: SchemaRefreshRequest, jobs: Jobs) -> dict[str, Any]:
+    """Start refreshing a database's schemas; a bad URL is a 400 before anything starts."""
+    return (await jobs.start_schema_refresh(body.database_url)).to_dict()
+
+
+@router.post("/rag", status_code=202)
+async def start_rag(body: RagRequest, jobs: Jobs) -> dict[str, Any]:
+    """Start indexing documents; a missing path is a 400 before anything starts."""
+    return (await jobs.start_rag(Path(body.path))).to_dict()
+
+
+@router.get("")
+async def list_jobs(jobs: Jobs) -> dict[str, Any]:
+    """Every job, newest first, with its progress."""
+    return {"jobs": [job.to_dict() for job in jobs.list()]}
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: str, jobs: Jobs) -> dict[str, Any]:
+    """One job's state and progress (404 when unknown)."""
+    return jobs.get(job_id).to_dict()
+
+
+@router.post("/{job_id}/cancel")
+async def cancel_job(job_id: str, jobs: Jobs) -> dict[str, Any]:
+    """Cancel a job (a finished job is left as it is)."""
+    return (await jobs.cancel(job_id)).to_dict()

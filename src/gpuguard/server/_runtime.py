@@ -1,0 +1,160 @@
+"""Build every object behind the server and the CLI from :class:`~gpuguard.Settings`.
+
+One place: the guard, the LLM backend, the embedders, the gateway, the vector store, the
+bulk embedder, the job manager, and the retriever that chat requests use. Engines are
+imported only when configured (sentence-transformers pulls in torch, which takes seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from .._guard import GpuGuard
+from .._settings import Settings
+from ..embed import BulkEmbedder, EmbedderPair, create_embedder
+from ..gateway import GatewayTimeouts, ModelGateway
+from ..index import VectorStore
+from ..jobs import JobManager
+from ..llm import LlmBackend
+from ._context import Retriever, ServerContext
+from ._jobs import IndexingJobs
+
+__all__ = ["Runtime", "build_gateway", "open_runtime", "store_retriever"]
+
+
+@dataclass(slots=True)
+class Runtime:
+    """The objects built from one :class:`Settings`, alive inside :func:`open_runtime`."""
+
+    settings: Settings
+    gateway: ModelGateway
+    store: VectorStore
+    bulk: BulkEmbedder
+    jobs: IndexingJobs
+
+    def context(self) -> ServerContext:
+        """What the server's routes need."""
+        retriever = store_retriever(self.gateway, self.store, self.settings.index.search_k)
+        return ServerContext(self.gateway, retriever=retriever, jobs=self.jobs)
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterator[Runtime]:
+    """Build everything, and close it all on the way out.
+
+    The gateway is started (prewarm in the background) unless ``start`` is False.
+    """
+    async with AsyncExitStack() as stack:
+        gateway = build_gateway(settings)
+        stack.push_async_callback(gateway.aclose)
+        settings.store_path.parent.mkdir(parents=True, exist_ok=True)
+        store = stack.enter_context(VectorStore(settings.store_path))
+        assert gateway.cpu_embedder is not None
+        pair = EmbedderPair(gateway.gpu_embedder, gateway.cpu_embedder)
+        bulk = BulkEmbedder(pair, gateway.guard, batch_size=settings.embeddings.batch_size)
+        manager = JobManager(events=gateway.events)
+        stack.push_async_callback(manager.aclose)
+        jobs = IndexingJobs(
+            manager, store=store, bulk=bulk, events=gateway.events, rewarm=gateway.rewarm
+        )
+        if start:
+            await gateway.start()
+        yield Runtime(settings, gateway, store, bulk, jobs)
+
+
+def store_retriever(gateway: ModelGateway, store: VectorStore, k: int) -> Retriever:
+    """Embed the question (on the CPU embedder: one short text, no GPU lease) and search."""
+
+    async def retrieve(question: str) -> list[str]:
+        if not question.strip():
+            return []
+        vectors = await gateway.embed([question], use_gpu=False)
+        hits = await asyncio.to_thread(store.search, vectors[0], k=k)
+        return [hit.text for hit in hits]
+
+    return retrieve
+
+
+def build_gateway(settings: Settings) -> ModelGateway:
+    """The guard, the LLM backend and the embedders, owned by one gateway."""
+    limits = settings.guard
+    guard = GpuGuard(
+        limits.name,
+        max_waiters=limits.max_waiters,
+        wait_timeout=limits.wait_timeout_s,
+        hold_timeout=limits.load_hold_timeout_s,
+        aging_s=limits.aging_s,
+    )
+    timeouts = GatewayTimeouts(
+        wait_s=limits.wait_timeout_s,
+        chat_wait_s=limits.chat_wait_timeout_s,
+        load_hold_s=limits.load_hold_timeout_s,
+        chat_hold_s=limits.chat_hold_timeout_s,
+        embed_hold_s=limits.embed_hold_timeout_s,
+    )
+    spec = settings.embeddings
+    gpu = None
+    if spec.gpu_engine is not None:
+        device = _resolve_device(spec.gpu_engine, spec.gpu_device)
+        gpu = create_embedder(spec.gpu_engine, model=spec.gpu_model, device=device, url=spec.url)
+    cpu = create_embedder(spec.cpu_engine, model=spec.cpu_model, device="cpu", url=spec.url)
+    return ModelGateway(
+        _build_backend(settings),
+        model=settings.model_name,
+        guard=guard,
+        gpu_embedder=gpu,
+        cpu_embedder=cpu,
+        timeouts=timeouts,
+    )
+
+
+def _build_backend(settings: Settings) -> LlmBackend:
+    llm = settings.llm
+    if llm.backend == "fake":
+        from ..testing import FakeBackend
+
+        return FakeBackend([settings.model_name])
+    from ..llm._factory import create_backend
+
+    model_path = None
+    n_ctx = llm.n_ctx or 4096
+    if llm.backend == "llama-cpp":
+        path = settings.model_path
+        if llm.model_path is None:
+            # The generated tiny model: its context is 512 tokens (and its output meaningless).
+            from ..llm.tiny_model import TINY_CONTEXT, write_tiny_gguf
+
+            n_ctx = llm.n_ctx or TINY_CONTEXT
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_tiny_gguf(path)
+        model_path = str(path)
+    return create_backend(
+        llm.backend,
+        base_url=llm.base_url,
+        model_path=model_path,
+        model_name=settings.model_name,
+        api_key=llm.api_key.get_secret_value() if llm.api_key else None,
+        n_gpu_layers=llm.n_gpu_layers,
+        n_ctx=n_ctx,
+    )
+
+
+def _resolve_device(engine: str, device: str) -> str:
+    """``auto``: the GPU torch can use (CUDA, then Apple MPS), else the CPU.
+
+    Without a GPU the "GPU" embedder still runs under the lease, so the guard's behaviour
+    (and the demo) is the same on every machine.
+    """
+    if device != "auto":
+        return device
+    if engine != "sentence-transformers":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"

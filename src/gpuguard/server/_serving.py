@@ -1,0 +1,115 @@
+"""Run an app on uvicorn: inside the current event loop, or in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator, Coroutine
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, TypeVar
+
+import uvicorn
+from fastapi import FastAPI
+
+__all__ = ["ServerThread", "running_server", "serve"]
+
+T = TypeVar("T")
+
+# How often to look whether uvicorn finished its startup (the lifespan) or died trying.
+_STARTUP_POLL_S = 0.01
+
+
+async def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve ``app`` until interrupted (Ctrl-C, SIGTERM)."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    await uvicorn.Server(config).serve()
+
+
+@asynccontextmanager
+async def running_server(
+    app: FastAPI, *, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve ``app`` in this event loop while the ``async with`` body runs; yields its URL.
+
+    ``port=0`` picks a free port. Startup errors (the lifespan failed) are raised here.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server._serve(sockets=[sock]), name="uvicorn")
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # raises the startup error
+                raise RuntimeError("the server stopped during its startup")
+            await asyncio.sleep(_STARTUP_POLL_S)
+        url_host = f"[{host}]" if ":" in host else host
+        yield f"http://{url_host}:{bound_port}"
+    finally:
+        server.should_exit = True
+        await asyncio.gather(task, return_exceptions=True)
+        sock.close()
+
+
+class ServerThread:
+    """Serve an app from a background thread with its own event loop (for synchronous code).
+
+    ``with ServerThread(app) as url: ...``; :meth:`call` runs a coroutine on the server's
+    loop, where the app's gateway and guard live.
+    """
+
+    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="gpuguard-server", daemon=True)
+        self._ready: Future[str] = Future()
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        self.url = self._ready.result()
+        return self.url
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stop = self._stop
+        if stop is not None:
+            self._loop.call_soon_threadsafe(stop.set)
+        self._thread.join()
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the server's event loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
+        """Start ``coroutine`` on the server's event loop; its result arrives in the future."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with running_server(self.app, host=self.host, port=self.port) as url:
+            self._ready.set_result(url)
+            await self._stop.wait()

@@ -1,0 +1,130 @@
+"""The web page in headless Chromium (Debian's, driven by Playwright)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuguard._settings import LlmSettings, Settings
+from gpuguard.gateway import ModelGateway
+from gpuguard.server import create_app, running_server
+from gpuguard.testing import FakeBackend, HashEmbedder
+
+from ..server.conftest import gpu_held
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = Path(os.environ.get("GPUGUARD_SCREENSHOT", "/tmp/gpuguard-page.png"))
+
+
+def require_chromium() -> None:
+    """Skip without Chromium, except in CI where its absence is a failure."""
+    if Path(CHROMIUM).exists():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Chromium is required in CI but {CHROMIUM} does not exist")
+    pytest.skip("Chromium is not installed (apt-get install chromium)")
+
+
+@dataclass
+class PageUnderTest:
+    page: Any
+    gateway: ModelGateway
+    url: str
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[PageUnderTest]:
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    gateway = ModelGateway(
+        FakeBackend(["fake-llm"], token_delay_s=0.02),
+        model="fake-llm",
+        gpu_embedder=HashEmbedder(device="cuda"),
+        cpu_embedder=HashEmbedder(),
+    )
+    app = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)
+    async with running_server(app) as url, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            tab = await browser.new_page(viewport={"width": 1280, "height": 860})
+            await tab.goto(url)
+            await tab.wait_for_selector("#conn.live")
+            yield PageUnderTest(tab, gateway, url)
+        finally:
+            await browser.close()
+    await gateway.aclose()
+
+
+async def send(page: Any, text: str) -> None:
+    await page.fill("#chat-input", text)
+    await page.click("#chat-send")
+
+
+async def test_chat_streams_and_shows_waiting_for_gpu(page: PageUnderTest) -> None:
+    tab = page.page
+    await tab.wait_for_selector("#models-table tr[data-model='fake-llm']")
+    await send(tab, "hello from chromium")
+    answer = tab.locator(".msg.assistant").last
+    await answer.wait_for()
+    await tab.wait_for_function(
+        "document.querySelector('.msg.assistant').textContent === 'echo: hello from chromium'"
+    )
+
+    async with gpu_held(page.gateway.guard) as release:
+        await send(tab, "second question")
+        waiting = tab.locator("#gpu-waiting")
+        await waiting.wait_for()
+        assert await waiting.inner_text() == "Waiting for GPU... (held by test-holder)"
+        await tab.wait_for_function(
+            "document.getElementById('lane-holder-value').textContent.startsWith('test-holder')"
+        )
+        await tab.wait_for_selector("#queue-interactive .chip")
+        release.set()
+    await waiting.wait_for(state="detached")
+    await tab.wait_for_function(
+        "[...document.querySelectorAll('.msg.assistant')].pop().textContent"
+        " === 'echo: second question'"
+    )
+    await tab.wait_for_selector("#timeline li.st-waiting")
+    await tab.wait_for_selector("#lane-holder-value.idle")
+    assert await tab.locator("#timeline li").count() >= 6
+
+    png = await tab.screenshot(path=str(SCREENSHOT), full_page=True)
+    check_screenshot(png)
+
+
+def check_screenshot(png: bytes) -> None:
+    """A real PNG of a sensible size that is not blank."""
+    from PIL import Image
+
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    image = Image.open(io.BytesIO(png)).convert("L")
+    width, height = image.size
+    assert width == 1280
+    assert 600 <= height <= 4000
+    extrema = image.getextrema()
+    assert isinstance(extrema, tuple)
+    low, high = extrema
+    assert isinstance(low, int)
+    assert isinstance(high, int)
+    assert high - low > 100  # text on a background, not one flat colour
+    colours = len(set(image.resize((160, 120)).get_flattened_data()))
+    assert colours > 20
