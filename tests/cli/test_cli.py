@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from gpuguard._settings import LlmSettings, Settings
 from gpuguard.cli import app
 from gpuguard.cli._samples import write_sample_database, write_sample_documents
-from gpuguard.embed import BulkEmbedder, EmbedderPair
+from gpuguard.embed import BulkEmbedder
 from gpuguard.gateway import ModelGateway
 from gpuguard.index import VectorStore
 from gpuguard.jobs import JobManager
@@ -32,12 +32,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         gpu_embedder=gpu,
         cpu_embedder=cpu,
     )
+    assert gateway.embedders is not None
     folder = tmp_path_factory.mktemp("cli")
     with VectorStore(folder / "index.db") as store:
         jobs = IndexingJobs(
             JobManager(events=gateway.events),
             store=store,
-            bulk=BulkEmbedder(EmbedderPair(gpu, cpu), gateway.guard, batch_size=8),
+            bulk=BulkEmbedder(gateway.embedders, gateway.guard, batch_size=8),
             events=gateway.events,
         )
         app_ = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway, jobs=jobs)

@@ -339,6 +339,4 @@ async def test_the_gpu_model_loads_under_the_guard_at_normal_priority() -> None:
         for e in guard.events.history()
         if isinstance(e, GpuEvent) and e.status is GpuStatus.STARTED
     ]
-    assert [(e.operation, e.priority) for e in started] == [
-        ("embedding-model load", Priority.NORMAL)
-    ]
+    assert [(e.operation, e.priority) for e in started] == [("embed-load", Priority.NORMAL)]

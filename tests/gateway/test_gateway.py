@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, Sequence
 import pytest
 
 from gpuguard import (
+    ConfigError,
     DimensionMismatch,
     FakeClock,
     GpuEvent,
@@ -196,14 +197,18 @@ async def test_embed_without_gpu_uses_the_cpu_embedder_without_a_lease() -> None
     holder.release()
 
 
-async def test_embedders_of_different_dimensions_are_refused_at_start() -> None:
-    gateway = ModelGateway(
-        FakeBackend(),
-        gpu_embedder=HashEmbedder(device="cuda", dimension=768),
-        cpu_embedder=HashEmbedder(dimension=384),
-    )
+def test_embedders_of_different_dimensions_are_refused_at_construction() -> None:
     with pytest.raises(DimensionMismatch, match=r"768.*384"):
-        await gateway.start()
+        ModelGateway(
+            FakeBackend(),
+            gpu_embedder=HashEmbedder(device="cuda", dimension=768),
+            cpu_embedder=HashEmbedder(dimension=384),
+        )
+
+
+def test_a_gpu_embedder_without_a_cpu_fallback_is_refused() -> None:
+    with pytest.raises(ConfigError, match="CPU embedder"):
+        ModelGateway(FakeBackend(), gpu_embedder=HashEmbedder(device="cuda"))
 
 
 async def test_a_chat_that_hangs_is_cancelled_and_the_gpu_freed() -> None:

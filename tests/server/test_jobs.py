@@ -61,7 +61,7 @@ async def indexing(tmp_path: Path, make_live: LiveFactory) -> AsyncIterator[Inde
     async with make_live(backend=GatedBackend()) as live:
         gateway = live.gateway
         gpu = GatedEmbedder()
-        await gpu.load()  # loaded up front, as the demo does: no "embedding-model load" lease
+        await gpu.load()  # loaded up front, as the demo does: no "embed-load" lease
         gateway.gpu_embedder = gpu
         assert gateway.cpu_embedder is not None
         bulk = BulkEmbedder(EmbedderPair(gpu, gateway.cpu_embedder), gateway.guard, batch_size=8)

@@ -67,7 +67,8 @@ def event_row(event: dict[str, Any], start: float) -> tuple[str, str, Text, str,
         f"{event['timestamp'] - start:7.3f}",
         event["operation"],
         Text(status, style=_STATUS_STYLE.get(status, "")),
-        event.get("model") or "",
+        # "sentence-transformers/all-MiniLM-L6-v2" -> "all-MiniLM-L6-v2": the name that matters.
+        (event.get("model") or "").rsplit("/", 1)[-1],
         device or (f"held by {event['holder']}" if event.get("holder") else ""),
     )
 
@@ -75,8 +76,11 @@ def event_row(event: dict[str, Any], start: float) -> tuple[str, str, Text, str,
 def timeline_table(events: list[dict[str, Any]], *, title: str = "Timeline") -> Table:
     """GPU events as a table: time (s), operation, status, model, device or holder."""
     table = Table(title=title, title_justify="left")
-    for column in ("t (s)", "operation", "status", "model", "device / holder"):
-        table.add_column(column, no_wrap=column != "model")
+    table.add_column("t (s)", justify="right", no_wrap=True, min_width=7)
+    table.add_column("operation", overflow="fold")
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("model", no_wrap=True)
+    table.add_column("device / holder", overflow="fold")
     start = events[0]["timestamp"] if events else time.time()
     for event in events:
         table.add_row(*event_row(event, start))

@@ -41,6 +41,8 @@ __all__ = ["BulkEmbedder", "BulkRun", "BulkStats", "EmbeddedBatch"]
 logger = logging.getLogger("gpuguard.embed")
 
 FALLBACK_MESSAGE = "GPU busy, falling back to CPU embeddings"
+MODEL_LOADING_REASON = "the GPU embedding model is still loading"
+"""Why a batch fell back while the GPU model waited for, or held, the lease to load."""
 
 T = TypeVar("T")
 
@@ -294,7 +296,7 @@ class BulkRun(Generic[T]):
         guard = self._bulk.guard
         assert guard is not None
         if not self._gpu_loaded():
-            self._note_fallback(guard, gpu, job, "the GPU embedding model is still loading")
+            self._note_fallback(guard, gpu, job, MODEL_LOADING_REASON)
             return await self._embed_timed(self._bulk.pair.cpu, job, "cpu", True)
         async with contextlib.AsyncExitStack() as lease:
             try:

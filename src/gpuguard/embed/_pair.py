@@ -10,7 +10,8 @@ from ._shield import finish_even_if_cancelled
 
 __all__ = ["EmbedderPair"]
 
-MODEL_LOAD_OPERATION = "embedding-model load"
+MODEL_LOAD_OPERATION = "embed-load"
+"""The guard operation name of a GPU embedding-model load."""
 
 
 class EmbedderPair:

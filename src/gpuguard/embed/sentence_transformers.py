@@ -36,7 +36,10 @@ class SentenceTransformerEmbedder(LocalEmbedder):
 
     def _load_sync(self) -> int:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
 
+        # Loads run in background workers of a server: a "Loading weights" bar is noise there.
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         model = SentenceTransformer(self._source, device=self._device, local_files_only=True)
         # sentence-transformers 6 renamed the method; older versions only have the old name.
         size = getattr(model, "get_embedding_dimension", None)

@@ -24,9 +24,10 @@ from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass, field
 
 from .._events import ModelEvent, Priority
-from .._exceptions import ConfigError, DimensionMismatch, ModelNotLoaded
+from .._exceptions import ConfigError, ModelNotLoaded
 from .._guard import GpuGuard, Lease
 from .._snapshot import GuardSnapshot
+from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder, Vectors
 from ..llm._protocol import BackendHealth, ChatChunk, ChatMessage, LlmBackend, LoadedModel
 
@@ -97,7 +98,8 @@ class ModelGateway:
         backend: the LLM server or in-process runtime.
         model: the current LLM model (prewarmed by :meth:`start`).
         guard: the GPU lease (a new one with default settings if omitted).
-        gpu_embedder / cpu_embedder: embedding engines; both optional, same dimension.
+        gpu_embedder / cpu_embedder: embedding engines of the same dimension; a GPU
+            embedder needs a CPU one to fall back to (a mismatch raises DimensionMismatch).
         timeouts: per-operation wait and hold limits.
     """
 
@@ -115,6 +117,9 @@ class ModelGateway:
         self.model = model
         self.guard = guard if guard is not None else GpuGuard()
         self.events = self.guard.events
+        if gpu_embedder is not None and cpu_embedder is None:
+            raise ConfigError("a GPU embedder needs a CPU embedder to fall back to")
+        self.embedders = None if cpu_embedder is None else EmbedderPair(gpu_embedder, cpu_embedder)
         self.gpu_embedder = gpu_embedder
         self.cpu_embedder = cpu_embedder
         self.timeouts = timeouts if timeouts is not None else GatewayTimeouts()
@@ -124,8 +129,7 @@ class ModelGateway:
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Check the embedders agree, then prewarm the current model in the background."""
-        self._check_dimensions()
+        """Prewarm the current model in the background."""
         if self.model is not None:
             self.prewarm_in_background()
 
@@ -135,9 +139,8 @@ class ModelGateway:
             self._prewarm_task.cancel()
             await asyncio.gather(self._prewarm_task, return_exceptions=True)
         await self.backend.aclose()
-        for embedder in (self.gpu_embedder, self.cpu_embedder):
-            if embedder is not None:
-                await embedder.aclose()
+        if self.embedders is not None:
+            await self.embedders.aclose()
 
     async def __aenter__(self) -> ModelGateway:
         await self.start()
@@ -282,23 +285,18 @@ class ModelGateway:
 
     # --- embeddings ------------------------------------------------------------------------------
     async def load_gpu_embedder(self) -> Embedder:
-        """The GPU embedder, loaded under the lease on first use."""
-        embedder = self.gpu_embedder
-        if embedder is None:
+        """The GPU embedder, loaded under the lease (normal priority) on first use."""
+        pair, embedder = self.embedders, self.gpu_embedder
+        if pair is None or embedder is None:
             raise ConfigError("no GPU embedder is configured")
-        if not embedder.loaded:
-            async with self._hold(
-                "embed-load",
-                embedder.name,
-                Priority.NORMAL,
-                self.timeouts.load_hold_s,
-                self.timeouts.wait_s,
-            ):
-                if not embedder.loaded:
-                    self._publish(embedder.name, "loading")
-                    await embedder.load()
-                    self._publish(embedder.name, "loaded")
-            self._check_dimensions()
+        if not pair.gpu_ready:
+            self._publish(embedder.name, "loading")
+            try:
+                await pair.load_gpu(self.guard)
+            except Exception as exc:
+                self._publish(embedder.name, "failed", detail=str(exc))
+                raise
+            self._publish(embedder.name, "loaded")
         return embedder
 
     async def embed(
@@ -321,13 +319,6 @@ class ModelGateway:
         if self.cpu_embedder is None:
             raise ConfigError("no embedder is configured")
         return await self.cpu_embedder.embed(texts)
-
-    def _check_dimensions(self) -> None:
-        gpu, cpu = self.gpu_embedder, self.cpu_embedder
-        if gpu is None or cpu is None or gpu.dimension is None or cpu.dimension is None:
-            return
-        if gpu.dimension != cpu.dimension:
-            raise DimensionMismatch(gpu_dim=gpu.dimension, cpu_dim=cpu.dimension)
 
     # --- status ----------------------------------------------------------------------------------
     async def models(self) -> list[ModelInfo]:

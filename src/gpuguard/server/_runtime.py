@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .._guard import GpuGuard
 from .._settings import Settings
-from ..embed import BulkEmbedder, EmbedderPair, create_embedder
+from ..embed import BulkEmbedder, create_embedder
 from ..gateway import GatewayTimeouts, ModelGateway
 from ..index import VectorStore
 from ..jobs import JobManager
@@ -52,9 +52,11 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
         stack.push_async_callback(gateway.aclose)
         settings.store_path.parent.mkdir(parents=True, exist_ok=True)
         store = stack.enter_context(VectorStore(settings.store_path))
-        assert gateway.cpu_embedder is not None
-        pair = EmbedderPair(gateway.gpu_embedder, gateway.cpu_embedder)
-        bulk = BulkEmbedder(pair, gateway.guard, batch_size=settings.embeddings.batch_size)
+        assert gateway.embedders is not None  # build_gateway always configures a CPU embedder
+        # The gateway's pair: one GPU model, loaded once, whether by a chat or by bulk work.
+        bulk = BulkEmbedder(
+            gateway.embedders, gateway.guard, batch_size=settings.embeddings.batch_size
+        )
         manager = JobManager(events=gateway.events)
         stack.push_async_callback(manager.aclose)
         jobs = IndexingJobs(
