@@ -13,8 +13,13 @@ from typing import Any
 import pytest
 
 from gpuguard._settings import LlmSettings, Settings
+from gpuguard.cli._samples import write_sample_database, write_sample_documents
+from gpuguard.embed import BulkEmbedder
 from gpuguard.gateway import ModelGateway
+from gpuguard.index import VectorStore
+from gpuguard.jobs import JobManager
 from gpuguard.server import create_app, running_server
+from gpuguard.server._jobs import IndexingJobs
 from gpuguard.testing import FakeBackend, HashEmbedder
 
 from ..server.conftest import gpu_held
@@ -50,17 +55,27 @@ class PageUnderTest:
 
 
 @pytest.fixture
-async def page() -> AsyncIterator[PageUnderTest]:
+async def page(tmp_path: Path) -> AsyncIterator[PageUnderTest]:
     require_chromium()
     from playwright.async_api import async_playwright
 
     gateway = ModelGateway(
-        FakeBackend(["fake-llm"], token_delay_s=0.02),
+        FakeBackend(["fake-llm", "other-llm"], token_delay_s=0.02),
         model="fake-llm",
         gpu_embedder=HashEmbedder(device="cuda"),
         cpu_embedder=HashEmbedder(),
     )
-    app = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)
+    assert gateway.embedders is not None
+    store = VectorStore(tmp_path / "index.db")
+    manager = JobManager(events=gateway.events)
+    jobs = IndexingJobs(
+        manager,
+        store=store,
+        bulk=BulkEmbedder(gateway.embedders, gateway.guard, batch_size=8),
+        events=gateway.events,
+        rewarm=gateway.rewarm,
+    )
+    app = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway, jobs=jobs)
     async with running_server(app) as url, async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -70,6 +85,8 @@ async def page() -> AsyncIterator[PageUnderTest]:
             yield PageUnderTest(tab, gateway, url)
         finally:
             await browser.close()
+    await manager.aclose()
+    store.close()
     await gateway.aclose()
 
 
@@ -109,6 +126,49 @@ async def test_chat_streams_and_shows_waiting_for_gpu(page: PageUnderTest) -> No
 
     png = await tab.screenshot(path=str(SCREENSHOT), full_page=True)
     check_screenshot(png)
+
+
+async def test_models_panel_loads_and_unloads(page: PageUnderTest) -> None:
+    tab = page.page
+    row = "#models-table tr[data-model='other-llm']"
+    await tab.wait_for_selector(row)
+    assert await tab.locator(f"{row} .badge").inner_text() == "not loaded"
+    await tab.click(f"{row} button:has-text('Load')")
+    await tab.wait_for_function(
+        f"document.querySelector(\"{row} .badge\").classList.contains('loaded')"
+    )
+    assert "other-llm" in {m.id for m in await page.gateway.backend.loaded_models()}
+    await tab.click(f"{row} button:has-text('Unload')")
+    await tab.wait_for_function(
+        f"!document.querySelector(\"{row} .badge\").classList.contains('loaded')"
+    )
+    await tab.wait_for_selector("#timeline li:has-text('unload')")
+
+
+async def test_indexing_panel_shows_progress_and_errors(
+    page: PageUnderTest, tmp_path: Path
+) -> None:
+    tab = page.page
+    database = write_sample_database(tmp_path / "shop.sqlite")
+    documents = write_sample_documents(tmp_path / "docs")
+
+    await tab.fill("#db-url", "not a url")
+    await tab.click("#db-form button")
+    await tab.wait_for_function("document.getElementById('index-error').textContent.length > 0")
+
+    await tab.fill("#db-url", database)
+    await tab.click("#db-form button")
+    await tab.wait_for_selector("#jobs li .badge.completed")
+    width = await tab.locator("#jobs li .bar span").first.evaluate("e => e.style.width")
+    assert width == "100%"
+    assert await tab.locator("#index-error").inner_text() == ""
+
+    await tab.fill("#docs-path", str(documents))
+    await tab.click("#docs-form button")
+    await tab.wait_for_function(
+        "document.querySelectorAll('#jobs li .badge.completed').length === 2"
+    )
+    assert await tab.locator("#jobs li").count() == 2
 
 
 def check_screenshot(png: bytes) -> None:
