@@ -253,12 +253,20 @@ function modelRow(model) {
 }
 
 // --- indexing ---------------------------------------------------------------------------
+const FINISHED = ["completed", "failed", "cancelled"];
+
 function jobId(job) { return job.id || job.job_id; }
 
 function renderJob(job) {
   const id = jobId(job);
   const previous = state.jobs.get(id) || {};
   const merged = { ...previous, ...job };
+  if (FINISHED.includes(previous.status) && !FINISHED.includes(job.status)) {
+    // A stale view (the start request's answer, or a job list) arriving after the job's
+    // final event: the final state wins.
+    Object.assign(merged, { status: previous.status, detail: previous.detail });
+  }
+  merged.done = Math.max(previous.done || 0, job.done || 0);
   state.jobs.set(id, merged);
   let item = document.querySelector(`#jobs li[data-job="${CSS.escape(id)}"]`);
   if (!item) {
@@ -271,7 +279,7 @@ function renderJob(job) {
   const percent = finished ? 100 : total ? Math.min(100, Math.round((100 * done) / total)) : 0;
   const bar = el("div", { class: `bar ${merged.status}` }, el("span"));
   bar.firstChild.style.width = `${percent}%`;
-  const cancel = ["completed", "failed", "cancelled"].includes(merged.status) ? "" :
+  const cancel = FINISHED.includes(merged.status) ? "" :
     el("button", { class: "small", type: "button", onclick: () => api(`/admin/jobs/${id}/cancel`, { method: "POST" }).catch((e) => alert(e.message)) }, "Cancel");
   item.replaceChildren(
     el("div", { class: "job-head" },
