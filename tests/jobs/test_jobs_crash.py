@@ -16,7 +16,7 @@ from gpuguard.jobs import process_rag_documents
 
 CHILD = textwrap.dedent(
     """
-    import asyncio, sys, time
+    import asyncio, sys, threading
     from gpuguard.embed import BulkEmbedder, EmbedderPair
     from gpuguard.index import VectorStore
     from gpuguard.jobs import process_rag_documents
@@ -30,7 +30,7 @@ CHILD = textwrap.dedent(
             StallingStore.writes += 1
             if StallingStore.writes == 3:  # inside the third source's transaction
                 print("STALLED", flush=True)
-                time.sleep(600)  # parked here until the parent kills the process
+                threading.Event().wait()  # parked here until the parent kills the process
 
     store = StallingStore(sys.argv[1])
     bulk = BulkEmbedder(EmbedderPair(None, HashEmbedder(dimension=64)), batch_size=4)

@@ -160,7 +160,7 @@ def llama_server(
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"llama_cpp.server did not answer within {SERVER_START_TIMEOUT_S}s")
-            time.sleep(0.1)
+            time.sleep(0.1)  # a real process has no ready event: poll its port, bounded
         yield url
     finally:
         process.terminate()

@@ -61,8 +61,10 @@ async def test_unload_is_asynchronous_on_the_server(
         still = (await raw.get("/api/ps")).json()["models"]
         assert [m["name"] for m in still] == ["llama3.2:latest"]
 
+    polls = ollama_double.requests.count("GET /api/ps")
     unloading = asyncio.create_task(ollama.unload("llama3.2"))
-    await asyncio.sleep(0.05)  # polling /api/ps, the model still there
+    # The backend keeps polling /api/ps while the model is still listed there.
+    await asyncio.to_thread(ollama_double.wait_for_requests, "GET /api/ps", polls + 2)
     assert not unloading.done()
     ollama_double.unload_gate.set()
     await unloading

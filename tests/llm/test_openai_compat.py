@@ -61,7 +61,7 @@ class RouterDouble(ServedDouble):
     async def _load_later(self, model: str) -> None:
         await asyncio.to_thread(self.load_gate.wait)
         with self.gpu_work(f"load {model}"):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # the load happens after the 200 answer
         args = ["llama-server", "-ctx", "4096"]
         if model in self.broken:
             self.status[model] = {"value": "unloaded", "args": args, "failed": True, "exit_code": 1}
@@ -70,7 +70,7 @@ class RouterDouble(ServedDouble):
 
     async def _unload_later(self, model: str) -> None:
         with self.gpu_work(f"unload {model}"):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
         self.status[model] = {"value": "unloaded"}
 
     async def _health(self, request: Request) -> Response:
@@ -154,8 +154,9 @@ async def test_router_already_running_is_not_an_error(
     router.load_gate.clear()
     async with httpx.AsyncClient(base_url=router.base_url) as raw:
         await raw.post("/models/load", json={"model": QWEN})  # someone else started a load
+    polls = router.requests.count("GET /models")
     loading = asyncio.create_task(router_backend.load(QWEN))
-    await asyncio.sleep(0.05)
+    await asyncio.to_thread(router.wait_for_requests, "GET /models", polls + 2)
     assert not loading.done()  # the gate holds the load: still "loading"
     router.load_gate.set()
     await loading
@@ -206,8 +207,9 @@ async def test_single_model_load_waits_for_health(timeouts: Timeouts) -> None:
         health = await backend.health()
         assert not health.ok
         assert "Loading model" in health.detail
+        polls = double.requests.count("GET /health")
         loading = asyncio.create_task(backend.load("tiny.gguf"))
-        await asyncio.sleep(0.05)
+        await asyncio.to_thread(double.wait_for_requests, "GET /health", polls + 2)
         assert not loading.done()
         double.ready.set()
         await loading
@@ -248,13 +250,13 @@ class VllmDouble(ServedDouble):
     async def _sleep(self, request: Request) -> Response:
         self.sleep_levels.append(request.query_params["level"])
         with self.gpu_work("sleep"):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
             self.sleeping = True
         return Response(status_code=200)
 
     async def _wake_up(self, request: Request) -> Response:
         with self.gpu_work("wake_up"):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
             self.sleeping = False
         return Response(status_code=200)
 
@@ -341,7 +343,7 @@ class LmStudioDouble(ServedDouble):
         if key not in self.instances:
             return openai_error(404, f"Model {key} not found", "model_not_found")
         with self.gpu_work(f"load {key}"):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
             count = len(self.instances[key])
             instance = key if count == 0 else f"{key}:{count + 1}"
             self.instances[key].append(instance)

@@ -53,7 +53,7 @@ async def test_the_openai_client_ignores_the_notice(live: Live) -> None:
 
 
 class EndlessBackend(FakeBackend):
-    """Streams tokens until closed; ``first_token`` is set once the first one is out."""
+    """Streams two tokens, then stays busy until closed; ``first_token`` marks the first."""
 
     def __init__(self) -> None:
         super().__init__([MODEL])
@@ -69,10 +69,10 @@ class EndlessBackend(FakeBackend):
         temperature: float | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
         try:
-            while True:
-                yield ChatChunk(content="tok ", model=model)
-                self.first_token.set()
-                await asyncio.sleep(0.01)
+            yield ChatChunk(content="tok ", model=model)
+            self.first_token.set()
+            yield ChatChunk(content="tok ", model=model)
+            await asyncio.Event().wait()  # generating until the client goes away
         finally:
             self.closed.set()
 

@@ -52,7 +52,8 @@ class ServedDouble:
 
     GPU work is recorded into ``recorder`` (pass one to share it with other GPU users);
     :meth:`wait_idle` waits until no GPU work is running, e.g. after a client closed a
-    stream (a real server too stops generating a moment after the client leaves).
+    stream (a real server too stops generating a moment after the client leaves);
+    :meth:`wait_for_requests` until a request has arrived a number of times.
     """
 
     name = "double"
@@ -63,6 +64,7 @@ class ServedDouble:
         self.requests: list[str] = []
         self._busy = 0
         self._idle = threading.Condition()
+        self._received = threading.Condition()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._url: str | None = None
@@ -76,7 +78,11 @@ class ServedDouble:
         async def logged(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http":
                 query = scope["query_string"].decode()
-                self.requests.append(f"{scope['method']} {scope['path']}{'?' * bool(query)}{query}")
+                with self._received:
+                    self.requests.append(
+                        f"{scope['method']} {scope['path']}{'?' * bool(query)}{query}"
+                    )
+                    self._received.notify_all()
             await app(scope, receive, send)
 
         return logged
@@ -106,6 +112,12 @@ class ServedDouble:
         with self._idle:
             if not self._idle.wait_for(lambda: self._busy == 0, timeout):
                 raise TimeoutError(f"{self.name} still busy after {timeout}s")
+
+    def wait_for_requests(self, request: str, count: int, timeout: float = 5.0) -> None:
+        """Block until ``request`` (``"METHOD /path"``) has arrived ``count`` times in all."""
+        with self._received:
+            if not self._received.wait_for(lambda: self.requests.count(request) >= count, timeout):
+                raise TimeoutError(f"{self.name} got {request!r} fewer than {count} times")
 
     def start(self) -> str:
         """Start serving; returns the base URL."""
