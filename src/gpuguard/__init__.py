@@ -44,7 +44,9 @@ from ._exceptions import (
     WaitTimeout,
     WouldBlock,
 )
-from ._guard import DEFAULT, DefaultType, GpuGuard, Lease, Timeout
+from ._guard import DEFAULT, DefaultType, GpuGuard, OnHang, Timeout
+from ._lease import Lease
+from ._work import StopWork, in_thread, run_to_end
 from ._snapshot import GuardCounters, GuardSnapshot, HolderInfo, WaiterInfo
 
 __version__ = "0.1.0"
@@ -84,10 +86,12 @@ __all__ = [
     "ModelLoadFailed",
     "ModelNotFound",
     "ModelNotLoaded",
+    "OnHang",
     "OperationHung",
     "Priority",
     "QueueFull",
     "SourceUnavailable",
+    "StopWork",
     "StoreError",
     "Subscription",
     "SystemClock",
@@ -97,4 +101,6 @@ __all__ = [
     "WaiterInfo",
     "WouldBlock",
     "__version__",
+    "in_thread",
+    "run_to_end",
 ]

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Protocol
+
+logger = logging.getLogger("gpuguard.events")
 
 __all__ = [
     "Event",
@@ -41,7 +44,12 @@ class Priority(enum.IntEnum):
 
 
 class GpuStatus(enum.StrEnum):
-    """What just happened to a GPU operation."""
+    """What just happened to a GPU operation.
+
+    ``hung``: it held the GPU past its hold timeout and is being stopped; until its work
+    really ends the GPU stays quarantined (shown as held by it). ``recovered``: that work has
+    ended and the GPU is free again. ``fallback``: a bulk batch ran on the CPU instead.
+    """
 
     WAITING = "waiting"
     STARTED = "started"
@@ -50,6 +58,7 @@ class GpuStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
     HUNG = "hung"
+    RECOVERED = "recovered"
     REJECTED = "rejected"
     FALLBACK = "fallback"
 
@@ -72,7 +81,8 @@ class GpuEvent:
     ``waited_s`` is the time spent queued so far, ``held_s`` the time the lease was held
     (0 until started). ``position`` is the 1-based queue position for ``waiting`` events and
     ``holder`` names the operation holding the GPU at the time (for ``waiting``, ``timed_out``
-    and ``rejected``).
+    and ``rejected``). ``pid`` and ``host`` name the process the operation runs in (the
+    guard's scope may span processes and hosts).
     """
 
     guard: str
@@ -87,6 +97,8 @@ class GpuEvent:
     position: int | None = None
     holder: str | None = None
     detail: str = ""
+    pid: int | None = None
+    host: str | None = None
 
     @property
     def kind(self) -> str:
@@ -248,27 +260,6 @@ class Subscription:
         )
 
 
-class _Deferred:
-    """An event kept in the history before anyone asked to see it: its class and arguments.
-
-    Building a frozen dataclass costs more than a whole uncontended lease cycle, and most
-    history entries are never read, so the history stores the recipe and builds on read.
-    """
-
-    __slots__ = ("_args", "_event", "_factory")
-
-    def __init__(self, factory: Callable[..., Event], args: tuple[object, ...]) -> None:
-        self._factory = factory
-        self._args = args
-        self._event: Event | None = None
-
-    def build(self) -> Event:
-        """The event (built once, so repeated reads return the same object)."""
-        if self._event is None:
-            self._event = self._factory(*self._args)
-        return self._event
-
-
 class EventBus:
     """Fan-out of events to bounded subscriber queues, plus a short history.
 
@@ -281,40 +272,38 @@ class EventBus:
         if history_size < 0 or default_maxsize < 1:
             raise ValueError("history_size must be >= 0 and default_maxsize >= 1")
         self._subscribers: list[Subscription] = []
-        self._history: deque[Event | _Deferred] = deque(maxlen=history_size)
-        self._keeps_history = history_size > 0
+        self._listeners: dict[Callable[[Event], None], None] = {}
+        self._history: deque[Event] = deque(maxlen=history_size)
         self._default_maxsize = default_maxsize
         self.published = 0
         self.dropped = 0
 
-    @property
-    def listening(self) -> bool:
-        """True when a published event would be kept (history) or delivered (a subscriber).
-
-        Publishers on a hot path check this first and skip building events nobody will see.
-        """
-        return self._keeps_history or bool(self._subscribers)
-
     def publish(self, event: Event) -> None:
-        """Give ``event`` to every subscriber; drop (and count) the oldest where one is full."""
+        """Give ``event`` to every listener and subscriber; a full subscriber drops its oldest.
+
+        A listener that raises is logged and skipped: publishing never fails its publisher.
+        """
         self.published += 1
         self._history.append(event)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("event listener %r failed", listener)
         for subscriber in self._subscribers:
             if not subscriber._offer(event):
                 self.dropped += 1
 
-    def publish_lazy(self, factory: Callable[..., Event], *args: object) -> None:
-        """Publish ``factory(*args)``, building it only once something needs the object.
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` synchronously for every event published from now on.
 
-        With subscribers this is :meth:`publish`; with only the history listening, the
-        event is built when :meth:`history` is read. ``factory`` must be pure (a dataclass).
+        For quick, non-blocking consumers (logging, counters); adding one twice is a no-op.
         """
-        if self._subscribers:
-            self.publish(factory(*args))
-        else:
-            self.published += 1
-            if self._keeps_history:
-                self._history.append(_Deferred(factory, args))
+        self._listeners[listener] = None
+
+    def remove_listener(self, listener: Callable[[Event], None]) -> None:
+        """Stop calling ``listener``; harmless if it was not added."""
+        self._listeners.pop(listener, None)
 
     def subscribe(
         self, *, maxsize: int | None = None, kinds: Iterable[str] | None = None
@@ -336,7 +325,7 @@ class EventBus:
 
     def history(self, *, kinds: Iterable[str] | None = None) -> list[Event]:
         """The most recent events, oldest first (optionally only some kinds)."""
-        events = [e.build() if isinstance(e, _Deferred) else e for e in self._history]
+        events = list(self._history)
         if kinds is None:
             return events
         wanted = frozenset(kinds)

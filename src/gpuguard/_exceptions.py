@@ -7,7 +7,7 @@
     │   ├── WaitTimeout               waited longer than wait_timeout; names the holder
     │   ├── QueueFull                 the bounded queue is full; carries retry_after_s
     │   ├── WouldBlock                acquire_nowait/try_hold while the GPU is held or queued
-    │   ├── OperationHung             held longer than hold_timeout; cancelled, lease freed
+    │   ├── OperationHung             held longer than hold_timeout; its work was stopped
     │   └── LeaseNotHeld              released a lease that was never granted or already freed
     ├── BackendError                  an LLM server or in-process LLM runtime
     │   ├── BackendUnavailable        unreachable, refused, or not started
@@ -152,12 +152,12 @@ class WouldBlock(GuardError):
 
 
 class OperationHung(GuardError):
-    """The operation held the GPU past its hold timeout; it was cancelled and its lease freed."""
+    """The operation held the GPU past its hold timeout; it was treated as hung and stopped."""
 
     def __init__(self, *, operation: str, model: str | None, held_s: float) -> None:
         super().__init__(
             f"{operation!r} held the GPU for {held_s:.3f}s, past its hold timeout; "
-            "it was treated as hung, cancelled and its lease freed",
+            "it was treated as hung and its GPU work stopped",
             operation=operation,
             model=model,
             holder=operation,

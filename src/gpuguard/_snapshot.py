@@ -12,7 +12,12 @@ __all__ = ["GuardCounters", "GuardSnapshot", "HolderInfo", "WaiterInfo"]
 
 @dataclass(frozen=True, slots=True)
 class HolderInfo:
-    """The operation holding the GPU: the seed's ``current_op``."""
+    """The operation holding the GPU.
+
+    ``hung_s`` is set while the holder is hung: past its hold timeout, its work being
+    stopped, the GPU quarantined until that work really ends. ``pid``, ``host`` and
+    ``process`` name where it runs (a host-wide or Redis guard spans processes).
+    """
 
     lease_id: int
     operation: str
@@ -20,10 +25,26 @@ class HolderInfo:
     priority: Priority
     since: float
     held_s: float
+    hung_s: float | None = None
+    pid: int | None = None
+    host: str | None = None
+    process: str | None = None
+
+    @property
+    def hung(self) -> bool:
+        """True while the holder is hung and its work is being stopped."""
+        return self.hung_s is not None
+
+    @property
+    def label(self) -> str:
+        """How waiters name it: ``chat``, or ``chat (hung for 12s)``."""
+        if self.hung_s is None:
+            return self.operation
+        return f"{self.operation} (hung for {self.hung_s:.0f}s)"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {**asdict(self), "priority": str(self.priority)}
+        return {**asdict(self), "priority": str(self.priority), "hung": self.hung}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +62,9 @@ class WaiterInfo:
     position: int
     since: float
     waited_s: float
+    pid: int | None = None
+    host: str | None = None
+    process: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -57,6 +81,8 @@ class GuardCounters:
 
     Every granted lease ends exactly one way, so once the GPU is free
     ``acquired == completed + failed + cancelled + hung`` (while it is held, one more).
+    ``hung`` counts holders that outlived their hold timeout; ``total_hold_s`` includes a hung
+    holder's time once its work has really ended.
     Every request that never got the GPU is counted once in ``timed_out``, ``rejected``
     (queue full) or ``abandoned`` (cancelled while queued). ``waited`` counts the grants that
     queued first; ``total_wait_s`` sums their waits and ``total_hold_s`` every finished hold.
@@ -70,7 +96,6 @@ class GuardCounters:
     timed_out: int = 0
     hung: int = 0
     rejected: int = 0
-    fallbacks: int = 0
     total_wait_s: float = 0.0
     total_hold_s: float = 0.0
     abandoned: int = 0
@@ -86,6 +111,7 @@ class GuardSnapshot:
 
     guard: str
     policy: str
+    scope: str
     holder: HolderInfo | None
     waiters: tuple[WaiterInfo, ...]
     counters: GuardCounters
@@ -111,6 +137,7 @@ class GuardSnapshot:
         return {
             "guard": self.guard,
             "policy": self.policy,
+            "scope": self.scope,
             "holder": None if self.holder is None else self.holder.to_dict(),
             "waiters": [w.to_dict() for w in self.waiters],
             "waiters_by_priority": {

@@ -41,6 +41,7 @@ def test_public_names_are_exactly_these() -> None:
             "bundled_model_path",
             "create_embedder",
             "export_onnx",
+            "report_fallback",
         ]
     )
 

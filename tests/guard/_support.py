@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -95,3 +96,24 @@ async def start(guard: GpuGuard, name: str, order: list[str], **options: Any) ->
     op = Op(guard, name, order, **options)
     await checkpoints()
     return op
+
+
+class Work:
+    """GPU work running elsewhere (a thread, a process): it ends only when told to."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.stops = 0
+        self.stoppable = True
+
+    async def run(self) -> str:
+        # Honest, like a thread run through in_thread: cancelling it does not end it early.
+        while not self.done.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.done.wait()
+        return "vectors"
+
+    def stop(self) -> None:
+        self.stops += 1
+        if self.stoppable:
+            self.done.set()

@@ -159,9 +159,11 @@ async def test_hung_after_being_granted_before_it_resumed(
     lease.release()
     clock.advance(5.0)
     assert guard.current is not None
-    assert guard.current.operation == "after"
+    assert (guard.current.operation, guard.current.hung) == ("slow", True)
     with pytest.raises(OperationHung):
         await slow.task
+    assert guard.current is not None
+    assert guard.current.operation == "after"
     assert not slow.task.cancelled()
     assert order == ["after"]
     after.finish()

@@ -13,6 +13,7 @@ import pytest
 
 from gpuguard import (
     DEFAULT,
+    Event,
     EventBus,
     FakeClock,
     GpuStatus,
@@ -25,7 +26,7 @@ from gpuguard import (
     WouldBlock,
 )
 
-from ._support import MakeGuard, Op, checkpoints, gpu_events, start, statuses, until
+from ._support import MakeGuard, Op, Work, checkpoints, gpu_events, start, statuses, until
 
 # --- exclusion and the uncontended path ------------------------------------------------------
 
@@ -318,7 +319,7 @@ async def test_queue_full_retry_after_is_at_least_a_second(make_guard: MakeGuard
     assert caught.value.retry_after_s >= 1.0
 
 
-async def test_watchdog_cancels_a_hung_holder_and_hands_the_gpu_on(
+async def test_a_hung_holder_is_interrupted_and_the_gpu_quarantined_until_it_stops(
     make_guard: MakeGuard, clock: FakeClock
 ) -> None:
     guard = make_guard(hold_timeout=30.0)
@@ -330,9 +331,17 @@ async def test_watchdog_cancels_a_hung_holder_and_hands_the_gpu_on(
     await checkpoints()
     assert hung.holding
     clock.advance(1.0)
-    # The lease is freed and handed on synchronously, inside the timer callback.
-    assert guard.current is not None
-    assert guard.current.operation == "chat"
+    # Hung, but its body has not stopped yet: the GPU stays with it, visibly hung.
+    current = guard.current
+    assert current is not None
+    assert (current.operation, current.hung, current.label) == (
+        "prewarm",
+        True,
+        "prewarm (hung for 0s)",
+    )
+    assert guard.snapshot().to_dict()["holder"]["hung"] is True
+    with pytest.raises(WouldBlock, match=r"held by prewarm \(hung"):
+        guard.acquire_nowait("sneaky")
     with pytest.raises(OperationHung) as caught:
         await hung.task
     error = caught.value
@@ -341,6 +350,7 @@ async def test_watchdog_cancels_a_hung_holder_and_hands_the_gpu_on(
     assert hung.lease is not None
     assert hung.lease.hung
     assert not hung.lease.held
+    # Its body has unwound: only now does the GPU pass on.
     await until(lambda: waiter.holding)
     waiter.finish()
     await waiter.task
@@ -348,6 +358,7 @@ async def test_watchdog_cancels_a_hung_holder_and_hands_the_gpu_on(
         ("prewarm", "started"),
         ("chat", "waiting"),
         ("prewarm", "hung"),
+        ("prewarm", "recovered"),
         ("chat", "started"),
         ("chat", "completed"),
     ]
@@ -358,6 +369,60 @@ async def test_watchdog_cancels_a_hung_holder_and_hands_the_gpu_on(
     async with guard.hold("after"):
         pass
     assert guard.current is None
+
+
+async def test_waiters_time_out_naming_the_hung_holder(
+    make_guard: MakeGuard, clock: FakeClock
+) -> None:
+    guard = make_guard(hold_timeout=10.0)
+    stuck = Work()
+
+    async def unstoppable() -> None:
+        async with guard.hold("embed") as lease:
+            # GPU work with no way to stop it (a thread, say): it runs to its end.
+            await lease.run(stuck.run())
+
+    holder = asyncio.create_task(unstoppable())
+    await checkpoints()
+    waiter = asyncio.create_task(guard.acquire("chat", wait_timeout=15.0))
+    await checkpoints()
+    clock.advance(10.0)
+    await checkpoints()
+    clock.advance(5.0)
+    with pytest.raises(WaitTimeout, match=r"held by embed \(hung for 5s\)"):
+        await waiter
+    current = guard.current
+    assert current is not None
+    assert current.hung_s == pytest.approx(5.0)
+    stuck.done.set()
+    with pytest.raises(OperationHung):
+        await holder
+    assert guard.current is None
+
+
+async def test_on_hang_release_hands_the_gpu_on_at_once(
+    make_guard: MakeGuard, clock: FakeClock
+) -> None:
+    guard = make_guard(hold_timeout=30.0, on_hang="release")
+    sub = guard.events.subscribe()
+    order: list[str] = []
+    hung = await start(guard, "prewarm", order)
+    waiter = await start(guard, "chat", order)
+    clock.advance(30.0)
+    # Handed on synchronously, inside the timer callback, before the hung body stopped.
+    assert guard.current is not None
+    assert guard.current.operation == "chat"
+    with pytest.raises(OperationHung):
+        await hung.task
+    await until(lambda: waiter.holding)
+    waiter.finish()
+    await waiter.task
+    assert statuses(sub)[:4] == [
+        ("prewarm", "started"),
+        ("chat", "waiting"),
+        ("prewarm", "hung"),
+        ("prewarm", "recovered"),
+    ]
 
 
 async def test_per_call_hold_timeout_overrides_the_default(
@@ -547,22 +612,6 @@ async def test_waiting_event_reports_queue_position(make_guard: MakeGuard) -> No
     await asyncio.gather(*(op.task for op in ops))
 
 
-async def test_fallback_is_reported_and_counted(make_guard: MakeGuard) -> None:
-    guard = make_guard()
-    sub = guard.events.subscribe()
-    async with guard.hold("chat"):
-        guard.report_fallback("embed-batch", model="minilm", detail="batch 3 on CPU")
-    fallback = [e for e in gpu_events(sub) if e.status is GpuStatus.FALLBACK]
-    assert len(fallback) == 1
-    assert (fallback[0].operation, fallback[0].model, fallback[0].holder) == (
-        "embed-batch",
-        "minilm",
-        "chat",
-    )
-    assert fallback[0].detail == "batch 3 on CPU"
-    assert guard.snapshot().counters.fallbacks == 1
-
-
 async def test_event_serialises_to_json(make_guard: MakeGuard) -> None:
     guard = make_guard()
     sub = guard.events.subscribe()
@@ -620,19 +669,37 @@ async def test_a_slow_subscriber_never_blocks_the_guard(make_guard: MakeGuard) -
     assert guard.snapshot().counters.completed == 5
 
 
-async def test_no_listener_means_no_events_built(make_guard: MakeGuard) -> None:
+async def test_a_bus_without_history_or_subscribers_keeps_nothing(make_guard: MakeGuard) -> None:
     bus = EventBus(history_size=0)
     guard = make_guard(events=bus)
-    assert not bus.listening
     async with guard.hold("quiet"):
         pass
     assert bus.history() == []
     with bus.subscribe() as sub:
-        assert bus.listening
         async with guard.hold("heard"):
             pass
         assert statuses(sub) == [("heard", "started"), ("heard", "completed")]
-    assert not bus.listening
+
+
+async def test_listeners_see_every_event_synchronously(make_guard: MakeGuard) -> None:
+    guard = make_guard()
+    seen: list[str] = []
+
+    def listener(event: Event) -> None:
+        seen.append(event.to_dict()["status"])
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("a listener that fails never fails the guard")
+
+    guard.events.add_listener(broken)
+    guard.events.add_listener(listener)
+    async with guard.hold("chat"):
+        assert seen == ["started"]
+    assert seen == ["started", "completed"]
+    guard.events.remove_listener(listener)
+    async with guard.hold("chat"):
+        pass
+    assert seen == ["started", "completed"]
 
 
 # --- snapshot --------------------------------------------------------------------------------
@@ -708,10 +775,9 @@ async def test_snapshot_counts_every_outcome(make_guard: MakeGuard, clock: FakeC
     clock.advance(9.0)
     with pytest.raises(OperationHung):
         await holder.task
-    guard.report_fallback("cpu")
     c = guard.snapshot().counters
     assert (c.acquired, c.completed, c.failed, c.hung) == (3, 1, 1, 1)
-    assert (c.timed_out, c.rejected, c.abandoned, c.cancelled, c.fallbacks) == (1, 1, 1, 0, 1)
+    assert (c.timed_out, c.rejected, c.abandoned, c.cancelled) == (1, 1, 1, 0)
     assert c.acquired == c.completed + c.failed + c.cancelled + c.hung
 
 

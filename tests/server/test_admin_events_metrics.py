@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gpuguard import Priority
+from gpuguard.embed import report_fallback
 
 from .conftest import MODEL, Live, gpu_held, until
 
@@ -95,7 +96,7 @@ async def test_metrics_count_waits_holds_fallbacks(live: Live) -> None:
     await live.client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}]
     )
-    live.guard.report_fallback("schema-refresh", model="m")
+    report_fallback(live.guard, "schema-refresh", model="m", detail="batch 0 on the CPU")
     text = (await live.http.get("/metrics")).text
     assert 'gpuguard_gpu_wait_seconds_count{operation="chat"} 1.0' in text
     assert 'gpuguard_gpu_hold_seconds_count{operation="chat"} 1.0' in text

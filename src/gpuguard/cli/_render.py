@@ -48,8 +48,7 @@ def lane_view(gpu: dict[str, Any]) -> Panel:
         queue.add_row(Text(priority, style="dim"), ", ".join(waiting) or "-")
     counters = snapshot["counters"]
     summary = "  ".join(
-        f"{name} {counters[name]}"
-        for name in ("completed", "waited", "fallbacks", "failed", "hung", "rejected")
+        f"{name} {counters[name]}" for name in ("completed", "waited", "failed", "hung", "rejected")
     )
     body = Group(Text.assemble("holder  ", holder), queue, Text(summary, style="dim"))
     return Panel(body, title=f"GPU lane: {snapshot['guard']} ({snapshot['policy']})")

@@ -7,7 +7,14 @@ a dimension mismatch; :class:`BulkEmbedder` streams batches through the GPU when
 and the CPU when it is not. Heavy libraries (torch, onnxruntime) load only when used.
 """
 
-from ._bulk import FALLBACK_MESSAGE, BulkEmbedder, BulkRun, BulkStats, EmbeddedBatch
+from ._bulk import (
+    FALLBACK_MESSAGE,
+    BulkEmbedder,
+    BulkRun,
+    BulkStats,
+    EmbeddedBatch,
+    report_fallback,
+)
 from ._bundled import DEFAULT_MODEL, bundled_model_path
 from ._factory import ENGINES, create_embedder
 from ._lease import LeaseGuard
@@ -35,4 +42,5 @@ __all__ = [
     "bundled_model_path",
     "create_embedder",
     "export_onnx",
+    "report_fallback",
 ]

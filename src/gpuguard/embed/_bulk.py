@@ -2,10 +2,12 @@
 
 For every batch the bulk embedder asks the guard for the GPU without waiting
 (``try_hold`` at background priority, which never jumps the queue). If the GPU is held or
-anyone is queued for it, that batch is embedded on the CPU, a ``fallback`` event is
-emitted and "GPU busy, falling back to CPU embeddings" is logged; the next batch tries the
-GPU again, so bulk work returns to it as soon as it frees. A chat therefore waits for at
-most one batch, never for a whole job.
+anyone is queued for it, that batch is embedded on the CPU and a ``fallback`` event is
+published on the guard's bus; the next batch tries the GPU again, so bulk work returns to it
+as soon as it frees. A chat therefore waits for at most one batch, never for a whole job.
+The log says "GPU busy, falling back to CPU embeddings" once per switch from GPU to CPU (and
+once per switch back), with counts, not once per batch. A GPU batch runs as tracked work of
+its lease (:meth:`~gpuguard.Lease.run`): the lease is held until the encode has really ended.
 
 Batches come out in input order whichever device embedded them, and memory stays bounded:
 at most ``max_in_flight`` batches exist between the input and the consumer.
@@ -29,14 +31,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
-from .._events import Priority
+from .._events import GpuEvent, GpuStatus, Priority
 from .._exceptions import ConfigError, WouldBlock
+from .._guard import DEFAULT, Timeout
+from .._work import run_to_end
 from ._lease import LeaseGuard
 from ._pair import EmbedderPair
 from ._protocol import Embedder, Vectors
-from ._shield import finish_even_if_cancelled
 
-__all__ = ["BulkEmbedder", "BulkRun", "BulkStats", "EmbeddedBatch"]
+__all__ = ["BulkEmbedder", "BulkRun", "BulkStats", "EmbeddedBatch", "report_fallback"]
 
 logger = logging.getLogger("gpuguard.embed")
 
@@ -101,6 +104,8 @@ class BulkEmbedder:
             consumer (memory stays bounded whatever the corpus size).
         side_by_side: when True, a CPU worker takes batches from the same queue while the
             GPU worker does, instead of the CPU only standing in when the GPU is busy.
+        hold_timeout: how long one GPU batch may hold the lease before it counts as hung
+            (the embedding hold limit; the guard's default when omitted).
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class BulkEmbedder:
         batch_size: int = 32,
         max_in_flight: int = 4,
         side_by_side: bool = False,
+        hold_timeout: Timeout = DEFAULT,
     ) -> None:
         if pair.gpu is not None and guard is None:
             raise ConfigError("a GPU embedder needs a guard: GPU work always takes the lease")
@@ -121,6 +127,7 @@ class BulkEmbedder:
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.side_by_side = side_by_side
+        self.hold_timeout = hold_timeout
 
     @property
     def name(self) -> str:
@@ -193,6 +200,7 @@ class BulkRun(Generic[T]):
         self._operation = operation
         self._batch_size = batch_size
         self._on_cpu = False  # whether the last GPU-bound batch had to fall back
+        self._since_switch = 0  # GPU-bound batches on the current device since the last switch
         self._gpu_loading: asyncio.Task[None] | None = None
         self._batches = self._run()
 
@@ -236,7 +244,8 @@ class BulkRun(Generic[T]):
                 tasks.append(self._gpu_loading)
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # A repeated cancel of the job must not abandon a batch still on the GPU.
+            await run_to_end(asyncio.gather(*tasks, return_exceptions=True))
             _discard(order)
 
     async def _batcher(
@@ -296,22 +305,23 @@ class BulkRun(Generic[T]):
         guard = self._bulk.guard
         assert guard is not None
         if not self._gpu_loaded():
-            self._note_fallback(guard, gpu, job, MODEL_LOADING_REASON)
+            self._note_device("cpu", gpu, job, MODEL_LOADING_REASON)
             return await self._embed_timed(self._bulk.pair.cpu, job, "cpu", True)
-        async with contextlib.AsyncExitStack() as lease:
+        async with contextlib.AsyncExitStack() as stack:
             try:
-                await lease.enter_async_context(
-                    guard.try_hold(self._operation, model=gpu.name, priority=Priority.BACKGROUND)
+                lease = await stack.enter_async_context(
+                    guard.try_hold(
+                        self._operation,
+                        model=gpu.name,
+                        priority=Priority.BACKGROUND,
+                        hold_timeout=self._bulk.hold_timeout,
+                    )
                 )
             except WouldBlock as busy:
-                self._note_fallback(guard, gpu, job, str(busy))
+                self._note_device("cpu", gpu, job, str(busy))
             else:
-                if self._on_cpu:
-                    self._on_cpu = False
-                    logger.info("GPU free again, back to GPU embeddings (%s)", self._operation)
-                # The lease must cover the real GPU work, which a cancellation cannot stop
-                # once it runs in a worker thread: let it finish before the lease is released.
-                return await finish_even_if_cancelled(self._embed_timed(gpu, job, "gpu", False))
+                self._note_device("gpu", gpu, job, "")
+                return await lease.run(self._embed_timed(gpu, job, "gpu", False))
         return await self._embed_timed(self._bulk.pair.cpu, job, "cpu", True)
 
     def _gpu_loaded(self) -> bool:
@@ -322,15 +332,35 @@ class BulkRun(Generic[T]):
         loading.result()
         return True
 
-    def _note_fallback(self, guard: LeaseGuard, gpu: Embedder, job: _Work[T], why: str) -> None:
-        if not self._on_cpu:
-            self._on_cpu = True
-            logger.info("%s (%s: %s)", FALLBACK_MESSAGE, self._operation, why)
-        guard.report_fallback(
-            self._operation,
-            model=gpu.name,
-            detail=f"batch {job.index} ({len(job.items)} texts) embedded on the CPU: {why}",
-        )
+    def _note_device(self, device: Device, gpu: Embedder, job: _Work[T], why: str) -> None:
+        """Count a GPU-bound batch; log each switch between GPU and CPU; report fallbacks."""
+        on_cpu = device == "cpu"
+        if on_cpu != self._on_cpu:
+            before, self._since_switch = self._since_switch, 0
+            if on_cpu:
+                logger.info(
+                    "%s (%s: %s; %d batch(es) on the GPU before)",
+                    FALLBACK_MESSAGE,
+                    self._operation,
+                    why,
+                    before,
+                )
+            else:
+                logger.info(
+                    "GPU free again, back to GPU embeddings (%s; %d batch(es) on the CPU before)",
+                    self._operation,
+                    before,
+                )
+            self._on_cpu = on_cpu
+        self._since_switch += 1
+        if on_cpu:
+            assert self._bulk.guard is not None
+            report_fallback(
+                self._bulk.guard,
+                self._operation,
+                model=gpu.name,
+                detail=f"batch {job.index} ({len(job.items)} texts) embedded on the CPU: {why}",
+            )
 
     async def _embed_timed(
         self, embedder: Embedder, job: _Work[T], device: Device, fallback: bool
@@ -340,6 +370,24 @@ class BulkRun(Generic[T]):
         return EmbeddedBatch(
             job.index, job.items, vectors, device, fallback, time.perf_counter() - started
         )
+
+
+def report_fallback(guard: LeaseGuard, operation: str, *, model: str | None, detail: str) -> None:
+    """Publish a ``fallback`` event: ``operation`` ran on the CPU because the GPU was busy."""
+    current = guard.current
+    guard.events.publish(
+        GpuEvent(
+            guard=guard.name,
+            operation=operation,
+            model=model,
+            status=GpuStatus.FALLBACK,
+            timestamp=guard.clock.time(),
+            lease_id=0,
+            priority=Priority.BACKGROUND,
+            holder=None if current is None else current.label,
+            detail=detail,
+        )
+    )
 
 
 async def _chunked(

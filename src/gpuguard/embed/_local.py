@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import abc
-import asyncio
 import threading
 from collections.abc import Sequence
 
 import numpy as np
 
 from .._exceptions import EmbedderUnavailable, EmbeddingError
+from .._work import in_thread
 from ._protocol import Vectors
 from ._vectors import as_normalised_vectors
 
@@ -59,7 +59,7 @@ class LocalEmbedder(abc.ABC):
         """Load the model in a worker thread (once) and return its dimension."""
         if self._dimension is not None:
             return self._dimension
-        return await asyncio.to_thread(self._ensure_loaded)
+        return await in_thread(self._ensure_loaded)
 
     def _ensure_loaded(self) -> int:
         with self._load_lock:
@@ -81,7 +81,7 @@ class LocalEmbedder(abc.ABC):
         if not batch:
             return np.zeros((0, self._dimension or 0), dtype=np.float32)
         try:
-            raw = await asyncio.to_thread(self._encode_sync, batch)
+            raw = await in_thread(self._encode_sync, batch)
         except Exception as exc:
             raise EmbeddingError(
                 f"{self._name!r} on {self._device} failed to embed {len(batch)} text(s): {exc}"
@@ -90,7 +90,7 @@ class LocalEmbedder(abc.ABC):
 
     async def aclose(self) -> None:
         """Drop the model and free its memory."""
-        await asyncio.to_thread(self._unload)
+        await in_thread(self._unload)
 
     def _unload(self) -> None:
         with self._load_lock:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from .._events import Priority
 from .._exceptions import DimensionMismatch
+from .._guard import DEFAULT, Timeout
 from ._lease import LeaseGuard
 from ._protocol import Embedder
-from ._shield import finish_even_if_cancelled
 
 __all__ = ["EmbedderPair"]
 
@@ -57,7 +57,7 @@ class EmbedderPair:
             self._dimension = await self.cpu.load()
         return self._dimension
 
-    async def load_gpu(self, guard: LeaseGuard | None) -> None:
+    async def load_gpu(self, guard: LeaseGuard | None, *, hold_timeout: Timeout = DEFAULT) -> None:
         """Load the GPU embedder under ``guard`` at normal priority and check its dimension.
 
         Loading a model is GPU work too, so it waits its turn for the lease; bulk embedding
@@ -69,10 +69,12 @@ class EmbedderPair:
             gpu_dim = await self.gpu.load()
         else:
             async with guard.hold(
-                MODEL_LOAD_OPERATION, model=self.gpu.name, priority=Priority.NORMAL
-            ):
-                # A load running in a worker thread cannot be stopped: keep the lease till then.
-                gpu_dim = await finish_even_if_cancelled(self.gpu.load())
+                MODEL_LOAD_OPERATION,
+                model=self.gpu.name,
+                priority=Priority.NORMAL,
+                hold_timeout=hold_timeout,
+            ) as lease:
+                gpu_dim = await lease.run(self.gpu.load())
         _check(gpu_dim, await self.start_cpu())
         self._gpu_ready = True
 

@@ -13,6 +13,10 @@ GPU embedding model load               ``hold``, normal             wait, emit s
 GPU embedding inference (use_gpu)      ``hold``, caller's priority  wait
 bulk embedding                         ``try_hold`` per batch       CPU fallback
 =====================================  ===========================  =====================
+
+Every piece of GPU work inside a lease runs as tracked work (:meth:`Lease.run`,
+:meth:`Lease.stream`): the lease is held until the work has really stopped, whichever task
+drives it, and a hung operation is stopped through its work.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import AbstractAsyncContextManager, aclosing
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from .._events import ModelEvent, Priority
 from .._exceptions import ConfigError, ModelNotLoaded
-from .._guard import GpuGuard, Lease
+from .._guard import GpuGuard
+from .._lease import Hold, Lease
 from .._snapshot import GuardSnapshot
 from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder, Vectors
@@ -155,9 +160,9 @@ class ModelGateway:
         name = self._model_or_default(model)
         async with self._hold(
             operation, name, Priority.NORMAL, self.timeouts.load_hold_s, self.timeouts.wait_s
-        ):
+        ) as lease:
             self._publish(name, "prewarming")
-            await self._load_unguarded(name)
+            await self._load_held(lease, name)
             self._publish(name, "ready")
 
     def prewarm_in_background(self, model: str | None = None) -> asyncio.Task[None]:
@@ -193,28 +198,28 @@ class ModelGateway:
         """Load ``model`` under the lease."""
         async with self._hold(
             "load", model, Priority.NORMAL, self.timeouts.load_hold_s, self.timeouts.wait_s
-        ):
-            await self._load_unguarded(model)
+        ) as lease:
+            await self._load_held(lease, model)
 
     async def unload(self, model: str) -> None:
         """Unload ``model`` under the lease."""
         async with self._hold(
             "unload", model, Priority.NORMAL, self.timeouts.unload_hold_s, self.timeouts.wait_s
-        ):
+        ) as lease:
             self._publish(model, "unloading")
             try:
-                await self.backend.unload(model)
+                await lease.run(self.backend.unload(model))
             except Exception as exc:
                 self._publish(model, "failed", detail=str(exc))
                 raise
             self._loaded.discard(model)
             self._publish(model, "unloaded")
 
-    async def _load_unguarded(self, model: str) -> None:
-        """Load ``model``; the caller holds the lease."""
+    async def _load_held(self, lease: Lease, model: str) -> None:
+        """Load ``model`` as work of ``lease``."""
         self._publish(model, "loading")
         try:
-            await self.backend.load(model)
+            await lease.run(self.backend.load(model))
         except Exception as exc:
             self._publish(model, "failed", detail=str(exc))
             raise
@@ -237,24 +242,26 @@ class ModelGateway:
         The model is loaded first if it is not (Foundry Local 0.10+ does not auto-load).
         """
         name = self._model_or_default(model)
-        if self.guard.locked or self.guard.queue_length:
+        hold = self._hold(
+            "chat", name, Priority.INTERACTIVE, self.timeouts.chat_hold_s, self.timeouts.chat_wait_s
+        )
+        # Take the GPU or a place in its queue before yielding anything: a full queue raises
+        # QueueFull here, before a server has sent its first byte.
+        if await hold.reserve():
             notice = GpuWaiting("chat", self._holder_name(), self.guard.queue_length)
             logger.info("%s for chat on %s", notice.message, name)
             yield notice
-        async with self._hold(
-            "chat", name, Priority.INTERACTIVE, self.timeouts.chat_hold_s, self.timeouts.chat_wait_s
-        ):
+        async with hold as lease:
             if name not in self._loaded:
-                await self._load_unguarded(name)
+                await self._load_held(lease, name)
             for attempt in (1, 2):
                 started = False
                 try:
-                    async with aclosing(
-                        self.backend.chat(
-                            name, messages, max_tokens=max_tokens, temperature=temperature
-                        )
-                    ) as stream:
-                        async for chunk in stream:
+                    stream = self.backend.chat(
+                        name, messages, max_tokens=max_tokens, temperature=temperature
+                    )
+                    async with aclosing(lease.stream(stream)) as chunks:
+                        async for chunk in chunks:
                             started = True
                             yield chunk
                     return
@@ -263,7 +270,7 @@ class ModelGateway:
                     if started or attempt == 2:
                         raise
                     self._loaded.discard(name)
-                    await self._load_unguarded(name)
+                    await self._load_held(lease, name)
 
     async def complete(
         self,
@@ -292,7 +299,7 @@ class ModelGateway:
         if not pair.gpu_ready:
             self._publish(embedder.name, "loading")
             try:
-                await pair.load_gpu(self.guard)
+                await pair.load_gpu(self.guard, hold_timeout=self.timeouts.load_hold_s)
             except Exception as exc:
                 self._publish(embedder.name, "failed", detail=str(exc))
                 raise
@@ -314,8 +321,8 @@ class ModelGateway:
             embedder = await self.load_gpu_embedder()
             async with self._hold(
                 "embed", embedder.name, priority, self.timeouts.embed_hold_s, self.timeouts.wait_s
-            ):
-                return await embedder.embed(texts)
+            ) as lease:
+                return await lease.run(embedder.embed(texts))
         if self.cpu_embedder is None:
             raise ConfigError("no embedder is configured")
         return await self.cpu_embedder.embed(texts)
@@ -365,7 +372,7 @@ class ModelGateway:
         priority: Priority,
         hold_s: float | None,
         wait_s: float | None,
-    ) -> AbstractAsyncContextManager[Lease]:
+    ) -> Hold:
         return self.guard.hold(
             operation, model=model, priority=priority, wait_timeout=wait_s, hold_timeout=hold_s
         )
@@ -378,7 +385,7 @@ class ModelGateway:
 
     def _holder_name(self) -> str | None:
         current = self.guard.current
-        return None if current is None else current.operation
+        return None if current is None else current.label
 
     def _publish(self, model: str, status: str, *, detail: str = "") -> None:
         self.events.publish(

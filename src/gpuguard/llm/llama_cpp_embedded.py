@@ -26,6 +26,7 @@ from .._exceptions import (
     ModelNotFound,
     ModelNotLoaded,
 )
+from .._work import in_thread
 from ._protocol import BackendHealth, ChatChunk, ChatMessage, LoadedModel
 
 __all__ = ["LlamaCppBackend"]
@@ -187,7 +188,7 @@ class LlamaCppBackend:
                 return
             try:
                 async with asyncio.timeout(self._load_timeout_s):
-                    self._llama = await asyncio.to_thread(self._build)
+                    self._llama = await in_thread(self._build)
             except TimeoutError as exc:
                 raise BackendTimeout(
                     f"llama-cpp: loading {self._path} took longer than {self._load_timeout_s}s",
@@ -201,7 +202,7 @@ class LlamaCppBackend:
         async with self._exclusive():
             llama, self._llama = self._llama, None
             if llama is not None:
-                await asyncio.to_thread(llama.close)
+                await in_thread(llama.close)
 
     async def chat(
         self,
@@ -268,7 +269,7 @@ class LlamaCppBackend:
             )
         async with self._exclusive():
             llama = self._loaded(model)
-            answer = await asyncio.to_thread(llama.create_embedding, list(texts))
+            answer = await in_thread(llama.create_embedding, list(texts))
         return [[float(x) for x in row["embedding"]] for row in answer["data"]]
 
     async def aclose(self) -> None:

@@ -55,7 +55,10 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
         assert gateway.embedders is not None  # build_gateway always configures a CPU embedder
         # The gateway's pair: one GPU model, loaded once, whether by a chat or by bulk work.
         bulk = BulkEmbedder(
-            gateway.embedders, gateway.guard, batch_size=settings.embeddings.batch_size
+            gateway.embedders,
+            gateway.guard,
+            batch_size=settings.embeddings.batch_size,
+            hold_timeout=gateway.timeouts.embed_hold_s,
         )
         manager = JobManager(events=gateway.events)
         stack.push_async_callback(manager.aclose)

@@ -1,0 +1,286 @@
+"""A grant of the GPU (:class:`Lease`), the GPU work it covers, and ``async with`` holds.
+
+A lease belongs to its holder object, not to an asyncio task. GPU work runs under it through
+:meth:`Lease.run` (one awaitable) or :meth:`Lease.stream` (a stream of chunks): the lease
+knows which work is in flight and which task awaits it, so a hung operation is stopped
+through its work, whichever task happens to drive it (a streamed answer is resumed by
+whatever task reads the stream). A lease that never ran tracked work is an opaque body: on
+hang the task that entered it is interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from contextlib import aclosing
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar
+
+from ._arbiter import Ticket
+from ._events import Priority
+from ._exceptions import OperationHung
+from ._work import StopWork, run_to_end
+
+if TYPE_CHECKING:
+    from ._clock import TimerHandle
+    from ._guard import GpuGuard, Timeout
+
+__all__ = ["Hold", "Lease"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class LeaseState(enum.Enum):
+    """Where a lease is in its life."""
+
+    WAITING = "waiting"
+    HELD = "held"
+    HUNG = "hung"
+    RELEASED = "released"
+    ABANDONED = "abandoned"
+
+
+class Lease:
+    """One grant of the GPU to one operation.
+
+    Obtained from :meth:`GpuGuard.acquire` (release it with :meth:`release`) or, better, from
+    ``async with guard.hold(...) as lease``. Run the GPU work itself through :meth:`run` or
+    :meth:`stream`, so that the lease is held until the work has really stopped and a hung
+    operation can be stopped through its work.
+    """
+
+    def __init__(
+        self, guard: GpuGuard, ticket: Ticket, hold_timeout: float | None, requested_at: float
+    ) -> None:
+        self._guard = guard
+        self.ticket = ticket
+        self.hold_timeout = hold_timeout
+        self.requested_at = requested_at
+        self.granted_at: float | None = None
+        self.hung_at: float | None = None
+        self.state = LeaseState.WAITING
+        self.timer: TimerHandle | None = None
+        self.quarantined = False
+        """True while hung and still holding the GPU, until its work has really ended."""
+        self.owner_task = asyncio.current_task()
+        """Interrupted on hang if no tracked work ever ran (an opaque ``async with`` body)."""
+        self.tracked = False
+        self.works: dict[object, asyncio.Task[object] | None] = {}
+        """Tracked work in flight, each with the task awaiting it."""
+        self.interrupted: set[asyncio.Task[object]] = set()
+        """Tasks the guard cancelled because this lease hung; their cancel is withdrawn."""
+
+    @property
+    def lease_id(self) -> int:
+        """Unique within the guard."""
+        return self.ticket.lease_id
+
+    @property
+    def operation(self) -> str:
+        """What the GPU is held for (``chat``, ``load``, ``embed``...)."""
+        return self.ticket.operation
+
+    @property
+    def model(self) -> str | None:
+        """The model the operation works on."""
+        return self.ticket.model
+
+    @property
+    def priority(self) -> Priority:
+        """The declared priority."""
+        return self.ticket.priority
+
+    @property
+    def held(self) -> bool:
+        """True while this lease holds the GPU and is not hung."""
+        return self.state is LeaseState.HELD
+
+    @property
+    def hung(self) -> bool:
+        """True once this lease outlived its hold timeout."""
+        return self.state is LeaseState.HUNG
+
+    @property
+    def waited_s(self) -> float:
+        """Seconds between the request and the grant (0 if never granted)."""
+        return 0.0 if self.granted_at is None else self.granted_at - self.requested_at
+
+    async def run(self, work: Awaitable[R], *, stop: StopWork | None = None) -> R:
+        """Run ``work`` as GPU work of this lease and return its result.
+
+        The lease is held until ``work`` has really ended, even if the caller is cancelled
+        meanwhile (``stop`` is asked to end it early). If the lease outlives its hold timeout,
+        ``stop`` is called, and once the work has ended this raises :class:`OperationHung`.
+        Raises at once, without starting ``work``, if the lease is hung or no longer held.
+        """
+        if self.state is not LeaseState.HELD:
+            _discard(work)
+            self._guard._raise_not_held(self)
+        self.tracked = True
+        task = asyncio.current_task()
+        token = object()
+        self.works[token] = task
+        try:
+            return await run_to_end(work, stop=stop)
+        except asyncio.CancelledError:
+            if (
+                task is not None
+                and task in self.interrupted
+                and not self._guard._withdraw_interrupt(self, task)
+            ):
+                raise self._guard._hung_error(self) from None
+            raise
+        finally:
+            del self.works[token]
+            if self.hung and not self.works:
+                self._guard._end_quarantine(self, "its work has stopped")
+
+    async def stream(
+        self, chunks: AsyncIterator[T], *, stop: StopWork | None = None
+    ) -> AsyncGenerator[T, None]:
+        """Yield ``chunks``, each step run as GPU work of this lease (see :meth:`run`).
+
+        Closing this generator closes ``chunks`` (under the lease while it is held).
+        """
+        async with aclosing(_as_generator(chunks)) as source:
+            while True:
+                try:
+                    chunk = await self.run(anext(source), stop=stop)
+                except StopAsyncIteration:
+                    return
+                yield chunk
+
+    def release(self) -> None:
+        """Give the GPU back and hand it to the next waiter.
+
+        Raises :class:`LeaseNotHeld` if the lease was never granted or already released, and
+        :class:`OperationHung` if it hung (its quarantine ends here).
+        """
+        self._guard._release(self)
+
+    def __repr__(self) -> str:
+        model = f" model={self.model!r}" if self.model else ""
+        return (
+            f"<Lease #{self.lease_id} {self.operation!r}{model} {self.priority} {self.state.value}>"
+        )
+
+
+class Hold:
+    """The async context manager behind :meth:`GpuGuard.hold` and :meth:`GpuGuard.try_hold`.
+
+    ``await hold.reserve()`` before ``async with hold`` takes the GPU or a place in the queue
+    at once (raising :class:`QueueFull` or :class:`WouldBlock` then, before anything else
+    happens) and says whether the GPU was busy; ``async with`` then waits for the grant.
+    """
+
+    def __init__(
+        self,
+        guard: GpuGuard,
+        operation: str,
+        *,
+        model: str | None,
+        priority: Priority,
+        wait_timeout: Timeout,
+        hold_timeout: Timeout,
+        nowait: bool,
+    ) -> None:
+        self._guard = guard
+        self._operation = operation
+        self._model = model
+        self._priority = priority
+        self._wait_timeout = wait_timeout
+        self._hold_timeout = hold_timeout
+        self._nowait = nowait
+        self._lease: Lease | None = None
+        self._pending: asyncio.Future[None] | None = None
+        self._entered = False
+
+    async def reserve(self) -> bool:
+        """Take the GPU, or a place in its queue, now; True if the GPU was busy (queued)."""
+        if self._lease is not None:
+            raise RuntimeError("this hold has already asked for the GPU")
+        if self._nowait:
+            self._lease = self._guard.acquire_nowait(
+                self._operation,
+                model=self._model,
+                priority=self._priority,
+                hold_timeout=self._hold_timeout,
+            )
+            return False
+        self._lease, self._pending = self._guard._request(
+            self._operation,
+            model=self._model,
+            priority=self._priority,
+            wait_timeout=self._wait_timeout,
+            hold_timeout=self._hold_timeout,
+        )
+        return self._pending is not None
+
+    async def __aenter__(self) -> Lease:
+        if self._entered:
+            raise RuntimeError("a hold() context manager cannot be entered twice")
+        self._entered = True
+        if self._lease is None:
+            await self.reserve()
+        assert self._lease is not None
+        if self._pending is not None:
+            await self._guard._await_grant(self._lease, self._pending)
+        return self._lease
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lease = self._lease
+        assert lease is not None
+        if lease.state is LeaseState.HUNG:
+            await self._exit_hung(lease, exc_type, exc)
+        else:
+            self._guard._end(lease, exc_type, exc)
+
+    async def _exit_hung(
+        self, lease: Lease, exc_type: type[BaseException] | None, exc: BaseException | None
+    ) -> None:
+        self._guard._end_quarantine(lease, "its body has ended")
+        task = asyncio.current_task()
+        if task is None or task not in lease.interrupted:
+            if isinstance(exc, OperationHung | asyncio.CancelledError):
+                return  # already the right error (or the caller's own cancellation)
+            raise self._guard._hung_error(lease) from exc
+        absorbed: asyncio.CancelledError | None = None
+        if exc_type is None:
+            # The body ended before the guard's cancellation reached it: take delivery here,
+            # or the CancelledError would surface at the caller's next await.
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError as err:
+                absorbed = err
+        if self._guard._withdraw_interrupt(lease, task):
+            # Also cancelled from outside: let that cancellation win.
+            if absorbed is not None:
+                raise absorbed
+            if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+                return
+        raise self._guard._hung_error(lease) from exc
+
+
+async def _as_generator(chunks: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+    """Wrap any async iterator so that closing the wrapper closes it where it can be closed."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _discard(work: Awaitable[object]) -> None:
+    """Close a coroutine that will never be awaited (no "never awaited" warning)."""
+    close = getattr(work, "close", None)
+    if asyncio.iscoroutine(work) and close is not None:
+        close()
