@@ -314,6 +314,22 @@ async def test_malformed_bodies_are_a_400_with_a_string_error(
     assert isinstance(response.json()["error"], str)
 
 
+async def test_bodies_are_json_whatever_the_content_type(live: Live) -> None:
+    # curl -d sends application/x-www-form-urlencoded, and Ollama reads JSON anyway.
+    body = json.dumps({"model": MODEL, "prompt": "x", "stream": False})
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    response = await live.http.post("/api/generate", content=body, headers=form)
+    assert response.json()["response"] == "echo: x"
+
+
+async def test_oversize_bodies_are_a_413_in_ollamas_shape(make_live: LiveFactory) -> None:
+    async with make_live(max_body_bytes=2048) as live:
+        big = {"model": MODEL, "prompt": "x" * 4096}
+        response = await live.http.post("/api/generate", json=big)
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]
+
+
 async def test_management_routes_are_a_501_without_ollama(live: Live) -> None:
     for method, path, body in [
         ("POST", "/api/pull", {"model": "llama3.2"}),

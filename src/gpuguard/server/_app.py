@@ -20,6 +20,7 @@ from ._context import JobRunner, Retriever, ServerContext
 from ._errors import install_error_handlers
 from ._limits import BodySizeLimit
 from ._metrics import GuardMetrics
+from ._ollama_wire import JsonBodies
 from ._runtime import open_runtime
 
 __all__ = ["create_app", "ollama_app"]
@@ -91,6 +92,7 @@ def create_app(
         return FileResponse(str(STATIC_DIR / "index.html"))
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
     ollama = _ollama_port_app(settings, auth)
     app.state.ollama_app = ollama
@@ -118,5 +120,6 @@ def _ollama_port_app(settings: Settings, auth: list[Any]) -> FastAPI:
     install_error_handlers(app)
     app.include_router(_ollama_routes.router, dependencies=auth)
     app.include_router(_ollama_routes.root_router)
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
     return app

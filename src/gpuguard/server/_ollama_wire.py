@@ -14,13 +14,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from ..gateway import GpuWaiting
 from ..llm import ChatChunk
+from ._errors import is_ollama_path
 
 __all__ = [
     "CHAT",
     "FOREVER",
     "GENERATE",
+    "JsonBodies",
     "Shape",
     "Timing",
     "answer_item",
@@ -135,3 +139,21 @@ def answer_item(shape: Shape, model: str, item: ChatChunk | GpuWaiting) -> dict[
     if not item.content:
         return None
     return shape.payload(model, item.content, done=False)
+
+
+class JsonBodies:
+    """Read every ``/api/`` request body as JSON, whatever its ``Content-Type``.
+
+    Ollama does, and its own examples rely on it: ``curl -d '{...}'`` sends
+    ``application/x-www-form-urlencoded``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Declare the body JSON for Ollama paths, then pass the request on."""
+        if scope["type"] == "http" and is_ollama_path(scope["path"]):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
