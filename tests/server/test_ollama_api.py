@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
 import ollama
 import pytest
 
-from gpuguard import GpuEvent, GpuGuard, ModelNotFound, Priority
-from gpuguard.llm import ChatChunk, ChatMessage
+from gpuguard import GpuEvent, GpuGuard
 from gpuguard.server._ollama_schemas import chat_parameters, keep_alive_seconds
-from gpuguard.testing import FakeBackend
 
-from .conftest import EMBEDDER, MODEL, Live, LiveFactory, gpu_held, until
+from .conftest import EMBEDDER, MODEL, Live, LiveFactory, gpu_held
 
 HELLO = [{"role": "user", "content": "hello there"}]
 
@@ -350,130 +347,6 @@ async def test_openai_errors_keep_their_own_shape(live: Live) -> None:
         "/v1/chat/completions", json={"model": "nope", "messages": HELLO}
     )
     assert response.json()["error"]["code"] == "model_not_found"
-
-
-# --- the lease for the whole stream, and the waiting notice --------------------------------
-
-
-class GatedBackend(FakeBackend):
-    """Sends the first word, then waits for ``gate`` before the rest."""
-
-    def __init__(self, models: Sequence[str]) -> None:
-        super().__init__(models)
-        self.gate = asyncio.Event()
-        self.closed = asyncio.Event()
-
-    async def chat(
-        self,
-        model: str,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> AsyncGenerator[ChatChunk, None]:
-        """The fake's answer, paused after its first chunk."""
-        try:
-            async for index, chunk in _enumerate(super().chat(model, messages)):
-                yield chunk
-                if index == 0:
-                    await self.gate.wait()
-        finally:
-            self.closed.set()
-
-
-async def _enumerate(
-    chunks: AsyncGenerator[ChatChunk, None],
-) -> AsyncGenerator[tuple[int, ChatChunk], None]:
-    index = 0
-    async for chunk in chunks:
-        yield index, chunk
-        index += 1
-
-
-@pytest.mark.parametrize("route", ["/api/chat", "/api/generate"])
-async def test_the_interactive_lease_is_held_for_the_whole_stream(
-    make_live: LiveFactory, route: str
-) -> None:
-    backend = GatedBackend([MODEL])
-    async with make_live(backend=backend) as live:
-        body = {"model": MODEL, "messages": HELLO, "prompt": "hello there"}
-        async with live.http.stream("POST", route, json=body) as response:
-            lines = response.aiter_lines()
-            first = json.loads(await anext(lines))
-            assert first["done"] is False
-            holder = live.guard.current
-            assert holder is not None
-            assert holder.operation == "chat"
-            assert holder.priority is Priority.INTERACTIVE
-            backend.gate.set()
-            rest = [json.loads(line) async for line in lines]
-        assert rest[-1]["done"] is True
-        await until(lambda: live.guard.current is None)
-        events = [e for e in _gpu_events(live.guard) if e.lease_id == holder.lease_id]
-        assert [e.status for e in events] == ["started", "completed"]
-
-
-async def test_a_client_leaving_mid_stream_frees_the_gpu(make_live: LiveFactory) -> None:
-    backend = GatedBackend([MODEL])
-    async with make_live(backend=backend) as live:
-        async with live.http.stream(
-            "POST", "/api/chat", json={"model": MODEL, "messages": HELLO}
-        ) as r:
-            await anext(r.aiter_lines())
-            assert live.guard.current is not None
-        await backend.closed.wait()
-        await until(lambda: live.guard.current is None)
-        statuses = [e.status for e in _gpu_events(live.guard)]
-        assert statuses[-1] in ("cancelled", "completed")
-
-
-async def test_waiting_notice_is_an_empty_chunk_the_official_client_ignores(live: Live) -> None:
-    async with gpu_held(live.guard) as release:
-        task = asyncio.create_task(_client_parts(live, messages=HELLO))
-        await until(lambda: live.guard.queue_length == 1)
-        release.set()
-        parts = await task
-    assert parts[0].message.content == ""
-    assert parts[0].done is False
-    assert "".join(p.message.content or "" for p in parts) == "echo: hello there"
-    assert parts[-1].done is True
-
-
-async def test_waiting_notice_on_the_wire(live: Live) -> None:
-    async with gpu_held(live.guard, "index-batch") as release:
-        request = live.http.post("/api/generate", json={"model": MODEL, "prompt": "hi"})
-        task = asyncio.create_task(request)
-        await until(lambda: live.guard.queue_length == 1)
-        release.set()
-        response = await task
-    first, *rest = _ndjson(response.text)
-    assert first["response"] == ""
-    assert first["done"] is False
-    assert first["gpuguard"]["status"] == "waiting"
-    assert first["gpuguard"]["message"] == "Waiting for GPU... (held by index-batch)"
-    assert "".join(line["response"] for line in rest) == "echo: hi"
-
-
-async def test_an_error_after_the_first_line_is_a_last_error_line(live: Live) -> None:
-    async with gpu_held(live.guard) as release:
-        task = asyncio.create_task(_client_parts(live, messages=HELLO))
-        await until(lambda: live.guard.queue_length == 1)
-        live.backend.fail_next = ModelNotFound("gone", backend="fake", model=MODEL)
-        release.set()
-        with pytest.raises(ollama.ResponseError, match="gone"):
-            await task
-
-
-async def test_sync_client_tolerates_the_waiting_notice(live: Live) -> None:
-    def run() -> list[Any]:
-        return list(ollama.Client(host=live.url).chat(model=MODEL, messages=HELLO, stream=True))
-
-    async with gpu_held(live.guard) as release:
-        task = asyncio.create_task(asyncio.to_thread(run))
-        await until(lambda: live.guard.queue_length == 1, rounds=100_000)
-        release.set()
-        parts = await task
-    assert "".join(p.message.content or "" for p in parts) == "echo: hello there"
 
 
 async def test_the_web_page_stays_on_the_main_ports_root(live: Live) -> None:
