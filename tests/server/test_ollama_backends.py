@@ -162,7 +162,9 @@ async def test_show_is_ollamas_own_answer(via_ollama: tuple[str, OllamaDouble]) 
     async with httpx.AsyncClient(base_url=url) as http:
         shown = await http.post("/api/show", json={"name": "llama3.2"})
         missing = await http.post("/api/show", json={"model": "nope"})
+        embedder = await http.post("/api/show", json={"model": "hash"})
     assert "num_ctx" in shown.json()["parameters"]
+    assert embedder.json()["capabilities"] == ["embedding"]
     assert missing.status_code == 404
     assert "nope" in missing.json()["error"]
 

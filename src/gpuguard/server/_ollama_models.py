@@ -128,18 +128,21 @@ async def ps(context: Context) -> dict[str, Any]:
 
 @router.post("/show")
 async def show(body: ModelNameRequest, context: Context) -> dict[str, Any]:
-    """Ollama's own answer when the backend is Ollama; otherwise what gpuguard knows."""
+    """A model's details: Ollama's own answer for its LLMs when it is the backend.
+
+    Embedders and the LLMs of other backends are described from what gpuguard knows.
+    """
     gateway = context.gateway
     name = body.model_name
+    embedders = embedder_names(gateway)
+    if name in embedders:
+        return _shown(embedders[name], "embedder", ["embedding"], family="embedding")
     store = _store(gateway)
     if store is not None:
         answer: dict[str, Any] = await store.manage(
             "POST", "/api/show", body.forwarded(), operation="show", model=name
         )
         return answer
-    embedders = embedder_names(gateway)
-    if name in embedders:
-        return _shown(embedders[name], "embedder", ["embedding"], family="embedding")
     resolved = await resolve_model(gateway, name)
     if resolved not in {m.id for m in await gateway.models()}:
         raise ModelNotFound(f"model '{name}' not found", backend=gateway.backend.kind, model=name)
