@@ -282,6 +282,11 @@ async def test_server_side_options_are_accepted_and_reported(live: Live) -> None
     response = await live.http.post("/api/chat", json=body)
     assert response.status_code == 200
     assert response.headers["x-gpuguard-ignored-options"] == "num_ctx"
+    embed = {"model": EMBEDDER, "input": "x", "options": {"num_thread": 2, "num_ctx": 512}}
+    embedded = await live.http.post("/api/embed", json=embed)
+    assert embedded.headers["x-gpuguard-ignored-options"] == "num_ctx,num_thread"
+    refused = await live.http.post("/api/embed", json={**embed, "options": {"top_k": 1}})
+    assert refused.status_code == 400
 
 
 # --- errors in Ollama's shape --------------------------------------------------------------

@@ -97,9 +97,7 @@ async def _answer(
     timing = Timing()
     stream = gateway.chat(messages, model=model, **parameters.as_kwargs())
     first = await _first_item(stream)
-    headers = {}
-    if parameters.ignored:
-        headers["X-Gpuguard-Ignored-Options"] = ",".join(parameters.ignored)
+    headers = _ignored_header(parameters.ignored)
     if body.stream:
         lines = _lines(shape, body.model, timing, first, stream, gateway, unload_after)
         response = _ClosingStreamingResponse(lines, media_type="application/x-ndjson")
@@ -110,6 +108,11 @@ async def _answer(
         await gateway.unload(model)
     payload = shape.payload(body.model, text, done=True, **timing.final_fields())
     return JSONResponse(payload, headers=headers)
+
+
+def _ignored_header(ignored: tuple[str, ...]) -> dict[str, str]:
+    """Options the server's configuration decides, named back to the client."""
+    return {"X-Gpuguard-Ignored-Options": ",".join(ignored)} if ignored else {}
 
 
 async def _load_or_unload(gateway: ModelGateway, model: str, *, unload: bool) -> str:
@@ -158,9 +161,9 @@ async def _collect(timing: Timing, first: ChatChunk | GpuWaiting | None, stream:
 
 
 @router.post("/embed")
-async def embed(body: EmbedRequest, context: Context) -> dict[str, Any]:
+async def embed(body: EmbedRequest, context: Context, response: Response) -> dict[str, Any]:
     """Embed one text or many with the configured embedder (on the GPU under the lease)."""
-    body.check_supported()
+    response.headers.update(_ignored_header(body.check_supported()))
     started = time.perf_counter_ns()
     model = _embedder(context.gateway, body.model)
     texts = body.texts
@@ -176,9 +179,11 @@ async def embed(body: EmbedRequest, context: Context) -> dict[str, Any]:
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingsRequest, context: Context) -> dict[str, Any]:
+async def embeddings(
+    body: EmbeddingsRequest, context: Context, response: Response
+) -> dict[str, Any]:
     """The older single-text form: ``{"embedding": [...]}`` (empty for an empty prompt)."""
-    body.check_supported()
+    response.headers.update(_ignored_header(body.check_supported()))
     _embedder(context.gateway, body.model)
     if not body.prompt:
         return {"embedding": []}

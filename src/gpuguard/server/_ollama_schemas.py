@@ -221,14 +221,17 @@ class EmbedRequest(BaseModel):
         """The inputs as a list."""
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
-    def check_supported(self) -> None:
-        """Embedders truncate long inputs themselves; other choices are refused by name."""
+    def check_supported(self) -> tuple[str, ...]:
+        """Refuse by name what the embedders cannot do; return the ignored server options.
+
+        Embedders truncate long inputs themselves.
+        """
         keep_alive_seconds(self.keep_alive)
         if not self.truncate:
             raise InvalidRequest("truncate", "= false is not supported by this server yet")
         if self.dimensions is not None:
             raise InvalidRequest("dimensions")
-        _embedding_options(self.options)
+        return _embedding_options(self.options)
 
 
 class EmbeddingsRequest(BaseModel):
@@ -241,17 +244,18 @@ class EmbeddingsRequest(BaseModel):
     keep_alive: float | str | None = None
     options: dict[str, Any] | None = None
 
-    def check_supported(self) -> None:
+    def check_supported(self) -> tuple[str, ...]:
         """As for ``/api/embed``."""
         keep_alive_seconds(self.keep_alive)
-        _embedding_options(self.options)
+        return _embedding_options(self.options)
 
 
-def _embedding_options(options: dict[str, Any] | None) -> None:
+def _embedding_options(options: dict[str, Any] | None) -> tuple[str, ...]:
     given = {key for key, value in (options or {}).items() if value is not None}
     unsupported = sorted(given - SERVER_OPTIONS)
     if unsupported:
         raise InvalidRequest(", ".join(f"options.{key}" for key in unsupported))
+    return tuple(sorted(given))
 
 
 class ModelNameRequest(BaseModel):
