@@ -31,12 +31,14 @@ from ._exceptions import (
     GpuGuardError,
     GuardError,
     IndexingError,
+    InvalidRequest,
     JobError,
     JobNotFound,
     LeaseNotHeld,
     ModelLoadFailed,
     ModelNotFound,
     ModelNotLoaded,
+    NotSupportedByBackend,
     OperationHung,
     QueueFull,
     SourceUnavailable,
@@ -46,8 +48,8 @@ from ._exceptions import (
 )
 from ._guard import DEFAULT, DefaultType, GpuGuard, OnHang, Timeout
 from ._lease import Lease
-from ._work import StopWork, in_thread, run_to_end
 from ._snapshot import GuardCounters, GuardSnapshot, HolderInfo, WaiterInfo
+from ._work import StopWork, in_thread, run_to_end
 
 __version__ = "0.1.0"
 
@@ -77,6 +79,7 @@ __all__ = [
     "GuardSnapshot",
     "HolderInfo",
     "IndexingError",
+    "InvalidRequest",
     "JobError",
     "JobEvent",
     "JobNotFound",
@@ -86,6 +89,7 @@ __all__ = [
     "ModelLoadFailed",
     "ModelNotFound",
     "ModelNotLoaded",
+    "NotSupportedByBackend",
     "OnHang",
     "OperationHung",
     "Priority",

@@ -16,7 +16,8 @@
     │   ├── ModelNotFound             the server does not know the model
     │   ├── ModelNotLoaded            the model is known but not loaded (no auto-load)
     │   ├── ModelLoadFailed           the server failed to load (or unload) the model
-    │   └── BackendProtocolError      the server answered something the API does not allow
+    │   ├── BackendProtocolError      the server answered something the API does not allow
+    │   └── NotSupportedByBackend     the configured backend cannot do this at all
     ├── EmbeddingError                an embedding engine
     │   ├── EmbedderUnavailable       the engine or its model cannot be loaded
     │   └── DimensionMismatch         GPU and CPU embedders disagree on the dimension
@@ -26,7 +27,8 @@
     │   └── StoreError                the on-disk vector store is unusable
     ├── JobError                      a long-running job
     │   └── JobNotFound               no job with that id
-    └── ConfigError                   impossible or contradictory settings
+    ├── ConfigError                   impossible or contradictory settings
+    └── InvalidRequest                a request field this server cannot honour; names it
 
 Every error carries its context as attributes (operation, model, holder, server) so that
 the HTTP layer can map the tree to status codes in one place.
@@ -48,12 +50,14 @@ __all__ = [
     "GpuGuardError",
     "GuardError",
     "IndexingError",
+    "InvalidRequest",
     "JobError",
     "JobNotFound",
     "LeaseNotHeld",
     "ModelLoadFailed",
     "ModelNotFound",
     "ModelNotLoaded",
+    "NotSupportedByBackend",
     "OperationHung",
     "QueueFull",
     "SourceUnavailable",
@@ -219,6 +223,10 @@ class BackendProtocolError(BackendError):
     """The server answered outside its documented API, or reported an internal error."""
 
 
+class NotSupportedByBackend(BackendError):
+    """The configured backend has no such operation (e.g. pulling models into llama.cpp)."""
+
+
 # --- embeddings ----------------------------------------------------------------------------
 
 
@@ -278,3 +286,14 @@ class JobNotFound(JobError):
 
 class ConfigError(GpuGuardError):
     """The settings are impossible or contradict each other."""
+
+
+class InvalidRequest(GpuGuardError):
+    """A request asks for something this server cannot honour (yet); ``param`` names the field.
+
+    Refusing is the rule: a parameter is never silently dropped.
+    """
+
+    def __init__(self, param: str, why: str = "is not supported by this server yet") -> None:
+        super().__init__(f"{param} {why}")
+        self.param = param

@@ -67,6 +67,11 @@ class ServerSettings(BaseModel):
         default=None, description="Bearer token; required when host is not a loopback address."
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    ollama_listen: bool = Field(
+        default=False,
+        description="Also serve the Ollama API on ollama_port (it is always under /api/ on port).",
+    )
+    ollama_port: int = Field(default=11434, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> ServerSettings:

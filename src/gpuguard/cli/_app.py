@@ -78,12 +78,30 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8765).")] = None,
+    ollama: Annotated[
+        bool | None,
+        typer.Option(
+            "--ollama/--no-ollama",
+            help="Also serve the Ollama API on its own port (default 11434).",
+        ),
+    ] = None,
+    ollama_port: Annotated[
+        int | None, typer.Option(help="The Ollama API's own port (implies --ollama).")
+    ] = None,
 ) -> None:
-    """Run the server: OpenAI-compatible API, admin API, events, metrics and the web page."""
+    """Run the server: OpenAI and Ollama APIs, admin API, events, metrics, the web page."""
     from ..server import create_app
     from ..server import serve as serve_app
 
-    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if ollama_port is not None and ollama is None:
+        ollama = True
+    given = (
+        ("host", host),
+        ("port", port),
+        ("ollama_listen", ollama),
+        ("ollama_port", ollama_port),
+    )
+    overrides = {k: v for k, v in given if v is not None}
     try:
         settings = load_settings(config)
         if overrides:
@@ -92,8 +110,14 @@ def serve(
         app_ = create_app(settings)
     except GpuGuardError as exc:
         raise _fail(str(exc), 2) from exc
-    console.print(f"gpuguard serving on http://{settings.server.host}:{settings.server.port}")
-    asyncio.run(serve_app(app_, host=settings.server.host, port=settings.server.port))
+    server_settings = settings.server
+    console.print(f"gpuguard serving on http://{server_settings.host}:{server_settings.port}")
+    ollama_at = server_settings.ollama_port if server_settings.ollama_listen else None
+    if ollama_at is not None:
+        console.print(f"Ollama API also on http://{server_settings.host}:{ollama_at}")
+    asyncio.run(
+        serve_app(app_, host=server_settings.host, port=server_settings.port, ollama_port=ollama_at)
+    )
 
 
 @app.command()

@@ -222,6 +222,40 @@ class OllamaBackend:
             raise self._protocol_error(f"{len(vectors)} embeddings for {len(texts)} texts", model)
         return vectors
 
+    # --- model management: Ollama's own routes, not part of LlmBackend ------------------
+    async def manage(
+        self, method: str, path: str, body: Mapping[str, Any], *, operation: str, model: str
+    ) -> Any:
+        """Send one model-management request and return its JSON answer (or ``None``).
+
+        For ``/api/show``, ``/api/delete`` and ``/api/copy``.
+        """
+        return await self._http.json(
+            method,
+            path,
+            operation=operation,
+            timeout=self._timeouts.request_s,
+            model=model,
+            json_body=dict(body),
+        )
+
+    async def manage_stream(
+        self, path: str, body: Mapping[str, Any], *, operation: str, model: str
+    ) -> AsyncGenerator[Mapping[str, Any], None]:
+        """POST a streaming model-management request and yield its progress objects.
+
+        For ``/api/pull`` and ``/api/create``; an ``{"error": ...}`` line raises.
+        """
+        lines = self._http.stream_lines(
+            path, operation=operation, model=model, json_body={**body, "stream": True}
+        )
+        async with aclosing(lines), aclosing(iter_ndjson(lines)) as events:
+            async for line in events:
+                event = self._http.decode_event(line, operation=operation, model=model)
+                if not isinstance(event, Mapping):
+                    raise self._protocol_error(f"{operation} sent {event!r:.200}", model)
+                yield event
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib import resources
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse, Response
@@ -13,15 +14,16 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from .._settings import Settings, load_settings
 from ..gateway import ModelGateway
-from . import _admin_routes, _events_route, _jobs_routes, _openai_routes
+from . import _admin_routes, _events_route, _jobs_routes, _ollama_routes, _openai_routes
 from ._auth import BearerToken
 from ._context import JobRunner, Retriever, ServerContext
 from ._errors import install_error_handlers
 from ._limits import BodySizeLimit
 from ._metrics import GuardMetrics
+from ._ollama_wire import JsonBodies
 from ._runtime import open_runtime
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "ollama_app"]
 
 STATIC_DIR = resources.files("gpuguard.server") / "static"
 
@@ -33,7 +35,10 @@ def create_app(
     retriever: Retriever | None = None,
     jobs: JobRunner | None = None,
 ) -> FastAPI:
-    """The gpuguard server: OpenAI-compatible API, admin and job API, SSE, metrics, web page.
+    """The gpuguard server: OpenAI and Ollama APIs, admin and job API, SSE, metrics, web page.
+
+    The Ollama API is served under ``/api/`` here, and by :func:`ollama_app` (the same
+    routes over the same gateway, plus Ollama's ``GET /``) for a port of its own.
 
     With ``gateway`` given, the caller owns it (and ``retriever``/``jobs``): the app neither
     starts nor closes them. Without it, the app builds everything from ``settings`` (read
@@ -55,6 +60,7 @@ def create_app(
             stack.push_async_callback(metrics.aclose)
             app.state.context = context
             app.state.metrics = metrics
+            ollama.state.context = context
             yield
 
     token = settings.server.token.get_secret_value() if settings.server.token else None
@@ -69,6 +75,7 @@ def create_app(
     install_error_handlers(app)
     for router in (
         _openai_routes.router,
+        _ollama_routes.router,
         _admin_routes.router,
         _jobs_routes.router,
         _events_route.router,
@@ -80,10 +87,39 @@ def create_app(
         rendered = app.state.metrics.render()
         return Response(rendered, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(str(STATIC_DIR / "index.html"))
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.add_middleware(JsonBodies)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    ollama = _ollama_port_app(settings, auth)
+    app.state.ollama_app = ollama
+    return app
+
+
+def ollama_app(app: FastAPI) -> FastAPI:
+    """The Ollama API of ``app`` alone, for a port of its own (Ollama's is 11434).
+
+    It shares ``app``'s gateway once ``app`` has started (serve ``app`` first), its token
+    and its body limit; ``GET /`` answers "Ollama is running" as Ollama does.
+    """
+    ollama: FastAPI = app.state.ollama_app
+    return ollama
+
+
+def _ollama_port_app(settings: Settings, auth: list[Any]) -> FastAPI:
+    app = FastAPI(
+        title="gpuguard (Ollama API)",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(_ollama_routes.router, dependencies=auth)
+    app.include_router(_ollama_routes.root_router)
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
     return app

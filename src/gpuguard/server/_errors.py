@@ -3,6 +3,8 @@
 The error tree of :mod:`gpuguard._exceptions` maps to status codes here and nowhere else.
 Every error body has the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``;
 outside ``/v1`` the error also carries its context (operation, model, holder, backend).
+Under ``/api/`` (the Ollama-compatible API) the body is Ollama's ``{"error": "message"}``,
+with the same status code.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from .._exceptions import (
     GpuGuardError,
     GuardError,
     IndexingError,
+    InvalidRequest,
     JobError,
     JobNotFound,
     LeaseNotHeld,
     ModelLoadFailed,
     ModelNotFound,
     ModelNotLoaded,
+    NotSupportedByBackend,
     OperationHung,
     QueueFull,
     SourceUnavailable,
@@ -44,7 +48,14 @@ from .._exceptions import (
     WouldBlock,
 )
 
-__all__ = ["ErrorKind", "error_body", "install_error_handlers", "kind_of"]
+__all__ = [
+    "ErrorKind",
+    "error_body",
+    "install_error_handlers",
+    "is_ollama_path",
+    "kind_of",
+    "ollama_error",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +82,7 @@ _KINDS: dict[type[GpuGuardError], ErrorKind] = {
     BackendTimeout: ErrorKind(504, "timeout", "backend_timeout"),
     BackendBusy: ErrorKind(503, "server_busy", "backend_busy"),
     BackendProtocolError: ErrorKind(502, "backend_error", "backend_protocol_error"),
+    NotSupportedByBackend: ErrorKind(501, "invalid_request_error", "not_supported_by_backend"),
     BackendError: ErrorKind(502, "backend_error", "backend_error"),
     EmbedderUnavailable: ErrorKind(503, "server_error", "embedder_unavailable"),
     DimensionMismatch: ErrorKind(500, "server_error", "dimension_mismatch"),
@@ -82,6 +94,7 @@ _KINDS: dict[type[GpuGuardError], ErrorKind] = {
     JobNotFound: ErrorKind(404, "invalid_request_error", "job_not_found"),
     JobError: ErrorKind(409, "invalid_request_error", "job_error"),
     ConfigError: ErrorKind(400, "invalid_request_error", "config_error"),
+    InvalidRequest: ErrorKind(400, "invalid_request_error", "unsupported_parameter"),
     GpuGuardError: ErrorKind(500, "server_error", "internal_error"),
 }
 
@@ -131,6 +144,16 @@ def _is_openai_path(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
 
 
+def is_ollama_path(path: str) -> bool:
+    """Whether ``path`` belongs to the Ollama-compatible API (answered in Ollama's shape)."""
+    return path.startswith("/api/")
+
+
+def ollama_error(exc: GpuGuardError) -> dict[str, str]:
+    """Ollama's error shape, for a response body or a line inside an NDJSON stream."""
+    return {"error": str(exc)}
+
+
 def _context(exc: GpuGuardError) -> dict[str, Any]:
     return {
         name: getattr(exc, name)
@@ -147,7 +170,9 @@ async def _gpuguard_error(request: Request, exc: Exception) -> JSONResponse:
     retry_after = getattr(exc, "retry_after_s", None)
     if kind.status == 503:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after or 1)))
-    param = "model" if isinstance(exc, ModelNotFound) else None
+    if is_ollama_path(request.url.path):
+        return JSONResponse(ollama_error(exc), status_code=kind.status, headers=headers)
+    param = "model" if isinstance(exc, ModelNotFound) else getattr(exc, "param", None)
     body = error_body(kind, str(exc), param=param, context=context)
     return JSONResponse(body, status_code=kind.status, headers=headers)
 
@@ -162,6 +187,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         first_param = first_param or where
         problems.append(f"{where}: {error.get('msg', 'invalid')}")
     message = "invalid request: " + "; ".join(problems)
+    if is_ollama_path(request.url.path):
+        return JSONResponse({"error": message}, status_code=400)
     return JSONResponse(
         error_body(_HTTP_KINDS[400], message, param=first_param, context=None), status_code=400
     )
@@ -172,5 +199,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     kind = _HTTP_KINDS.get(
         exc.status_code, ErrorKind(exc.status_code, "invalid_request_error", "http_error")
     )
-    body = error_body(kind, str(exc.detail), context=None)
+    if is_ollama_path(request.url.path):
+        body: dict[str, Any] = {"error": str(exc.detail)}
+    else:
+        body = error_body(kind, str(exc.detail), context=None)
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

@@ -7,7 +7,7 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._errors import ErrorKind, error_body
+from ._errors import ErrorKind, error_body, is_ollama_path
 
 __all__ = ["BodySizeLimit"]
 
@@ -32,7 +32,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._reject(send)
+            await self._reject(send, ollama=is_ollama_path(scope["path"]))
             return
         received = 0
 
@@ -50,8 +50,10 @@ class BodySizeLimit:
     def _message(self) -> str:
         return f"request body larger than the limit of {self.max_bytes} bytes"
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(error_body(_TOO_LARGE, self._message(), context=None)).encode()
+    async def _reject(self, send: Send, *, ollama: bool) -> None:
+        message = self._message()
+        shaped = {"error": message} if ollama else error_body(_TOO_LARGE, message, context=None)
+        body = json.dumps(shaped).encode()
         await send(
             {
                 "type": "http.response.start",

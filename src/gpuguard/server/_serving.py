@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import threading
 from collections.abc import AsyncIterator, Coroutine
@@ -14,6 +15,8 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
+from ._app import ollama_app
+
 __all__ = ["ServerThread", "running_server", "serve"]
 
 T = TypeVar("T")
@@ -22,10 +25,45 @@ T = TypeVar("T")
 _STARTUP_POLL_S = 0.01
 
 
-async def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve ``app`` until interrupted (Ctrl-C, SIGTERM)."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    await uvicorn.Server(config).serve()
+async def serve(
+    app: FastAPI,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    ollama_port: int | None = None,
+) -> None:
+    """Serve ``app`` until interrupted (Ctrl-C, SIGTERM).
+
+    With ``ollama_port``, its Ollama API (:func:`~gpuguard.server.ollama_app`) is served on
+    that port too, once ``app`` has started.
+    """
+    if ollama_port is None:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        await uvicorn.Server(config).serve()
+        return
+    async with (
+        running_server(app, host=host, port=port),
+        running_server(ollama_app(app), host=host, port=ollama_port),
+    ):
+        await _until_interrupted()
+
+
+async def _until_interrupted() -> None:
+    """Wait for SIGINT or SIGTERM (Ctrl-C alone where signals cannot be hooked)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    hooked = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):
+            continue
+        hooked.append(signum)
+    try:
+        await stop.wait()
+    finally:
+        for signum in hooked:
+            loop.remove_signal_handler(signum)
 
 
 @asynccontextmanager

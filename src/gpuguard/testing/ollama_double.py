@@ -8,6 +8,11 @@ loads the model on demand; an error can arrive as a ``{"error": ...}`` line unde
 ``expires_at``), ``/api/embed`` and ``/api/version`` follow the documented shapes; errors
 are ``{"error": "..."}``; ``llama3.2`` means ``llama3.2:latest``.
 
+Model management: ``/api/show`` (``model`` or the older ``name``), ``/api/pull`` and
+``/api/create`` (progress as NDJSON status lines ending in ``success``, or only that last
+object with ``stream: false``; an unknown model to pull is an ``{"error": ...}`` line),
+``DELETE /api/delete`` and ``/api/copy`` (200 with an empty body, 404 for an unknown model).
+
 Load, unload, chat (the whole stream), generation and embeddings are recorded as GPU work.
 """
 
@@ -104,6 +109,9 @@ class OllamaDouble(ServedDouble):
     def loaded(self) -> list[str]:
         """The models in memory (what ``/api/ps`` lists)."""
         return list(self._expires)
+
+    #: Models ``/api/pull`` can fetch (anything else: "file does not exist").
+    registry: tuple[str, ...] = ("tinyllama:latest",)
 
     # --- GPU work ------------------------------------------------------------------------
 
@@ -276,6 +284,86 @@ class OllamaDouble(ServedDouble):
             }
         )
 
+    # --- model management ----------------------------------------------------------------
+
+    @staticmethod
+    def _named(body: Mapping[str, Any]) -> str:
+        return _canonical(str(body.get("model") or body.get("name") or ""))
+
+    async def _show(self, request: Request) -> Response:
+        model = self._named(await request.json())
+        if model not in self.models:
+            return _error(404, f"model '{model}' not found")
+        described = self._describe(model)
+        return JSONResponse(
+            {
+                "modelfile": f"FROM {model}\n",
+                "parameters": f'{"num_ctx":<31}4096\n{"stop":<31}"</s>"',
+                "template": "{{ .Prompt }}",
+                "details": described["details"],
+                "model_info": {"general.architecture": "llama", "llama.context_length": 4096},
+                "capabilities": ["completion"],
+                "modified_at": _now(),
+            }
+        )
+
+    async def _progress(self, statuses: list[dict[str, Any]], stream: bool) -> Response:
+        if not stream:
+            return JSONResponse(statuses[-1])
+        lines = "".join(json.dumps(status) + "\n" for status in statuses)
+        return Response(lines, media_type="application/x-ndjson")
+
+    async def _pull(self, request: Request) -> Response:
+        body: dict[str, Any] = await request.json()
+        model = self._named(body)
+        stream = bool(body.get("stream", True))
+        if model not in self.registry and model not in self.models:
+            failure = {"error": "pull model manifest: file does not exist"}
+            return await self._progress([{"status": "pulling manifest"}, failure], stream)
+        layer = hashlib.sha256(model.encode()).hexdigest()
+        total = 1 << 20
+        self.models[model] = total
+        return await self._progress(
+            [
+                {"status": "pulling manifest"},
+                {"status": f"pulling {layer[:12]}", "digest": f"sha256:{layer}", "total": total},
+                {
+                    "status": f"pulling {layer[:12]}",
+                    "digest": f"sha256:{layer}",
+                    "total": total,
+                    "completed": total,
+                },
+                {"status": "verifying sha256 digest"},
+                {"status": "writing manifest"},
+                {"status": "success"},
+            ],
+            stream,
+        )
+
+    async def _create(self, request: Request) -> Response:
+        body: dict[str, Any] = await request.json()
+        model = self._named(body)
+        source = _canonical(str(body.get("from") or ""))
+        if source not in self.models:
+            return _error(400, f"base model '{source}' not found")
+        self.models[model] = self.models[source]
+        statuses = [{"status": "using existing layer"}, {"status": "writing manifest"}]
+        return await self._progress([*statuses, {"status": "success"}], body.get("stream", True))
+
+    async def _delete(self, request: Request) -> Response:
+        model = self._named(await request.json())
+        if self.models.pop(model, None) is None:
+            return _error(404, f"model '{model}' not found")
+        return Response(status_code=200)
+
+    async def _copy(self, request: Request) -> Response:
+        body: dict[str, Any] = await request.json()
+        source = _canonical(str(body.get("source", "")))
+        if source not in self.models:
+            return _error(404, f"model '{source}' not found")
+        self.models[_canonical(str(body.get("destination", "")))] = self.models[source]
+        return Response(status_code=200)
+
     def _routes(self) -> list[Route]:
         return [
             Route("/", self._root),
@@ -285,4 +373,9 @@ class OllamaDouble(ServedDouble):
             Route("/api/generate", self._generate, methods=["POST"]),
             Route("/api/chat", self._chat, methods=["POST"]),
             Route("/api/embed", self._embed, methods=["POST"]),
+            Route("/api/show", self._show, methods=["POST"]),
+            Route("/api/pull", self._pull, methods=["POST"]),
+            Route("/api/create", self._create, methods=["POST"]),
+            Route("/api/delete", self._delete, methods=["DELETE"]),
+            Route("/api/copy", self._copy, methods=["POST"]),
         ]

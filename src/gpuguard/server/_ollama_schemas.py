@@ -1,0 +1,296 @@
+"""Request bodies of the Ollama-compatible routes, ``keep_alive`` and ``options``.
+
+Ollama ignores unknown top-level fields, and so do these models. A field that Ollama
+defines but gpuguard cannot honour yet (``tools``, ``images``, ``format``, ``suffix``...)
+is refused with a 400 that names it, never dropped silently; :func:`chat_parameters` is
+the one table of which ``options`` reach the backend.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .._exceptions import InvalidRequest
+from ..llm import ChatMessage
+
+__all__ = [
+    "ChatParameters",
+    "CopyRequest",
+    "EmbedRequest",
+    "EmbeddingsRequest",
+    "GenerateRequest",
+    "ModelNameRequest",
+    "OllamaChatRequest",
+    "chat_parameters",
+    "keep_alive_seconds",
+]
+
+MAX_MESSAGES = 256
+MAX_EMBEDDING_INPUTS = 2048
+
+#: Options that size or place the model when it is loaded. The server's own configuration
+#: decides those (as Ollama's does for a model that is already loaded), so they are accepted,
+#: reported back in the ``X-Gpuguard-Ignored-Options`` header, and change nothing.
+SERVER_OPTIONS = frozenset(
+    {
+        "num_ctx",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "low_vram",
+        "num_thread",
+        "numa",
+        "use_mmap",
+        "use_mlock",
+        "vocab_only",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatParameters:
+    """What a chat or generate request asks of the gateway beyond its messages."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    ignored: tuple[str, ...] = ()
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :meth:`~gpuguard.gateway.ModelGateway.chat`."""
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature}
+
+
+def chat_parameters(options: dict[str, Any] | None) -> ChatParameters:
+    """Map Ollama ``options`` onto the gateway's chat parameters.
+
+    ``num_predict`` becomes ``max_tokens`` (negative: no limit, as in Ollama) and
+    ``temperature`` passes through; :data:`SERVER_OPTIONS` are accepted and ignored; any
+    other option set to a value raises :class:`InvalidRequest` naming it.
+    """
+    given = {key: value for key, value in (options or {}).items() if value is not None}
+    ignored = tuple(sorted(key for key in given if key in SERVER_OPTIONS))
+    unsupported = sorted(set(given) - SERVER_OPTIONS - {"num_predict", "temperature"})
+    if unsupported:
+        raise InvalidRequest(", ".join(f"options.{key}" for key in unsupported))
+    num_predict = given.get("num_predict")
+    temperature = given.get("temperature")
+    if num_predict is not None and (
+        isinstance(num_predict, bool) or not isinstance(num_predict, int)
+    ):
+        raise InvalidRequest("options.num_predict", f"must be an integer, got {num_predict!r}")
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0
+    ):
+        raise InvalidRequest("options.temperature", f"must be a number >= 0, got {temperature!r}")
+    return ChatParameters(
+        max_tokens=num_predict if num_predict is not None and num_predict > 0 else None,
+        temperature=None if temperature is None else float(temperature),
+        ignored=ignored,
+    )
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def keep_alive_seconds(value: float | str | None) -> float | None:
+    """Ollama's ``keep_alive`` in seconds (``None`` when unset).
+
+    A number of seconds or a Go duration (``"5m"``, ``"1h30m"``, ``"-1s"``); a string of
+    digits counts as seconds. Negative means "keep loaded until unloaded".
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidRequest("keep_alive", f"must be a number or a duration, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    try:
+        return sign * float(body)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(body)
+    if not body or "".join(number + unit for number, unit in parts) != body:
+        raise InvalidRequest("keep_alive", f'is not a valid duration: "{value}"')
+    return sign * sum(float(number) * _UNIT_S[unit] for number, unit in parts)
+
+
+class _OllamaRequest(BaseModel):
+    """Shared by chat and generate: the model, streaming, ``keep_alive`` and ``options``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=256)
+    stream: bool = True
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+    format: str | dict[str, Any] | None = None
+    think: bool | str | None = None
+
+    def check_supported(self) -> None:
+        """Refuse what the gateway cannot do yet, naming the field."""
+        if self.format:
+            raise InvalidRequest("format")
+        if self.think:
+            raise InvalidRequest("think")
+
+    @property
+    def keep_alive_s(self) -> float | None:
+        """``keep_alive`` in seconds (``None`` when unset)."""
+        return keep_alive_seconds(self.keep_alive)
+
+
+class OllamaMessage(BaseModel):
+    """One chat turn as Ollama clients send it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: list[str] | None = None
+    tool_calls: list[Any] | None = None
+
+    def to_message(self, index: int) -> ChatMessage:
+        """The gateway's message type; images and tool turns are refused for now."""
+        where = f"messages[{index}]"
+        if self.images:
+            raise InvalidRequest(f"{where}.images")
+        if self.tool_calls:
+            raise InvalidRequest(f"{where}.tool_calls")
+        if self.role == "tool":
+            raise InvalidRequest(f"{where}.role", "'tool' is not supported by this server yet")
+        return ChatMessage(self.role, self.content)
+
+
+class OllamaChatRequest(_OllamaRequest):
+    """``POST /api/chat``; no messages loads the model (and ``keep_alive: 0`` unloads it)."""
+
+    messages: list[OllamaMessage] = Field(default_factory=list, max_length=MAX_MESSAGES)
+    tools: list[Any] | None = None
+
+    def chat_messages(self) -> list[ChatMessage]:
+        """The conversation in the gateway's terms (after :meth:`check_supported`)."""
+        self.check_supported()
+        if self.tools:
+            raise InvalidRequest("tools")
+        return [message.to_message(i) for i, message in enumerate(self.messages)]
+
+
+class GenerateRequest(_OllamaRequest):
+    """``POST /api/generate``; no prompt loads the model (and ``keep_alive: 0`` unloads it)."""
+
+    prompt: str = ""
+    system: str | None = None
+    suffix: str | None = None
+    images: list[str] | None = None
+    template: str | None = None
+    raw: bool = False
+    context: list[int] | None = None
+
+    def chat_messages(self) -> list[ChatMessage]:
+        """The prompt (after the optional system message) as a conversation."""
+        self.check_supported()
+        for name in ("suffix", "images", "template", "raw", "context"):
+            if getattr(self, name):
+                raise InvalidRequest(name)
+        system = [ChatMessage("system", self.system)] if self.system else []
+        return [*system, ChatMessage("user", self.prompt)]
+
+
+class EmbedRequest(BaseModel):
+    """``POST /api/embed``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=256)
+    input: str | list[str] = Field(max_length=MAX_EMBEDDING_INPUTS)
+    truncate: bool = True
+    dimensions: int | None = None
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        """The inputs as a list."""
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+    def check_supported(self) -> tuple[str, ...]:
+        """Refuse by name what the embedders cannot do; return the ignored server options.
+
+        Embedders truncate long inputs themselves.
+        """
+        keep_alive_seconds(self.keep_alive)
+        if not self.truncate:
+            raise InvalidRequest("truncate", "= false is not supported by this server yet")
+        if self.dimensions is not None:
+            raise InvalidRequest("dimensions")
+        return _embedding_options(self.options)
+
+
+class EmbeddingsRequest(BaseModel):
+    """``POST /api/embeddings`` (the older, single-text form)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=256)
+    prompt: str = ""
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+
+    def check_supported(self) -> tuple[str, ...]:
+        """As for ``/api/embed``."""
+        keep_alive_seconds(self.keep_alive)
+        return _embedding_options(self.options)
+
+
+def _embedding_options(options: dict[str, Any] | None) -> tuple[str, ...]:
+    given = {key for key, value in (options or {}).items() if value is not None}
+    unsupported = sorted(given - SERVER_OPTIONS)
+    if unsupported:
+        raise InvalidRequest(", ".join(f"options.{key}" for key in unsupported))
+    return tuple(sorted(given))
+
+
+class ModelNameRequest(BaseModel):
+    """The model of ``/api/show``, ``/api/pull``, ``/api/delete``, ``/api/create``.
+
+    Named by ``model`` or, in older clients, ``name``.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(default="", max_length=256)
+    name: str = Field(default="", max_length=256)
+    stream: bool = True
+    verbose: bool = False
+
+    @model_validator(mode="after")
+    def _one_name(self) -> ModelNameRequest:
+        if not (self.model or self.name):
+            raise ValueError("model is required")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The model named by the request."""
+        return self.model or self.name
+
+    def forwarded(self) -> dict[str, Any]:
+        """The body as Ollama expects it, unknown fields included."""
+        body = self.model_dump(exclude={"name"}, exclude_defaults=False)
+        body["model"] = self.model_name
+        return body
+
+
+class CopyRequest(BaseModel):
+    """``POST /api/copy``."""
+
+    source: str = Field(min_length=1, max_length=256)
+    destination: str = Field(min_length=1, max_length=256)
