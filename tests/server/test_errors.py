@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import openai
@@ -111,6 +112,28 @@ async def test_queue_full_is_503_with_retry_after(make_live: LiveFactory) -> Non
         assert caught.value.status_code == 503
         assert int(caught.value.response.headers["Retry-After"]) >= 1
         assert caught.value.code == "gpu_queue_full"
+    (await queued).release()
+
+
+async def test_a_streamed_chat_gets_503_with_retry_after_when_the_queue_is_full(
+    make_live: LiveFactory,
+) -> None:
+    # The queue place is reserved before the first byte: a full queue is a 503, never a 200
+    # followed by an error frame.
+    async with make_live(max_waiters=1) as live, gpu_held(live.guard):
+        queued = asyncio.create_task(live.guard.acquire("queued", priority=Priority.BACKGROUND))
+        await until(lambda: live.guard.queue_length == 1)
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with live.http.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 503
+            assert int(response.headers["Retry-After"]) >= 1
+            error = json.loads(await response.aread())["error"]
+        assert error["code"] == "gpu_queue_full"
+        with pytest.raises(openai.APIStatusError) as caught:
+            await live.client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        assert caught.value.status_code == 503
     (await queued).release()
 
 
