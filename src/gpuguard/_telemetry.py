@@ -7,8 +7,8 @@ Logging is not done here: :func:`log_gpu_event` is a listener on the bus.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+from collections import Counter
 
 from ._arbiter import Ticket
 from ._clock import Clock
@@ -29,12 +29,12 @@ class GuardTelemetry:
         self.guard = guard
         self.events = events
         self.clock = clock
-        self._counts = GuardCounters()
+        self._tally: Counter[str] = Counter()
 
     @property
     def counters(self) -> GuardCounters:
         """Totals since the guard was created."""
-        return self._counts
+        return GuardCounters(**self._tally)
 
     def waiting(self, ticket: Ticket, *, position: int, holder: str | None) -> None:
         """``ticket`` joined the queue at ``position``."""
@@ -80,16 +80,14 @@ class GuardTelemetry:
 
     def retry_after(self, queue_length: int) -> float:
         """A guess at when a rejected request could be served: mean hold x queue, >= 1 s."""
-        c = self._counts
-        finished = c.completed + c.failed + c.cancelled + c.hung
-        mean_hold = c.total_hold_s / max(1, finished)
+        c = self._tally
+        finished = c["completed"] + c["failed"] + c["cancelled"] + c["hung"]
+        mean_hold = c["total_hold_s"] / max(1, finished)
         return max(1.0, mean_hold * (queue_length + 1))
 
     def _count(self, **deltas: float) -> None:
-        counts = self._counts
-        self._counts = dataclasses.replace(
-            counts, **{name: getattr(counts, name) + delta for name, delta in deltas.items()}
-        )
+        for name, delta in deltas.items():
+            self._tally[name] += delta
 
     def _emit(
         self,

@@ -34,6 +34,7 @@ def test_public_names_are_exactly_these() -> None:
             "Embedder",
             "EmbedderPair",
             "FastEmbedEmbedder",
+            "HashEmbedder",
             "LeaseGuard",
             "RemoteEmbedder",
             "SentenceTransformerEmbedder",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,8 @@ import openai
 import pytest
 
 from gpuguard import ConfigError
-from gpuguard._settings import load_settings
+from gpuguard._settings import EmbeddingSettings, LlmSettings, Settings, load_settings
+from gpuguard.gateway import ModelGateway
 from gpuguard.server import create_app, running_server
 
 
@@ -75,3 +78,42 @@ async def test_app_built_from_settings_chats_with_embedded_llama_cpp(tmp_path: P
         gpu = app.state.context.gateway.guard
         assert gpu.current is None
     assert (tmp_path / "models" / "tiny-random.gguf").is_file()
+
+
+async def test_start_up_does_not_block_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Building the runtime imports torch, may write the tiny model and opens SQLite: while it
+    # does, the event loop must keep serving (a status request, a page, a health probe).
+    from gpuguard.server import _runtime
+
+    building = threading.Event()
+    loop_was_free = threading.Event()
+    answered: list[bool] = []
+    real_build = _runtime.build_gateway
+
+    def slow_build(settings: Settings) -> ModelGateway:
+        building.set()
+        # The loop answers the test's probe only if this build runs off the loop thread.
+        answered.append(loop_was_free.wait(timeout=10))
+        return real_build(settings)
+
+    monkeypatch.setattr(_runtime, "build_gateway", slow_build)
+    settings = Settings(
+        llm=LlmSettings(backend="fake"),
+        embeddings=EmbeddingSettings(gpu_engine=None, cpu_engine="hash"),
+        data_dir=tmp_path,
+    )
+
+    async def start() -> None:
+        async with _runtime.open_runtime(settings, start=False):
+            pass
+
+    task = asyncio.create_task(start())
+    assert await asyncio.to_thread(building.wait, 10)
+    probe = asyncio.Event()
+    asyncio.get_running_loop().call_soon(probe.set)
+    await probe.wait()
+    loop_was_free.set()
+    await task
+    assert answered == [True], "the event loop was blocked while the runtime was built"

@@ -8,6 +8,7 @@ either ran under its own GPU lease or fell back to the CPU while the GPU was bus
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .._settings import (
     Settings,
 )
 from ..embed._bulk import MODEL_LOADING_REASON
+from ..index import VectorStore
 from ..server import create_app, open_runtime, running_server
 from ._render import timeline_table
 from ._samples import write_sample_database, write_sample_documents
@@ -98,8 +100,8 @@ async def run_demo(console: Console, *, data_dir: Path, port: int, serve: bool) 
     Returns True on a good verdict.
     """
     settings = demo_settings(data_dir, port)
-    database_url = write_sample_database(data_dir / "sample-shop.sqlite")
-    documents = write_sample_documents(data_dir / "documents")
+    database_url = await asyncio.to_thread(write_sample_database, data_dir / "sample-shop.sqlite")
+    documents = await asyncio.to_thread(write_sample_documents, data_dir / "documents")
     console.print(
         "[bold]gpuguard demo[/]: in-process llama.cpp on a generated tiny random-weight model "
         "[yellow](its output is meaningless)[/], a sample SQLite database, sample documents."
@@ -107,7 +109,7 @@ async def run_demo(console: Console, *, data_dir: Path, port: int, serve: bool) 
     async with open_runtime(settings, start=False) as runtime:
         gateway = runtime.gateway
         # A fresh store each run, so that every table is embedded (no "unchanged" skips).
-        runtime.store.remove_sources("schema", runtime.store.source_hashes("schema"))
+        await asyncio.to_thread(_forget_schemas, runtime.store)
         # Only the CPU model loads up front: the GPU one loads under the lease during the
         # scenario, as in the seed, where the LLM prewarm and the embedding-model load collided.
         console.print("loading the CPU embedding model...")
@@ -138,6 +140,10 @@ async def run_demo(console: Console, *, data_dir: Path, port: int, serve: bool) 
                 )
                 await _forever()
     return good
+
+
+def _forget_schemas(store: VectorStore) -> None:
+    store.remove_sources("schema", store.source_hashes("schema"))
 
 
 def _print_verdict(console: Console, verdict: Verdict, job_status: str, detail: str) -> None:

@@ -1,11 +1,19 @@
 """Embedding engines behind one protocol, and bulk embedding with per-batch CPU fallback.
 
 Engines: :class:`SentenceTransformerEmbedder`, :class:`FastEmbedEmbedder` (ONNX Runtime),
-:class:`RemoteEmbedder` (OpenAI-compatible or Ollama), built from settings by
-:func:`create_embedder`. :class:`EmbedderPair` holds the GPU and CPU embedders and refuses
-a dimension mismatch; :class:`BulkEmbedder` streams batches through the GPU when it is free
-and the CPU when it is not. Heavy libraries (torch, onnxruntime) load only when used.
+:class:`RemoteEmbedder` (OpenAI-compatible or Ollama), :class:`HashEmbedder` (no model, for
+tests and demos), built from settings by :func:`create_embedder`. :class:`EmbedderPair` holds
+the GPU and CPU embedders and refuses a dimension mismatch; :class:`BulkEmbedder` streams
+batches through the GPU when it is free and the CPU when it is not.
+
+The protocol, the pair and bulk embedding need only numpy; each engine is imported on first
+use, so ``import gpuguard.embed`` never needs torch, onnxruntime or httpx.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from ._bulk import (
     FALLBACK_MESSAGE,
@@ -20,9 +28,12 @@ from ._factory import ENGINES, create_embedder
 from ._lease import LeaseGuard
 from ._pair import EmbedderPair
 from ._protocol import Embedder, Vectors
-from .onnx import FastEmbedEmbedder, export_onnx
-from .remote import RemoteEmbedder
-from .sentence_transformers import SentenceTransformerEmbedder
+
+if TYPE_CHECKING:
+    from .hashing import HashEmbedder
+    from .onnx import FastEmbedEmbedder, export_onnx
+    from .remote import RemoteEmbedder
+    from .sentence_transformers import SentenceTransformerEmbedder
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -35,6 +46,7 @@ __all__ = [
     "Embedder",
     "EmbedderPair",
     "FastEmbedEmbedder",
+    "HashEmbedder",
     "LeaseGuard",
     "RemoteEmbedder",
     "SentenceTransformerEmbedder",
@@ -44,3 +56,24 @@ __all__ = [
     "export_onnx",
     "report_fallback",
 ]
+
+_LAZY = {
+    "FastEmbedEmbedder": ".onnx",
+    "export_onnx": ".onnx",
+    "HashEmbedder": ".hashing",
+    "RemoteEmbedder": ".remote",
+    "SentenceTransformerEmbedder": ".sentence_transformers",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import an engine on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

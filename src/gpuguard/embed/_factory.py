@@ -55,7 +55,7 @@ def create_embedder(
             raise ConfigError(f"unknown remote embedding API {api!r}; use 'openai' or 'ollama'")
         return RemoteEmbedder(url, model=model, api=cast(RemoteApi, api))
     if engine == "hash":
-        from ..testing import HashEmbedder
+        from .hashing import HashEmbedder
 
         return HashEmbedder(name=model or "hash-embedder", device=device)
     raise ConfigError(f"unknown embedding engine {engine!r}; expected one of {', '.join(ENGINES)}")

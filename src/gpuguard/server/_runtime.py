@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from .._guard import GpuGuard
 from .._settings import Settings
@@ -48,10 +49,11 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
     The gateway is started (prewarm in the background) unless ``start`` is False.
     """
     async with AsyncExitStack() as stack:
-        gateway = build_gateway(settings)
+        # Building imports torch, may write the tiny model and opens SQLite: off the loop.
+        gateway = await asyncio.to_thread(build_gateway, settings)
         stack.push_async_callback(gateway.aclose)
-        settings.store_path.parent.mkdir(parents=True, exist_ok=True)
-        store = stack.enter_context(VectorStore(settings.store_path))
+        store = await asyncio.to_thread(_open_store, settings.store_path)
+        stack.push_async_callback(asyncio.to_thread, store.close)
         assert gateway.embedders is not None  # build_gateway always configures a CPU embedder
         # The gateway's pair: one GPU model, loaded once, whether by a chat or by bulk work.
         bulk = BulkEmbedder(
@@ -68,6 +70,11 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
         if start:
             await gateway.start()
         yield Runtime(settings, gateway, store, bulk, jobs)
+
+
+def _open_store(path: Path) -> VectorStore:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return VectorStore(path)
 
 
 def store_retriever(gateway: ModelGateway, store: VectorStore, k: int) -> Retriever:
@@ -119,7 +126,7 @@ def build_gateway(settings: Settings) -> ModelGateway:
 def _build_backend(settings: Settings) -> LlmBackend:
     llm = settings.llm
     if llm.backend == "fake":
-        from ..testing import FakeBackend
+        from ..llm.fake import FakeBackend
 
         return FakeBackend([settings.model_name])
     from ..llm._factory import create_backend

@@ -1,5 +1,8 @@
 """Test helpers that users' own tests can use too: in-memory fakes and GPU-interval recording.
 
+The fakes live where the product uses them (``gpuguard.llm.fake``, ``gpuguard.embed.hashing``,
+for the ``fake`` backend and the ``hash`` embedding engine); this package re-exports them.
+
 Protocol doubles of servers that cannot run here (Foundry Local, Ollama) live in submodules
 (:mod:`gpuguard.testing.foundry_double`, :mod:`gpuguard.testing.ollama_double`), imported
 explicitly because they need starlette and uvicorn. Each is a real HTTP server on a free
@@ -13,8 +16,8 @@ you can share with a GPU embedder::
     assert recorder.overlaps() == []
 """
 
-from ._fake_backend import FakeBackend
-from ._fake_embedder import HashEmbedder
-from ._intervals import GpuInterval, IntervalRecorder
+from .._intervals import GpuInterval, IntervalRecorder
+from ..embed.hashing import HashEmbedder
+from ..llm.fake import FakeBackend
 
 __all__ = ["FakeBackend", "GpuInterval", "HashEmbedder", "IntervalRecorder"]

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._intervals import IntervalRecorder
+from .._intervals import IntervalRecorder
 
 __all__ = ["ServedDouble", "fake_tokens", "fake_vector"]
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ._intervals import IntervalRecorder
+from .._intervals import IntervalRecorder
 from ._served_double import ServedDouble, fake_tokens, fake_vector
 
 __all__ = ["FoundryDouble"]

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncGenerator, Sequence
 
 from .._exceptions import BackendError, ModelNotFound, ModelNotLoaded
-from ..llm._protocol import BackendHealth, ChatChunk, ChatMessage, LoadedModel
-from ._intervals import IntervalRecorder
+from .._intervals import IntervalRecorder
+from ._protocol import BackendHealth, ChatChunk, ChatMessage, LoadedModel
 
 __all__ = ["FakeBackend"]
 

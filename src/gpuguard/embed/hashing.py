@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 
-from ..embed._local import LocalEmbedder
-from ..embed._protocol import Vectors
-from ._intervals import IntervalRecorder
+from .._intervals import IntervalRecorder
+from ._local import LocalEmbedder
+from ._protocol import Vectors
 
 __all__ = ["HashEmbedder"]
 
