@@ -7,8 +7,10 @@ Logging is not done here: :func:`log_gpu_event` is a listener on the bus.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections import Counter
+from collections import defaultdict
+from typing import Any
 
 from ._arbiter import Ticket
 from ._clock import Clock
@@ -29,12 +31,12 @@ class GuardTelemetry:
         self.guard = guard
         self.events = events
         self.clock = clock
-        self._tally: Counter[str] = Counter()
+        self._tally: defaultdict[str, Any] = defaultdict(int)  # ints, and float totals
 
     @property
     def counters(self) -> GuardCounters:
         """Totals since the guard was created."""
-        return GuardCounters(**self._tally)
+        return dataclasses.replace(GuardCounters(), **self._tally)
 
     def waiting(self, ticket: Ticket, *, position: int, holder: str | None) -> None:
         """``ticket`` joined the queue at ``position``."""
