@@ -82,9 +82,9 @@ class GuardTelemetry:
 
     def retry_after(self, queue_length: int) -> float:
         """A guess at when a rejected request could be served: mean hold x queue, >= 1 s."""
-        c = self._tally
-        finished = c["completed"] + c["failed"] + c["cancelled"] + c["hung"]
-        mean_hold = c["total_hold_s"] / max(1, finished)
+        c = self.counters
+        finished = c.completed + c.failed + c.cancelled + c.hung
+        mean_hold = c.total_hold_s / max(1, finished)
         return max(1.0, mean_hold * (queue_length + 1))
 
     def _count(self, **deltas: float) -> None:
