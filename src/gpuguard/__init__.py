@@ -6,6 +6,7 @@ Local AI apps run an LLM and embedding models on one GPU; gpuguard makes every G
 back to the CPU instead of waiting, and never lets an operation hang or starve.
 """
 
+from . import _logging
 from ._clock import Clock, FakeClock, SystemClock, TimerHandle
 from ._events import (
     Event,
@@ -52,6 +53,8 @@ from ._snapshot import GuardCounters, GuardSnapshot, HolderInfo, WaiterInfo
 from ._work import StopWork, in_thread, run_to_end
 
 __version__ = "0.1.0"
+
+_logging.install()
 
 __all__ = [
     "DEFAULT",

@@ -258,7 +258,18 @@ class IndexingError(GpuGuardError):
 
 
 class SourceUnavailable(IndexingError):
-    """A database URL is malformed or unreachable, or a document path does not exist."""
+    """A database URL or document path is malformed, refused, missing or unreachable.
+
+    ``source`` names the source without secrets; ``detail`` is for the operator's log only
+    (the driver's own words about a failed connection), never shown to callers.
+    """
+
+    def __init__(
+        self, message: str, *, source: str | None = None, detail: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.source = source
+        self.detail = detail
 
 
 class DocumentError(IndexingError):

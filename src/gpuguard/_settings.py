@@ -43,6 +43,7 @@ __all__ = [
     "LlmSettings",
     "ServerSettings",
     "Settings",
+    "SourceSettings",
     "is_loopback",
     "load_settings",
 ]
@@ -72,6 +73,11 @@ class ServerSettings(BaseModel):
         description="Also serve the Ollama API on ollama_port (it is always under /api/ on port).",
     )
     ollama_port: int = Field(default=11434, ge=0, le=65535)
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Names besides localhost/127.0.0.1/[::1] (and the bind address) that the "
+        "Host header may carry; needed beyond loopback (see docs/security.md).",
+    )
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> ServerSettings:
@@ -151,6 +157,27 @@ class IndexSettings(BaseModel):
     search_k: int = Field(default=4, ge=1, le=100)
 
 
+class SourceSettings(BaseModel):
+    """Which documents and databases callers may index, and the bounds on reading them.
+
+    See docs/security.md. ``document_roots`` empty means the directory the server started
+    in; ``database_hosts`` lists host names and addresses (or networks, ``10.0.0.0/8``)
+    that database URLs may name; ``databases`` names trusted sources (any host, any option)
+    that callers refer to by name.
+    """
+
+    document_roots: list[Path] = Field(default_factory=list)
+    allow_hidden: bool = False
+    database_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "::1"])
+    databases: dict[str, SecretStr] = Field(default_factory=dict)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    statement_timeout_s: float = Field(default=60.0, gt=0)
+    refresh_timeout_s: float = Field(default=600.0, gt=0)
+    max_chars_per_file: int = Field(default=2_000_000, ge=1000)
+    max_chars_per_job: int = Field(default=20_000_000, ge=1000)
+    max_running_jobs: int = Field(default=1, ge=1, description="Per job kind; more are queued.")
+
+
 class Settings(BaseSettings):
     """Every setting of the server and the CLI, in sections."""
 
@@ -167,6 +194,7 @@ class Settings(BaseSettings):
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
+    sources: SourceSettings = Field(default_factory=SourceSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -31,7 +31,16 @@ def test_public_names_are_exactly_these() -> None:
     assert sorted(gpuguard.index.__all__) == sorted(
         [
             "DEFAULT_MAX_BYTES",
+            "DEFAULT_MAX_CHARS",
+            "LOOPBACK_HOSTS",
+            "SAFE_DRIVER_OPTIONS",
             "SUPPORTED_SUFFIXES",
+            "DatabaseTimeouts",
+            "DocumentSurvey",
+            "SourcePolicy",
+            "describe_database_isolated",
+            "resolve_source",
+            "survey_documents",
             "Chunk",
             "ColumnDescription",
             "DatabaseDescription",

@@ -2,11 +2,14 @@
 
 :class:`VectorStore` keeps chunks, vectors and sources in one SQLite file (sqlite-vec);
 :func:`describe_database` turns a database's schema into :class:`TableDescription` s;
-:func:`extract_text` and :func:`chunk_text` turn documents into overlapping chunks.
+:func:`extract_text` and :func:`chunk_text` turn documents into overlapping chunks;
+:class:`SourcePolicy` says which documents and databases callers may index.
 """
 
 from .documents import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_CHARS,
+    DocumentSurvey,
     SUPPORTED_SUFFIXES,
     TextChunk,
     chunk_text,
@@ -14,7 +17,11 @@ from .documents import (
     extract_text,
     find_documents,
     read_document,
+    survey_documents,
 )
+from ._connect import DatabaseTimeouts, resolve_source
+from ._isolated import describe_database_isolated
+from .policy import LOOPBACK_HOSTS, SAFE_DRIVER_OPTIONS, SourcePolicy
 from .schema import (
     ColumnDescription,
     DatabaseDescription,
@@ -27,13 +34,19 @@ from .store import Chunk, SearchHit, SourceKind, StoreStats, VectorStore
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_CHARS",
+    "LOOPBACK_HOSTS",
+    "SAFE_DRIVER_OPTIONS",
     "SUPPORTED_SUFFIXES",
     "Chunk",
     "ColumnDescription",
     "DatabaseDescription",
+    "DatabaseTimeouts",
+    "DocumentSurvey",
     "ForeignKeyDescription",
     "SearchHit",
     "SourceKind",
+    "SourcePolicy",
     "StoreStats",
     "TableDescription",
     "TextChunk",
@@ -42,7 +55,10 @@ __all__ = [
     "content_hash",
     "database_label",
     "describe_database",
+    "describe_database_isolated",
     "extract_text",
     "find_documents",
     "read_document",
+    "resolve_source",
+    "survey_documents",
 ]

@@ -1,9 +1,13 @@
 """Documents: find them, extract their text, cut it into overlapping chunks.
 
 Formats: plain text and Markdown (``.txt``, ``.md``, ``.markdown``, ``.rst``), HTML (through
-BeautifulSoup), PDF (pypdf) and DOCX (python-docx). A document that cannot be read, is
+BeautifulSoup), PDF (pypdf) and DOCX (streamed XML). A document that cannot be read, is
 empty, looks binary or is corrupt raises :class:`~gpuguard.DocumentError` naming the file,
 so that an indexing job can report it and go on.
+
+Bounds: only regular files are read (a FIFO or device is refused without blocking), at most
+``max_bytes`` of them, and at most ``max_chars`` characters of text come out of one file
+however much its format expands (a DOCX zip bomb stops there).
 """
 
 from __future__ import annotations
@@ -11,25 +15,34 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._exceptions import DocumentError
+from ._docx import docx_text
+from .policy import SourcePolicy, is_hidden_name
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_CHARS",
     "SUPPORTED_SUFFIXES",
+    "DocumentSurvey",
     "TextChunk",
     "chunk_text",
     "content_hash",
     "extract_text",
     "find_documents",
     "read_document",
+    "survey_documents",
 ]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 """Files larger than this are refused: a document is read whole, so this bounds memory."""
+
+DEFAULT_MAX_CHARS = 2_000_000
+"""At most this many characters of text are taken from one document (about 1,000 pages)."""
 
 _BINARY_PROBE = 8192
 
@@ -43,46 +56,113 @@ class TextChunk:
     end: int
 
 
-def find_documents(root: Path) -> Iterator[Path]:
-    """Supported files under ``root`` (or ``root`` itself), sorted, skipping hidden ones."""
-    if root.is_file():
-        yield root
-        return
+@dataclass(slots=True)
+class DocumentSurvey:
+    """What a walk found: the files to read, and every other entry with why it was left."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def survey_documents(root: Path, *, policy: SourcePolicy | None = None) -> DocumentSurvey:
+    """Walk ``root`` (a folder, or one file), sorted, sorting each entry in or out.
+
+    Left out, with the reason: hidden files and folders (not entered), unsupported file
+    types, anything that is not a regular file (FIFOs, sockets, devices), symbolic links to
+    folders (not followed) and, under ``policy``, paths resolving outside its roots.
+    """
+    survey = DocumentSurvey()
+    if not root.is_dir() or root.is_symlink():
+        _sort_file(root, survey, policy)
+        return survey
     for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        for name in sorted(files):
+        kept = []
+        for name in sorted(subdirs):
             path = Path(directory, name)
-            if not name.startswith(".") and path.suffix.lower() in SUPPORTED_SUFFIXES:
-                yield path
+            if is_hidden_name(name) and not _hidden_allowed(policy):
+                survey.skipped.append((path, "hidden folder, not indexed"))
+            elif path.is_symlink():
+                survey.skipped.append((path, "symbolic link to a folder, not followed"))
+            else:
+                kept.append(name)
+        subdirs[:] = kept
+        for name in sorted(files):
+            _sort_file(Path(directory, name), survey, policy)
+    return survey
+
+
+def find_documents(root: Path, *, policy: SourcePolicy | None = None) -> Iterator[Path]:
+    """Supported regular files under ``root`` (or ``root`` itself), sorted, hidden ones left."""
+    yield from survey_documents(root, policy=policy).files
+
+
+def _hidden_allowed(policy: SourcePolicy | None) -> bool:
+    return policy is not None and policy.allow_hidden
+
+
+def _sort_file(path: Path, survey: DocumentSurvey, policy: SourcePolicy | None) -> None:
+    if is_hidden_name(path.name) and not _hidden_allowed(policy):
+        survey.skipped.append((path, "hidden file, not indexed"))
+        return
+    if policy is not None and (refusal := policy.refusal(path)) is not None:
+        survey.skipped.append((path, refusal))
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        survey.skipped.append((path, f"cannot read: {exc.strerror or exc}"))
+        return
+    if not stat.S_ISREG(mode):
+        survey.skipped.append((path, "not a regular file"))
+    elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        survey.skipped.append((path, f"unsupported file type {path.suffix or '(none)'!r}"))
+    else:
+        survey.files.append(path)
 
 
 def read_document(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The file's bytes; :class:`DocumentError` if unreadable, too large or empty."""
+    """The file's bytes; :class:`DocumentError` if unreadable, not a regular file, too large
+    or empty. Never blocks on a FIFO: the file is opened non-blocking and checked first."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise DocumentError(
-                f"{path}: {size} bytes is over the {max_bytes}-byte limit", path=str(path)
-            )
-        data = path.read_bytes()
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise DocumentError(f"{path}: cannot read: {exc.strerror or exc}", path=str(path)) from exc
+    with os.fdopen(descriptor, "rb") as file:
+        try:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
+                raise DocumentError(f"{path}: not a regular file", path=str(path))
+            if info.st_size > max_bytes:
+                raise DocumentError(
+                    f"{path}: {info.st_size} bytes is over the {max_bytes}-byte limit",
+                    path=str(path),
+                )
+            data = file.read(max_bytes + 1)
+        except OSError as exc:
+            raise DocumentError(
+                f"{path}: cannot read: {exc.strerror or exc}", path=str(path)
+            ) from exc
+    if len(data) > max_bytes:
+        raise DocumentError(f"{path}: grew over the {max_bytes}-byte limit", path=str(path))
     if not data.strip():
         raise DocumentError(f"{path}: empty file", path=str(path))
     return data
 
 
-def extract_text(path: Path, data: bytes) -> str:
+def extract_text(path: Path, data: bytes, *, max_chars: int = DEFAULT_MAX_CHARS) -> str:
     """The text of a document whose bytes are ``data``, by its file type.
 
-    Raises :class:`DocumentError` for an unsupported type, binary content, a corrupt file
-    or a document without any text.
+    At most ``max_chars`` characters (a text of exactly ``max_chars`` was probably cut
+    there). Raises :class:`DocumentError` for an unsupported type, binary content, a
+    corrupt file or a document without any text.
     """
+    if max_chars < 1:
+        raise ValueError("max_chars must be >= 1")
     extractor = _EXTRACTORS.get(path.suffix.lower())
     if extractor is None:
         raise DocumentError(f"{path}: unsupported file type {path.suffix!r}", path=str(path))
     try:
-        text = extractor(data)
+        text = extractor(data, max_chars)[:max_chars]
     except DocumentError as exc:
         raise DocumentError(f"{path}: {exc}", path=str(path)) from exc
     except Exception as exc:  # each library has its own errors for a corrupt file
@@ -145,41 +225,45 @@ def _skip_space(text: str, index: int) -> int:
 # --- extractors: bytes -> text ------------------------------------------------------------
 
 
-def _plain_text(data: bytes) -> str:
+def _plain_text(data: bytes, max_chars: int) -> str:
     if b"\x00" in data[:_BINARY_PROBE]:
         raise DocumentError("binary content, not text", path="")
     try:
-        return data.decode("utf-8-sig")
+        # UTF-8 takes at most 4 bytes a character: decoding more could not add any text.
+        return data[: 4 * max_chars + 3].decode("utf-8-sig", errors="strict")
     except UnicodeDecodeError as exc:
         raise DocumentError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path="") from exc
 
 
-def _html(data: bytes) -> str:
+def _html(data: bytes, max_chars: int) -> str:
     from bs4 import BeautifulSoup
 
-    soup = BeautifulSoup(_plain_text(data), "html.parser")
+    soup = BeautifulSoup(_plain_text(data, len(data)), "html.parser")
     for hidden in soup(["script", "style", "noscript", "template"]):
         hidden.decompose()
     return soup.get_text(" ", strip=True)
 
 
-def _pdf(data: bytes) -> str:
+def _pdf(data: bytes, max_chars: int) -> str:
     from pypdf import PdfReader
 
     reader = PdfReader(io.BytesIO(data), strict=False)
-    return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+    pages: list[str] = []
+    size = 0
+    for page in reader.pages:  # page by page, stopping once there is enough text
+        text = page.extract_text() or ""
+        pages.append(text)
+        size += len(text) + 2
+        if size >= max_chars:
+            break
+    return "\n\n".join(pages)
 
 
-def _docx(data: bytes) -> str:
-    import docx
-
-    document = docx.Document(io.BytesIO(data))
-    paragraphs: Iterable[str] = (paragraph.text for paragraph in document.paragraphs)
-    cells = (cell.text for table in document.tables for row in table.rows for cell in row.cells)
-    return "\n".join(part for part in (*paragraphs, *cells) if part.strip())
+def _docx(data: bytes, max_chars: int) -> str:
+    return docx_text(data, max_chars=max_chars)
 
 
-_EXTRACTORS: dict[str, Callable[[bytes], str]] = {
+_EXTRACTORS: dict[str, Callable[[bytes, int], str]] = {
     ".txt": _plain_text,
     ".md": _plain_text,
     ".markdown": _plain_text,

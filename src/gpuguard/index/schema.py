@@ -4,8 +4,8 @@
 MySQL/MariaDB database (columns, types, nullability, primary and foreign keys, comments,
 view definitions) into :class:`TableDescription` s. Each description renders one text for
 the table and one per column, and hashes its definition so that a refresh re-embeds only
-the tables that changed. Bad URLs, missing drivers and unreachable servers raise
-:class:`~gpuguard.SourceUnavailable`, with the password masked.
+the tables that changed. Bad URLs, missing drivers, unreachable servers and nonsense
+answers raise :class:`~gpuguard.SourceUnavailable`, naming the database without a secret.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._exceptions import SourceUnavailable
+from .._redact import redact
+from ._connect import DatabaseTimeouts, connect_args, parse_url
 
 __all__ = [
     "ColumnDescription",
@@ -29,7 +31,6 @@ __all__ = [
 ]
 
 _MAX_VIEW_DEFINITION = 2000
-_CONNECT_TIMEOUT_ARG = {"postgresql": "connect_timeout", "mysql": "connect_timeout"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +107,12 @@ class TableDescription:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseDescription:
-    """Every table and view found, and the label that names the database in the index."""
+    """Every table and view found, the schemas read, and the database's label in the index."""
 
     label: str
     dialect: str
     tables: list[TableDescription]
+    schemas: tuple[str, ...] = ()
 
 
 def database_label(url: str) -> str:
@@ -118,7 +120,7 @@ def database_label(url: str) -> str:
 
     Two URLs for the same database through different drivers get the same label.
     """
-    parsed = _parse(url)
+    parsed = parse_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database
@@ -129,51 +131,78 @@ def database_label(url: str) -> str:
 
 
 def describe_database(
-    url: str, *, schemas: Sequence[str] | None = None, connect_timeout_s: int = 10
+    url: str,
+    *,
+    schemas: Sequence[str] | None = None,
+    timeouts: DatabaseTimeouts | None = None,
 ) -> DatabaseDescription:
-    """Introspect the tables and views of ``schemas`` (default: the default schema).
+    """Introspect the tables and views of ``schemas`` (default: every non-system schema).
 
-    Blocking: run it in a worker thread from async code. Raises :class:`SourceUnavailable`
-    for an unparseable URL, an unknown or missing driver, a missing SQLite file or a
-    database that cannot be reached or read.
+    MySQL and MariaDB call a database a schema: their default is the URL's database (every
+    non-system one when the URL names none). Every connection is bounded by ``timeouts``
+    (connect and per-statement). Blocking: run it in a worker thread, or in a child process
+    (:func:`describe_database_isolated`) where the database is across a network.
+
+    Raises :class:`SourceUnavailable` naming the database (never its password) for an
+    unparseable URL, an unknown or missing driver, a missing SQLite file, a database that
+    cannot be reached ("could not connect", the driver's words only in ``detail``) or one
+    whose answers make no sense.
     """
     from sqlalchemy import create_engine, inspect
-    from sqlalchemy.exc import SQLAlchemyError
 
-    parsed = _parse(url)
-    shown = parsed.render_as_string(hide_password=True)
+    timeouts = timeouts or DatabaseTimeouts()
+    parsed = parse_url(url)
+    label = database_label(url)
     backend = parsed.get_backend_name()
     database = parsed.database
     on_disk = backend == "sqlite" and database not in (None, "", ":memory:")
     if on_disk and not Path(str(database)).is_file():
         raise SourceUnavailable(f"no SQLite database file at {database}")
-    connect_args: dict[str, Any] = {}
-    if backend in _CONNECT_TIMEOUT_ARG:
-        connect_args[_CONNECT_TIMEOUT_ARG[backend]] = connect_timeout_s
     try:
-        engine = create_engine(parsed, connect_args=connect_args, poolclass=_null_pool())
-    except (SQLAlchemyError, ImportError) as exc:
-        raise SourceUnavailable(f"cannot use {shown}: {_reason(exc)}") from exc
+        engine = create_engine(
+            parsed, connect_args=connect_args(backend, timeouts), poolclass=_null_pool()
+        )
+    except Exception as exc:  # the dialect's ArgumentError, the driver's ImportError
+        raise SourceUnavailable(f"cannot use {label}: {_reason(exc)}") from exc
     try:
-        with engine.connect() as connection:
-            inspector = inspect(connection)
-            wanted = list(schemas) if schemas else [inspector.default_schema_name or "main"]
-            tables = [table for schema in wanted for table in _describe_schema(inspector, schema)]
-    except SQLAlchemyError as exc:
-        raise SourceUnavailable(f"cannot read the schema of {shown}: {_reason(exc)}") from exc
+        try:
+            connection = engine.connect()
+        except Exception as exc:  # the driver's own errors are not always SQLAlchemy's
+            raise SourceUnavailable(
+                f"could not connect to the database source {label}",
+                source=label,
+                detail=_reason(exc),
+            ) from exc
+        with connection:
+            try:
+                inspector = inspect(connection)
+                wanted = list(schemas) if schemas else _default_schemas(inspector, backend, parsed)
+                tables = [t for schema in wanted for t in _describe_schema(inspector, schema)]
+            except Exception as exc:  # a refusal, a timeout or an answer that makes no sense
+                raise SourceUnavailable(
+                    f"cannot read the schema of {label}: {_reason(exc)}", source=label
+                ) from exc
     finally:
         engine.dispose()
-    return DatabaseDescription(database_label(url), backend, tables)
+    return DatabaseDescription(label, backend, tables, schemas=tuple(wanted))
 
 
-def _parse(url: str) -> Any:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+_SYSTEM_SCHEMAS = frozenset(
+    {"information_schema", "pg_catalog", "pg_toast", "mysql", "performance_schema", "sys"}
+)
 
-    try:
-        return make_url(url)
-    except ArgumentError as exc:
-        raise SourceUnavailable(f"not a valid database URL: {exc}") from exc
+
+def _default_schemas(inspector: Any, backend: str, parsed: Any) -> list[str]:
+    if backend == "sqlite":
+        return ["main"]
+    if backend in ("mysql", "mariadb") and parsed.database:
+        return [str(parsed.database)]
+    names = inspector.get_schema_names()
+    return [
+        str(name)
+        for name in names
+        if name not in _SYSTEM_SCHEMAS and not str(name).startswith(("pg_temp", "pg_toast_temp"))
+    ]
 
 
 def _null_pool() -> Any:
@@ -184,7 +213,9 @@ def _null_pool() -> Any:
 
 def _reason(exc: BaseException) -> str:
     original = getattr(exc, "orig", None)
-    return str(original if original is not None else exc).strip().splitlines()[0]
+    text = str(original if original is not None else exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return redact(first if original is not None else f"{type(exc).__name__}: {first}")
 
 
 def _describe_schema(inspector: Any, schema: str) -> list[TableDescription]:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._events import EventBus, JobEvent
+from .._redact import redact
 
 __all__ = ["IndexResult", "JobIssue", "JobReporter", "new_job_id"]
 
@@ -32,8 +33,10 @@ class JobIssue:
 class IndexResult:
     """What an indexing job did.
 
-    ``embedded``, ``skipped`` (unchanged) and ``removed`` count sources (tables or files);
-    ``texts`` counts the texts embedded; the batch counts say where they ran.
+    ``embedded``, ``skipped`` (unchanged) and ``removed`` count sources (tables or files)
+    and the ``*_sources`` fields name them; ``errors`` names every source skipped and why
+    (unsupported, unreadable, refused, cut at a size limit); ``schemas`` the database
+    schemas read. ``texts`` counts the texts embedded; the batch counts say where they ran.
     """
 
     embedded: int
@@ -45,6 +48,10 @@ class IndexResult:
     fallback_batches: int
     seconds: float
     errors: tuple[JobIssue, ...] = ()
+    schemas: tuple[str, ...] = ()
+    embedded_sources: tuple[str, ...] = ()
+    unchanged_sources: tuple[str, ...] = ()
+    removed_sources: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for logs and the final event."""
@@ -84,7 +91,7 @@ class JobReporter:
                     timestamp=time.time(),
                     done=self.done,
                     total=self.total,
-                    detail=detail,
+                    detail=redact(detail),
                 )
             )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -11,11 +12,14 @@ from .._exceptions import SourceUnavailable
 from ..embed import BulkEmbedder
 from ..index import (
     Chunk,
+    DatabaseTimeouts,
+    SourcePolicy,
     TableDescription,
     VectorStore,
     content_hash,
     database_label,
-    describe_database,
+    describe_database_isolated,
+    resolve_source,
 )
 from ._indexing import PendingSource, embed_and_store
 from ._progress import IndexResult, JobReporter
@@ -23,6 +27,8 @@ from ._progress import IndexResult, JobReporter
 __all__ = ["refresh_database_schemas"]
 
 JOB_NAME = "refresh_database_schemas"
+
+logger = logging.getLogger("gpuguard.jobs")
 
 
 async def refresh_database_schemas(
@@ -33,19 +39,31 @@ async def refresh_database_schemas(
     events: EventBus | None = None,
     schemas: Sequence[str] | None = None,
     job_id: str | None = None,
+    policy: SourcePolicy | None = None,
+    timeouts: DatabaseTimeouts | None = None,
 ) -> IndexResult:
     """Introspect the database at ``url`` and bring its entries in ``store`` up to date.
 
-    Each table and view becomes one text for itself and one per column. Only tables whose
-    definition changed (or that are new) are re-embedded; tables that disappeared are
-    removed from the index. The schema is read before anything is written, so a bad URL or
-    an unreachable database raises :class:`~gpuguard.SourceUnavailable` and leaves the
-    previous index intact. Publishes :class:`~gpuguard.JobEvent` s counting tables.
+    Each table and view of ``schemas`` (default: every non-system schema) becomes one text
+    for itself and one per column. Only tables whose definition changed (or that are new)
+    are re-embedded; tables that disappeared are removed from the index. The schema is read
+    first, in a child process bounded by ``timeouts`` (killed when the job is cancelled), so
+    a bad, refused (by ``policy``; ``None`` trusts the URL) or unreachable database raises
+    :class:`~gpuguard.SourceUnavailable` and leaves the previous index intact. Publishes
+    :class:`~gpuguard.JobEvent` s counting tables; the result names every table.
     """
     started = time.perf_counter()
     reporter = JobReporter(events, JOB_NAME, job_id)
     with reporter.lifecycle(f"reading the schema of {_safe_label(url)}"):
-        description = await asyncio.to_thread(describe_database, url, schemas=schemas)
+        try:
+            source = await asyncio.to_thread(resolve_source, url, policy)
+            description = await describe_database_isolated(
+                source, schemas=schemas, timeouts=timeouts or DatabaseTimeouts()
+            )
+        except SourceUnavailable as exc:
+            if exc.detail:
+                logger.warning("schema refresh: %s (%s)", exc, exc.detail)
+            raise
         prefix = f"{description.label}#"
         stored = await asyncio.to_thread(store.source_hashes, "schema", prefix=prefix)
         tables = {f"{prefix}{table.qualified_name}": table for table in description.tables}
@@ -82,6 +100,10 @@ async def refresh_database_schemas(
             cpu_batches=stats.cpu_batches,
             fallback_batches=stats.fallback_batches,
             seconds=time.perf_counter() - started,
+            schemas=description.schemas,
+            embedded_sources=tuple(changed),
+            unchanged_sources=tuple(name for name in tables if name not in set(changed)),
+            removed_sources=tuple(dropped),
         )
         reporter.publish("completed", result.summary())
     return result
@@ -98,6 +120,8 @@ def _table_chunks(table: TableDescription) -> list[Chunk]:
 
 def _safe_label(url: str) -> str:
     """The database's label for the first event; the URL's own error comes right after."""
+    if "://" not in url:
+        return repr(url)  # the name of a configured source
     try:
         return database_label(url)
     except SourceUnavailable:
