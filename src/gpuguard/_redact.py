@@ -1,4 +1,4 @@
-"""Secrets out of everything shown, control characters out of every log line.
+r"""Secrets out of everything shown, control characters out of every log line.
 
 :func:`redact` is the one masking function: every URL, error message and detail that reaches
 a job, an event, a log line, the metrics or the page goes through it. It masks
@@ -11,7 +11,7 @@ a job, an event, a log line, the metrics or the page goes through it. It masks
 - ``Bearer <token>``.
 
 :func:`escape_control` makes a value safe for one log line: newlines and every other control
-character become visible escapes (``\\n``, ``\\x1b``), so that no caller-chosen value (a model
+character become visible escapes (``\n``, ``\x1b``), so that no caller-chosen value (a model
 name, a path) can start a forged line.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gpuguard._settings import LlmSettings, Settings
+from gpuguard._settings import LlmSettings, Settings, SourceSettings
 from gpuguard.cli._samples import write_sample_database, write_sample_documents
 from gpuguard.embed import BulkEmbedder
 from gpuguard.gateway import ModelGateway
@@ -74,6 +74,7 @@ async def page(tmp_path: Path) -> AsyncIterator[PageUnderTest]:
         bulk=BulkEmbedder(gateway.embedders, gateway.guard, batch_size=8),
         events=gateway.events,
         rewarm=gateway.rewarm,
+        sources=SourceSettings(document_roots=[tmp_path]),
     )
     app = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway, jobs=jobs)
     async with running_server(app) as url, async_playwright() as playwright:

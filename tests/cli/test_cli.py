@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gpuguard._settings import LlmSettings, Settings
+from gpuguard._settings import LlmSettings, Settings, SourceSettings
 from gpuguard.cli import app
 from gpuguard.cli._samples import write_sample_database, write_sample_documents
 from gpuguard.embed import BulkEmbedder
@@ -40,6 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             store=store,
             bulk=BulkEmbedder(gateway.embedders, gateway.guard, batch_size=8),
             events=gateway.events,
+            sources=SourceSettings(document_roots=[tmp_path_factory.getbasetemp()]),
         )
         app_ = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway, jobs=jobs)
         with ServerThread(app_) as url:

@@ -14,6 +14,7 @@ from gpuguard import GpuEvent, GpuStatus
 from gpuguard.cli._demo import judge
 from gpuguard.cli._samples import write_sample_database, write_sample_documents
 from gpuguard.embed import BulkEmbedder, EmbedderPair, Vectors
+from gpuguard._settings import SourceSettings
 from gpuguard.index import VectorStore
 from gpuguard.jobs import JobManager
 from gpuguard.server._jobs import IndexingJobs
@@ -67,7 +68,13 @@ async def indexing(tmp_path: Path, make_live: LiveFactory) -> AsyncIterator[Inde
         bulk = BulkEmbedder(EmbedderPair(gpu, gateway.cpu_embedder), gateway.guard, batch_size=8)
         with VectorStore(tmp_path / "index.db") as store:
             manager = JobManager(events=gateway.events)
-            jobs = IndexingJobs(manager, store=store, bulk=bulk, events=gateway.events)
+            jobs = IndexingJobs(
+                manager,
+                store=store,
+                bulk=bulk,
+                events=gateway.events,
+                sources=SourceSettings(document_roots=[tmp_path]),
+            )
             live.app_context().jobs = jobs
             yield Indexing(
                 live,
@@ -83,12 +90,13 @@ async def indexing(tmp_path: Path, make_live: LiveFactory) -> AsyncIterator[Inde
     [
         ("not a url", "not a valid database URL"),
         ("nosuchdb://host/db", "unsupported database URL scheme"),
-        ("sqlite:////no/such/file.db", "no SQLite database file"),
+        ("sqlite:///{root}/no/such/file.db", "no SQLite database file"),
     ],
 )
 async def test_bad_database_url_is_a_clear_400(indexing: Indexing, url: str, fragment: str) -> None:
+    root = indexing.documents.parent
     response = await indexing.live.http.post(
-        "/admin/jobs/schema-refresh", json={"database_url": url}
+        "/admin/jobs/schema-refresh", json={"database_url": url.format(root=root)}
     )
     assert response.status_code == 400
     error = response.json()["error"]

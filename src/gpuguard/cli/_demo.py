@@ -21,6 +21,7 @@ from .._settings import (
     LlmSettings,
     ServerSettings,
     Settings,
+    SourceSettings,
 )
 from ..embed._bulk import MODEL_LOADING_REASON
 from ..index import VectorStore
@@ -91,6 +92,7 @@ def demo_settings(data_dir: Path, port: int) -> Settings:
         llm=LlmSettings(backend="llama-cpp"),
         embeddings=EmbeddingSettings(batch_size=8),
         index=IndexSettings(store_path=data_dir / "index.db"),
+        sources=SourceSettings(document_roots=[data_dir]),
     )
 
 

@@ -6,11 +6,13 @@
 :class:`SourcePolicy` says which documents and databases callers may index.
 """
 
+from ._connect import DatabaseTimeouts, resolve_source
+from ._isolated import describe_database_isolated
 from .documents import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_CHARS,
-    DocumentSurvey,
     SUPPORTED_SUFFIXES,
+    DocumentSurvey,
     TextChunk,
     chunk_text,
     content_hash,
@@ -19,8 +21,6 @@ from .documents import (
     read_document,
     survey_documents,
 )
-from ._connect import DatabaseTimeouts, resolve_source
-from ._isolated import describe_database_isolated
 from .policy import LOOPBACK_HOSTS, SAFE_DRIVER_OPTIONS, SourcePolicy
 from .schema import (
     ColumnDescription,

@@ -74,6 +74,7 @@ def resolve_source(url_or_name: str, policy: SourcePolicy | None) -> str:
     backend = parsed.get_backend_name()
     database = parsed.database
     on_disk = backend == "sqlite" and database not in (None, "", ":memory:")
+    _check_driver(parsed)
     if policy is not None:
         policy.check_options(backend, dict(parsed.query))
         if backend == "sqlite":
@@ -81,7 +82,6 @@ def resolve_source(url_or_name: str, policy: SourcePolicy | None) -> str:
                 policy.check_sqlite_file(str(database))
         else:
             policy.check_host(parsed.host)
-    _check_driver(parsed)
     if on_disk and policy is None:
         from pathlib import Path
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from typing import IO
+from typing import IO, Any
 
 from .._exceptions import DocumentError
 
@@ -74,12 +74,12 @@ def docx_text(data: bytes, *, max_chars: int) -> str:
     return "\n".join(part for part in lines if part.strip())[:max_chars]
 
 
-def _drop(element: object) -> None:
+def _drop(element: Any) -> None:
     """Free a finished element and every sibling before it: memory stays per nesting level."""
-    element.clear(keep_tail=False)  # type: ignore[attr-defined]
-    parent = element.getparent()  # type: ignore[attr-defined]
+    element.clear(keep_tail=False)
+    parent = element.getparent()
     if parent is not None:
-        while element.getprevious() is not None:  # type: ignore[attr-defined]
+        while element.getprevious() is not None:
             del parent[0]
 
 

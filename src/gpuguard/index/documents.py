@@ -121,8 +121,10 @@ def _sort_file(path: Path, survey: DocumentSurvey, policy: SourcePolicy | None) 
 
 
 def read_document(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The file's bytes; :class:`DocumentError` if unreadable, not a regular file, too large
-    or empty. Never blocks on a FIFO: the file is opened non-blocking and checked first."""
+    """The file's bytes; :class:`DocumentError` if unreadable, irregular, too large or empty.
+
+    Never blocks on a FIFO: the file is opened non-blocking and checked before reading.
+    """
     try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:

@@ -1,20 +1,27 @@
-"""Running long jobs in the background: start, list with progress, get, wait, cancel."""
+"""Running long jobs in the background: start, list with progress, get, wait, cancel.
+
+At most ``max_running`` jobs of one kind run at once; later ones wait, ``queued``, in the
+order they were started. Progress events are read from the bus as they arrive (a follower
+task), so a job nobody polls never fills its subscription.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from .._events import EventBus, JobEvent, Subscription
+from .._events import Event, EventBus, JobEvent, Subscription
 from .._exceptions import JobError, JobNotFound
+from .._redact import redact
 from ._progress import new_job_id
 
 __all__ = ["JobInfo", "JobManager", "JobStatus"]
 
-JobStatus = Literal["running", "completed", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +67,33 @@ class JobManager:
 
     Jobs report progress by publishing :class:`~gpuguard.JobEvent` s with their id to
     ``events`` (the indexing jobs do when given ``events`` and ``job_id``); the manager
-    follows the bus and mirrors the latest progress into :class:`JobInfo`. Running jobs are
-    always kept; at most ``history`` finished ones are remembered, oldest forgotten first.
+    follows the bus and mirrors the latest progress into :class:`JobInfo`. At most
+    ``max_running`` jobs of each kind run at once (``None``: no limit), the others wait
+    ``queued``. Unfinished jobs are always kept; at most ``history`` finished ones are
+    remembered, oldest forgotten first. Errors are kept with their secrets masked.
     """
 
-    def __init__(self, *, events: EventBus | None = None, history: int = 50) -> None:
+    def __init__(
+        self,
+        *,
+        events: EventBus | None = None,
+        history: int = 50,
+        max_running: int | None = 1,
+    ) -> None:
         if history < 0:
             raise ValueError("history must be >= 0")
+        if max_running is not None and max_running < 1:
+            raise ValueError("max_running must be >= 1 or None")
         self.events = events
         self.history = history
+        self.max_running = max_running
         self._jobs: dict[str, JobInfo] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._progress: Subscription | None = (
             None if events is None else events.subscribe(kinds={"job"})
         )
+        self._follower: asyncio.Task[None] | None = None
 
     def start(self, kind: str, coro_factory: Callable[[str], Awaitable[Any]]) -> JobInfo:
         """Start ``coro_factory(job_id)`` as a background task; returns its first snapshot.
@@ -82,13 +102,48 @@ class JobManager:
         """
         job_id = new_job_id()
         try:
-            task = asyncio.ensure_future(coro_factory(job_id))
+            work = coro_factory(job_id)
         except Exception as exc:
             raise JobError(f"cannot start a {kind} job: {exc}") from exc
-        self._jobs[job_id] = JobInfo(id=job_id, kind=kind, status="running", started_at=time.time())
+        slot = self._slot(kind)
+        status: JobStatus = "queued" if slot is not None and slot.locked() else "running"
+        self._jobs[job_id] = JobInfo(id=job_id, kind=kind, status=status, started_at=time.time())
+        task = asyncio.ensure_future(self._run(job_id, slot, work))
         self._tasks[job_id] = task
         task.add_done_callback(lambda finished: self._finished(job_id, finished))
+        self._follow()
         return self._jobs[job_id]
+
+    def _slot(self, kind: str) -> asyncio.Semaphore | None:
+        if self.max_running is None:
+            return None
+        return self._slots.setdefault(kind, asyncio.Semaphore(self.max_running))
+
+    async def _run(self, job_id: str, slot: asyncio.Semaphore | None, work: Awaitable[Any]) -> Any:
+        if slot is None:
+            return await work
+        try:
+            async with slot:
+                info = self._jobs[job_id]
+                if info.status == "queued":
+                    self._jobs[job_id] = replace(info, status="running")
+                return await work
+        finally:
+            if inspect.iscoroutine(work) and inspect.getcoroutinestate(work) == "CORO_CREATED":
+                work.close()  # cancelled while queued: the job never started
+
+    def _follow(self) -> None:
+        """Start reading progress events as they come (once, from inside the event loop)."""
+        if self._progress is not None and self._follower is None:
+            self._follower = asyncio.create_task(self._read_progress(self._progress))
+
+    async def _read_progress(self, subscription: Subscription) -> None:
+        while True:
+            try:
+                event = await subscription.get()
+            except EOFError:
+                return
+            self._apply(event)
 
     def list(self) -> list[JobInfo]:
         """Every remembered job, oldest first."""
@@ -125,6 +180,8 @@ class JobManager:
             await self.cancel(job_id)
         if self._progress is not None:
             self._progress.close()
+        if self._follower is not None:
+            await asyncio.wait([self._follower])
 
     def _finished(self, job_id: str, task: asyncio.Task[Any]) -> None:
         self._follow_progress()
@@ -135,7 +192,10 @@ class JobManager:
             info = replace(info, status="cancelled", finished_at=now)
         elif (error := task.exception()) is not None:
             info = replace(
-                info, status="failed", finished_at=now, error=f"{type(error).__name__}: {error}"
+                info,
+                status="failed",
+                finished_at=now,
+                error=redact(f"{type(error).__name__}: {error}"),
             )
         else:
             info = replace(info, status="completed", finished_at=now, result=task.result())
@@ -143,7 +203,11 @@ class JobManager:
         self._forget_old()
 
     def _forget_old(self) -> None:
-        finished = [job_id for job_id, info in self._jobs.items() if info.status != "running"]
+        finished = [
+            job_id
+            for job_id, info in self._jobs.items()
+            if info.status not in ("queued", "running")
+        ]
         for job_id in finished[: max(0, len(finished) - self.history)]:
             del self._jobs[job_id]
 
@@ -151,13 +215,16 @@ class JobManager:
         if self._progress is None:
             return
         for event in self._progress.drain():
-            if not isinstance(event, JobEvent):
-                continue
-            info = self._jobs.get(event.job_id)
-            if info is not None:
-                self._jobs[info.id] = replace(
-                    info, done=event.done, total=event.total, detail=event.detail
-                )
+            self._apply(event)
+
+    def _apply(self, event: Event) -> None:
+        if not isinstance(event, JobEvent):
+            return
+        info = self._jobs.get(event.job_id)
+        if info is not None:
+            self._jobs[info.id] = replace(
+                info, done=event.done, total=event.total, detail=event.detail
+            )
 
     def __repr__(self) -> str:
-        return f"<JobManager running={len(self._tasks)} remembered={len(self._jobs)}>"
+        return f"<JobManager unfinished={len(self._tasks)} remembered={len(self._jobs)}>"

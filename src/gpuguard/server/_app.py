@@ -15,7 +15,7 @@ from .. import __version__
 from .._settings import Settings, load_settings
 from ..gateway import ModelGateway
 from . import _admin_routes, _events_route, _jobs_routes, _ollama_routes, _openai_routes
-from ._auth import BearerToken
+from ._auth import BearerToken, HostCheck, allowed_host_names
 from ._context import JobRunner, Retriever, ServerContext
 from ._errors import install_error_handlers
 from ._limits import BodySizeLimit
@@ -94,6 +94,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    _answer_own_names_only(app, settings)
     ollama = _ollama_port_app(settings, auth)
     app.state.ollama_app = ollama
     return app
@@ -122,4 +123,11 @@ def _ollama_port_app(settings: Settings, auth: list[Any]) -> FastAPI:
     app.include_router(_ollama_routes.root_router)
     app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    _answer_own_names_only(app, settings)
     return app
+
+
+def _answer_own_names_only(app: FastAPI, settings: Settings) -> None:
+    """Added last, so that it runs first: a request for another name is refused at once."""
+    names = allowed_host_names(settings.server.host, settings.server.allowed_hosts)
+    app.add_middleware(HostCheck, allowed=names)

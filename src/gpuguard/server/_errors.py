@@ -47,6 +47,7 @@ from .._exceptions import (
     WaitTimeout,
     WouldBlock,
 )
+from .._redact import redact
 
 __all__ = [
     "ErrorKind",
@@ -151,14 +152,14 @@ def is_ollama_path(path: str) -> bool:
 
 def ollama_error(exc: GpuGuardError) -> dict[str, str]:
     """Ollama's error shape, for a response body or a line inside an NDJSON stream."""
-    return {"error": str(exc)}
+    return {"error": redact(str(exc))}
 
 
 def _context(exc: GpuGuardError) -> dict[str, Any]:
     return {
-        name: getattr(exc, name)
+        name: redact(value) if isinstance(value, str) else value
         for name in _CONTEXT_ATTRIBUTES
-        if getattr(exc, name, None) is not None
+        if (value := getattr(exc, name, None)) is not None
     }
 
 
@@ -173,7 +174,7 @@ async def _gpuguard_error(request: Request, exc: Exception) -> JSONResponse:
     if is_ollama_path(request.url.path):
         return JSONResponse(ollama_error(exc), status_code=kind.status, headers=headers)
     param = "model" if isinstance(exc, ModelNotFound) else getattr(exc, "param", None)
-    body = error_body(kind, str(exc), param=param, context=context)
+    body = error_body(kind, redact(str(exc)), param=param, context=context)
     return JSONResponse(body, status_code=kind.status, headers=headers)
 
 

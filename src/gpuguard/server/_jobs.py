@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from .._events import EventBus
 from .._exceptions import SourceUnavailable
+from .._settings import SourceSettings
 from ..embed import BulkEmbedder
-from ..index import VectorStore, database_label
+from ..index import DatabaseTimeouts, SourcePolicy, VectorStore, resolve_source
 from ..jobs import JobInfo, JobManager, process_rag_documents, refresh_database_schemas
 
-__all__ = ["IndexingJobs", "check_database_url"]
+__all__ = ["IndexingJobs"]
 
 
 class IndexingJobs:
-    """Starts schema refreshes and RAG indexings on a :class:`JobManager`.
+    """Starts schema refreshes and RAG indexings on a :class:`JobManager`, within ``sources``.
 
-    A source that cannot work (a malformed URL, an unknown driver, a missing SQLite file or
-    document path) is refused with :class:`SourceUnavailable` before any job starts.
+    ``sources`` (default: the settings' defaults) decides which documents and databases a
+    caller may name (:class:`~gpuguard.index.SourcePolicy`) and bounds the work: database
+    timeouts, text extracted per file and per job. A source that is refused or cannot work
+    (a malformed URL, an unknown driver, a missing SQLite file or document path) raises
+    :class:`~gpuguard.SourceUnavailable` before any job starts.
     """
 
     def __init__(
@@ -30,27 +34,44 @@ class IndexingJobs:
         bulk: BulkEmbedder,
         events: EventBus,
         rewarm: Callable[[], Awaitable[None]] | None = None,
+        sources: SourceSettings | None = None,
     ) -> None:
         self.manager = manager
         self.store = store
         self.bulk = bulk
         self.events = events
         self.rewarm = rewarm
+        self.sources = sources if sources is not None else SourceSettings()
+        self.policy = SourcePolicy.from_settings(self.sources)
+        self.timeouts = DatabaseTimeouts(
+            connect_s=self.sources.connect_timeout_s,
+            statement_s=self.sources.statement_timeout_s,
+            total_s=self.sources.refresh_timeout_s,
+        )
 
-    async def start_schema_refresh(self, database_url: str) -> JobInfo:
-        """Start refreshing the schemas of the database at ``database_url``."""
-        await asyncio.to_thread(check_database_url, database_url)
+    async def start_schema_refresh(
+        self, database_url: str, *, schemas: Sequence[str] | None = None
+    ) -> JobInfo:
+        """Start refreshing ``schemas`` (default: every non-system one) of one database."""
+        await asyncio.to_thread(resolve_source, database_url, self.policy)
+        wanted = list(schemas) if schemas else None
         return self.manager.start(
             "schema-refresh",
             lambda job_id: refresh_database_schemas(
-                database_url, store=self.store, bulk=self.bulk, events=self.events, job_id=job_id
+                database_url,
+                store=self.store,
+                bulk=self.bulk,
+                events=self.events,
+                job_id=job_id,
+                schemas=wanted,
+                policy=self.policy,
+                timeouts=self.timeouts,
             ),
         )
 
     async def start_rag(self, path: Path) -> JobInfo:
         """Start indexing the documents under ``path`` (then re-warm the LLM)."""
-        if not await asyncio.to_thread(path.exists):
-            raise SourceUnavailable(f"no such file or folder: {str(path)!r}")
+        await asyncio.to_thread(_check_document_path, self.policy, path)
         return self.manager.start(
             "rag-indexing",
             lambda job_id: process_rag_documents(
@@ -60,6 +81,9 @@ class IndexingJobs:
                 events=self.events,
                 rewarm=self.rewarm,
                 job_id=job_id,
+                policy=self.policy,
+                max_chars_per_file=self.sources.max_chars_per_file,
+                max_chars_per_job=self.sources.max_chars_per_job,
             ),
         )
 
@@ -76,19 +100,7 @@ class IndexingJobs:
         return await self.manager.cancel(job_id)
 
 
-def check_database_url(url: str) -> None:
-    """Raise :class:`SourceUnavailable` for a URL that cannot name a reachable database."""
-    from sqlalchemy.engine import make_url
-
-    database_label(url)  # raises SourceUnavailable for a malformed URL
-    parsed = make_url(url)
-    try:
-        parsed.get_dialect()
-    except Exception as exc:
-        raise SourceUnavailable(
-            f"unsupported database URL scheme {parsed.drivername!r}: {exc}"
-        ) from exc
-    database = parsed.database
-    is_file = database not in (None, "", ":memory:")
-    if parsed.get_backend_name() == "sqlite" and is_file and not Path(str(database)).is_file():
-        raise SourceUnavailable(f"no SQLite database file at {database!r}")
+def _check_document_path(policy: SourcePolicy, path: Path) -> None:
+    resolved = policy.check_path(path)
+    if not resolved.exists():
+        raise SourceUnavailable(f"no such file or folder: {str(path)!r}")

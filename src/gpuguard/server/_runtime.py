@@ -62,10 +62,15 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
             batch_size=settings.embeddings.batch_size,
             hold_timeout=gateway.timeouts.embed_hold_s,
         )
-        manager = JobManager(events=gateway.events)
+        manager = JobManager(events=gateway.events, max_running=settings.sources.max_running_jobs)
         stack.push_async_callback(manager.aclose)
         jobs = IndexingJobs(
-            manager, store=store, bulk=bulk, events=gateway.events, rewarm=gateway.rewarm
+            manager,
+            store=store,
+            bulk=bulk,
+            events=gateway.events,
+            rewarm=gateway.rewarm,
+            sources=settings.sources,
         )
         if start:
             await gateway.start()
