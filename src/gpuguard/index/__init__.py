@@ -4,7 +4,15 @@
 :func:`describe_database` turns a database's schema into :class:`TableDescription` s;
 :func:`extract_text` and :func:`chunk_text` turn documents into overlapping chunks;
 :class:`SourcePolicy` says which documents and databases callers may index.
+
+The store's names load on first use: the store pulls in NumPy and the embedding layer, which
+the process that reads a database's schema (:func:`describe_database_isolated`) never needs.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._connect import DatabaseTimeouts, resolve_source
 from ._isolated import describe_database_isolated
@@ -30,7 +38,11 @@ from .schema import (
     database_label,
     describe_database,
 )
-from .store import Chunk, SearchHit, SourceKind, StoreStats, VectorStore
+
+if TYPE_CHECKING:
+    from .store import Chunk, SearchHit, SourceKind, StoreStats, VectorStore
+
+_STORE_NAMES = frozenset({"Chunk", "SearchHit", "SourceKind", "StoreStats", "VectorStore"})
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -62,3 +74,11 @@ __all__ = [
     "resolve_source",
     "survey_documents",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STORE_NAMES:
+        value = getattr(importlib.import_module(".store", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,10 +4,9 @@ A database across the network can stop answering anywhere: in the handshake, in 
 of a statement. Driver timeouts bound most of that, not all of it (libpq has no read
 timeout), and a thread stuck in a driver cannot be stopped. So the introspection runs in a
 child process: cancelling the job, or passing ``timeouts.total_s``, kills the child, and the
-work has really stopped when :func:`describe_database_isolated` returns. Children come from a
-fork server (a clean single-threaded process with SQLAlchemy and the drivers imported once),
-so each costs milliseconds, not the seconds of a fresh interpreter; where there is no fork
-server (Windows), a fresh interpreter is spawned.
+work has really stopped when :func:`describe_database_isolated` returns. Each child is a
+fresh interpreter ("spawn": safe beside the server's threads, with the parent's import path),
+which imports only SQLAlchemy, the driver and gpuguard's light modules: well under a second.
 A local SQLite file is read in a worker thread instead: it cannot stall on a network.
 """
 
@@ -42,7 +41,7 @@ async def describe_database_isolated(
             timeouts.total_s,
         )
     label = database_label(url)
-    context = _process_context()
+    context = multiprocessing.get_context("spawn")
     reader, writer = context.Pipe(duplex=False)
     child = context.Process(
         target=_child_main,
@@ -68,17 +67,6 @@ async def describe_database_isolated(
         assert isinstance(value, DatabaseDescription)
         return value
     raise SourceUnavailable(str(value), source=label, detail=detail)
-
-
-_PRELOAD = ["gpuguard.index.schema", "sqlalchemy.dialects.postgresql", "psycopg", "pymysql"]
-
-
-def _process_context() -> Any:
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(_PRELOAD)  # missing drivers are skipped, not errors
-    return context
 
 
 def _child_main(
