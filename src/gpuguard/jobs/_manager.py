@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -89,7 +90,9 @@ class JobManager:
         self.max_running = max_running
         self._jobs: dict[str, JobInfo] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._running: Counter[str] = Counter()
+        self._holding: dict[str, str] = {}  # job id -> kind, for jobs with a running place
+        self._queued: dict[str, deque[tuple[str, asyncio.Future[None]]]] = {}
         self._progress: Subscription | None = (
             None if events is None else events.subscribe(kinds={"job"})
         )
@@ -105,32 +108,44 @@ class JobManager:
             work = coro_factory(job_id)
         except Exception as exc:
             raise JobError(f"cannot start a {kind} job: {exc}") from exc
-        slot = self._slot(kind)
-        status: JobStatus = "queued" if slot is not None and slot.locked() else "running"
+        turn = self._claim(kind, job_id)
+        status: JobStatus = "running" if turn is None else "queued"
         self._jobs[job_id] = JobInfo(id=job_id, kind=kind, status=status, started_at=time.time())
-        task = asyncio.ensure_future(self._run(job_id, slot, work))
+        task = asyncio.ensure_future(self._run(job_id, turn, work))
         self._tasks[job_id] = task
-        task.add_done_callback(lambda finished: self._finished(job_id, finished))
+        task.add_done_callback(lambda finished: self._finished(job_id, finished, work))
         self._follow()
         return self._jobs[job_id]
 
-    def _slot(self, kind: str) -> asyncio.Semaphore | None:
-        if self.max_running is None:
+    def _claim(self, kind: str, job_id: str) -> asyncio.Future[None] | None:
+        """``None`` when the job may run now; else the future that says its turn came."""
+        if self.max_running is None or self._running[kind] < self.max_running:
+            self._running[kind] += 1
+            self._holding[job_id] = kind
             return None
-        return self._slots.setdefault(kind, asyncio.Semaphore(self.max_running))
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.setdefault(kind, deque()).append((job_id, turn))
+        return turn
 
-    async def _run(self, job_id: str, slot: asyncio.Semaphore | None, work: Awaitable[Any]) -> Any:
-        if slot is None:
-            return await work
-        try:
-            async with slot:
-                info = self._jobs[job_id]
-                if info.status == "queued":
-                    self._jobs[job_id] = replace(info, status="running")
-                return await work
-        finally:
-            if inspect.iscoroutine(work) and inspect.getcoroutinestate(work) == "CORO_CREATED":
-                work.close()  # cancelled while queued: the job never started
+    def _hand_on(self, job_id: str) -> None:
+        """A job that held a running place ended: the next queued one of its kind gets it."""
+        kind = self._holding.pop(job_id)
+        queue = self._queued.get(kind, deque())
+        while queue:
+            next_id, turn = queue.popleft()
+            if not turn.done():
+                self._holding[next_id] = kind
+                turn.set_result(None)
+                return
+        self._running[kind] -= 1
+
+    async def _run(
+        self, job_id: str, turn: asyncio.Future[None] | None, work: Awaitable[Any]
+    ) -> Any:
+        if turn is not None:
+            await turn
+            self._jobs[job_id] = replace(self._jobs[job_id], status="running")
+        return await work
 
     def _follow(self) -> None:
         """Start reading progress events as they come (once, from inside the event loop)."""
@@ -183,7 +198,15 @@ class JobManager:
         if self._follower is not None:
             await asyncio.wait([self._follower])
 
-    def _finished(self, job_id: str, task: asyncio.Task[Any]) -> None:
+    def _finished(self, job_id: str, task: asyncio.Task[Any], work: Awaitable[Any]) -> None:
+        if inspect.iscoroutine(work) and inspect.getcoroutinestate(work) == "CORO_CREATED":
+            work.close()  # cancelled while queued: the job never started
+        if job_id in self._holding:
+            self._hand_on(job_id)
+        else:
+            for queue in self._queued.values():
+                for entry in [entry for entry in queue if entry[0] == job_id]:
+                    queue.remove(entry)
         self._follow_progress()
         self._tasks.pop(job_id, None)
         info = self._jobs[job_id]
