@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpuguard import DocumentError
-from gpuguard.index import chunk_text, extract_text, find_documents, read_document
+from gpuguard.index import (
+    chunk_text,
+    extract_text,
+    find_documents,
+    read_document,
+    survey_documents,
+)
 
 
 def text_of(path: Path) -> str:
@@ -103,3 +110,35 @@ def test_chunks_cover_every_word(text: str, size: int, data: st.DataObject) -> N
 def test_impossible_chunk_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="overlap"):
         list(chunk_text("abc", size=10, overlap=10))
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(DocumentError, match="not a regular file"):
+        read_document(fifo)
+    survey = survey_documents(tmp_path)
+    assert survey.files == []
+    assert survey.skipped == [(fifo, "not a regular file")]
+
+
+def test_a_walk_names_what_it_leaves_out(corpus: Path, tmp_path: Path) -> None:
+    (corpus / ".git").mkdir()
+    (corpus / ".git" / "config.txt").write_text("hidden inside a hidden folder")
+    (corpus / "linked").symlink_to(tmp_path, target_is_directory=True)
+    skipped = {p.relative_to(corpus).as_posix(): why for p, why in survey_documents(corpus).skipped}
+    assert skipped == {
+        ".git": "hidden folder, not indexed",
+        ".hidden.txt": "hidden file, not indexed",
+        "image.png": "unsupported file type '.png'",
+        "linked": "symbolic link to a folder, not followed",
+    }
+
+
+def test_every_text_format_honours_the_bound(corpus: Path) -> None:
+    for name in ("notes.txt", "page.html", "sub/report.pdf", "sub/memo.docx"):
+        assert len(text_of_at_most(corpus / name, 5)) <= 5
+
+
+def text_of_at_most(path: Path, limit: int) -> str:
+    return extract_text(path, read_document(path), max_chars=limit)

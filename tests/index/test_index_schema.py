@@ -97,3 +97,33 @@ def test_labels_ignore_driver_and_password() -> None:
         == database_label("postgresql://other@db.local:5432/app")
         == "postgresql://db.local:5432/app"
     )
+
+
+def test_a_malformed_answer_is_a_source_error_naming_the_source(
+    shop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.engine.reflection import Inspector
+
+    monkeypatch.setattr(Inspector, "get_pk_constraint", lambda *args, **kwargs: None)
+    with pytest.raises(SourceUnavailable) as caught:
+        describe_database(f"sqlite:///{shop}")
+    assert str(caught.value).startswith(f"cannot read the schema of sqlite:///{shop.resolve()}")
+    assert caught.value.source == f"sqlite:///{shop.resolve()}"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw1@127.0.0.1:1/db?password=pw2", "postgresql://127.0.0.1:1/db"),
+        ("mysql://u@127.0.0.1:1/db?password=pw2", "mysql://127.0.0.1:1/db"),
+    ],
+)
+def test_connection_failures_say_one_thing_and_keep_details_for_the_operator(
+    url: str, shown: str
+) -> None:
+    with pytest.raises(SourceUnavailable) as caught:
+        describe_database(url)
+    assert str(caught.value) == f"could not connect to the database source {shown}"
+    assert caught.value.detail  # the driver's words, for the log
+    assert "pw1" not in caught.value.detail
+    assert "pw2" not in caught.value.detail
