@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from gpuguard import ConfigError
 from gpuguard._settings import LlmSettings, Settings, SourceSettings
 from gpuguard.cli import app
 from gpuguard.cli._samples import write_sample_database, write_sample_documents
@@ -99,6 +100,36 @@ def test_no_server_is_a_clear_error() -> None:
     code, out = invoke("models", "list", "--url", "http://127.0.0.1:9")
     assert code == 1
     assert "no gpuguard server answers" in out
+
+
+def test_serve_flags_set_what_callers_may_index_and_the_names_answered(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import gpuguard.server
+
+    built: list[Settings] = []
+
+    def capture(settings: Settings) -> None:
+        built.append(settings)
+        raise ConfigError("captured")
+
+    monkeypatch.setattr(gpuguard.server, "create_app", capture)
+    code, _ = invoke(
+        "serve",
+        "--document-root",
+        str(tmp_path),
+        "--database-host",
+        "db.lan",
+        "--database-host",
+        "10.0.0.0/8",
+        "--allowed-host",
+        "gpu.lan",
+    )
+    assert code == 2
+    settings = built[0]
+    assert settings.sources.document_roots == [tmp_path]
+    assert settings.sources.database_hosts == ["db.lan", "10.0.0.0/8"]
+    assert settings.server.allowed_hosts == ["gpu.lan"]
 
 
 def test_serve_refuses_a_public_host_without_token(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -104,6 +104,23 @@ async def test_bad_database_url_is_a_clear_400(indexing: Indexing, url: str, fra
     assert fragment in error["message"]
 
 
+async def test_schemas_narrow_a_refresh_and_the_job_names_them(indexing: Indexing) -> None:
+    http = indexing.live.http
+    indexing.live.gateway.gpu_embedder.gate.set()  # type: ignore[union-attr]
+    body = {"database_url": indexing.database_url, "schemas": ["main"]}
+    started = await http.post("/admin/jobs/schema-refresh", json=body)
+    assert started.status_code == 202
+    await indexing.jobs.manager.wait(started.json()["id"])
+    job = (await http.get(f"/admin/jobs/{started.json()['id']}")).json()
+    assert job["status"] == "completed"
+    assert job["result"]["schemas"] == ["main"]
+    assert len(job["result"]["embedded_sources"]) == job["result"]["embedded"]
+    empty = await http.post(
+        "/admin/jobs/schema-refresh", json={"database_url": "sqlite://", "schemas": [""]}
+    )
+    assert empty.status_code == 400
+
+
 async def test_missing_folder_and_unknown_job(indexing: Indexing) -> None:
     http = indexing.live.http
     missing = await http.post("/admin/jobs/rag", json={"path": "/no/such/folder"})

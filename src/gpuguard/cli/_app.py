@@ -88,25 +88,46 @@ def serve(
     ollama_port: Annotated[
         int | None, typer.Option(help="The Ollama API's own port (implies --ollama).")
     ] = None,
+    document_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="A folder callers may index (repeat; default: the current one)."),
+    ] = None,
+    database_host: Annotated[
+        list[str] | None,
+        typer.Option(help="A database host or network callers may name (repeat)."),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="A name the server answers to besides the loopback ones (repeat)."),
+    ] = None,
 ) -> None:
-    """Run the server: OpenAI and Ollama APIs, admin API, events, metrics, the web page."""
+    """Run the server: OpenAI and Ollama APIs, admin API, events, metrics, the web page.
+
+    What callers may index and which names the server answers to: docs/security.md.
+    """
     from ..server import create_app
     from ..server import serve as serve_app
 
     if ollama_port is not None and ollama is None:
         ollama = True
-    given = (
-        ("host", host),
-        ("port", port),
-        ("ollama_listen", ollama),
-        ("ollama_port", ollama_port),
-    )
-    overrides = {k: v for k, v in given if v is not None}
+    server_flags = {
+        "host": host,
+        "port": port,
+        "ollama_listen": ollama,
+        "ollama_port": ollama_port,
+        "allowed_hosts": allowed_host,
+    }
+    source_flags = {"document_roots": document_root, "database_hosts": database_host}
     try:
         settings = load_settings(config)
-        if overrides:
-            server = settings.server.model_dump() | overrides
-            settings = load_settings(config, server=server)
+        server = {k: v for k, v in server_flags.items() if v is not None}
+        sources = {k: v for k, v in source_flags.items() if v is not None}
+        if server or sources:
+            settings = load_settings(
+                config,
+                server=settings.server.model_dump() | server,
+                sources=settings.sources.model_dump() | sources,
+            )
         app_ = create_app(settings)
     except GpuGuardError as exc:
         raise _fail(str(exc), 2) from exc
@@ -211,12 +232,23 @@ def models_unload(model: str, url: UrlOption = DEFAULT_URL, token: TokenOption =
 
 @index_app.command("db")
 def index_db(
-    database_url: Annotated[str, typer.Argument(metavar="URL", help="SQLAlchemy URL.")],
+    database_url: Annotated[
+        str,
+        typer.Argument(
+            metavar="URL",
+            help="postgres://, mysql://, mariadb:// or sqlite:/// URL, or a configured name.",
+        ),
+    ],
+    schema: Annotated[
+        list[str] | None,
+        typer.Option("--schema", help="A schema to index (repeat; default: every one)."),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Index a database's schemas (tables, columns, keys) on the running server."""
-    job = _call(url, token, "POST", "/admin/jobs/schema-refresh", {"database_url": database_url})
+    body = {"database_url": database_url, "schemas": schema or None}
+    job = _call(url, token, "POST", "/admin/jobs/schema-refresh", body)
     _follow_job(url, token, job)
 
 

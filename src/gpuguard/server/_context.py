@@ -28,12 +28,14 @@ class JobRunner(Protocol):
     """What the job routes need from the job manager.
 
     The ``start_*`` methods validate their source first and raise
-    :class:`~gpuguard.SourceUnavailable` for a bad URL or a missing path; :meth:`get` and
+    :class:`~gpuguard.SourceUnavailable` for a bad, refused or missing source; :meth:`get` and
     :meth:`cancel` raise :class:`~gpuguard.JobNotFound` for an unknown id.
     """
 
-    async def start_schema_refresh(self, database_url: str) -> JobView:
-        """Start refreshing the schemas of one database."""
+    async def start_schema_refresh(
+        self, database_url: str, *, schemas: Sequence[str] | None = None
+    ) -> JobView:
+        """Start refreshing the schemas of one database (default: every non-system one)."""
 
     async def start_rag(self, path: Path) -> JobView:
         """Start indexing the documents under ``path``."""

@@ -17,9 +17,17 @@ router = APIRouter(prefix="/admin/jobs", tags=["jobs"])
 
 
 class SchemaRefreshRequest(BaseModel):
-    """Index the schemas (tables, columns, keys) of the database at ``database_url``."""
+    """Index the schemas (tables, columns, keys) of the database at ``database_url``.
+
+    ``database_url`` is a URL (``postgres://``, ``mysql://``, ``mariadb://``, ``sqlite:///``)
+    on a host the server allows, or the name of a database source the operator configured.
+    ``schemas`` narrows the refresh (default: every non-system schema).
+    """
 
     database_url: str = Field(min_length=1, max_length=2048)
+    schemas: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, max_length=256
+    )
 
 
 class RagRequest(BaseModel):
@@ -39,13 +47,14 @@ Jobs = Annotated[JobRunner, Depends(_jobs)]
 
 @router.post("/schema-refresh", status_code=202)
 async def start_schema_refresh(body: SchemaRefreshRequest, jobs: Jobs) -> dict[str, Any]:
-    """Start refreshing a database's schemas; a bad URL is a 400 before anything starts."""
-    return (await jobs.start_schema_refresh(body.database_url)).to_dict()
+    """Start refreshing a database's schemas; a bad or refused URL is a 400 before any job."""
+    job = await jobs.start_schema_refresh(body.database_url, schemas=body.schemas)
+    return job.to_dict()
 
 
 @router.post("/rag", status_code=202)
 async def start_rag(body: RagRequest, jobs: Jobs) -> dict[str, Any]:
-    """Start indexing documents; a missing path is a 400 before anything starts."""
+    """Start indexing documents; a missing or refused path is a 400 before any job."""
     return (await jobs.start_rag(Path(body.path))).to_dict()
 
 
