@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .._events import EventBus
 from .._exceptions import ConfigError, DocumentError
+from .._redact import redact
 from ..embed import BulkEmbedder
 from ..index import (
     DEFAULT_MAX_BYTES,
@@ -110,7 +111,7 @@ async def process_rag_documents(
             try:
                 await rewarm()
             except Exception as exc:
-                errors.append(JobIssue("rewarm", f"re-warming the LLM failed: {exc}"))
+                errors.append(JobIssue("rewarm", redact(f"re-warming the LLM failed: {exc}")))
         result = IndexResult(
             embedded=len(embedded),
             skipped=len(unchanged),
