@@ -12,7 +12,10 @@ import os
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
+
+from gpuguard.server import ollama_app, running_server
 
 from .conftest import SECRET, ServeFactory, write_docx_bomb
 
@@ -203,6 +206,17 @@ async def test_requests_for_another_host_name_are_refused(serve: ServeFactory, h
         response = await server.http.get("/v1/models", headers={"Host": host})
         assert response.status_code == 421
         assert response.json()["error"]["code"] == "unknown_host"
+
+
+async def test_the_ollama_port_answers_to_the_same_names_only(serve: ServeFactory) -> None:
+    async with (
+        serve() as server,
+        running_server(ollama_app(server.app)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as ollama,
+    ):
+        assert (await ollama.get("/")).status_code == 200
+        refused = await ollama.get("/api/tags", headers={"Host": "evil.example:11434"})
+        assert refused.status_code == 421
 
 
 async def test_the_server_answers_to_its_loopback_names(serve: ServeFactory) -> None:
