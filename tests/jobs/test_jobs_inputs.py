@@ -146,7 +146,7 @@ async def test_progress_is_followed_while_nobody_polls() -> None:
             await asyncio.sleep(0)
 
     info = manager.start("chatty", chatty)
-    await asyncio.wait([manager._tasks[info.id]])  # nobody calls get() or list() meanwhile
+    await manager.wait(info.id)  # nobody calls get() or list() while the job runs
     assert events.dropped == 0
     assert manager.get(info.id).done == 99
     await manager.aclose()
