@@ -29,6 +29,8 @@
     │   └── JobNotFound               no job with that id
     ├── ConfigError                   impossible or contradictory settings
     └── InvalidRequest                a request field this server cannot honour; names it
+        ├── UnsupportedParameter      a generation parameter this backend does not support
+        └── ContextLengthExceeded     the prompt (plus max_tokens) exceeds the model's context
 
 Every error carries its context as attributes (operation, model, holder, server) so that
 the HTTP layer can map the tree to status codes in one place.
@@ -43,6 +45,7 @@ __all__ = [
     "BackendTimeout",
     "BackendUnavailable",
     "ConfigError",
+    "ContextLengthExceeded",
     "DimensionMismatch",
     "DocumentError",
     "EmbedderUnavailable",
@@ -62,6 +65,7 @@ __all__ = [
     "QueueFull",
     "SourceUnavailable",
     "StoreError",
+    "UnsupportedParameter",
     "WaitTimeout",
     "WouldBlock",
 ]
@@ -305,6 +309,23 @@ class InvalidRequest(GpuGuardError):
     Refusing is the rule: a parameter is never silently dropped.
     """
 
-    def __init__(self, param: str, why: str = "is not supported by this server yet") -> None:
+    def __init__(
+        self,
+        param: str,
+        why: str = "is not supported by this server yet",
+        *,
+        backend: str | None = None,
+        model: str | None = None,
+    ) -> None:
         super().__init__(f"{param} {why}")
         self.param = param
+        self.backend = backend
+        self.model = model
+
+
+class UnsupportedParameter(InvalidRequest):
+    """A generation parameter the backend cannot forward (never dropped silently)."""
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt, plus the tokens asked for, does not fit the model's context."""

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     Field,
     SecretStr,
     ValidationError,
@@ -34,6 +33,7 @@ from pydantic_settings import (
 )
 
 from ._exceptions import ConfigError
+from ._settings_parts import ModelSettings, Section, describe_errors
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -41,6 +41,7 @@ __all__ = [
     "GuardSettings",
     "IndexSettings",
     "LlmSettings",
+    "ModelSettings",
     "ServerSettings",
     "Settings",
     "SourceSettings",
@@ -59,7 +60,7 @@ BackendKind = Literal[
 ]
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(Section):
     """Where the HTTP server listens and what it accepts."""
 
     host: str = "127.0.0.1"
@@ -89,7 +90,7 @@ class ServerSettings(BaseModel):
         return self
 
 
-class LlmSettings(BaseModel):
+class LlmSettings(Section):
     """The LLM backend: which server (or in-process runtime), where, and which model."""
 
     backend: BackendKind = "llama-cpp"
@@ -106,7 +107,7 @@ class LlmSettings(BaseModel):
     n_ctx: int | None = Field(
         default=None,
         ge=16,
-        description="llama-cpp context size; default 4096, or 512 for the generated tiny model.",
+        description="llama-cpp context size (default 4096).",
     )
 
     @model_validator(mode="after")
@@ -116,7 +117,7 @@ class LlmSettings(BaseModel):
         return self
 
 
-class EmbeddingSettings(BaseModel):
+class EmbeddingSettings(Section):
     """The GPU embedder (optional) and the CPU embedder that stands in for it when it is busy.
 
     Use the same model for both, so that their vectors are interchangeable. Engines:
@@ -137,7 +138,7 @@ class EmbeddingSettings(BaseModel):
         return None if value in ("", "none") else value
 
 
-class GuardSettings(BaseModel):
+class GuardSettings(Section):
     """The GPU lease's bounds (seconds; ``None`` means no limit)."""
 
     name: str = "gpu0"
@@ -150,14 +151,14 @@ class GuardSettings(BaseModel):
     aging_s: float | None = Field(default=30.0, gt=0)
 
 
-class IndexSettings(BaseModel):
+class IndexSettings(Section):
     """The on-disk vector store; ``store_path`` defaults to ``<data_dir>/index.db``."""
 
     store_path: Path | None = None
     search_k: int = Field(default=4, ge=1, le=100)
 
 
-class SourceSettings(BaseModel):
+class SourceSettings(Section):
     """Which documents and databases callers may index, and the bounds on reading them.
 
     See docs/security.md. ``document_roots`` empty means the directory the server started
@@ -195,6 +196,17 @@ class Settings(BaseSettings):
     guard: GuardSettings = Field(default_factory=GuardSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     sources: SourceSettings = Field(default_factory=SourceSettings)
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _model_names_are_unique(self) -> Settings:
+        seen: dict[str, str] = {}
+        for name, model in self.models.items():
+            for label in (name, *model.aliases):
+                if label in seen and seen[label] != name:
+                    raise ValueError(f"models: {label!r} names both {seen[label]!r} and {name!r}")
+                seen[label] = name
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -218,19 +230,38 @@ class Settings(BaseSettings):
         return self.index.store_path or self.data_dir / "index.db"
 
     @property
+    def embedded_model(self) -> tuple[str, ModelSettings] | None:
+        """The ``[models]`` entry llama-cpp runs: ``llm.model``'s, else the first with a path."""
+        if self.llm.model in self.models:
+            return self.llm.model, self.models[self.llm.model]
+        for name, model in self.models.items():
+            if model.path is not None:
+                return name, model
+        return None
+
+    @property
     def model_path(self) -> Path:
         """The GGUF file for the in-process llama.cpp backend."""
+        embedded = self.embedded_model
+        if embedded is not None and embedded[1].path is not None:
+            return embedded[1].path
         return self.llm.model_path or self.data_dir / "models" / "tiny-random.gguf"
 
     @property
     def model_name(self) -> str:
-        """The LLM model id the gateway prewarms and chats with by default.
+        """The backend's id of the model the gateway prewarms and chats with by default.
 
-        In-process llama.cpp names its model after the GGUF file; ``fake`` serves ``fake-llm``.
+        In-process llama.cpp names its model after the GGUF file (or its ``[models]`` entry);
+        ``fake`` serves ``fake-llm``; a ``[models]`` name is resolved to the entry's ``id``.
         """
         if self.llm.backend == "llama-cpp":
+            embedded = self.embedded_model
+            if embedded is not None:
+                return embedded[1].id or embedded[0]
             return self.model_path.stem
-        return self.llm.model or "fake-llm"
+        name = self.llm.model or "fake-llm"
+        entry = self.models.get(name)
+        return entry.id or name if entry is not None else name
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
@@ -246,7 +277,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
+        raise ConfigError(describe_errors(exc, Settings)) from exc
     except (ValueError, OSError) as exc:  # an unreadable or malformed settings file
         raise ConfigError(f"cannot read the settings file {str(given)!r}: {exc}") from exc
     finally:
@@ -269,14 +300,6 @@ def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSe
     return DotEnvSettingsSource(
         settings_cls, env_file=path, env_prefix="GPUGUARD_", env_nested_delimiter="__"
     )
-
-
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "settings"
-        problems.append(f"{where}: {error['msg']}")
-    return "invalid settings: " + "; ".join(problems)
 
 
 def _env_config_file() -> Path | None:

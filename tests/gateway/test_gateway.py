@@ -21,7 +21,7 @@ from gpuguard import (
     Priority,
 )
 from gpuguard.gateway import GatewayTimeouts, GpuWaiting, ModelGateway
-from gpuguard.llm import ChatChunk, ChatMessage
+from gpuguard.llm import ChatChunk, ChatMessage, ChatOptions
 from gpuguard.testing import FakeBackend, HashEmbedder, IntervalRecorder
 
 HELLO = [ChatMessage("user", "hello there")]
@@ -217,9 +217,7 @@ async def test_a_chat_that_hangs_is_cancelled_and_the_gpu_freed() -> None:
             self,
             model: str,
             messages: Sequence[ChatMessage],
-            *,
-            max_tokens: int | None = None,
-            temperature: float | None = None,
+            options: ChatOptions | None = None,
         ) -> AsyncGenerator[ChatChunk, None]:
             yield ChatChunk(content="first")
             await asyncio.Event().wait()  # never answers again

@@ -19,6 +19,7 @@ import pytest
 from gpuguard.gateway import ModelGateway
 from gpuguard.llm import (
     ChatMessage,
+    ChatOptions,
     FoundryLocalBackend,
     LlamaCppBackend,
     LlmBackend,
@@ -121,7 +122,9 @@ async def test_prewarm_and_immediate_gpu_embeddings_never_overlap(
         ]
         assert acquired == ["op=prewarm", "op=embed-load", "op=embed"]
 
-        answer = await gateway.complete([ChatMessage("user", "hello")], max_tokens=4)
+        answer = await gateway.complete(
+            [ChatMessage("user", "hello")], options=ChatOptions(max_tokens=4)
+        )
         assert isinstance(answer, str)
         assert gateway.guard.current is None
         await gateway.aclose()

@@ -31,6 +31,7 @@ def test_public_names_are_exactly_these() -> None:
         "BackendHealth",
         "ChatChunk",
         "ChatMessage",
+        "ChatOptions",
         "FoundryLocalBackend",
         "LlamaCppBackend",
         "LlamaServerBackend",
@@ -41,8 +42,10 @@ def test_public_names_are_exactly_these() -> None:
         "OpenAICompatBackend",
         "Timeouts",
         "VllmBackend",
+        "complete_usage",
         "create_backend",
         "discover_foundry_endpoint",
+        "reject_unsupported",
         "write_tiny_gguf",
     ]
 

@@ -15,7 +15,14 @@ from gpuguard import (
     ModelNotFound,
     ModelNotLoaded,
 )
-from gpuguard.llm import ChatMessage, FoundryLocalBackend, LlmBackend, LoadedModel, Timeouts
+from gpuguard.llm import (
+    ChatMessage,
+    ChatOptions,
+    FoundryLocalBackend,
+    LlmBackend,
+    LoadedModel,
+    Timeouts,
+)
 from gpuguard.testing import HashEmbedder, IntervalRecorder
 from gpuguard.testing.foundry_double import FoundryDouble
 
@@ -77,7 +84,9 @@ async def test_load_and_unload_are_idempotent(
 
 async def test_max_tokens_and_temperature_are_sent(foundry: FoundryLocalBackend) -> None:
     await foundry.load("phi-4-mini")
-    chunks = await collect(foundry.chat("phi-4-mini", HELLO, max_tokens=2, temperature=0.1))
+    chunks = await collect(
+        foundry.chat("phi-4-mini", HELLO, ChatOptions(max_tokens=2, temperature=0.1))
+    )
     assert text(chunks) == "echo: hello"
     assert chunks[-1].finish_reason == "length"
 

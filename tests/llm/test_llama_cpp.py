@@ -18,6 +18,7 @@ import pytest
 from gpuguard import BackendError, BackendUnavailable, ModelNotFound, ModelNotLoaded
 from gpuguard.llm import (
     ChatMessage,
+    ChatOptions,
     LlamaCppBackend,
     LlmBackend,
     LoadedModel,
@@ -50,7 +51,7 @@ async def test_embedded_load_chat_embed_unload(embedded: LlamaCppBackend) -> Non
     [loaded] = await embedded.loaded_models()
     assert loaded.id == "tiny"
 
-    chunks = await collect(embedded.chat("tiny", HELLO, max_tokens=6, temperature=0.0))
+    chunks = await collect(embedded.chat("tiny", HELLO, ChatOptions(max_tokens=6, temperature=0.0)))
     assert chunks, "the random model produced no chunk at all"
     assert chunks[-1].finish_reason in ("length", "stop")
 
@@ -75,7 +76,7 @@ async def test_embedded_chat_does_not_block_the_event_loop(embedded: LlamaCppBac
             await asyncio.sleep(0)
 
     ticker = asyncio.create_task(tick())
-    chunks = await collect(embedded.chat("tiny", HELLO, max_tokens=64))
+    chunks = await collect(embedded.chat("tiny", HELLO, ChatOptions(max_tokens=64)))
     generating = False
     await ticker
     assert chunks
@@ -84,12 +85,12 @@ async def test_embedded_chat_does_not_block_the_event_loop(embedded: LlamaCppBac
 
 async def test_embedded_closing_the_stream_stops_the_worker(embedded: LlamaCppBackend) -> None:
     await embedded.load("tiny")
-    stream = embedded.chat("tiny", [ChatMessage("user", "go on")], max_tokens=200)
+    stream = embedded.chat("tiny", [ChatMessage("user", "go on")], ChatOptions(max_tokens=200))
     await anext(stream)
     await stream.aclose()  # returns once the worker thread has stopped
     # The context is free again at once: another call does not wait for 200 tokens.
     started = time.monotonic()
-    await collect(embedded.chat("tiny", HELLO, max_tokens=1))
+    await collect(embedded.chat("tiny", HELLO, ChatOptions(max_tokens=1)))
     assert time.monotonic() - started < 5
 
 
@@ -191,7 +192,9 @@ async def test_server_health_models_and_load(server_backend: OpenAICompatBackend
 
 
 async def test_server_streams_chat(server_backend: OpenAICompatBackend) -> None:
-    chunks = await collect(server_backend.chat("tiny", HELLO, max_tokens=5, temperature=0.0))
+    chunks = await collect(
+        server_backend.chat("tiny", HELLO, ChatOptions(max_tokens=5, temperature=0.0))
+    )
     assert chunks
     assert chunks[-1].finish_reason in ("length", "stop")
 

@@ -15,7 +15,7 @@ from gpuguard import (
     ModelLoadFailed,
     ModelNotFound,
 )
-from gpuguard.llm import ChatMessage, LlmBackend, OllamaBackend, Timeouts
+from gpuguard.llm import ChatMessage, ChatOptions, LlmBackend, OllamaBackend, Timeouts
 from gpuguard.testing import IntervalRecorder
 from gpuguard.testing.ollama_double import OllamaDouble
 
@@ -75,10 +75,12 @@ async def test_chat_streams_ndjson_and_keeps_the_model_alive(
     ollama: OllamaBackend, ollama_double: OllamaDouble
 ) -> None:
     await ollama.load("llama3.2")
-    chunks = await collect(ollama.chat("llama3.2", HELLO, max_tokens=5, temperature=0.2))
+    chunks = await collect(
+        ollama.chat("llama3.2", HELLO, ChatOptions(max_tokens=5, temperature=0.2))
+    )
     assert text(chunks) == "echo: hello there"
     assert chunks[-1].finish_reason == "stop"
-    assert chunks[-1].usage == {"prompt_tokens": 1, "completion_tokens": 3}
+    assert chunks[-1].usage == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
     # Every request carries keep_alive, or Ollama would reset it to 5 minutes.
     assert ollama_double.keep_alives == [("/api/generate", -1), ("/api/chat", -1)]
 

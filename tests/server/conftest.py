@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import openai
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from gpuguard import GpuGuard
-from gpuguard._settings import LlmSettings, ServerSettings, Settings
+from gpuguard._settings import LlmSettings, ModelSettings, ServerSettings, Settings
 from gpuguard.gateway import ModelGateway
 from gpuguard.server import JobRunner, Retriever, ServerContext, create_app, running_server
 from gpuguard.testing import FakeBackend, HashEmbedder
@@ -57,6 +58,7 @@ async def live_server(
     retriever: Retriever | None = None,
     jobs: JobRunner | None = None,
     gpu_delay_s: float = 0.0,
+    models: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[Live]:
     backend = backend if backend is not None else FakeBackend([MODEL, "other-llm"])
     gateway = ModelGateway(
@@ -70,6 +72,7 @@ async def live_server(
     settings = Settings(
         server=ServerSettings(max_body_bytes=max_body_bytes, token=secret),
         llm=LlmSettings(backend="fake"),
+        models={name: ModelSettings(**spec) for name, spec in (models or {}).items()},
     )
     app = create_app(settings, gateway=gateway, retriever=retriever, jobs=jobs)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

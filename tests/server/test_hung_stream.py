@@ -18,7 +18,7 @@ import pytest
 from gpuguard import FakeClock, GpuGuard
 from gpuguard._settings import LlmSettings, Settings
 from gpuguard.gateway import GatewayTimeouts, ModelGateway
-from gpuguard.llm import ChatChunk, ChatMessage
+from gpuguard.llm import ChatChunk, ChatMessage, ChatOptions
 from gpuguard.server import create_app, running_server
 from gpuguard.testing import FakeBackend, HashEmbedder
 
@@ -39,9 +39,7 @@ class StallingBackend(FakeBackend):
         self,
         model: str,
         messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
         yield ChatChunk(content="first", model=model)
         self.first_token.set()

@@ -12,6 +12,7 @@ import ollama
 import pytest
 
 from gpuguard import GpuEvent, GpuGuard
+from gpuguard.llm import ChatOptions
 from gpuguard.server._ollama_schemas import chat_parameters, keep_alive_seconds
 
 from .conftest import EMBEDDER, MODEL, Live, LiveFactory, gpu_held
@@ -239,10 +240,8 @@ def test_keep_alive_durations(value: Any, seconds: float | None) -> None:
 
 
 def test_options_map_in_one_table() -> None:
-    assert chat_parameters({"num_predict": 7, "temperature": 0.5, "num_ctx": 4096}).as_kwargs() == {
-        "max_tokens": 7,
-        "temperature": 0.5,
-    }
+    parameters = chat_parameters({"num_predict": 7, "temperature": 0.5, "num_ctx": 4096})
+    assert parameters.options() == ChatOptions(max_tokens=7, temperature=0.5)
     assert chat_parameters({"num_ctx": 2048, "top_k": None}).ignored == ("num_ctx",)
 
 

@@ -13,7 +13,7 @@ import ollama
 import pytest
 
 from gpuguard import GpuEvent, GpuGuard, ModelNotFound, Priority
-from gpuguard.llm import ChatChunk, ChatMessage
+from gpuguard.llm import ChatChunk, ChatMessage, ChatOptions
 from gpuguard.testing import FakeBackend
 
 from .conftest import MODEL, Live, LiveFactory, gpu_held, until
@@ -64,9 +64,7 @@ class GatedBackend(FakeBackend):
         self,
         model: str,
         messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
         """The fake's answer, paused after its first chunk."""
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 
-from gpuguard.llm import ChatChunk, ChatMessage
+from gpuguard.llm import ChatChunk, ChatMessage, ChatOptions
 from gpuguard.testing import FakeBackend
 
 from .conftest import EMBEDDER, MODEL, Live, LiveFactory
@@ -65,12 +65,10 @@ class RecordingBackend(FakeBackend):
         self,
         model: str,
         messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
         self.seen.append(list(messages))
-        return super().chat(model, messages, max_tokens=max_tokens, temperature=temperature)
+        return super().chat(model, messages, options)
 
 
 async def test_retrieval_puts_passages_in_a_system_message(make_live: LiveFactory) -> None:

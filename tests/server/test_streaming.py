@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from gpuguard import GpuEvent, GpuStatus
-from gpuguard.llm import ChatChunk, ChatMessage
+from gpuguard.llm import ChatChunk, ChatMessage, ChatOptions
 from gpuguard.testing import FakeBackend
 
 from .conftest import MODEL, Live, LiveFactory, gpu_held
@@ -64,9 +64,7 @@ class EndlessBackend(FakeBackend):
         self,
         model: str,
         messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
         try:
             yield ChatChunk(content="tok ", model=model)

@@ -100,6 +100,12 @@ def serve(
         list[str] | None,
         typer.Option(help="A name the server answers to besides the loopback ones (repeat)."),
     ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="LLM backend: llama-cpp, ollama, llama-server, vllm, ...")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model to prewarm and chat with (a name or a .gguf path).")
+    ] = None,
 ) -> None:
     """Run the server: OpenAI and Ollama APIs, admin API, events, metrics, the web page.
 
@@ -122,11 +128,13 @@ def serve(
         settings = load_settings(config)
         server = {k: v for k, v in server_flags.items() if v is not None}
         sources = {k: v for k, v in source_flags.items() if v is not None}
-        if server or sources:
+        llm = _llm_overrides(backend, model)
+        if server or sources or llm:
             settings = load_settings(
                 config,
                 server=settings.server.model_dump() | server,
                 sources=settings.sources.model_dump() | sources,
+                llm=settings.llm.model_dump() | llm,
             )
         app_ = create_app(settings)
     except GpuGuardError as exc:
@@ -139,6 +147,17 @@ def serve(
     asyncio.run(
         serve_app(app_, host=server_settings.host, port=server_settings.port, ollama_port=ollama_at)
     )
+
+
+def _llm_overrides(backend: str | None, model: str | None) -> dict[str, object]:
+    """``--backend`` and ``--model``; a ``.gguf`` model is a llama-cpp ``model_path``."""
+    overrides: dict[str, object] = {}
+    if backend is not None:
+        overrides["backend"] = backend
+    if model is not None:
+        key = "model_path" if model.endswith(".gguf") else "model"
+        overrides[key] = Path(model) if key == "model_path" else model
+    return overrides
 
 
 @app.command()

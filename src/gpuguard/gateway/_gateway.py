@@ -34,7 +34,14 @@ from .._lease import Hold, Lease
 from .._snapshot import GuardSnapshot
 from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder, Vectors
-from ..llm._protocol import BackendHealth, ChatChunk, ChatMessage, LlmBackend, LoadedModel
+from ..llm._protocol import (
+    BackendHealth,
+    ChatChunk,
+    ChatMessage,
+    ChatOptions,
+    LlmBackend,
+    LoadedModel,
+)
 
 __all__ = ["GatewayStatus", "GatewayTimeouts", "GpuWaiting", "ModelGateway", "ModelInfo"]
 
@@ -232,14 +239,14 @@ class ModelGateway:
         messages: Sequence[ChatMessage],
         *,
         model: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk | GpuWaiting, None]:
         """Stream an answer, holding the lease (interactive) for the whole stream.
 
         Yields a :class:`GpuWaiting` first when the GPU is busy. The lease is released when
         the stream ends, fails, or the consumer closes the iterator (the client went away).
         The model is loaded first if it is not (Foundry Local 0.10+ does not auto-load).
+        ``options`` go to the backend as they are; one it cannot honour is refused there.
         """
         name = self._model_or_default(model)
         hold = self._hold(
@@ -257,9 +264,7 @@ class ModelGateway:
             for attempt in (1, 2):
                 started = False
                 try:
-                    stream = self.backend.chat(
-                        name, messages, max_tokens=max_tokens, temperature=temperature
-                    )
+                    stream = self.backend.chat(name, messages, options)
                     async with aclosing(lease.stream(stream)) as chunks:
                         async for chunk in chunks:
                             started = True
@@ -277,14 +282,11 @@ class ModelGateway:
         messages: Sequence[ChatMessage],
         *,
         model: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: ChatOptions | None = None,
     ) -> str:
         """The whole answer of :meth:`chat` as one string."""
         parts = []
-        async with aclosing(
-            self.chat(messages, model=model, max_tokens=max_tokens, temperature=temperature)
-        ) as stream:
+        async with aclosing(self.chat(messages, model=model, options=options)) as stream:
             async for item in stream:
                 if isinstance(item, ChatChunk):
                     parts.append(item.content)

@@ -15,7 +15,16 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ._factory import BACKEND_KINDS, create_backend
-from ._protocol import BackendHealth, ChatChunk, ChatMessage, LlmBackend, LoadedModel
+from ._protocol import (
+    BackendHealth,
+    ChatChunk,
+    ChatMessage,
+    ChatOptions,
+    LlmBackend,
+    LoadedModel,
+    complete_usage,
+    reject_unsupported,
+)
 from ._timeouts import Timeouts
 
 if TYPE_CHECKING:
@@ -35,6 +44,7 @@ __all__ = [
     "BackendHealth",
     "ChatChunk",
     "ChatMessage",
+    "ChatOptions",
     "FoundryLocalBackend",
     "LlamaCppBackend",
     "LlamaServerBackend",
@@ -45,8 +55,10 @@ __all__ = [
     "OpenAICompatBackend",
     "Timeouts",
     "VllmBackend",
+    "complete_usage",
     "create_backend",
     "discover_foundry_endpoint",
+    "reject_unsupported",
     "write_tiny_gguf",
 ]
 

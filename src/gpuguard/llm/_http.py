@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from .._exceptions import (
     BackendTimeout,
     BackendUnavailable,
     ConfigError,
+    ContextLengthExceeded,
     ModelLoadFailed,
     ModelNotFound,
 )
@@ -88,6 +90,21 @@ def _error_fields(body: Any) -> tuple[str, str | None]:
     return str(body), None
 
 
+# llama-server: "exceeds the available context size"; vLLM: "maximum context length is";
+# llama-cpp-python's server: "exceed context window"; OpenAI: code context_length_exceeded.
+_CONTEXT_OVERFLOW = re.compile(
+    r"context_length_exceeded|exceed_context_size|exceeds? (the available )?context"
+    r"|maximum context length",
+    re.IGNORECASE,
+)
+
+
+def _is_context_overflow(failure: Failure) -> bool:
+    if failure.status not in (None, 400, 413):
+        return False
+    return bool(_CONTEXT_OVERFLOW.search(f"{failure.code or ''} {failure.message}"))
+
+
 def _default_error(failure: Failure) -> type[BackendError]:
     if failure.code == "model_not_found" and failure.model is not None:
         return ModelNotFound
@@ -134,8 +151,19 @@ class HttpClient:
 
     # --- error mapping: the one boundary ---------------------------------------------
 
-    def error(self, failure: Failure, *, url: str) -> BackendError:
-        """The error for ``failure``: the backend's classifier first, then the defaults."""
+    def error(self, failure: Failure, *, url: str) -> BackendError | ContextLengthExceeded:
+        """The error for ``failure``: the backend's classifier first, then the defaults.
+
+        A server saying the prompt does not fit the model's context is the caller's
+        problem, not the server's: :class:`ContextLengthExceeded`.
+        """
+        if _is_context_overflow(failure):
+            return ContextLengthExceeded(
+                "messages",
+                f"do not fit the model's context ({self.backend}: {failure.message})",
+                backend=self.backend,
+                model=failure.model,
+            )
         kind = (self._classify(failure) if self._classify else None) or _default_error(failure)
         where = f"HTTP {failure.status} from" if failure.status is not None else "error from"
         return kind(
@@ -148,7 +176,7 @@ class HttpClient:
 
     def error_for_response(
         self, response: httpx.Response, *, operation: str, model: str | None
-    ) -> BackendError:
+    ) -> BackendError | ContextLengthExceeded:
         """The error for a non-success response (its body must have been read)."""
         try:
             body: Any = response.json()

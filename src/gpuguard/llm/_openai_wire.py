@@ -13,7 +13,13 @@ import httpx
 
 from .._exceptions import BackendError, BackendProtocolError, BackendUnavailable
 from ._http import Failure, HttpClient, iter_sse_data
-from ._protocol import ChatChunk, ChatMessage
+from ._protocol import (
+    OPENAI_CHAT_PARAMETERS,
+    ChatChunk,
+    ChatMessage,
+    ChatOptions,
+    reject_unsupported,
+)
 from ._timeouts import Timeouts
 
 __all__ = [
@@ -25,23 +31,24 @@ __all__ = [
 ]
 
 
-def chat_body(
-    model: str,
-    messages: Sequence[ChatMessage],
-    *,
-    max_tokens: int | None,
-    temperature: float | None,
-) -> dict[str, Any]:
-    """A streaming ``/v1/chat/completions`` request body."""
+def chat_body(model: str, messages: Sequence[ChatMessage], options: ChatOptions) -> dict[str, Any]:
+    """A streaming ``/v1/chat/completions`` request body carrying every asked-for option.
+
+    It asks for the usage chunk at the end (``stream_options.include_usage``).
+    """
     body: dict[str, Any] = {
         "model": model,
         "messages": [m.to_dict() for m in messages],
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
-    if max_tokens is not None:
-        body["max_tokens"] = max_tokens
-    if temperature is not None:
-        body["temperature"] = temperature
+    for name in options.given():
+        value = getattr(options, name)
+        if name in ("stop", "tools"):
+            value = [dict(v) if isinstance(v, Mapping) else v for v in value]
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        body[name] = value
     return body
 
 
@@ -60,14 +67,19 @@ def _chunk(http: HttpClient, event: Any, model: str) -> ChatChunk | None:
         # Some servers send a final usage-only chunk.
         return ChatChunk(content="", model=event.get("model"), usage=usage) if usage else None
     choice = choices[0]
-    content = (choice.get("delta") or {}).get("content") or ""
-    if not content and choice.get("finish_reason") is None and not usage:
+    delta = choice.get("delta") or {}
+    content = delta.get("content") or ""
+    tool_calls = tuple(delta.get("tool_calls") or ())
+    logprobs = choice.get("logprobs")
+    if not (content or tool_calls or logprobs or usage) and choice.get("finish_reason") is None:
         return None  # the opening role-only delta
     return ChatChunk(
         content=content,
         finish_reason=choice.get("finish_reason"),
         model=event.get("model"),
         usage=usage,
+        tool_calls=tool_calls,
+        logprobs=logprobs,
     )
 
 
@@ -75,15 +87,13 @@ async def stream_chat(
     http: HttpClient,
     model: str,
     messages: Sequence[ChatMessage],
-    *,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
+    options: ChatOptions,
 ) -> AsyncGenerator[ChatChunk, None]:
     """Stream ``POST /v1/chat/completions``; an error data frame raises mid-stream.
 
     Closing this iterator closes the HTTP connection, which stops generation.
     """
-    body = chat_body(model, messages, max_tokens=max_tokens, temperature=temperature)
+    body = chat_body(model, messages, options)
     lines = http.stream_lines("/v1/chat/completions", operation="chat", model=model, json_body=body)
     async with aclosing(lines), aclosing(iter_sse_data(lines)) as events:
         async for data in events:
@@ -134,6 +144,8 @@ class OpenAIServerBase:
     """
 
     kind = "openai"
+    chat_parameters: frozenset[str] = OPENAI_CHAT_PARAMETERS
+    """The options forwarded to the server (see :class:`~gpuguard.llm.ChatOptions`)."""
 
     def __init__(
         self,
@@ -183,16 +195,24 @@ class OpenAIServerBase:
         self,
         model: str,
         messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
         """Stream an answer from ``/v1/chat/completions``; closing stops generation."""
+        options = options if options is not None else ChatOptions()
+        reject_unsupported(options, self.chat_parameters, backend=self.kind, model=model)
         http = await self._client()
-        chunks = stream_chat(http, model, messages, max_tokens=max_tokens, temperature=temperature)
+        chunks = stream_chat(http, model, messages, options)
         async with aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage]) -> int | None:
+        """A remote server's tokenizer is not reachable through the OpenAI API."""
+        return None
+
+    def context_length(self, model: str) -> int | None:
+        """Unknown through the OpenAI API (set it per model in the settings)."""
+        return None
 
     async def embeddings(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         """Embed ``texts`` through ``/v1/embeddings``."""

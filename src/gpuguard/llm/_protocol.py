@@ -2,33 +2,138 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["BackendHealth", "ChatChunk", "ChatMessage", "LlmBackend", "LoadedModel"]
+from .._exceptions import UnsupportedParameter
+
+__all__ = [
+    "OPENAI_CHAT_PARAMETERS",
+    "BackendHealth",
+    "ChatChunk",
+    "ChatMessage",
+    "ChatOptions",
+    "LlmBackend",
+    "LoadedModel",
+    "complete_usage",
+    "reject_unsupported",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One chat turn: ``role`` is ``system``, ``user`` or ``assistant``."""
+    """One chat turn: ``role`` is ``system``, ``user``, ``assistant`` or ``tool``.
+
+    An assistant turn may carry ``tool_calls`` (OpenAI's shape, ``arguments`` a JSON
+    string); a tool turn answers the call named by ``tool_call_id``.
+    """
 
     role: str
     content: str
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    tool_call_id: str | None = None
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         """The OpenAI wire shape."""
-        return {"role": self.role, "content": self.content}
+        wire: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            wire["tool_calls"] = [dict(call) for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            wire["tool_call_id"] = self.tool_call_id
+        return wire
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatOptions:
+    """How to generate: every chat-completions parameter gpuguard forwards to a backend.
+
+    A field at its default means "not asked for". Each backend names the fields it can
+    honour (:attr:`LlmBackend.chat_parameters`) and rejects any other one that was asked
+    for with :class:`~gpuguard.UnsupportedParameter`, so nothing is dropped silently.
+    ``n`` above 1 is never supported (one answer per request).
+    """
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_format: Mapping[str, Any] | None = None
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: str | Mapping[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    n: int = 1
+
+    def given(self) -> list[str]:
+        """The names of the parameters asked for (not at their defaults), in field order."""
+        asked = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if value != spec.default:
+                asked.append(spec.name)
+        return asked
+
+
+#: What an OpenAI-compatible server takes: every option but ``n`` > 1.
+OPENAI_CHAT_PARAMETERS = frozenset(
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "logprobs",
+        "top_logprobs",
+    }
+)
+
+
+def reject_unsupported(
+    options: ChatOptions, supported: frozenset[str], *, backend: str, model: str
+) -> None:
+    """Raise :class:`UnsupportedParameter` for the first asked-for parameter not supported."""
+    for name in options.given():
+        if name not in supported:
+            raise UnsupportedParameter(
+                name, f"is not supported by the {backend} backend", backend=backend, model=model
+            )
 
 
 @dataclass(frozen=True, slots=True)
 class ChatChunk:
-    """A piece of a streamed answer; the last chunk carries ``finish_reason``."""
+    """A piece of a streamed answer; the last chunk carries ``finish_reason``.
+
+    ``tool_calls`` are OpenAI streaming deltas (each with ``index``; the first delta of a
+    call has ``id``, ``type`` and the function's ``name``). ``logprobs`` is the OpenAI
+    ``choices[].logprobs`` object of this piece, where the backend reports one.
+    ``usage`` (``prompt_tokens``, ``completion_tokens``, ``total_tokens``) rides on the
+    last chunk.
+    """
 
     content: str
     finish_reason: str | None = None
     model: str | None = None
     usage: dict[str, int] | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    logprobs: Mapping[str, Any] | None = None
+
+
+def complete_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """OpenAI's ``usage`` object, ``total_tokens`` included."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +172,10 @@ class LlmBackend(Protocol):
     def supports_embeddings(self) -> bool:
         """True where :meth:`embeddings` works."""
 
+    @property
+    def chat_parameters(self) -> frozenset[str]:
+        """The :class:`ChatOptions` fields :meth:`chat` honours; others are refused."""
+
     async def health(self) -> BackendHealth:
         """Ask the server whether it is up (short timeout; never raises for "down")."""
 
@@ -86,11 +195,20 @@ class LlmBackend(Protocol):
         self,
         model: str,
         messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
-        """Stream an answer. Closing the iterator early stops generation."""
+        """Stream an answer. Closing the iterator early stops generation.
+
+        An asked-for option outside :attr:`chat_parameters` raises
+        :class:`~gpuguard.UnsupportedParameter` before any generation; a prompt too long
+        for the model's context raises :class:`~gpuguard.ContextLengthExceeded`.
+        """
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage]) -> int | None:
+        """The prompt's length in the model's tokens, or ``None`` when it cannot tell."""
+
+    def context_length(self, model: str) -> int | None:
+        """The model's context size in tokens, where the backend knows it."""
 
     async def embeddings(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         """Embed ``texts`` with ``model`` (raises BackendError where unsupported)."""

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncGenerator, Sequence
 
-from .._exceptions import BackendError, ModelNotFound, ModelNotLoaded
+from .._exceptions import BackendError, ContextLengthExceeded, ModelNotFound, ModelNotLoaded
 from .._intervals import IntervalRecorder
-from ._protocol import BackendHealth, ChatChunk, ChatMessage, LoadedModel
+from ._protocol import (
+    BackendHealth,
+    ChatChunk,
+    ChatMessage,
+    ChatOptions,
+    LoadedModel,
+    complete_usage,
+    reject_unsupported,
+)
 
 __all__ = ["FakeBackend"]
 
@@ -19,9 +28,18 @@ class FakeBackend:
     Like Foundry Local 0.10+, chat on a model that is not loaded fails with
     :class:`ModelNotLoaded`. ``recorder`` logs load, unload and chat as GPU work.
     ``fail_next`` makes the next call raise the given error once.
+
+    One word is one token. It honours ``max_tokens`` (finish ``length``), ``stop`` (a
+    word that ends the answer) and ``tools``: with ``tool_choice`` ``required`` or a named
+    function it calls the first (or named) tool with ``{"text": <prompt>}``, streamed in two
+    argument pieces. Every other option in ``chat_parameters`` is accepted and recorded in
+    :attr:`options`. ``context_length`` (words) refuses longer prompts.
     """
 
     kind = "fake"
+    DEFAULT_PARAMETERS = frozenset(
+        {"max_tokens", "temperature", "top_p", "seed", "stop", "tools", "tool_choice"}
+    )
 
     def __init__(
         self,
@@ -30,8 +48,13 @@ class FakeBackend:
         load_delay_s: float = 0.0,
         token_delay_s: float = 0.0,
         recorder: IntervalRecorder | None = None,
+        chat_parameters: frozenset[str] = DEFAULT_PARAMETERS,
+        context_length: int | None = None,
     ) -> None:
         self.models = list(models)
+        self.chat_parameters = chat_parameters
+        self._context_length = context_length
+        self.options: list[ChatOptions] = []
         self.loaded: set[str] = set()
         self.load_delay_s = load_delay_s
         self.token_delay_s = token_delay_s
@@ -82,22 +105,68 @@ class FakeBackend:
         self,
         model: str,
         messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
-        """Echo the last user message, one word per chunk."""
+        """Echo the last user message, one word per chunk (or call a tool, see above)."""
+        options = options if options is not None else ChatOptions()
         self._check("chat", model)
+        reject_unsupported(options, self.chat_parameters, backend=self.kind, model=model)
+        self.options.append(options)
         if model not in self.loaded:
             raise ModelNotLoaded(f"model {model!r} is not loaded", backend=self.kind, model=model)
+        prompt_tokens = _words(messages)
+        if self._context_length is not None and prompt_tokens >= self._context_length:
+            raise ContextLengthExceeded(
+                "messages",
+                f"are {prompt_tokens} tokens, more than the context of {self._context_length}",
+                backend=self.kind,
+                model=model,
+            )
         prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        words = f"echo: {prompt}".split()[: max_tokens or None]
         with self.recorder.record(f"llm:{self.kind}", f"chat {model}"):
+            if _called_tool(options) is not None:
+                async for chunk in self._call_tool(options, prompt, prompt_tokens, model):
+                    yield chunk
+                return
+            words = f"echo: {prompt}".split()
+            if options.stop:
+                cut = next((i for i, w in enumerate(words) if w in options.stop), len(words))
+                words = words[:cut]
+            finish = "stop"
+            if options.max_tokens is not None and options.max_tokens < len(words):
+                words, finish = words[: options.max_tokens], "length"
             for i, word in enumerate(words):
                 if self.token_delay_s:
                     await asyncio.sleep(self.token_delay_s)
                 yield ChatChunk(content=word if i == 0 else f" {word}", model=model)
-        yield ChatChunk(content="", finish_reason="stop", model=model)
+        usage = complete_usage(prompt_tokens, len(words))
+        yield ChatChunk(content="", finish_reason=finish, model=model, usage=usage)
+
+    async def _call_tool(
+        self, options: ChatOptions, prompt: str, prompt_tokens: int, model: str
+    ) -> AsyncGenerator[ChatChunk, None]:
+        name = _called_tool(options)
+        arguments = json.dumps({"text": prompt})
+        half = len(arguments) // 2
+        first = {
+            "index": 0,
+            "id": "call_0",
+            "type": "function",
+            "function": {"name": name, "arguments": arguments[:half]},
+        }
+        rest = {"index": 0, "function": {"arguments": arguments[half:]}}
+        yield ChatChunk(content="", model=model, tool_calls=(first,))
+        yield ChatChunk(content="", model=model, tool_calls=(rest,))
+        usage = complete_usage(prompt_tokens, len(arguments.split()))
+        yield ChatChunk(content="", finish_reason="tool_calls", model=model, usage=usage)
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage]) -> int | None:
+        """Words, the fake's tokens."""
+        return _words(messages)
+
+    def context_length(self, model: str) -> int | None:
+        """The configured context length (words), if any."""
+        return self._context_length
 
     async def embeddings(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         """Unsupported."""
@@ -105,3 +174,19 @@ class FakeBackend:
 
     async def aclose(self) -> None:
         """Nothing to close."""
+
+
+def _words(messages: Sequence[ChatMessage]) -> int:
+    return sum(len(m.content.split()) for m in messages)
+
+
+def _called_tool(options: ChatOptions) -> str | None:
+    """The tool the fake calls: a named one, or the first when a call is required."""
+    if not options.tools:
+        return None
+    choice = options.tool_choice
+    if isinstance(choice, dict) or (choice is not None and not isinstance(choice, str)):
+        return str(choice["function"]["name"])
+    if choice == "required":
+        return str(options.tools[0]["function"]["name"])
+    return None

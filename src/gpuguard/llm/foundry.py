@@ -206,6 +206,21 @@ class FoundryLocalBackend(OpenAIServerBase):
     """
 
     kind = _KIND
+    chat_parameters = frozenset(
+        {
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+            "response_format",
+            "tools",
+            "tool_choice",
+        }
+    )
+    """What Foundry Local's chat route takes (it reports no logprobs)."""
 
     def __init__(
         self,

@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +30,25 @@ from .._exceptions import (
     BackendTimeout,
     BackendUnavailable,
     ConfigError,
+    ContextLengthExceeded,
+    GpuGuardError,
     ModelLoadFailed,
     ModelNotFound,
     ModelNotLoaded,
 )
 from .._work import in_thread
-from ._protocol import BackendHealth, ChatChunk, ChatMessage, LoadedModel
+from ._protocol import (
+    OPENAI_CHAT_PARAMETERS,
+    BackendHealth,
+    ChatChunk,
+    ChatMessage,
+    ChatOptions,
+    LoadedModel,
+    complete_usage,
+    reject_unsupported,
+)
 
-__all__ = ["LlamaCppBackend"]
+__all__ = ["LlamaCppBackend", "completion_arguments"]
 
 _KIND = "llama-cpp"
 _END = object()
@@ -64,6 +83,8 @@ class LlamaCppBackend:
     """
 
     kind = _KIND
+    chat_parameters: frozenset[str] = OPENAI_CHAT_PARAMETERS
+    """``create_chat_completion`` takes every OpenAI option but ``n`` > 1."""
 
     def __init__(
         self,
@@ -90,6 +111,7 @@ class LlamaCppBackend:
         self._token_timeout_s = token_timeout_s
         self._max_buffered = max_buffered_chunks
         self._llama: Any = None
+        self._tokenizer: Any = None  # a vocab-only model, for counting before the load
         # llama.cpp contexts are not thread-safe: one call at a time.
         self._lock = asyncio.Lock()
         # A generation worker that outlived its stream's token timeout.
@@ -159,15 +181,16 @@ class LlamaCppBackend:
             return []
         return [LoadedModel(id=self._name, details={"path": str(self._path)})]
 
-    def _build(self) -> Any:
+    def _build(self, *, vocab_only: bool = False) -> Any:
         llama_cpp = _import_llama_cpp()
         try:
             return llama_cpp.Llama(
                 model_path=str(self._path),
-                n_gpu_layers=self._n_gpu_layers,
+                n_gpu_layers=0 if vocab_only else self._n_gpu_layers,
                 n_ctx=self._n_ctx,
                 embedding=self._embedding,
                 verbose=False,
+                **({"vocab_only": True} if vocab_only else {}),
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadFailed(
@@ -208,28 +231,37 @@ class LlamaCppBackend:
         self,
         model: str,
         messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
-        """Stream from ``create_chat_completion(stream=True)`` run in a worker thread."""
+        """Stream from ``create_chat_completion(stream=True)`` run in a worker thread.
+
+        The prompt is measured with the model's own tokenizer first: one that does not
+        fit the context raises :class:`ContextLengthExceeded`. The last chunk carries
+        ``usage``.
+        """
         self._check(model)
-        options: dict[str, Any] = {"messages": [m.to_dict() for m in messages], "stream": True}
-        if max_tokens is not None:
-            options["max_tokens"] = max_tokens
-        if temperature is not None:
-            options["temperature"] = temperature
+        options = options if options is not None else ChatOptions()
+        reject_unsupported(options, self.chat_parameters, backend=self.kind, model=model)
+        arguments = completion_arguments(messages, options)
         async with self._exclusive():
             llama = self._loaded(model)
+            prompt_tokens = await in_thread(_prompt_tokens, llama, messages)
+            self._require_room(model, prompt_tokens, options.max_tokens)
             stream = _ChatStream(
-                lambda: llama.create_chat_completion(**options), self._max_buffered
+                lambda: llama.create_chat_completion(**arguments), self._max_buffered
             )
             timed_out = False
+            answer: list[str] = []
             try:
                 while (item := await self._next(stream, model)) is not _END:
                     chunk = _to_chunk(item)
-                    if chunk is not None:
-                        yield chunk
+                    if chunk is None:
+                        continue
+                    answer.append(chunk.content)
+                    if chunk.finish_reason is not None:
+                        completion = await in_thread(_text_tokens, llama, "".join(answer))
+                        chunk = replace(chunk, usage=complete_usage(prompt_tokens, completion))
+                    yield chunk
             except BackendTimeout:
                 timed_out = True
                 raise
@@ -239,6 +271,39 @@ class LlamaCppBackend:
                     self._straggler = worker  # hung in llama.cpp: the next call waits for it
                 else:
                     await worker  # stops at the next token
+
+    def _require_room(self, model: str, prompt_tokens: int, max_tokens: int | None) -> None:
+        """Refuse a prompt (plus the tokens asked for) that does not fit the context."""
+        wanted = prompt_tokens + (max_tokens or 1)
+        if wanted > self._n_ctx:
+            asked = f" + max_tokens {max_tokens}" if max_tokens else ""
+            raise ContextLengthExceeded(
+                "messages",
+                f"are {prompt_tokens} tokens{asked}, more than the model's context of "
+                f"{self._n_ctx} tokens (llama-cpp); shorten the conversation or raise the "
+                "model's context size",
+                backend=self.kind,
+                model=model,
+            )
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage]) -> int | None:
+        """The prompt's tokens as llama.cpp will see them.
+
+        Before the model is loaded, its tokenizer alone is read from the file (no weights,
+        no GPU memory), so counting never needs the GPU lease.
+        """
+        self._check(model)
+        llama = self._llama
+        if llama is None:
+            if self._tokenizer is None:
+                self._tokenizer = await in_thread(self._build, vocab_only=True)
+            llama = self._tokenizer
+        return await in_thread(_prompt_tokens, llama, messages)
+
+    def context_length(self, model: str) -> int | None:
+        """The context size the model was (or will be) loaded with."""
+        self._check(model)
+        return self._n_ctx
 
     async def _next(self, stream: _ChatStream, model: str) -> Any:
         """The worker's next chunk (or the end marker), within the token timeout."""
@@ -252,9 +317,19 @@ class LlamaCppBackend:
                 model=model,
             ) from exc
         if isinstance(item, _Failed):
-            raise BackendError(
-                f"llama-cpp: generation failed: {item.error}", backend=self.kind, model=model
-            ) from item.error
+            error: GpuGuardError
+            if "exceed context window" in str(item.error):
+                error = ContextLengthExceeded(
+                    "messages",
+                    f"do not fit the model's context (llama-cpp: {item.error})",
+                    backend=self.kind,
+                    model=model,
+                )
+            else:
+                error = BackendError(
+                    f"llama-cpp: generation failed: {item.error}", backend=self.kind, model=model
+                )
+            raise error from item.error
         return item
 
     async def embeddings(self, model: str, texts: Sequence[str]) -> list[list[float]]:
@@ -273,12 +348,61 @@ class LlamaCppBackend:
         return [[float(x) for x in row["embedding"]] for row in answer["data"]]
 
     async def aclose(self) -> None:
-        """Free the model if loaded."""
+        """Free the model if loaded, and the tokenizer."""
         await self.unload(self._name)
+        tokenizer, self._tokenizer = self._tokenizer, None
+        if tokenizer is not None:
+            await in_thread(tokenizer.close)
 
     def __repr__(self) -> str:
         state = "loaded" if self._llama is not None else "not loaded"
         return f"LlamaCppBackend(model_path={str(self._path)!r}, {state})"
+
+
+def completion_arguments(messages: Sequence[ChatMessage], options: ChatOptions) -> dict[str, Any]:
+    """``create_chat_completion`` keyword arguments for ``options`` (already checked)."""
+    arguments: dict[str, Any] = {"messages": [m.to_dict() for m in messages], "stream": True}
+    for name in options.given():
+        value = getattr(options, name)
+        if name == "stop":
+            value = list(value)
+        elif name == "tools":
+            value = [dict(tool) for tool in value]
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        arguments[name] = value
+    return arguments
+
+
+def _prompt_tokens(llama: Any, messages: Sequence[ChatMessage]) -> int:
+    """Tokens of the prompt llama-cpp-python builds: the GGUF's chat template, tokenized."""
+    template = (getattr(llama, "metadata", None) or {}).get("tokenizer.chat_template")
+    if not template:
+        text = "\n".join(m.content for m in messages)
+        return len(llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    def special(token: int) -> str:
+        return (
+            "" if token < 0 else llama.detokenize([token], special=True).decode("utf-8", "replace")
+        )
+
+    formatter = Jinja2ChatFormatter(
+        template=template,
+        eos_token=special(llama.token_eos()),
+        bos_token=special(llama.token_bos()),
+    )
+    wire: list[Any] = [m.to_dict() for m in messages]
+    prompt = formatter(messages=wire)
+    return len(
+        llama.tokenize(
+            prompt.prompt.encode("utf-8"), add_bos=not prompt.added_special, special=True
+        )
+    )
+
+
+def _text_tokens(llama: Any, text: str) -> int:
+    return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
 
 
 def _to_chunk(event: Any) -> ChatChunk | None:
@@ -286,11 +410,18 @@ def _to_chunk(event: Any) -> ChatChunk | None:
     if not choices:
         return None
     choice = choices[0]
-    content = (choice.get("delta") or {}).get("content") or ""
-    if not content and choice.get("finish_reason") is None:
+    delta = choice.get("delta") or {}
+    content = delta.get("content") or ""
+    tool_calls = tuple(delta.get("tool_calls") or ())
+    logprobs = choice.get("logprobs")
+    if not (content or tool_calls or logprobs) and choice.get("finish_reason") is None:
         return None  # the role-only opening delta, or an incomplete UTF-8 sequence
     return ChatChunk(
-        content=content, finish_reason=choice.get("finish_reason"), model=event.get("model")
+        content=content,
+        finish_reason=choice.get("finish_reason"),
+        model=event.get("model"),
+        tool_calls=tool_calls,
+        logprobs=logprobs,
     )
 
 

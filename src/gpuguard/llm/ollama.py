@@ -10,20 +10,112 @@ chat errors can arrive as an NDJSON line under status 200; 503 "server busy" is
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
-from .._exceptions import BackendProtocolError, ModelLoadFailed
+from .._exceptions import BackendProtocolError, ModelLoadFailed, UnsupportedParameter
 from ._http import HttpClient, iter_ndjson, poll_until
-from ._protocol import BackendHealth, ChatChunk, ChatMessage, LoadedModel
+from ._protocol import (
+    BackendHealth,
+    ChatChunk,
+    ChatMessage,
+    ChatOptions,
+    LoadedModel,
+    complete_usage,
+    reject_unsupported,
+)
 from ._timeouts import Timeouts
 
-__all__ = ["DEFAULT_OLLAMA_URL", "OllamaBackend"]
+__all__ = ["DEFAULT_OLLAMA_URL", "OllamaBackend", "chat_request"]
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
+
+
+#: ChatOptions fields that go into Ollama's ``options`` object, under Ollama's names.
+_OPTION_NAMES = {
+    "max_tokens": "num_predict",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+
+def _format(response_format: Mapping[str, Any]) -> str | dict[str, Any]:
+    """OpenAI's ``response_format`` as Ollama's ``format``: ``"json"`` or a JSON schema."""
+    if response_format.get("type") == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        return dict(spec.get("schema") or {})
+    return "json"
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """A turn in Ollama's shape: tool-call arguments are objects, not JSON strings."""
+    wire: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        wire["tool_calls"] = [
+            {
+                "function": {
+                    "name": call["function"]["name"],
+                    "arguments": json.loads(call["function"].get("arguments") or "{}"),
+                }
+            }
+            for call in message.tool_calls
+        ]
+    return wire
+
+
+def chat_request(
+    model: str, messages: Sequence[ChatMessage], options: ChatOptions, keep_alive: int | str
+) -> dict[str, Any]:
+    """The ``POST /api/chat`` body for ``options`` (already checked against what Ollama takes)."""
+    settings: dict[str, Any] = {
+        wire: getattr(options, name)
+        for name, wire in _OPTION_NAMES.items()
+        if getattr(options, name) is not None
+    }
+    if options.stop:
+        settings["stop"] = list(options.stop)
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [_message(m) for m in messages],
+        "stream": True,
+        "keep_alive": keep_alive,
+        "options": settings,
+    }
+    if options.response_format is not None and options.response_format.get("type") != "text":
+        body["format"] = _format(options.response_format)
+    if options.tools:
+        body["tools"] = [dict(tool) for tool in options.tools]
+    return body
+
+
+def _tool_deltas(calls: Any, first_index: int) -> tuple[dict[str, Any], ...]:
+    """Ollama's whole tool calls as OpenAI streaming deltas (one delta per call)."""
+    deltas = []
+    for offset, call in enumerate(calls if isinstance(calls, list) else []):
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        deltas.append(
+            {
+                "index": first_index + offset,
+                "id": f"call_{first_index + offset}",
+                "type": "function",
+                "function": {
+                    "name": str(function.get("name", "")),
+                    "arguments": arguments
+                    if isinstance(arguments, str)
+                    else json.dumps(arguments or {}),
+                },
+            }
+        )
+    return tuple(deltas)
 
 
 def _canonical(model: str) -> str:
@@ -39,6 +131,8 @@ class OllamaBackend:
     """
 
     kind = "ollama"
+    chat_parameters = frozenset({*_OPTION_NAMES, "stop", "response_format", "tools", "tool_choice"})
+    """Forwarded as ``options``, ``format`` and ``tools``; ``tool_choice`` only as ``auto``."""
 
     def __init__(
         self,
@@ -157,50 +251,63 @@ class OllamaBackend:
             ),
         )
 
-    def _chunk(self, event: Any, model: str) -> ChatChunk:
+    def _chunk(self, event: Any, model: str, tools_seen: int) -> ChatChunk:
         if not isinstance(event, Mapping):
             raise self._protocol_error(f"chat stream sent {event!r:.200}", model)
         message = event.get("message") or {}
         done = bool(event.get("done"))
+        tool_calls = _tool_deltas(message.get("tool_calls"), tools_seen)
         usage = None
-        if done and "eval_count" in event:
-            usage = {
-                "prompt_tokens": int(event.get("prompt_eval_count", 0)),
-                "completion_tokens": int(event["eval_count"]),
-            }
+        finish = None
+        if done:
+            if "eval_count" in event:
+                usage = complete_usage(
+                    int(event.get("prompt_eval_count", 0)), int(event["eval_count"])
+                )
+            finish = "tool_calls" if tools_seen else str(event.get("done_reason") or "stop")
         return ChatChunk(
             content=str(message.get("content") or ""),
-            finish_reason=str(event.get("done_reason") or "stop") if done else None,
+            finish_reason=finish,
             model=event.get("model"),
             usage=usage,
+            tool_calls=tool_calls,
         )
 
     async def chat(
         self,
         model: str,
         messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
         """Stream ``POST /api/chat`` (NDJSON); closing the iterator stops generation."""
-        options: dict[str, Any] = {}
-        if max_tokens is not None:
-            options["num_predict"] = max_tokens
-        if temperature is not None:
-            options["temperature"] = temperature
-        body = {
-            "model": model,
-            "messages": [m.to_dict() for m in messages],
-            "stream": True,
-            "keep_alive": self._keep_alive,
-            "options": options,
-        }
+        options = options if options is not None else ChatOptions()
+        reject_unsupported(options, self.chat_parameters, backend=self.kind, model=model)
+        if options.tool_choice not in (None, "auto"):
+            raise UnsupportedParameter(
+                "tool_choice",
+                "other than 'auto' is not supported by the ollama backend",
+                backend=self.kind,
+                model=model,
+            )
+        body = chat_request(model, messages, options, self._keep_alive)
         lines = self._http.stream_lines("/api/chat", operation="chat", model=model, json_body=body)
+        tools_seen = 0
         async with aclosing(lines), aclosing(iter_ndjson(lines)) as events:
             async for line in events:
                 event = self._http.decode_event(line, operation="chat", model=model)
-                yield self._chunk(event, model)
+                chunk = self._chunk(event, model, tools_seen)
+                tools_seen += len(chunk.tool_calls)
+                if chunk.tool_calls and chunk.finish_reason is not None:
+                    chunk = replace(chunk, finish_reason="tool_calls")
+                yield chunk
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage]) -> int | None:
+        """Ollama has no tokenize route."""
+        return None
+
+    def context_length(self, model: str) -> int | None:
+        """Set per model in the settings (Ollama's ``num_ctx``)."""
+        return None
 
     async def embeddings(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         """``POST /api/embed``."""

@@ -29,7 +29,7 @@ _MERGES = ("Ġ t", "Ġ a", "h e")
 _EMBEDDING = 32
 _HEADS = 2
 _FEED_FORWARD = 64
-TINY_CONTEXT = 512
+TINY_CONTEXT = 4096
 """The generated model's context length in tokens."""
 _TOKEN_NORMAL = 1
 _TOKEN_CONTROL = 3

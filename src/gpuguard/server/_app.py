@@ -14,14 +14,22 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from .._settings import Settings, load_settings
 from ..gateway import ModelGateway
-from . import _admin_routes, _events_route, _jobs_routes, _ollama_routes, _openai_routes
+from . import (
+    _admin_routes,
+    _events_route,
+    _health_routes,
+    _jobs_routes,
+    _ollama_routes,
+    _openai_routes,
+)
 from ._auth import BearerToken, HostCheck, allowed_host_names
 from ._context import JobRunner, Retriever, ServerContext
 from ._errors import install_error_handlers
 from ._limits import BodySizeLimit
 from ._metrics import GuardMetrics
 from ._ollama_wire import JsonBodies
-from ._runtime import open_runtime
+from ._openapi import describe_errors_truthfully
+from ._runtime import model_catalog, open_runtime
 
 __all__ = ["create_app", "ollama_app"]
 
@@ -46,7 +54,10 @@ def create_app(
     shutdown.
     """
     settings = settings if settings is not None else load_settings()
-    injected = None if gateway is None else ServerContext(gateway, retriever=retriever, jobs=jobs)
+    injected = None
+    if gateway is not None:
+        catalog = model_catalog(settings)
+        injected = ServerContext(gateway, retriever=retriever, jobs=jobs, models=catalog)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,6 +84,8 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    describe_errors_truthfully(app)
+    app.include_router(_health_routes.router)
     for router in (
         _openai_routes.router,
         _ollama_routes.router,

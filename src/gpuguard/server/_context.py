@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import Request
 
 from ..gateway import ModelGateway
+from ._catalog import ModelCatalog
 
 __all__ = ["JobRunner", "JobView", "Retriever", "ServerContext", "get_context"]
 
@@ -56,11 +57,13 @@ class ServerContext:
 
     ``retriever`` serves ``"retrieval": true`` chat requests; ``jobs`` serves the job routes.
     Either may be ``None``, and the routes that need it answer with a clear error.
+    ``models`` maps configured model names and aliases to the backend's ids.
     """
 
     gateway: ModelGateway
     retriever: Retriever | None = None
     jobs: JobRunner | None = None
+    models: ModelCatalog = field(default_factory=ModelCatalog)
 
 
 def get_context(request: Request) -> ServerContext:

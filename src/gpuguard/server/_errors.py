@@ -25,6 +25,7 @@ from .._exceptions import (
     BackendTimeout,
     BackendUnavailable,
     ConfigError,
+    ContextLengthExceeded,
     DimensionMismatch,
     DocumentError,
     EmbedderUnavailable,
@@ -95,6 +96,7 @@ _KINDS: dict[type[GpuGuardError], ErrorKind] = {
     JobNotFound: ErrorKind(404, "invalid_request_error", "job_not_found"),
     JobError: ErrorKind(409, "invalid_request_error", "job_error"),
     ConfigError: ErrorKind(400, "invalid_request_error", "config_error"),
+    ContextLengthExceeded: ErrorKind(400, "invalid_request_error", "context_length_exceeded"),
     InvalidRequest: ErrorKind(400, "invalid_request_error", "unsupported_parameter"),
     GpuGuardError: ErrorKind(500, "server_error", "internal_error"),
 }
@@ -183,8 +185,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     problems = []
     first_param: str | None = None
     for error in exc.errors():
-        location = [str(part) for part in error.get("loc", ()) if part != "body"]
-        where = ".".join(location) or "body"
+        if error.get("type") == "json_invalid":
+            problems.append(_json_problem(error, getattr(exc, "body", None)))
+            continue
+        where = _field_path(error.get("loc", ()))
         first_param = first_param or where
         problems.append(f"{where}: {error.get('msg', 'invalid')}")
     message = "invalid request: " + "; ".join(problems)
@@ -193,6 +197,40 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         error_body(_HTTP_KINDS[400], message, param=first_param, context=None), status_code=400
     )
+
+
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _field_path(location: Any) -> str:
+    """``messages[0].content`` from pydantic's ``("body", "messages", 0, "content")``.
+
+    Union members (``str``, ``list[str]``, ``function-after[...]``) are left out: they are
+    pydantic's words, not the caller's.
+    """
+    path = ""
+    for part in location:
+        if part == "body" and not path:
+            continue
+        if isinstance(part, str) and (part in _UNION_TAGS or "[" in part):
+            continue
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "body"
+
+
+def _json_problem(error: Any, body: Any) -> str:
+    """``body: invalid JSON at line 1 column 9 (Expecting value)``."""
+    location = error.get("loc", ())
+    position = location[1] if len(location) > 1 and isinstance(location[1], int) else None
+    reason = (error.get("ctx") or {}).get("error")
+    detail = f" ({reason})" if reason else ""
+    if position is None:
+        return f"body: invalid JSON{detail}"
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+    before = text[:position]
+    line = before.count("\n") + 1
+    column = position - (before.rfind("\n") + 1) + 1
+    return f"body: invalid JSON at line {line} column {column}{detail}"
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -95,7 +95,7 @@ async def _answer(
         reason = await _load_or_unload(gateway, model, unload=unload_after)
         return JSONResponse(shape.payload(body.model, "", done=True, done_reason=reason))
     timing = Timing()
-    stream = gateway.chat(messages, model=model, **parameters.as_kwargs())
+    stream = gateway.chat(messages, model=model, options=parameters.options())
     first = await _first_item(stream)
     headers = _ignored_header(parameters.ignored)
     if body.stream:

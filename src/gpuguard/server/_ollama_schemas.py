@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._exceptions import InvalidRequest
-from ..llm import ChatMessage
+from ..llm import ChatMessage, ChatOptions
 
 __all__ = [
     "ChatParameters",
@@ -59,9 +59,9 @@ class ChatParameters:
     temperature: float | None = None
     ignored: tuple[str, ...] = ()
 
-    def as_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :meth:`~gpuguard.gateway.ModelGateway.chat`."""
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature}
+    def options(self) -> ChatOptions:
+        """The options for :meth:`~gpuguard.gateway.ModelGateway.chat`."""
+        return ChatOptions(max_tokens=self.max_tokens, temperature=self.temperature)
 
 
 def chat_parameters(options: dict[str, Any] | None) -> ChatParameters:

@@ -1,10 +1,10 @@
-"""The OpenAI-compatible API: chat completions (streamed or not), embeddings, models."""
+"""The OpenAI-compatible API: chat and text completions (streamed or not), embeddings, models."""
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any
 
 import numpy as np
@@ -14,18 +14,14 @@ from numpy.typing import NDArray
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from .._exceptions import ConfigError, GpuGuardError, ModelNotFound
-from ..gateway import GpuWaiting, ModelGateway
-from ..llm import ChatChunk, ChatMessage
+from .._exceptions import GpuGuardError, InvalidRequest, ModelNotFound, UnsupportedParameter
+from ..gateway import GpuWaiting, ModelGateway, ModelInfo
+from ..llm import ChatChunk, ChatMessage, ChatOptions
 from ._context import ServerContext, get_context
 from ._errors import error_body, kind_of
-from ._openai_schemas import (
-    ChatCompletionRequest,
-    EmbeddingRequest,
-    chunk_payload,
-    completion_payload,
-    new_completion_id,
-)
+from ._openai_payloads import Answer, chunk_payload, new_id, text_chunk_payload
+from ._openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from ._retrieval import with_passages
 
 __all__ = ["router"]
 
@@ -33,51 +29,101 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 Context = Annotated[ServerContext, Depends(get_context)]
 ChatStream = AsyncGenerator[ChatChunk | GpuWaiting, None]
+Payload = Callable[[ChatChunk], dict[str, Any]]
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No model by that name or alias"}
+}
 
 
 @router.get("/models")
 async def list_models(context: Context) -> dict[str, Any]:
     """The backend's models, with gpuguard's loaded/current flags as an extra field."""
-    models = await context.gateway.models()
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": m.id,
-                "object": "model",
-                "created": 0,
-                "owned_by": context.gateway.backend.kind,
-                "gpuguard": {"loaded": m.loaded, "current": m.current},
-            }
-            for m in models
-        ],
-    }
+    return {"object": "list", "data": await _model_entries(context)}
 
 
-@router.post("/chat/completions", response_model=None)
+@router.get("/models/{model_id:path}", responses=_NOT_FOUND)
+async def get_model(model_id: str, context: Context) -> dict[str, Any]:
+    """One model, by its name or an alias."""
+    wanted = context.models.public_name(context.models.backend_id(model_id))
+    for entry in await _model_entries(context):
+        if entry["id"] == wanted:
+            return entry
+    raise ModelNotFound(f"no model named {model_id!r}", backend="gpuguard", model=model_id)
+
+
+@router.post("/chat/completions", response_model=None, responses=_NOT_FOUND)
 async def chat_completions(
     body: ChatCompletionRequest, context: Context
 ) -> JSONResponse | StreamingResponse:
     """Answer a chat, holding the GPU for the whole answer.
 
-    Errors found before the first token (unknown model, full queue) get their own status
-    code; once a stream has started, an error goes out as a final ``{"error": ...}`` frame.
+    Errors found before the first token (unknown model, unsupported parameter, a prompt
+    longer than the context, full queue) get their own status code; once a stream has
+    started, an error goes out as a final ``{"error": ...}`` frame.
     """
-    messages = await _with_retrieval(body, context)
-    stream = context.gateway.chat(
-        messages, model=body.model, max_tokens=body.token_limit, temperature=body.temperature
-    )
-    first = await _first_item(stream)
-    completion_id = new_completion_id()
+    body.refuse_unknown()
+    model = context.models.backend_id(body.model)
+    messages = body.chat_messages()
+    if body.retrieval:
+        messages = await with_passages(
+            messages,
+            body.last_user_text(),
+            retriever=context.retriever,
+            backend=context.gateway.backend,
+            model=model,
+            context_length=_context_length(context, body.model, model),
+            max_tokens=body.token_limit,
+        )
+    stream, first = await _start(context.gateway, messages, model, body.options())
+    completion_id = new_id()
     if body.stream:
-        frames = _sse_frames(completion_id, body, first, stream)
-        return _ClosingStreamingResponse(frames, media_type="text/event-stream")
-    return JSONResponse(await _collect(completion_id, body.model, first, stream))
+
+        def payload(chunk: ChatChunk) -> dict[str, Any]:
+            delta: dict[str, Any] = {"content": chunk.content} if chunk.content else {}
+            if chunk.tool_calls:
+                delta["tool_calls"] = [dict(call) for call in chunk.tool_calls]
+            return chunk_payload(
+                completion_id,
+                body.model,
+                delta=delta,
+                finish_reason=chunk.finish_reason,
+                logprobs=chunk.logprobs,
+            )
+
+        opening = chunk_payload(completion_id, body.model, delta={"role": "assistant"})
+        return _stream(completion_id, body, first, stream, payload, opening)
+    answer = await _collect(first, stream)
+    return JSONResponse(answer.chat_payload(completion_id, body.model, with_logprobs=body.logprobs))
 
 
-@router.post("/embeddings")
+@router.post("/completions", response_model=None, responses=_NOT_FOUND)
+async def completions(
+    body: CompletionRequest, context: Context
+) -> JSONResponse | StreamingResponse:
+    """The legacy text completion: the prompt is sent as one user turn of a chat."""
+    body.refuse_unknown()
+    model = context.models.backend_id(body.model)
+    messages = [ChatMessage("user", body.text)]
+    stream, first = await _start(context.gateway, messages, model, body.options())
+    completion_id = new_id("cmpl")
+    if body.stream:
+
+        def payload(chunk: ChatChunk) -> dict[str, Any]:
+            return text_chunk_payload(completion_id, body.model, chunk.content, chunk.finish_reason)
+
+        return _stream(completion_id, body, first, stream, payload, None)
+    answer = await _collect(first, stream)
+    return JSONResponse(answer.text_payload(completion_id, body.model))
+
+
+@router.post("/embeddings", responses=_NOT_FOUND)
 async def embeddings(body: EmbeddingRequest, context: Context) -> dict[str, Any]:
-    """Embed the inputs with the configured embedder (on the GPU under the lease if any)."""
+    """Embed the inputs with the configured embedder (on the GPU under the lease if any).
+
+    ``dimensions`` keeps the first N values of each vector and renormalises them (as
+    OpenAI's shortened embeddings do); more dimensions than the model has is a 400.
+    """
     gateway = context.gateway
     known = _embedder_names(gateway)
     if body.model not in known:
@@ -86,12 +132,15 @@ async def embeddings(body: EmbeddingRequest, context: Context) -> dict[str, Any]
             backend="gpuguard",
             model=body.model,
         )
-    vectors = await gateway.embed(body.texts)
+    texts = body.texts
+    vectors = await gateway.embed(texts)
+    if body.dimensions is not None:
+        vectors = _shorten(vectors, body.dimensions)
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(row, body.encoding_format)}
         for i, row in enumerate(vectors)
     ]
-    tokens = sum(len(text.split()) for text in body.texts)
+    tokens = sum(len(text.split()) for text in texts)
     return {
         "object": "list",
         "data": data,
@@ -115,20 +164,43 @@ class _ClosingStreamingResponse(StreamingResponse):
             await self._generator.aclose()
 
 
-async def _with_retrieval(body: ChatCompletionRequest, context: Context) -> list[ChatMessage]:
-    messages = [m.to_message() for m in body.messages]
-    if not body.retrieval:
-        return messages
-    if context.retriever is None:
-        raise ConfigError("retrieval was requested but this server has no index configured")
-    passages = await context.retriever(body.last_user_text())
-    if not passages:
-        return messages
-    context_text = "\n\n".join(f"[{i}] {p}" for i, p in enumerate(passages, start=1))
-    system = ChatMessage(
-        "system", f"Answer using this context where it is relevant:\n\n{context_text}"
-    )
-    return [system, *messages]
+async def _model_entries(context: ServerContext) -> list[dict[str, Any]]:
+    infos: dict[str, ModelInfo] = {}
+    for info in await context.gateway.models():
+        infos.setdefault(context.models.public_name(info.id), info)
+    owner = context.gateway.backend.kind
+    entries = []
+    for name in context.models.public_names(info.id for info in infos.values()):
+        found = infos.get(name)
+        configured = context.models.entry(name)
+        flags: dict[str, Any] = {
+            "loaded": bool(found and found.loaded),
+            "current": bool(found and found.current),
+        }
+        if configured is not None:
+            flags["aliases"] = list(configured.aliases)
+            flags["context_size"] = configured.context_size
+        entries.append(
+            {"id": name, "object": "model", "created": 0, "owned_by": owner, "gpuguard": flags}
+        )
+    return entries
+
+
+def _context_length(context: ServerContext, name: str, model: str) -> int | None:
+    entry = context.models.entry(name)
+    if entry is not None and entry.context_size is not None:
+        return entry.context_size
+    return context.gateway.backend.context_length(model)
+
+
+async def _start(
+    gateway: ModelGateway, messages: list[ChatMessage], model: str, options: ChatOptions
+) -> tuple[ChatStream, ChatChunk | GpuWaiting | None]:
+    """Start a chat and run it to its first item, so that early errors get a status code."""
+    if options.n > 1:
+        raise UnsupportedParameter("n", "> 1 is not supported: ask for one answer per request")
+    stream = gateway.chat(messages, model=model, options=options)
+    return stream, await _first_item(stream)
 
 
 async def _first_item(stream: ChatStream) -> ChatChunk | GpuWaiting | None:
@@ -150,38 +222,49 @@ async def _items(first: ChatChunk | GpuWaiting | None, stream: ChatStream) -> Ch
         yield item
 
 
-async def _sse_frames(
+def _stream(
     completion_id: str,
-    body: ChatCompletionRequest,
+    body: ChatCompletionRequest | CompletionRequest,
     first: ChatChunk | GpuWaiting | None,
     stream: ChatStream,
+    payload: Payload,
+    opening: dict[str, Any] | None,
+) -> StreamingResponse:
+    frames = _sse_frames(completion_id, body, first, stream, payload, opening)
+    return _ClosingStreamingResponse(frames, media_type="text/event-stream")
+
+
+async def _sse_frames(
+    completion_id: str,
+    body: ChatCompletionRequest | CompletionRequest,
+    first: ChatChunk | GpuWaiting | None,
+    stream: ChatStream,
+    payload: Payload,
+    opening: dict[str, Any] | None,
 ) -> AsyncGenerator[str, None]:
-    model = body.model
-    last: ChatChunk | None = None
+    answer = Answer()
     try:
-        yield _frame(chunk_payload(completion_id, model, delta={"role": "assistant"}))
+        if opening is not None:
+            yield _frame(opening)
         async for item in _items(first, stream):
             if isinstance(item, GpuWaiting):
-                notice = {
-                    "status": "waiting",
-                    "message": item.message,
-                    "holder": item.holder,
-                    "queue_length": item.queue_length,
-                }
-                payload = chunk_payload(
-                    completion_id, model, delta={"content": ""}, extra={"gpuguard": notice}
+                yield _frame(_waiting(completion_id, body.model, item))
+                continue
+            answer.add(item)
+            if item.finish_reason is not None:
+                item = ChatChunk(
+                    content=item.content,
+                    finish_reason=answer.finish,
+                    tool_calls=item.tool_calls,
+                    logprobs=item.logprobs,
                 )
-            else:
-                last = item
-                payload = chunk_payload(
-                    completion_id,
-                    model,
-                    delta={"content": item.content} if item.content else {},
-                    finish_reason=item.finish_reason,
-                )
-            yield _frame(payload)
+            if item.content or item.tool_calls or item.logprobs or item.finish_reason:
+                yield _frame(payload(item))
         if body.stream_options is not None and body.stream_options.include_usage:
-            yield _frame(_usage_payload(completion_id, model, last))
+            usage = payload(ChatChunk(content=""))
+            usage["choices"] = []
+            usage["usage"] = answer.usage()
+            yield _frame(usage)
     except GpuGuardError as exc:
         yield _frame(error_body(kind_of(exc), str(exc), context=None))
     finally:
@@ -189,29 +272,25 @@ async def _sse_frames(
     yield "data: [DONE]\n\n"
 
 
-async def _collect(
-    completion_id: str, model: str, first: ChatChunk | GpuWaiting | None, stream: ChatStream
-) -> dict[str, Any]:
-    parts: list[str] = []
-    last: ChatChunk | None = None
+def _waiting(completion_id: str, model: str, item: GpuWaiting) -> dict[str, Any]:
+    notice = {
+        "status": "waiting",
+        "message": item.message,
+        "holder": item.holder,
+        "queue_length": item.queue_length,
+    }
+    return chunk_payload(completion_id, model, delta={"content": ""}, extra={"gpuguard": notice})
+
+
+async def _collect(first: ChatChunk | GpuWaiting | None, stream: ChatStream) -> Answer:
+    answer = Answer()
     try:
         async for item in _items(first, stream):
             if isinstance(item, ChatChunk):
-                parts.append(item.content)
-                last = item
+                answer.add(item)
     finally:
         await stream.aclose()
-    return completion_payload(completion_id, model, "".join(parts), last)
-
-
-def _usage_payload(completion_id: str, model: str, last: ChatChunk | None) -> dict[str, Any]:
-    usage = (last.usage if last is not None else None) or {}
-    payload = chunk_payload(completion_id, model, delta={})
-    payload["choices"] = []
-    payload["usage"] = {
-        key: usage.get(key, 0) for key in ("prompt_tokens", "completion_tokens", "total_tokens")
-    }
-    return payload
+    return answer
 
 
 def _frame(payload: dict[str, Any]) -> str:
@@ -224,6 +303,17 @@ def _embedder_names(gateway: ModelGateway) -> set[str]:
         if embedder is not None:
             names.update({embedder.name, embedder.name.rsplit("/", 1)[-1]})
     return names
+
+
+def _shorten(vectors: NDArray[np.float32], dimensions: int) -> NDArray[np.float32]:
+    """The first ``dimensions`` values of each row, renormalised to unit length."""
+    have = vectors.shape[1]
+    if dimensions > have:
+        raise InvalidRequest("dimensions", f"= {dimensions} is more than this model's {have}")
+    short = vectors[:, :dimensions]
+    norms = np.linalg.norm(short, axis=1, keepdims=True)
+    result: NDArray[np.float32] = (short / np.where(norms == 0, 1, norms)).astype(np.float32)
+    return result
 
 
 def _encode(row: NDArray[np.float32], encoding_format: str) -> list[float] | str:

@@ -8,11 +8,13 @@ imported only when configured (sentence-transformers pulls in torch, which takes
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._exceptions import GpuGuardError
 from .._guard import GpuGuard
 from .._settings import Settings
 from ..embed import BulkEmbedder, create_embedder
@@ -20,10 +22,14 @@ from ..gateway import GatewayTimeouts, ModelGateway
 from ..index import VectorStore
 from ..jobs import JobManager
 from ..llm import LlmBackend
+from ._catalog import ModelCatalog, ModelEntry
 from ._context import Retriever, ServerContext
+from ._idle_unload import IdleUnloader
 from ._jobs import IndexingJobs
 
-__all__ = ["Runtime", "build_gateway", "open_runtime", "store_retriever"]
+__all__ = ["Runtime", "build_gateway", "model_catalog", "open_runtime", "store_retriever"]
+
+logger = logging.getLogger("gpuguard.server")
 
 
 @dataclass(slots=True)
@@ -39,7 +45,9 @@ class Runtime:
     def context(self) -> ServerContext:
         """What the server's routes need."""
         retriever = store_retriever(self.gateway, self.store, self.settings.index.search_k)
-        return ServerContext(self.gateway, retriever=retriever, jobs=self.jobs)
+        return ServerContext(
+            self.gateway, retriever=retriever, jobs=self.jobs, models=model_catalog(self.settings)
+        )
 
 
 @asynccontextmanager
@@ -74,12 +82,56 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
         )
         if start:
             await gateway.start()
+            prewarm = _prewarm_the_rest(gateway, model_catalog(settings))
+            stack.push_async_callback(_cancel, prewarm)
+            ttls = {
+                model.id or name: model.ttl_s
+                for name, model in settings.models.items()
+                if model.ttl_s is not None
+            }
+            if ttls:
+                stack.push_async_callback(IdleUnloader(gateway, ttls).aclose)
         yield Runtime(settings, gateway, store, bulk, jobs)
 
 
 def _open_store(path: Path) -> VectorStore:
     path.parent.mkdir(parents=True, exist_ok=True)
     return VectorStore(path)
+
+
+def model_catalog(settings: Settings) -> ModelCatalog:
+    """The ``[models]`` sections as the routes look names up."""
+    return ModelCatalog(
+        tuple(
+            ModelEntry(
+                name=name,
+                backend_id=model.id or name,
+                aliases=tuple(model.aliases),
+                context_size=model.context_size,
+                prewarm=model.prewarm,
+            )
+            for name, model in settings.models.items()
+        )
+    )
+
+
+def _prewarm_the_rest(gateway: ModelGateway, catalog: ModelCatalog) -> asyncio.Task[None]:
+    """Load every ``prewarm = true`` model besides the current one, one at a time."""
+
+    async def run() -> None:
+        for entry in catalog.entries:
+            if entry.prewarm and entry.backend_id != gateway.model:
+                try:
+                    await gateway.prewarm(entry.backend_id)
+                except GpuGuardError as exc:
+                    logger.error("prewarm of %r failed: %s", entry.name, exc)
+
+    return asyncio.create_task(run(), name="prewarm-models")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def store_retriever(gateway: ModelGateway, store: VectorStore, k: int) -> Retriever:
@@ -133,21 +185,26 @@ def _build_backend(settings: Settings) -> LlmBackend:
     if llm.backend == "fake":
         from ..llm.fake import FakeBackend
 
-        return FakeBackend([settings.model_name])
+        configured = [model.id or name for name, model in settings.models.items()]
+        return FakeBackend(list(dict.fromkeys([settings.model_name, *configured])))
     from ..llm._factory import create_backend
 
     model_path = None
     n_ctx = llm.n_ctx or 4096
+    n_gpu_layers = llm.n_gpu_layers
     if llm.backend == "llama-cpp":
+        embedded = settings.embedded_model
+        if embedded is not None:
+            n_ctx = embedded[1].context_size or n_ctx
+            if embedded[1].gpu_layers is not None:
+                n_gpu_layers = embedded[1].gpu_layers
         path = settings.model_path
-        if llm.model_path is None:
-            # The generated tiny model: its context is 512 tokens (and its output meaningless).
-            from ..llm.tiny_model import TINY_CONTEXT, write_tiny_gguf
+        if path == settings.data_dir / "models" / "tiny-random.gguf" and not path.is_file():
+            # The generated tiny model (meaningless output, 4096 tokens of context).
+            from ..llm.tiny_model import write_tiny_gguf
 
-            n_ctx = llm.n_ctx or TINY_CONTEXT
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_tiny_gguf(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_tiny_gguf(path)
         model_path = str(path)
     return create_backend(
         llm.backend,
@@ -155,7 +212,7 @@ def _build_backend(settings: Settings) -> LlmBackend:
         model_path=model_path,
         model_name=settings.model_name,
         api_key=llm.api_key.get_secret_value() if llm.api_key else None,
-        n_gpu_layers=llm.n_gpu_layers,
+        n_gpu_layers=n_gpu_layers,
         n_ctx=n_ctx,
     )
 
