@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,7 +28,9 @@ class ModelSettings(Section):
     context in tokens (llama-cpp loads with it; for a remote server it tells retrieval how
     much room there is). ``gpu_layers`` is llama-cpp's layer offload. ``prewarm`` loads the
     model (under the GPU lease) when the server starts. ``ttl_s`` unloads it (under the
-    lease) once unused that long; ``None`` keeps it loaded.
+    lease) once unused that long; ``None`` keeps it loaded. ``priority`` is the GPU lease
+    priority of its chats (``interactive`` by default; ``background`` for a batch model that
+    should yield to people).
     """
 
     id: str | None = Field(default=None, min_length=1)
@@ -38,6 +40,7 @@ class ModelSettings(Section):
     gpu_layers: int | None = Field(default=None, ge=-1)
     prewarm: bool = False
     ttl_s: float | None = Field(default=None, gt=0)
+    priority: Literal["interactive", "normal", "background"] = "interactive"
 
 
 def describe_errors(exc: ValidationError, root: type[BaseModel]) -> str:

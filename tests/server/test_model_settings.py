@@ -10,6 +10,7 @@ import pytest
 from gpuguard import ConfigError
 from gpuguard._settings import load_settings
 from gpuguard.cli._app import _llm_overrides
+from gpuguard.llm import ChatMessage
 from gpuguard.server import open_runtime
 from gpuguard.testing import FakeBackend
 
@@ -126,3 +127,22 @@ def test_serve_flags_choose_the_backend_and_model() -> None:
     assert _llm_overrides(None, "models/x.gguf") == {"model_path": Path("models/x.gguf")}
     settings = load_settings(llm=_llm_overrides("ollama", "llama3.2"))
     assert (settings.llm.backend, settings.model_name) == ("ollama", "llama3.2")
+
+
+async def test_a_models_priority_is_the_lease_priority_of_its_chats(tmp_path: Path) -> None:
+    settings = load_settings(
+        data_dir=tmp_path,
+        llm={"backend": "fake"},
+        embeddings={"gpu_engine": "none", "cpu_engine": "hash"},
+        models={"batch": {"id": "batch-7b", "priority": "background"}, "chat": {}},
+    )
+    async with open_runtime(settings, start=False) as runtime:
+        gateway = runtime.gateway
+        for model in ("batch-7b", "chat"):
+            await gateway.complete([ChatMessage("user", "hi")], model=model)
+        started = {
+            e.to_dict()["model"]: e.to_dict()["priority"]
+            for e in gateway.guard.events.history(kinds={"gpu"})
+            if e.to_dict()["operation"] == "chat" and e.to_dict()["status"] == "started"
+        }
+    assert started == {"batch-7b": "background", "chat": "interactive"}

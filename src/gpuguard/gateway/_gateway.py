@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -113,6 +113,7 @@ class ModelGateway:
         gpu_embedder / cpu_embedder: embedding engines of the same dimension; a GPU
             embedder needs a CPU one to fall back to (a mismatch raises DimensionMismatch).
         timeouts: per-operation wait and hold limits.
+        chat_priorities: the lease priority of chats per model (interactive if not listed).
     """
 
     def __init__(
@@ -124,6 +125,7 @@ class ModelGateway:
         gpu_embedder: Embedder | None = None,
         cpu_embedder: Embedder | None = None,
         timeouts: GatewayTimeouts | None = None,
+        chat_priorities: Mapping[str, Priority] | None = None,
     ) -> None:
         self.backend = backend
         self.model = model
@@ -135,6 +137,7 @@ class ModelGateway:
         self.gpu_embedder = gpu_embedder
         self.cpu_embedder = cpu_embedder
         self.timeouts = timeouts if timeouts is not None else GatewayTimeouts()
+        self.chat_priorities = dict(chat_priorities or {})
         self._loaded: set[str] = set()
         self._prewarm_task: asyncio.Task[None] | None = None
         self._errors: list[str] = []
@@ -249,8 +252,9 @@ class ModelGateway:
         ``options`` go to the backend as they are; one it cannot honour is refused there.
         """
         name = self._model_or_default(model)
+        priority = self.chat_priorities.get(name, Priority.INTERACTIVE)
         hold = self._hold(
-            "chat", name, Priority.INTERACTIVE, self.timeouts.chat_hold_s, self.timeouts.chat_wait_s
+            "chat", name, priority, self.timeouts.chat_hold_s, self.timeouts.chat_wait_s
         )
         # Take the GPU or a place in its queue before yielding anything: a full queue raises
         # QueueFull here, before a server has sent its first byte.

@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._events import Priority
 from .._exceptions import GpuGuardError
 from .._guard import GpuGuard
 from .._settings import Settings
@@ -177,6 +178,10 @@ def build_gateway(settings: Settings) -> ModelGateway:
         gpu_embedder=gpu,
         cpu_embedder=cpu,
         timeouts=timeouts,
+        chat_priorities={
+            model.id or name: Priority[model.priority.upper()]
+            for name, model in settings.models.items()
+        },
     )
 
 
