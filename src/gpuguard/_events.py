@@ -125,8 +125,12 @@ class GpuEvent:
 class JobEvent:
     """Progress of a long job (schema refresh, RAG indexing).
 
-    ``status`` is one of ``started``, ``progress``, ``completed``, ``failed``, ``cancelled``;
-    ``done``/``total`` count the job's units (tables, files, batches; ``total`` may be unknown).
+    ``job`` names what the job does (``schema-refresh``, ``rag-indexing``); the dict's
+    ``kind`` is always the event kind ``job``. ``status`` is one of ``started``,
+    ``progress``, ``completed``, ``failed``, ``cancelled``; ``done``/``total`` count the
+    job's units (tables, files, batches; ``total`` may be unknown). ``issue`` is set on the
+    event that skipped a source (``"broken.pdf: not a PDF"``), so that viewers can keep the
+    list of problems after the job ends.
     """
 
     job_id: str
@@ -136,6 +140,7 @@ class JobEvent:
     done: int = 0
     total: int | None = None
     detail: str = ""
+    issue: str = ""
 
     @property
     def kind(self) -> str:

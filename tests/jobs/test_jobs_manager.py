@@ -41,7 +41,7 @@ async def test_a_job_runs_in_the_background_with_progress_then_completes(
         return "done"
 
     info = manager.start("demo", job)
-    assert (info.kind, info.status) == ("demo", "running")
+    assert (info.job, info.status) == ("demo", "running")
     await halfway.wait()
     running = manager.get(info.id)
     assert (running.status, running.done, running.total, running.detail) == (

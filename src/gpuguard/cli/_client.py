@@ -18,7 +18,8 @@ class ServerError(Exception):
 class ServerClient:
     """Talks JSON (and the chat stream) to one server."""
 
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, token: str | None = None, timeout: float | None = 30.0) -> None:
+        """``timeout`` bounds each request (``None``: no limit, for operations of minutes)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)

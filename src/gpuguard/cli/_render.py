@@ -10,7 +10,20 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["event_row", "lane_view", "timeline_table"]
+__all__ = [
+    "event_row",
+    "holder_text",
+    "jobs_lines",
+    "lane_view",
+    "model_size",
+    "processor_text",
+    "ps_rows",
+    "ps_table",
+    "queue_text",
+    "size_text",
+    "status_view",
+    "timeline_table",
+]
 
 _STATUS_STYLE = {
     "started": "blue",
@@ -28,16 +41,8 @@ _STATUS_STYLE = {
 def lane_view(gpu: dict[str, Any]) -> Panel:
     """The holder, the queue by priority and the counters, from ``GET /admin/gpu``."""
     snapshot = gpu["snapshot"]
-    current = gpu.get("current")
-    holder = (
-        Text(
-            f"{current['operation']} {current.get('model') or ''} "
-            f"({current['priority']}, {current['held_s']:.1f}s)",
-            style="bold blue",
-        )
-        if current
-        else Text("free", style="green")
-    )
+    current = gpu.get("current") or snapshot.get("holder")
+    holder = Text(holder_text(current), style="bold blue" if current else "green")
     queue = Table.grid(padding=(0, 2))
     for priority in ("interactive", "normal", "background"):
         waiting = [
@@ -84,3 +89,143 @@ def timeline_table(events: list[dict[str, Any]], *, title: str = "Timeline") -> 
     for event in events:
         table.add_row(*event_row(event, start))
     return table
+
+
+# --- models, ps and status ------------------------------------------------------------------
+_HOLDER_FIELDS = frozenset({"lease_id", "operation", "model", "priority", "since", "held_s"})
+_WAITER_FIELDS = _HOLDER_FIELDS | {"effective_priority", "position", "waited_s"}
+
+
+def size_text(value: int | None) -> str:
+    """``1.3 GB``, or ``-`` when unknown."""
+    if not value:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" or size >= 10 else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+def processor_text(size: int | None, vram: int | None) -> str:
+    """Where a loaded model runs, as ``ollama ps`` says it: ``100% GPU``, ``25%/75% CPU/GPU``."""
+    if vram is None:
+        return "-"
+    if not size or vram >= size:
+        return "100% GPU" if vram else "100% CPU"
+    gpu = round(100 * vram / size)
+    return "100% CPU" if gpu == 0 else f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+def model_size(loaded: dict[str, Any] | None) -> int | None:
+    """A loaded model's size in bytes, where its backend reports one."""
+    details = (loaded or {}).get("details") or {}
+    size = details.get("size") or details.get("size_bytes")
+    return int(size) if isinstance(size, int | float) else None
+
+
+def extra_fields(info: dict[str, Any], known: frozenset[str]) -> str:
+    """Fields a newer server adds to a holder or waiter (``pid 41, host gpu-box``)."""
+    extra = [
+        f"{key.replace('_', ' ')} {'yes' if value is True else value}"
+        for key, value in info.items()
+        if key not in known
+        and value not in (None, False, "")
+        and not isinstance(value, dict | list)
+    ]
+    return ", ".join(extra)
+
+
+def holder_text(holder: dict[str, Any] | None) -> str:
+    """``chat fake-llm (interactive, 1.2 s)`` or ``free``."""
+    if not holder:
+        return "free"
+    model = f" {holder['model']}" if holder.get("model") else ""
+    extra = extra_fields(holder, _HOLDER_FIELDS)
+    return (
+        f"{holder['operation']}{model} ({holder['priority']}, {holder.get('held_s', 0):.1f} s"
+        f"{', ' + extra if extra else ''})"
+    )
+
+
+def queue_text(waiters: list[dict[str, Any]]) -> str:
+    """``interactive: #1 chat; normal: -; background: -``."""
+    parts = []
+    for priority in ("interactive", "normal", "background"):
+        names = [
+            f"#{w['position']} {w['operation']}"
+            + (f" ({extra})" if (extra := extra_fields(w, _WAITER_FIELDS)) else "")
+            for w in waiters
+            if w.get("priority") == priority
+        ]
+        parts.append(f"{priority}: {', '.join(names) or '-'}")
+    return "; ".join(parts)
+
+
+def ps_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """One dict per loaded model: model, size, vram, processor, until."""
+    rows = []
+    for loaded in status.get("loaded", []):
+        size = model_size(loaded)
+        vram = loaded.get("vram_bytes")
+        rows.append(
+            {
+                "model": loaded["id"],
+                "size_bytes": size,
+                "vram_bytes": vram,
+                "processor": processor_text(size, vram),
+                "until": (loaded.get("details") or {}).get("expires_at"),
+                "current": loaded["id"] == status.get("model"),
+            }
+        )
+    return rows
+
+
+def ps_table(rows: list[dict[str, Any]]) -> Table:
+    """``gpuguard ps``: the loaded models, like ``ollama ps``."""
+    table = Table("model", "size", "VRAM", "processor", "until", box=None, pad_edge=False)
+    for row in rows:
+        name = f"{row['model']} *" if row["current"] else row["model"]
+        table.add_row(
+            name,
+            size_text(row["size_bytes"]),
+            size_text(row["vram_bytes"]),
+            row["processor"],
+            str(row["until"] or "-"),
+        )
+    return table
+
+
+def jobs_lines(jobs: list[dict[str, Any]]) -> list[str]:
+    """``schema-refresh running 3/14  postgresql://app:***@db/shop`` per job."""
+    lines = []
+    for job in jobs:
+        total = f"/{job['total']}" if job.get("total") else ""
+        source = f"  {job['source']}" if job.get("source") else ""
+        lines.append(f"{job.get('job', 'job')} {job['status']} {job.get('done', 0)}{total}{source}")
+    return lines
+
+
+def status_view(state: dict[str, Any]) -> Group:
+    """``gpuguard status``: backend, current model, loaded models, running jobs, the lane."""
+    backend = state["backend"]
+    health = Text("ok", "green") if backend.get("ok") else Text("down", "red")
+    loaded = ", ".join(m["id"] for m in state.get("loaded", [])) or "none"
+    lines: list[Any] = [
+        Text.assemble(
+            "backend ",
+            (str(backend.get("backend")), "bold"),
+            " (",
+            health,
+            ")  model ",
+            (str(state.get("model") or "none"), "bold"),
+            f"  loaded {loaded}",
+            ("  prewarming" if state.get("prewarming") else "", "yellow"),
+        )
+    ]
+    lines += [Text(f"backend error: {error}", "red") for error in state.get("errors", [])]
+    running = [job for job in state.get("jobs", []) if job.get("status") == "running"]
+    lines.append(Text("jobs " + ("; ".join(jobs_lines(running)) or "none running")))
+    lines.append(lane_view({"snapshot": state["gpu"], "current": state.get("current")}))
+    return Group(*lines)

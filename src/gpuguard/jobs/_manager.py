@@ -24,17 +24,24 @@ __all__ = ["JobInfo", "JobManager", "JobStatus"]
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 
+MAX_ISSUES = 200
+"""How many skipped sources a :class:`JobInfo` lists (the result counts them all)."""
+
 
 @dataclass(frozen=True, slots=True)
 class JobInfo:
     """A snapshot of one job: what, its state, its latest progress and its outcome.
 
-    ``done``/``total``/``detail`` mirror the job's latest :class:`~gpuguard.JobEvent`;
+    ``job`` names what it does (``schema-refresh``, ``rag-indexing``: the same word as its
+    :class:`~gpuguard.JobEvent` s' ``job``), ``source`` what it works on, shown to users (a
+    folder, a database URL with its password masked). ``done``/``total``/``detail`` mirror
+    the job's latest event and ``issues`` the sources it skipped so far (``"path: why"``,
+    at most :data:`MAX_ISSUES`);
     ``result`` is what the job returned (when completed), ``error`` why it failed.
     """
 
     id: str
-    kind: str
+    job: str
     status: JobStatus
     started_at: float
     finished_at: float | None = None
@@ -43,6 +50,8 @@ class JobInfo:
     detail: str = ""
     error: str | None = None
     result: Any = None
+    source: str = ""
+    issues: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the result through its own ``to_dict`` when it has one)."""
@@ -51,7 +60,8 @@ class JobInfo:
             result = result.to_dict()
         return {
             "id": self.id,
-            "kind": self.kind,
+            "job": self.job,
+            "source": self.source,
             "status": self.status,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
@@ -59,6 +69,7 @@ class JobInfo:
             "total": self.total,
             "detail": self.detail,
             "error": self.error,
+            "issues": list(self.issues),
             "result": result,
         }
 
@@ -91,53 +102,58 @@ class JobManager:
         self._jobs: dict[str, JobInfo] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._running: Counter[str] = Counter()
-        self._holding: dict[str, str] = {}  # job id -> kind, for jobs with a running place
+        self._holding: dict[str, str] = {}  # job id -> job name, for jobs with a running place
         self._queued: dict[str, deque[tuple[str, asyncio.Future[None]]]] = {}
         self._progress: Subscription | None = (
             None if events is None else events.subscribe(kinds={"job"})
         )
         self._follower: asyncio.Task[None] | None = None
 
-    def start(self, kind: str, coro_factory: Callable[[str], Awaitable[Any]]) -> JobInfo:
+    def start(
+        self, job: str, coro_factory: Callable[[str], Awaitable[Any]], *, source: str = ""
+    ) -> JobInfo:
         """Start ``coro_factory(job_id)`` as a background task; returns its first snapshot.
 
-        Must be called with an event loop running. ``kind`` names the job for listings.
+        Must be called with an event loop running. ``job`` names the job for listings and
+        ``source`` says what it works on; neither may hold a secret.
         """
         job_id = new_job_id()
         try:
             work = coro_factory(job_id)
         except Exception as exc:
-            raise JobError(f"cannot start a {kind} job: {exc}") from exc
-        turn = self._claim(kind, job_id)
+            raise JobError(f"cannot start a {job} job: {exc}") from exc
+        turn = self._claim(job, job_id)
         status: JobStatus = "running" if turn is None else "queued"
-        self._jobs[job_id] = JobInfo(id=job_id, kind=kind, status=status, started_at=time.time())
+        self._jobs[job_id] = JobInfo(
+            id=job_id, job=job, source=source, status=status, started_at=time.time()
+        )
         task = asyncio.ensure_future(self._run(job_id, turn, work))
         self._tasks[job_id] = task
         task.add_done_callback(lambda finished: self._finished(job_id, finished, work))
         self._follow()
         return self._jobs[job_id]
 
-    def _claim(self, kind: str, job_id: str) -> asyncio.Future[None] | None:
+    def _claim(self, job: str, job_id: str) -> asyncio.Future[None] | None:
         """``None`` when the job may run now; else the future that says its turn came."""
-        if self.max_running is None or self._running[kind] < self.max_running:
-            self._running[kind] += 1
-            self._holding[job_id] = kind
+        if self.max_running is None or self._running[job] < self.max_running:
+            self._running[job] += 1
+            self._holding[job_id] = job
             return None
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queued.setdefault(kind, deque()).append((job_id, turn))
+        self._queued.setdefault(job, deque()).append((job_id, turn))
         return turn
 
     def _hand_on(self, job_id: str) -> None:
-        """A job that held a running place ended: the next queued one of its kind gets it."""
-        kind = self._holding.pop(job_id)
-        queue = self._queued.get(kind, deque())
+        """A job that held a running place ended: the next queued job of that name gets it."""
+        job = self._holding.pop(job_id)
+        queue = self._queued.get(job, deque())
         while queue:
             next_id, turn = queue.popleft()
             if not turn.done():
-                self._holding[next_id] = kind
+                self._holding[next_id] = job
                 turn.set_result(None)
                 return
-        self._running[kind] -= 1
+        self._running[job] -= 1
 
     async def _run(
         self, job_id: str, turn: asyncio.Future[None] | None, work: Awaitable[Any]
@@ -245,8 +261,11 @@ class JobManager:
             return
         info = self._jobs.get(event.job_id)
         if info is not None:
+            issues = info.issues
+            if event.issue and len(issues) < MAX_ISSUES:
+                issues = (*issues, event.issue)
             self._jobs[info.id] = replace(
-                info, done=event.done, total=event.total, detail=event.detail
+                info, done=event.done, total=event.total, detail=event.detail, issues=issues
             )
 
     def __repr__(self) -> str:

@@ -28,6 +28,10 @@ class JobIssue:
     source: str
     message: str
 
+    def line(self) -> str:
+        """``"source: message"`` (just the message when it names the source already)."""
+        return self.message if self.source in self.message else f"{self.source}: {self.message}"
+
 
 @dataclass(frozen=True, slots=True)
 class IndexResult:
@@ -80,8 +84,8 @@ class JobReporter:
         self.done = 0
         self.total: int | None = None
 
-    def publish(self, status: str, detail: str = "") -> None:
-        """Publish the current progress with ``status``."""
+    def publish(self, status: str, detail: str = "", *, issue: str = "") -> None:
+        """Publish the current progress with ``status`` (and a skipped source's ``issue``)."""
         if self.events is not None:
             self.events.publish(
                 JobEvent(
@@ -92,13 +96,14 @@ class JobReporter:
                     done=self.done,
                     total=self.total,
                     detail=redact(detail),
+                    issue=redact(issue),
                 )
             )
 
-    def advance(self, detail: str, units: int = 1) -> None:
-        """Count ``units`` more done and publish a ``progress`` event."""
+    def advance(self, detail: str, units: int = 1, *, issue: JobIssue | None = None) -> None:
+        """Count ``units`` more done and publish a ``progress`` event (with a skipped ``issue``)."""
         self.done += units
-        self.publish("progress", detail)
+        self.publish("progress", detail, issue="" if issue is None else issue.line())
 
     @contextmanager
     def lifecycle(self, detail: str) -> Iterator[None]:

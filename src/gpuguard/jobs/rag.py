@@ -30,7 +30,7 @@ from ._progress import IndexResult, JobIssue, JobReporter
 
 __all__ = ["process_rag_documents"]
 
-JOB_NAME = "process_rag_documents"
+JOB_NAME = "rag-indexing"
 
 
 async def process_rag_documents(
@@ -90,8 +90,9 @@ async def process_rag_documents(
                         _prepare, path, stored.get(str(path)), chunking, budget, errors
                     )
                 except DocumentError as exc:
-                    errors.append(JobIssue(str(path), str(exc)))
-                    reporter.advance(f"skipped {path}: {exc}")
+                    issue = JobIssue(str(path), str(exc))
+                    errors.append(issue)
+                    reporter.advance(f"skipped {path}: {exc}", issue=issue)
                     continue
                 if source is None:
                     unchanged.append(str(path))
@@ -104,14 +105,16 @@ async def process_rag_documents(
             reporter.advance(f"{source.name} indexed")
 
         stats = await embed_and_store(
-            pending(), store=store, bulk=bulk, operation="rag-indexing", on_stored=stored_one
+            pending(), store=store, bulk=bulk, operation=JOB_NAME, on_stored=stored_one
         )
         if rewarm is not None and stats.texts:
             reporter.publish("progress", "re-warming the LLM")
             try:
                 await rewarm()
             except Exception as exc:
-                errors.append(JobIssue("rewarm", redact(f"re-warming the LLM failed: {exc}")))
+                issue = JobIssue("rewarm", redact(f"re-warming the LLM failed: {exc}"))
+                errors.append(issue)
+                reporter.publish("progress", issue.message, issue=issue.line())
         result = IndexResult(
             embedded=len(embedded),
             skipped=len(unchanged),

@@ -26,7 +26,7 @@ from ._progress import IndexResult, JobReporter
 
 __all__ = ["refresh_database_schemas"]
 
-JOB_NAME = "refresh_database_schemas"
+JOB_NAME = "schema-refresh"
 
 logger = logging.getLogger("gpuguard.jobs")
 
@@ -88,7 +88,7 @@ async def refresh_database_schemas(
             pending(),
             store=store,
             bulk=bulk,
-            operation="schema-refresh",
+            operation=JOB_NAME,
             on_stored=lambda source: reporter.advance(f"{source.name} embedded"),
         )
         result = IndexResult(

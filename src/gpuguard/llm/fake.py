@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 
 from .._exceptions import BackendError, ContextLengthExceeded, ModelNotFound, ModelNotLoaded
 from .._intervals import IntervalRecorder
@@ -27,7 +27,8 @@ class FakeBackend:
     It knows ``models`` and loads them instantly (or after ``load_delay_s``).
     Like Foundry Local 0.10+, chat on a model that is not loaded fails with
     :class:`ModelNotLoaded`. ``recorder`` logs load, unload and chat as GPU work.
-    ``fail_next`` makes the next call raise the given error once.
+    ``fail_next`` makes the next call raise the given error once. ``sizes`` gives models a
+    size in bytes, reported as their VRAM while loaded; ``chats`` keeps every chat's messages.
 
     One word is one token. It honours ``max_tokens`` (finish ``length``), ``stop`` (a
     word that ends the answer) and ``tools``: with ``tool_choice`` ``required`` or a named
@@ -50,6 +51,7 @@ class FakeBackend:
         recorder: IntervalRecorder | None = None,
         chat_parameters: frozenset[str] = DEFAULT_PARAMETERS,
         context_length: int | None = None,
+        sizes: Mapping[str, int] | None = None,
     ) -> None:
         self.models = list(models)
         self.chat_parameters = chat_parameters
@@ -61,6 +63,8 @@ class FakeBackend:
         self.recorder = recorder if recorder is not None else IntervalRecorder()
         self.fail_next: BackendError | None = None
         self.calls: list[tuple[str, str]] = []
+        self.sizes = dict(sizes or {})
+        self.chats: list[list[ChatMessage]] = []
 
     @property
     def supports_embeddings(self) -> bool:
@@ -85,7 +89,11 @@ class FakeBackend:
 
     async def loaded_models(self) -> list[LoadedModel]:
         """The loaded models."""
-        return [LoadedModel(id=m) for m in sorted(self.loaded)]
+        return [
+            LoadedModel(id=m, vram_bytes=size, details={"size": size} if size else {})
+            for m in sorted(self.loaded)
+            for size in [self.sizes.get(m)]
+        ]
 
     async def load(self, model: str) -> None:
         """Mark ``model`` loaded after ``load_delay_s``."""
@@ -112,6 +120,7 @@ class FakeBackend:
         self._check("chat", model)
         reject_unsupported(options, self.chat_parameters, backend=self.kind, model=model)
         self.options.append(options)
+        self.chats.append(list(messages))
         if model not in self.loaded:
             raise ModelNotLoaded(f"model {model!r} is not loaded", backend=self.kind, model=model)
         prompt_tokens = _words(messages)

@@ -1,14 +1,16 @@
-"""Admin API: the GPU lane (holder, queue, recent operations), the gateway's status, models."""
+"""Admin API: the GPU lane, the gateway's status, models and the server's recent log lines."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from ._context import ServerContext, get_context
+from ._logs import LogRing
 
 __all__ = ["router"]
 
@@ -85,3 +87,31 @@ async def prewarm(body: PrewarmRequest, context: Context) -> dict[str, Any]:
         gateway.model = body.model
     await gateway.prewarm(body.model)
     return {"model": body.model or gateway.model, "status": "ready"}
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+@router.get("/logs")
+async def logs(
+    request: Request,
+    level: LogLevel = "DEBUG",
+    logger: Annotated[str, Query(max_length=200)] = "",
+    contains: Annotated[str, Query(max_length=200)] = "",
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    """The server's recent log lines (secrets masked), oldest first.
+
+    Filtered by minimum ``level``, ``logger`` prefix and ``contains`` text; ``after`` (a
+    line's ``seq``) returns only newer lines, so that a viewer can poll for what is new.
+    """
+    ring: LogRing = request.app.state.logs
+    lines = ring.lines(
+        level=logging.getLevelName(level),
+        logger=logger,
+        contains=contains,
+        after=after,
+        limit=limit,
+    )
+    return {"lines": [line.to_dict() for line in lines]}

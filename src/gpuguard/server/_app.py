@@ -26,6 +26,7 @@ from ._auth import BearerToken, HostCheck, allowed_host_names
 from ._context import JobRunner, Retriever, ServerContext
 from ._errors import install_error_handlers
 from ._limits import BodySizeLimit
+from ._logs import LogRing
 from ._metrics import GuardMetrics
 from ._ollama_wire import JsonBodies
 from ._openapi import describe_errors_truthfully
@@ -58,10 +59,13 @@ def create_app(
     if gateway is not None:
         catalog = model_catalog(settings)
         injected = ServerContext(gateway, retriever=retriever, jobs=jobs, models=catalog)
+    logs = LogRing()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            logs.attach()
+            stack.callback(logs.detach)
             context = injected
             if context is None:
                 runtime = await stack.enter_async_context(open_runtime(settings))
@@ -83,6 +87,7 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
+    app.state.logs = logs
     install_error_handlers(app)
     describe_errors_truthfully(app)
     app.include_router(_health_routes.router)

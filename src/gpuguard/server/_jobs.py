@@ -12,6 +12,7 @@ from .._settings import SourceSettings
 from ..embed import BulkEmbedder
 from ..index import DatabaseTimeouts, SourcePolicy, VectorStore, resolve_source
 from ..jobs import JobInfo, JobManager, process_rag_documents, refresh_database_schemas
+from .._redact import redact
 
 __all__ = ["IndexingJobs"]
 
@@ -67,6 +68,7 @@ class IndexingJobs:
                 policy=self.policy,
                 timeouts=self.timeouts,
             ),
+            source=redact(database_url),
         )
 
     async def start_rag(self, path: Path) -> JobInfo:
@@ -85,6 +87,7 @@ class IndexingJobs:
                 max_chars_per_file=self.sources.max_chars_per_file,
                 max_chars_per_job=self.sources.max_chars_per_job,
             ),
+            source=str(path),
         )
 
     def list(self) -> list[JobInfo]:

@@ -176,6 +176,7 @@ async def _model_entries(context: ServerContext) -> list[dict[str, Any]]:
         flags: dict[str, Any] = {
             "loaded": bool(found and found.loaded),
             "current": bool(found and found.current),
+            "vram_bytes": found.vram_bytes if found else None,
         }
         if configured is not None:
             flags["aliases"] = list(configured.aliases)

@@ -1,0 +1,64 @@
+"""Where the CLI writes, and how: rich on a terminal, plain lines or JSON otherwise.
+
+Every command that prints a table takes ``--json``; every live view (progress bars, the
+lane, load spinners) falls back to one plain line per change when stdout is not a terminal,
+so that piped output and logs stay readable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+__all__ = [
+    "JsonOption",
+    "TokenOption",
+    "UrlOption",
+    "console",
+    "errors",
+    "fail",
+    "interactive",
+    "print_json",
+]
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+UrlOption = Annotated[
+    str,
+    typer.Option("--url", envvar="GPUGUARD_URL", metavar="URL", help="The running server's URL."),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="GPUGUARD_SERVER__TOKEN",
+        metavar="TOKEN",
+        help="The server's bearer token.",
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")
+]
+
+
+def interactive() -> bool:
+    """True when stdout is a terminal: live views may redraw in place."""
+    return console.is_terminal
+
+
+def print_json(data: Any) -> None:
+    """``data`` as indented JSON on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` on stderr; the exit to raise."""
+    errors.print(Text.assemble(("error:", "red"), " ", message))
+    return typer.Exit(code)
