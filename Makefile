@@ -5,7 +5,7 @@ PIP     := $(PY) -m pip
 WHEELS  ?= $(HOME)/.cache/gpuguard/wheels
 PYTEST_ARGS ?=
 
-.PHONY: install demo serve test lint typecheck unit bench clean
+.PHONY: install demo serve test lint typecheck unit bench screenshots clean
 
 install: $(VENV)/.installed
 
@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 	VENV=$(VENV) WHEELS=$(WHEELS) bash scripts/install.sh
 	touch $@
 
-demo: install  ## the seed's scenario on embedded defaults, then the server with its web page
+demo: install  ## the start-up scenario on embedded defaults, then the server with its web page
 	$(VENV)/bin/gpuguard demo
 
 serve: install
@@ -34,6 +34,9 @@ test: lint typecheck unit  ## installs, then ruff, mypy --strict and the whole p
 bench: install
 	$(PY) bench/guard_overhead.py
 	$(PY) bench/indexing.py
+
+screenshots: install  ## the web page's main states, from the browser tests, into docs/screenshots
+	GPUGUARD_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/browser -q
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -8,7 +8,7 @@ Prints one table measured in one run:
    all-MiniLM-L6-v2 (bundled) on this machine's device, standing in for the GPU engine.
 2. the lease wait of chats arriving at random moments while bulk indexing runs, as a ratio
    to one batch's duration (target p99 <= 1.5), for gpuguard's per-batch ``try_hold`` and
-   for the seed's design (try-lock once, then keep the lease for the whole job).
+   for the baseline design (try-lock once, then keep the lease for the whole job).
 3. peak RSS of a child process indexing a generated text corpus (default 1 GB; target
    < 1.5 GB) with the hash embedder (no model: the row measures the pipeline's memory).
 
@@ -180,7 +180,7 @@ def measure_lease_wait(
 
         async def job() -> list[float]:
             seconds = []
-            async with guard.try_hold("rag-indexing"):  # the seed: try-lock, then keep it
+            async with guard.try_hold("rag-indexing"):  # the baseline: try-lock, then keep it
                 for start in range(0, len(texts), BATCH):
                     began = time.perf_counter()
                     await engine.embed(texts[start : start + BATCH])
@@ -192,7 +192,7 @@ def measure_lease_wait(
     results = {}
     for name, scenario in (
         ("per-batch try_hold", per_batch),
-        ("seed hold-whole-job", hold_whole_job),
+        ("hold-whole-job", hold_whole_job),
     ):
         waits, batch_seconds = asyncio.run(scenario())
         batch_s = statistics.median(batch_seconds)

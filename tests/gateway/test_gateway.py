@@ -54,7 +54,7 @@ def gpu_events(guard: GpuGuard) -> list[tuple[str, GpuStatus]]:
 async def test_prewarm_then_immediate_gpu_embedding_never_overlap(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The seed's scenario: start (prewarm) and at once ask for GPU embeddings."""
+    """The start-up scenario: start (prewarm) and at once ask for GPU embeddings."""
     recorder = IntervalRecorder()
     backend = GatedBackend()
     backend.recorder = recorder

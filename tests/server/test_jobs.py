@@ -1,4 +1,4 @@
-"""Jobs over HTTP: bad sources, the seed's scenario, and a chat while indexing."""
+"""Jobs over HTTP: bad sources, the start-up scenario, and a chat while indexing."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ async def test_missing_folder_and_unknown_job(indexing: Indexing) -> None:
     assert (await http.post("/admin/jobs/nope/cancel")).status_code == 404
 
 
-async def test_seed_scenario_prewarm_then_at_once_schema_refresh(indexing: Indexing) -> None:
+async def test_start_up_scenario_prewarm_then_at_once_schema_refresh(indexing: Indexing) -> None:
     """Start (prewarm) and at once refresh the schemas: no overlap; batches fall back."""
     live = indexing.live
     backend = live.backend

@@ -1,4 +1,4 @@
-"""``gpuguard demo``: the seed's scenario on embedded defaults, its timeline and its verdict.
+"""``gpuguard demo``: the start-up scenario on embedded defaults, its timeline and its verdict.
 
 Start the gateway (prewarm of the tiny llama.cpp model in the background) and *at once*
 refresh the schemas of a sample database with the bulk embedder. The guard's events then
@@ -113,7 +113,8 @@ async def run_demo(console: Console, *, data_dir: Path, port: int, serve: bool) 
         # A fresh store each run, so that every table is embedded (no "unchanged" skips).
         await asyncio.to_thread(_forget_schemas, runtime.store)
         # Only the CPU model loads up front: the GPU one loads under the lease during the
-        # scenario, as in the seed, where the LLM prewarm and the embedding-model load collided.
+        # scenario, as an app's start-up does, where the LLM prewarm and the embedding-model
+        # load used to collide.
         console.print("loading the CPU embedding model...")
         await runtime.bulk.pair.start_cpu()
         with gateway.events.subscribe(kinds={"gpu"}, maxsize=10_000) as recorder:

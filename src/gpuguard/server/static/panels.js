@@ -170,7 +170,16 @@ async function refreshJobs() {
 }
 
 // --- the server log ---------------------------------------------------------------------
-const logs = { lines: [], after: 0, keep: 1000, levels: ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] };
+const logs = { lines: [], after: 0, keep: 1000, levels: ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], pending: null };
+
+/** Something happened (an event arrived): its log lines follow shortly. */
+function scheduleLogRefresh() {
+  if (logs.pending) return;
+  logs.pending = setTimeout(() => {
+    logs.pending = null;
+    refreshLogs();
+  }, 300);
+}
 
 async function refreshLogs() {
   try {

@@ -12,13 +12,18 @@ function connectEvents() {
   source.addEventListener("gpu", (message) => {
     onGpuEvent(JSON.parse(message.data));
     scheduleLaneRefresh();
+    scheduleLogRefresh();
   });
   source.addEventListener("model", (message) => {
     const event = JSON.parse(message.data);
     onModelForTimeline(event);
     onModelEvent(event);
+    scheduleLogRefresh();
   });
-  source.addEventListener("job", (message) => renderJob(JSON.parse(message.data)));
+  source.addEventListener("job", (message) => {
+    renderJob(JSON.parse(message.data));
+    scheduleLogRefresh();
+  });
   source.onerror = () => {
     $("conn").classList.remove("live");
     $("conn-label").textContent = "reconnecting";

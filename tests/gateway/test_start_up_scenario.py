@@ -1,4 +1,4 @@
-"""The seed's scenario at the gateway level, against each real backend implementation.
+"""The start-up scenario at the gateway level, against each real backend implementation.
 
 Start (prewarm in the background) and at once ask for GPU embeddings. The GPU intervals
 recorded by the server double (or around llama.cpp) and by the GPU embedder never overlap,
