@@ -166,3 +166,28 @@ async def test_timeline_filter_and_log_view(open_page: OpenPage) -> None:
         assert await tab.locator("#log-lines li").inner_text() == "no line matches the filter"
         await page.screenshot("overview-desktop")
         assert DESKTOP["width"] == 1280
+
+
+async def test_the_lane_shows_fields_it_does_not_know_yet(open_page: OpenPage) -> None:
+    """A holder from another process, hung, with a field a later server may add."""
+    async with open_page() as page:
+        tab = page.page
+        await tab.evaluate(
+            """renderLane({current: null, snapshot: {
+                guard: "gpu0", policy: "exclusive", taken_at: Date.now() / 1000,
+                counters: {completed: 1, brand_new_counter: 3},
+                holder: {lease_id: 9, operation: "load", model: "big", priority: "normal",
+                         since: 1, held_s: 42.5, hung: true, hung_s: 12, pid: 4242,
+                         host: "gpu-box", process: "worker", gpu_index: 1, nested: {a: 1}},
+                waiters: [{lease_id: 10, operation: "chat", model: null, priority: "interactive",
+                           effective_priority: "interactive", position: 1, since: 2,
+                           waited_s: 3, host: "laptop"}]}})"""
+        )
+        holder = tab.locator("#lane-holder-value")
+        assert await holder.inner_text() == "load \u00b7 big (normal, 43 s, hung for 12 s)"
+        assert "hung" in (await holder.get_attribute("class") or "")
+        extra = await tab.locator("#lane-holder-extra").inner_text()
+        assert extra == "pid 4242 \u00b7 host gpu-box \u00b7 process worker \u00b7 gpu index 1"
+        chip = tab.locator("#queue-interactive .chip")
+        assert await chip.inner_text() == "#1 chat"
+        assert "host laptop" in (await chip.get_attribute("title") or "")

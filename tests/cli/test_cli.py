@@ -311,3 +311,31 @@ def test_demo_exit_runs_the_start_up_scenario(tmp_path: Path) -> None:
     assert "verdict: GOOD" in out
     assert "prewarm" in out
     assert "schema-refresh" in out
+
+
+def test_holder_text_shows_where_and_whether_hung() -> None:
+    from gpuguard.cli._render import holder_text, processor_text, queue_text
+
+    holder = {
+        "lease_id": 3,
+        "operation": "load",
+        "model": "big",
+        "priority": "normal",
+        "since": 1.0,
+        "held_s": 42.5,
+        "hung": True,
+        "hung_s": 12.0,
+        "pid": 4242,
+        "host": "gpu-box",
+        "new_field": "x",
+        "nested": {"a": 1},
+    }
+    assert holder_text(holder) == (
+        "load big (normal, 42.5 s, HUNG for 12 s, pid 4242, host gpu-box, new field x)"
+    )
+    assert holder_text(None) == "free"
+    waiter = {"operation": "chat", "priority": "interactive", "position": 1, "pid": 7}
+    assert queue_text([waiter]) == "interactive: #1 chat (pid 7); normal: -; background: -"
+    assert processor_text(4 * GIB, 3 * GIB) == "25%/75% CPU/GPU"
+    assert processor_text(4 * GIB, 0) == "100% CPU"
+    assert processor_text(None, None) == "-"

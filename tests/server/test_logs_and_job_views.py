@@ -140,5 +140,5 @@ def test_the_log_ring_is_bounded_and_restores_levels() -> None:
     assert [line.message for line in ring.lines()] == ["line 2", "line 3", "line 4"]
     assert [line.message for line in ring.lines(limit=1)] == ["line 4"]
     assert target.level == before
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="capacity"):
         LogRing(0)

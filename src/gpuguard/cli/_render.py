@@ -92,7 +92,9 @@ def timeline_table(events: list[dict[str, Any]], *, title: str = "Timeline") -> 
 
 
 # --- models, ps and status ------------------------------------------------------------------
-_HOLDER_FIELDS = frozenset({"lease_id", "operation", "model", "priority", "since", "held_s"})
+_HOLDER_FIELDS = frozenset(
+    {"lease_id", "operation", "model", "priority", "since", "held_s", "hung", "hung_s"}
+)
 _WAITER_FIELDS = _HOLDER_FIELDS | {"effective_priority", "position", "waited_s"}
 
 
@@ -142,11 +144,12 @@ def holder_text(holder: dict[str, Any] | None) -> str:
     if not holder:
         return "free"
     model = f" {holder['model']}" if holder.get("model") else ""
-    extra = extra_fields(holder, _HOLDER_FIELDS)
-    return (
-        f"{holder['operation']}{model} ({holder['priority']}, {holder.get('held_s', 0):.1f} s"
-        f"{', ' + extra if extra else ''})"
-    )
+    facts = [str(holder["priority"]), f"{holder.get('held_s', 0):.1f} s"]
+    if holder.get("hung_s") is not None:
+        facts.append(f"HUNG for {holder['hung_s']:.0f} s")
+    if extra := extra_fields(holder, _HOLDER_FIELDS):
+        facts.append(extra)
+    return f"{holder['operation']}{model} ({', '.join(facts)})"
 
 
 def queue_text(waiters: list[dict[str, Any]]) -> str:

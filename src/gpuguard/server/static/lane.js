@@ -8,7 +8,7 @@
 const PRIORITIES = ["interactive", "normal", "background"];
 const MODEL_OPERATIONS = new Set(["load", "unload", "prewarm", "rewarm"]);
 const PROBLEMS = new Set(["failed", "hung", "timed_out", "rejected"]);
-const HOLDER_FIELDS = new Set(["lease_id", "operation", "model", "priority", "since", "held_s"]);
+const HOLDER_FIELDS = new Set(["lease_id", "operation", "model", "priority", "since", "held_s", "hung", "hung_s"]);
 
 const timeline = {
   rows: new Map(), // key -> {key, category, data, node}
@@ -27,9 +27,10 @@ function renderLane(gpu) {
   const holder = $("lane-holder-value");
   const c = gpu.current || snapshot.holder;
   if (c) {
-    holder.textContent = `${c.operation}${c.model ? ` \u00b7 ${c.model}` : ""} (${c.priority}, ${seconds(c.held_s)})`;
+    const hung = c.hung_s !== null && c.hung_s !== undefined ? `, hung for ${seconds(c.hung_s)}` : "";
+    holder.textContent = `${c.operation}${c.model ? ` \u00b7 ${c.model}` : ""} (${c.priority}, ${seconds(c.held_s)}${hung})`;
     holder.classList.remove("idle");
-    holder.classList.toggle("hung", Boolean(c.hung || c.status === "hung"));
+    holder.classList.toggle("hung", Boolean(c.hung || hung));
     $("lane-holder-extra").textContent = extraFields(c);
   } else {
     holder.textContent = "free";
@@ -215,7 +216,8 @@ function drawRow(row) {
     what = `${d.operation}${d.model ? ` \u00b7 ${d.model}` : ""}`;
     if (status === "fallback") what += " \u2192 CPU";
     if (status === "waiting") facts.push(`#${d.position || "?"}${d.holder ? `, held by ${d.holder}` : ""}`);
-    if (d.waited) facts.push(`waited ${seconds(d.waited)}`);
+    // An uncontended grant "waits" microseconds: only a real wait is worth a word.
+    if (d.waited >= 0.05) facts.push(`waited ${seconds(d.waited)}`);
     if (d.held) facts.push(`held ${seconds(d.held)}`);
     if (d.end && !d.held) facts.push(seconds(d.end - d.first));
   }
