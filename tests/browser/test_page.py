@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from ..server.conftest import gpu_held
-from .conftest import DESKTOP, OpenPage, check_screenshot, has_colour
+from .conftest import OpenPage, check_screenshot, has_colour
 
 ACCENT = (0x2F, 0x6F, 0xED)  # a hold on the interactive lane
 CPU = (0x8A, 0x5C, 0xF6)  # a CPU fallback mark
@@ -98,6 +98,15 @@ async def test_model_buttons_follow_the_state_and_a_load_shows_its_time(
             f"document.querySelector(\"{row} .badge\").textContent === 'not loaded'"
         )
         await tab.wait_for_selector("#timeline li:has-text('unload')")
+        await tab.click(f"{row} button[data-action=prewarm]")
+        await tab.wait_for_selector("#timeline li.cat-model.st-ready:has-text('model other-llm')")
+        # Load, unload, prewarm: one row each, however many steps each went through.
+        rows = tab.locator("#timeline li.cat-model:has-text('model other-llm')")
+        assert [s.split()[1] for s in await rows.all_inner_texts()] == [
+            "ready",
+            "unloaded",
+            "loaded",
+        ]
         assert await tab.locator("#models-error").inner_text() == ""
 
 
@@ -164,8 +173,6 @@ async def test_timeline_filter_and_log_view(open_page: OpenPage) -> None:
         assert await tab.locator("#log-lines li").count() == 1
         await tab.select_option("#logs-level", "ERROR")
         assert await tab.locator("#log-lines li").inner_text() == "no line matches the filter"
-        await page.screenshot("overview-desktop")
-        assert DESKTOP["width"] == 1280
 
 
 async def test_the_lane_shows_fields_it_does_not_know_yet(open_page: OpenPage) -> None:

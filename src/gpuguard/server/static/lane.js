@@ -182,22 +182,26 @@ function onJobForTimeline(job, status) {
   if (finished && timeline.folds.get(name) === key) timeline.folds.delete(name);
 }
 
-/** A model event: one row per operation on a model, from loading to loaded (or failed). */
+/** A model event: one row per operation on a model, from its first word to its last. */
 function onModelForTimeline(event) {
-  const starting = ["loading", "unloading", "prewarming"].includes(event.status);
   let key = timeline.openModel.get(event.model);
-  if (starting || !key) {
+  if (!key) {
     key = `model-${++timeline.sequence}`;
     timeline.openModel.set(event.model, key);
   }
+  let finished = false;
   upsertRow(key, "model", (d) => {
     d.first = d.first || event.timestamp;
+    d.began = d.began || event.status;
     d.operation = `model ${event.model}`;
     d.status = event.status;
     d.detail = event.detail || d.detail;
-    if (!starting) d.end = event.timestamp;
+    // A prewarm loads, then warms: it ends at "ready"; a plain load ends at "loaded".
+    finished = ["ready", "unloaded", "failed"].includes(event.status) ||
+      (event.status === "loaded" && d.began !== "prewarming");
+    if (finished) d.end = event.timestamp;
   });
-  if (!starting) timeline.openModel.delete(event.model);
+  if (finished) timeline.openModel.delete(event.model);
 }
 
 function drawRow(row) {

@@ -74,10 +74,13 @@ async function modelAction(model, verb) {
 
 /** A model event from any client: show the operation and its elapsed time while it runs. */
 function onModelEvent(event) {
+  const pending = models.pending.get(event.model);
   if (Object.values(MODEL_BUSY).includes(event.status)) {
-    if (!models.pending.has(event.model)) models.pending.set(event.model, { action: event.status, since: event.timestamp });
+    if (!pending) models.pending.set(event.model, { action: event.status, since: event.timestamp });
   } else if (MODEL_DONE.has(event.status)) {
-    models.pending.delete(event.model);
+    // A prewarm loads first: its "loaded" is halfway, its "ready" the end.
+    const halfway = pending && pending.action === "prewarming" && event.status === "loaded";
+    if (!halfway) models.pending.delete(event.model);
   }
   drawModels();
   refreshModels();
