@@ -339,3 +339,16 @@ def test_holder_text_shows_where_and_whether_hung() -> None:
     assert processor_text(4 * GIB, 3 * GIB) == "25%/75% CPU/GPU"
     assert processor_text(4 * GIB, 0) == "100% CPU"
     assert processor_text(None, None) == "-"
+
+
+def test_until_reads_like_ollama_ps() -> None:
+    from datetime import UTC, datetime
+
+    from gpuguard.cli._render import until_text
+
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert until_text("2026-01-01T12:04:00Z", now) == "in 4 min"
+    assert until_text("2026-01-01T12:00:30+00:00", now) == "in 30 s"
+    assert until_text("2318-01-01T00:00:00Z", now) == "forever"
+    assert until_text("2025-12-31T00:00:00Z", now) == "now"
+    assert until_text(None, now) == "-"

@@ -1,8 +1,9 @@
-"""Rich renderings of the GPU lane and of GPU events, shared by ``status`` and ``demo``."""
+"""Rich renderings shared by the commands: the GPU lane, status, ps, and the event timeline."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Group
@@ -23,6 +24,7 @@ __all__ = [
     "size_text",
     "status_view",
     "timeline_table",
+    "until_text",
 ]
 
 _STATUS_STYLE = {
@@ -185,6 +187,24 @@ def ps_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def until_text(expires_at: object, now: datetime | None = None) -> str:
+    """When a backend lets a model go: ``in 4 min``, ``forever``, or ``-`` when it does not say."""
+    if not isinstance(expires_at, str) or not expires_at:
+        return "-"
+    try:
+        when = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+    except ValueError:
+        return expires_at
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    left = (when - (now or datetime.now(UTC))).total_seconds()
+    if left > 365 * 86400:  # Ollama's keep_alive -1: never unloaded
+        return "forever"
+    if left <= 0:
+        return "now"
+    return f"in {left:.0f} s" if left < 90 else f"in {left / 60:.0f} min"
+
+
 def ps_table(rows: list[dict[str, Any]]) -> Table:
     """``gpuguard ps``: the loaded models, like ``ollama ps``."""
     table = Table("model", "size", "VRAM", "processor", "until", box=None, pad_edge=False)
@@ -195,7 +215,7 @@ def ps_table(rows: list[dict[str, Any]]) -> Table:
             size_text(row["size_bytes"]),
             size_text(row["vram_bytes"]),
             row["processor"],
-            str(row["until"] or "-"),
+            until_text(row["until"]),
         )
     return table
 
