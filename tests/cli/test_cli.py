@@ -352,3 +352,31 @@ def test_until_reads_like_ollama_ps() -> None:
     assert until_text("2318-01-01T00:00:00Z", now) == "forever"
     assert until_text("2025-12-31T00:00:00Z", now) == "now"
     assert until_text(None, now) == "-"
+
+
+def test_models_load_says_whom_it_waits_for_and_how_long() -> None:
+    import threading
+
+    import httpx
+
+    backend = FakeBackend(["fake-llm", "other-llm"], load_delay_s=2.0)
+    gateway = ModelGateway(backend, model="fake-llm")
+    app_ = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)
+    with ServerThread(app_) as url:
+        first = threading.Thread(
+            target=httpx.post,
+            args=(f"{url}/admin/models/load",),
+            kwargs={"json": {"model": "other-llm"}, "timeout": 30},
+        )
+        first.start()
+        try:
+            for _ in range(200):  # a bounded readiness poll: until the first load holds the GPU
+                if httpx.get(f"{url}/admin/gpu?recent=0").json()["current"]:
+                    break
+            code, out = invoke("models", "load", "fake-llm", "--url", url)
+        finally:
+            first.join()
+    assert code == 0, out
+    lines = out.splitlines()
+    assert re.match(r"^waiting for the GPU \(held by load\) \(\d+\.\d s\)$", lines[0]), lines
+    assert re.match(r"^loaded fake-llm in \d+\.\d s$", lines[-1]), lines
