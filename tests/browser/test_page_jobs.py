@@ -117,3 +117,22 @@ async def test_a_phone_sized_page_does_not_spill(open_page: OpenPage, tmp_path: 
             assert height < 24
         png = await page.screenshot("phone")
         check_screenshot(png, width=PHONE["width"], min_height=PHONE["height"])
+
+
+async def test_a_running_job_says_running_and_keeps_its_name(open_page: OpenPage) -> None:
+    """Events carry ``kind: "job"``; the job's own name is ``job`` and survives them."""
+    async with open_page() as page:
+        tab = page.page
+        await tab.evaluate(
+            """renderJob({id: "j1", job: "rag-indexing", source: "/srv/handbook",
+                          status: "running", done: 0, total: 4, issues: []});
+               renderJob({kind: "job", job_id: "j1", job: "rag-indexing", status: "progress",
+                          timestamp: Date.now() / 1000, done: 1, total: 4,
+                          detail: "skipped broken.pdf", issue: "broken.pdf: not a PDF"})"""
+        )
+        item = tab.locator("#jobs li[data-job='j1']")
+        assert await item.locator(".job-name").inner_text() == "rag-indexing running"
+        assert await item.locator(".job-source").inner_text() == "/srv/handbook"
+        assert await item.locator(".job-count").inner_text() == "1 / 4 Cancel"
+        assert await item.locator(".bar span").evaluate("e => e.style.width") == "25%"
+        assert await item.locator(".job-issues li").all_inner_texts() == ["broken.pdf: not a PDF"]
