@@ -116,9 +116,12 @@ def open_page(tmp_path: Path) -> OpenPage:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 tab = await browser.new_page(viewport=viewport)
+                script_errors: list[str] = []
+                tab.on("pageerror", lambda error: script_errors.append(str(error)))
                 await tab.goto(url)
                 await tab.wait_for_selector("#conn.live")
                 yield PageUnderTest(tab, gateway, backend, url, shots)
+                assert script_errors == [], script_errors  # the page's own scripts never threw
             finally:
                 await browser.close()
         await manager.aclose()

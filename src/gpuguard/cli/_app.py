@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -212,7 +214,7 @@ def status(
             if not watch:
                 console.print(status_view(state))
                 return
-            refresh = lambda: _status(client)  # noqa: E731
+            refresh = functools.partial(_status, client)
             if interactive():
                 _watch_live(refresh, state, interval, count)
             else:
@@ -227,6 +229,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(index_app, name="index")
 
 
+Refresh = Callable[[], dict[str, Any]]
+
+
 def _status(client: ServerClient) -> dict[str, Any]:
     """The status route, the lane and the running jobs in one dict."""
     status = client.get("/admin/status")
@@ -235,7 +240,9 @@ def _status(client: ServerClient) -> dict[str, Any]:
     return {**status, "current": gpu.get("current"), "jobs": jobs}
 
 
-def _watch_live(refresh: Any, state: dict[str, Any], interval: float, count: int | None) -> None:
+def _watch_live(
+    refresh: Refresh, state: dict[str, Any], interval: float, count: int | None
+) -> None:
     with Live(status_view(state), console=console, refresh_per_second=8) as live:
         refreshes = 1
         while count is None or refreshes < count:
@@ -244,7 +251,9 @@ def _watch_live(refresh: Any, state: dict[str, Any], interval: float, count: int
             refreshes += 1
 
 
-def _watch_lines(refresh: Any, state: dict[str, Any], interval: float, count: int | None) -> None:
+def _watch_lines(
+    refresh: Refresh, state: dict[str, Any], interval: float, count: int | None
+) -> None:
     """Piped: a timestamped line whenever the holder, the queue or the jobs change."""
     last = ""
     refreshes = 0

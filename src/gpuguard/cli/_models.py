@@ -85,7 +85,7 @@ def models_unload(
 
 def _model_operation(verb: str, model: str, url: str, token: str | None) -> None:
     """POST the operation in a thread; meanwhile say what it waits for, and for how long."""
-    outcome: dict[str, BaseException | None] = {}
+    outcome: dict[str, Exception | None] = {}
 
     def call() -> None:
         # A first load may download and compile for minutes: no read timeout.
@@ -93,7 +93,7 @@ def _model_operation(verb: str, model: str, url: str, token: str | None) -> None
             try:
                 client.post(f"/admin/models/{verb}", {"model": model})
                 outcome["error"] = None
-            except BaseException as exc:  # handed to the main thread
+            except Exception as exc:  # handed to the main thread
                 outcome["error"] = exc
 
     worker = threading.Thread(target=call, name=f"gpuguard-{verb}", daemon=True)
