@@ -1,4 +1,4 @@
-"""The gateway takes the guard for every GPU operation of the inventory."""
+"""The gateway takes the guard for every GPU operation it performs."""
 
 from __future__ import annotations
 
