@@ -14,7 +14,7 @@ from typing import Any
 
 from ._arbiter import Ticket
 from ._clock import Clock
-from ._events import Event, EventBus, GpuEvent, GpuStatus
+from ._events import Event, EventBus, GpuEvent, GpuStatus, Priority
 from ._snapshot import GuardCounters
 
 __all__ = ["GuardTelemetry", "log_gpu_event"]
@@ -130,11 +130,19 @@ _LEVELS = {
 }
 
 
+_ROUTINE = frozenset({GpuStatus.STARTED, GpuStatus.COMPLETED})
+
+
 def log_gpu_event(event: Event) -> None:
-    """Log one GPU event on the ``gpuguard.guard`` logger (a listener on the guard's bus)."""
+    """Log one GPU event on the ``gpuguard.guard`` logger (a listener on the guard's bus).
+
+    Background work's routine grants and releases (one pair per bulk embedding batch) go to
+    DEBUG, so that they do not drown the log; bulk embedding logs its own GPU/CPU switches.
+    """
     if not isinstance(event, GpuEvent):
         return
-    level = _LEVELS.get(event.status, logging.INFO)
+    routine = event.priority is Priority.BACKGROUND and event.status in _ROUTINE
+    level = logging.DEBUG if routine else _LEVELS.get(event.status, logging.INFO)
     if not logger.isEnabledFor(level):
         return
     logger.log(level, "%s", _describe(event))

@@ -843,3 +843,22 @@ async def test_repr_names_the_holder(make_guard: MakeGuard) -> None:
     async with guard.hold("chat") as lease:
         assert "chat" in repr(guard)
         assert "held" in repr(lease)
+
+
+async def test_background_grants_and_releases_log_at_debug(
+    make_guard: MakeGuard, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One pair per bulk embedding batch would drown the log at INFO.
+    guard = make_guard()
+    caplog.set_level(logging.DEBUG, logger="gpuguard.guard")
+    async with guard.hold("bulk", priority=Priority.BACKGROUND):
+        pass
+    async with guard.hold("load"):
+        pass
+    levels = [(r.getMessage().split(":")[0], r.levelno) for r in caplog.records]
+    assert levels == [
+        ("acquired", logging.DEBUG),
+        ("released", logging.DEBUG),
+        ("acquired", logging.INFO),
+        ("released", logging.INFO),
+    ]

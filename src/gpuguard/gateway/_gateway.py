@@ -1,6 +1,6 @@
 """The model gateway: the one owner of the guard, the LLM backend and the embedders.
 
-Every GPU operation of the inventory goes through :attr:`ModelGateway.guard`:
+Every GPU operation goes through :attr:`ModelGateway.guard`:
 
 =====================================  ===========================  =====================
 operation                              lease                        if busy
