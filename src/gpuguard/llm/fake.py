@@ -31,8 +31,9 @@ class FakeBackend:
     size in bytes, reported as their VRAM while loaded; ``chats`` keeps every chat's messages.
 
     One word is one token. It honours ``max_tokens`` (finish ``length``), ``stop`` (a
-    word that ends the answer) and ``tools``: with ``tool_choice`` ``required`` or a named
-    function it calls the first (or named) tool with ``{"text": <prompt>}``, streamed in two
+    word that ends the answer) and ``tools``: it calls the named tool (``tool_choice`` naming
+    a function), the first one (``required``) or, left to choose (``auto`` or unset), the
+    first whose name is a word of the prompt, with ``{"text": <prompt>}``, streamed in two
     argument pieces. Every other option in ``chat_parameters`` is accepted and recorded in
     :attr:`options`. ``context_length`` (words) refuses longer prompts.
     """
@@ -133,7 +134,7 @@ class FakeBackend:
             )
         prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
         with self.recorder.record(f"llm:{self.kind}", f"chat {model}"):
-            if _called_tool(options) is not None:
+            if _called_tool(options, prompt) is not None:
                 async for chunk in self._call_tool(options, prompt, prompt_tokens, model):
                     yield chunk
                 return
@@ -154,7 +155,7 @@ class FakeBackend:
     async def _call_tool(
         self, options: ChatOptions, prompt: str, prompt_tokens: int, model: str
     ) -> AsyncGenerator[ChatChunk, None]:
-        name = _called_tool(options)
+        name = _called_tool(options, prompt)
         arguments = json.dumps({"text": prompt})
         half = len(arguments) // 2
         first = {
@@ -189,13 +190,16 @@ def _words(messages: Sequence[ChatMessage]) -> int:
     return sum(len(m.content.split()) for m in messages)
 
 
-def _called_tool(options: ChatOptions) -> str | None:
-    """The tool the fake calls: a named one, or the first when a call is required."""
+def _called_tool(options: ChatOptions, prompt: str) -> str | None:
+    """The tool the fake calls: named, the first if required, or one the prompt names."""
     if not options.tools:
         return None
     choice = options.tool_choice
     if isinstance(choice, dict) or (choice is not None and not isinstance(choice, str)):
         return str(choice["function"]["name"])
+    names = [str(tool["function"]["name"]) for tool in options.tools]
     if choice == "required":
-        return str(options.tools[0]["function"]["name"])
-    return None
+        return names[0]
+    if choice == "none":
+        return None
+    return next((name for name in names if name in prompt.split()), None)

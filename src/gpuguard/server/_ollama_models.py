@@ -24,7 +24,7 @@ from ._context import ServerContext, get_context
 from ._errors import ollama_error
 from ._ollama_schemas import CopyRequest, ModelNameRequest
 from ._ollama_wire import FOREVER, created_at, digest, line
-from ._openai_routes import _ClosingStreamingResponse
+from ._streaming import ClosingStreamingResponse
 
 __all__ = ["embedder_names", "resolve_model", "router"]
 
@@ -223,7 +223,7 @@ async def _progress(
             async for event in events:
                 last = event
         return JSONResponse(dict(last))
-    return _ClosingStreamingResponse(_lines(first, events), media_type="application/x-ndjson")
+    return ClosingStreamingResponse(_lines(first, events), media_type="application/x-ndjson")
 
 
 async def _lines(

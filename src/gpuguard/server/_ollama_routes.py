@@ -17,13 +17,14 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from .. import __version__
-from .._exceptions import GpuGuardError, ModelNotFound
+from .._exceptions import GpuGuardError, ModelNotFound, UnsupportedParameter
 from ..gateway import GpuWaiting, ModelGateway
 from ..llm import ChatChunk, ChatMessage
 from . import _ollama_models
@@ -35,10 +36,10 @@ from ._ollama_schemas import (
     EmbedRequest,
     GenerateRequest,
     OllamaChatRequest,
-    chat_parameters,
 )
-from ._ollama_wire import CHAT, GENERATE, Shape, Timing, answer_item, line
-from ._openai_routes import _ClosingStreamingResponse, _first_item, _items
+from ._ollama_wire import CHAT, GENERATE, Shape, Timing, answer_item, line, ollama_tool_calls
+from ._openai_payloads import Answer
+from ._streaming import ChatStream, ClosingStreamingResponse, first_item, items
 
 __all__ = ["OLLAMA_API_VERSION", "root_router", "router"]
 
@@ -52,7 +53,6 @@ root_router = APIRouter(tags=["ollama"])
 """``GET /`` and ``HEAD /`` answering "Ollama is running", for the Ollama port."""
 
 Context = Annotated[ServerContext, Depends(get_context)]
-ChatStream = AsyncGenerator[ChatChunk | GpuWaiting, None]
 
 
 @root_router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
@@ -61,10 +61,15 @@ async def running() -> PlainTextResponse:
     return PlainTextResponse("Ollama is running")
 
 
-@router.api_route("/version", methods=["GET", "HEAD"])
+@router.get("/version")
 async def version() -> dict[str, str]:
     """The Ollama API version followed, and gpuguard's own as an extra field."""
     return {"version": OLLAMA_API_VERSION, "gpuguard": __version__}
+
+
+# HEAD answers as GET does (headers only); one route with both methods would give both
+# the same OpenAPI operation id.
+router.add_api_route("/version", version, methods=["HEAD"], include_in_schema=False)
 
 
 @router.post("/chat", response_model=None)
@@ -87,27 +92,85 @@ async def _answer(
     *,
     load_only: bool,
 ) -> Response:
-    parameters = chat_parameters(body.options)
-    unload_after = body.keep_alive_s == 0
+    parameters = body.parameters()
     gateway = context.gateway
     model = await resolve_model(gateway, body.model)
+    reply = _Reply(shape, body.model, model, gateway, unload_after=body.keep_alive_s == 0)
     if load_only:
-        reason = await _load_or_unload(gateway, model, unload=unload_after)
+        reason = await _load_or_unload(gateway, model, unload=reply.unload_after)
         return JSONResponse(shape.payload(body.model, "", done=True, done_reason=reason))
-    timing = Timing()
-    stream = gateway.chat(messages, model=model, options=parameters.options())
-    first = await _first_item(stream)
+    stream = gateway.chat(messages, model=model, options=parameters.options)
+    try:
+        first = await first_item(stream)
+    except UnsupportedParameter as exc:
+        raise parameters.in_ollama_terms(exc) from exc
     headers = _ignored_header(parameters.ignored)
     if body.stream:
-        lines = _lines(shape, body.model, timing, first, stream, gateway, unload_after)
-        response = _ClosingStreamingResponse(lines, media_type="application/x-ndjson")
+        response = ClosingStreamingResponse(
+            reply.lines(first, stream), media_type="application/x-ndjson"
+        )
         response.headers.update(headers)
         return response
-    text = await _collect(timing, first, stream)
-    if unload_after:
-        await gateway.unload(model)
-    payload = shape.payload(body.model, text, done=True, **timing.final_fields())
-    return JSONResponse(payload, headers=headers)
+    return JSONResponse(await reply.whole(first, stream), headers=headers)
+
+
+@dataclass(slots=True)
+class _Reply:
+    """One answer on its way to the client: ``name`` as the client asked, ``model`` resolved."""
+
+    shape: Shape
+    name: str
+    model: str
+    gateway: ModelGateway
+    unload_after: bool
+    timing: Timing = field(default_factory=Timing)
+    answer: Answer = field(default_factory=Answer)
+
+    async def lines(
+        self, first: ChatChunk | GpuWaiting | None, stream: ChatStream
+    ) -> AsyncGenerator[str, None]:
+        """The NDJSON stream: text as it comes, tool calls whole, then the final object."""
+        try:
+            async with aclosing(stream):
+                async for item in items(first, stream):
+                    if isinstance(item, ChatChunk):
+                        self._add(item)
+                    payload = answer_item(self.shape, self.name, item)
+                    if payload is not None:
+                        yield line(payload)
+            calls = self._tool_calls()
+            if calls:
+                # Ollama sends each tool call whole, on a line of its own before the last.
+                yield line(self.shape.payload(self.name, "", done=False, tool_calls=calls))
+            yield line(self.shape.payload(self.name, "", done=True, **self.timing.final_fields()))
+            if self.unload_after:
+                await self.gateway.unload(self.model)
+        except GpuGuardError as exc:
+            # The status line went out with the first line: Ollama reports later errors as a
+            # last ``{"error": ...}`` line, and its clients raise on it.
+            yield line(ollama_error(exc))
+
+    async def whole(
+        self, first: ChatChunk | GpuWaiting | None, stream: ChatStream
+    ) -> dict[str, Any]:
+        """The non-streamed answer object."""
+        async with aclosing(stream):
+            async for item in items(first, stream):
+                if isinstance(item, ChatChunk):
+                    self._add(item)
+        calls = self._tool_calls()
+        if self.unload_after:
+            await self.gateway.unload(self.model)
+        return self.shape.payload(
+            self.name, self.answer.text, done=True, tool_calls=calls, **self.timing.final_fields()
+        )
+
+    def _add(self, chunk: ChatChunk) -> None:
+        self.timing.record(chunk)
+        self.answer.add(chunk)
+
+    def _tool_calls(self) -> list[dict[str, Any]]:
+        return ollama_tool_calls(self.answer, backend=self.gateway.backend.kind, model=self.model)
 
 
 def _ignored_header(ignored: tuple[str, ...]) -> dict[str, str]:
@@ -122,42 +185,6 @@ async def _load_or_unload(gateway: ModelGateway, model: str, *, unload: bool) ->
         return "unload"
     await gateway.load(model)
     return "load"
-
-
-async def _lines(
-    shape: Shape,
-    model: str,
-    timing: Timing,
-    first: ChatChunk | GpuWaiting | None,
-    stream: ChatStream,
-    gateway: ModelGateway,
-    unload_after: bool,
-) -> AsyncGenerator[str, None]:
-    try:
-        async with aclosing(stream):
-            async for item in _items(first, stream):
-                if isinstance(item, ChatChunk):
-                    timing.record(item)
-                payload = answer_item(shape, model, item)
-                if payload is not None:
-                    yield line(payload)
-        yield line(shape.payload(model, "", done=True, **timing.final_fields()))
-        if unload_after:
-            await gateway.unload(model)
-    except GpuGuardError as exc:
-        # The status line went out with the first line: Ollama reports later errors as a
-        # last ``{"error": ...}`` line, and its clients raise on it.
-        yield line(ollama_error(exc))
-
-
-async def _collect(timing: Timing, first: ChatChunk | GpuWaiting | None, stream: ChatStream) -> str:
-    parts = []
-    async with aclosing(stream):
-        async for item in _items(first, stream):
-            if isinstance(item, ChatChunk):
-                timing.record(item)
-                parts.append(item.content)
-    return "".join(parts)
 
 
 @router.post("/embed")

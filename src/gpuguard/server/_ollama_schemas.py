@@ -1,23 +1,32 @@
 """Request bodies of the Ollama-compatible routes, ``keep_alive`` and ``options``.
 
 Ollama ignores unknown top-level fields, and so do these models. A field that Ollama
-defines but gpuguard cannot honour yet (``tools``, ``images``, ``format``, ``suffix``...)
-is refused with a 400 that names it, never dropped silently; :func:`chat_parameters` is
-the one table of which ``options`` reach the backend.
+defines but gpuguard cannot honour (``images``, ``suffix``, ``think``, ``top_k``...) is
+refused with a 400 that names it, never dropped silently; :func:`chat_parameters` is the
+one mapping of ``options``, ``format`` and ``tools`` onto the gateway's
+:class:`~gpuguard.llm.ChatOptions`, which the backend then forwards or refuses.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .._exceptions import InvalidRequest
+from .._exceptions import InvalidRequest, UnsupportedParameter
 from ..llm import ChatMessage, ChatOptions
+from ._openai_schemas import ToolSpec
 
 __all__ = [
+    "FORWARDED_OPTIONS",
+    "NO_IMAGES",
+    "OLLAMA_NAMES",
+    "SERVER_OPTIONS",
     "ChatParameters",
     "CopyRequest",
     "EmbedRequest",
@@ -25,7 +34,9 @@ __all__ = [
     "GenerateRequest",
     "ModelNameRequest",
     "OllamaChatRequest",
+    "OllamaMessage",
     "chat_parameters",
+    "conversation",
     "keep_alive_seconds",
 ]
 
@@ -51,46 +62,124 @@ SERVER_OPTIONS = frozenset(
 )
 
 
+#: Ollama's generation options that the gateway forwards, with the :class:`ChatOptions` field
+#: each becomes. Every other option (``top_k``, ``min_p``, ``repeat_penalty``, ``mirostat``...)
+#: has no counterpart in the backends' chat APIs and is refused by name.
+FORWARDED_OPTIONS = {
+    "num_predict": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "stop": "stop",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+#: The Ollama name of each :class:`ChatOptions` field, for refusals in the client's terms.
+OLLAMA_NAMES = {
+    **{name: f"options.{option}" for option, name in FORWARDED_OPTIONS.items()},
+    "response_format": "format",
+    "tools": "tools",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ChatParameters:
-    """What a chat or generate request asks of the gateway beyond its messages."""
+    """What a chat or generate request asks of the gateway beyond its messages.
 
-    max_tokens: int | None = None
-    temperature: float | None = None
+    ``options`` go to :meth:`~gpuguard.gateway.ModelGateway.chat`; ``ignored`` names the
+    :data:`SERVER_OPTIONS` that were sent.
+    """
+
+    options: ChatOptions = field(default_factory=ChatOptions)
     ignored: tuple[str, ...] = ()
 
-    def options(self) -> ChatOptions:
-        """The options for :meth:`~gpuguard.gateway.ModelGateway.chat`."""
-        return ChatOptions(max_tokens=self.max_tokens, temperature=self.temperature)
+    def in_ollama_terms(self, refusal: UnsupportedParameter) -> UnsupportedParameter:
+        """A backend's refusal of a :class:`ChatOptions` field, naming the Ollama field."""
+        name = OLLAMA_NAMES.get(refusal.param, refusal.param)
+        why = str(refusal).removeprefix(refusal.param).lstrip()
+        return UnsupportedParameter(name, why, backend=refusal.backend, model=refusal.model)
 
 
-def chat_parameters(options: dict[str, Any] | None) -> ChatParameters:
-    """Map Ollama ``options`` onto the gateway's chat parameters.
+def chat_parameters(
+    options: dict[str, Any] | None,
+    *,
+    format: str | dict[str, Any] | None = None,
+    tools: list[ToolSpec] | None = None,
+) -> ChatParameters:
+    """Map Ollama ``options``, ``format`` and ``tools`` onto the gateway's chat options.
 
-    ``num_predict`` becomes ``max_tokens`` (negative: no limit, as in Ollama) and
-    ``temperature`` passes through; :data:`SERVER_OPTIONS` are accepted and ignored; any
-    other option set to a value raises :class:`InvalidRequest` naming it.
+    :data:`FORWARDED_OPTIONS` pass through (``num_predict`` negative or 0: no limit, as in
+    Ollama); :data:`SERVER_OPTIONS` are accepted and ignored; any other option set to a
+    value raises :class:`InvalidRequest` naming it. ``format`` ``"json"`` asks for JSON
+    mode and a JSON schema object for answers following it.
     """
     given = {key: value for key, value in (options or {}).items() if value is not None}
     ignored = tuple(sorted(key for key in given if key in SERVER_OPTIONS))
-    unsupported = sorted(set(given) - SERVER_OPTIONS - {"num_predict", "temperature"})
+    unsupported = sorted(set(given) - SERVER_OPTIONS - set(FORWARDED_OPTIONS))
     if unsupported:
         raise InvalidRequest(", ".join(f"options.{key}" for key in unsupported))
-    num_predict = given.get("num_predict")
-    temperature = given.get("temperature")
-    if num_predict is not None and (
-        isinstance(num_predict, bool) or not isinstance(num_predict, int)
-    ):
-        raise InvalidRequest("options.num_predict", f"must be an integer, got {num_predict!r}")
-    if temperature is not None and (
-        isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0
-    ):
-        raise InvalidRequest("options.temperature", f"must be a number >= 0, got {temperature!r}")
-    return ChatParameters(
-        max_tokens=num_predict if num_predict is not None and num_predict > 0 else None,
-        temperature=None if temperature is None else float(temperature),
-        ignored=ignored,
+    fields = {
+        FORWARDED_OPTIONS[key]: _CHECKS[key](f"options.{key}", value)
+        for key, value in given.items()
+        if key in FORWARDED_OPTIONS
+    }
+    chat = ChatOptions(
+        **fields,
+        response_format=_response_format(format),
+        tools=tuple(tool.model_dump(exclude_none=True) for tool in tools or ()),
     )
+    return ChatParameters(chat, ignored)
+
+
+def _token_limit(name: str, value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(name, f"must be an integer, got {value!r}")
+    return value if value > 0 else None
+
+
+def _number(name: str, value: Any, *, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(name, f"must be a number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise InvalidRequest(name, f"must be {bounds}, got {value!r}")
+    return float(value)
+
+
+def _seed(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(name, f"must be an integer, got {value!r}")
+    return value
+
+
+def _stops(name: str, value: Any) -> tuple[str, ...]:
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(stop, str) and stop for stop in stops):
+        raise InvalidRequest(name, f"must be a list of non-empty strings, got {value!r}")
+    return tuple(stops)
+
+
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "num_predict": _token_limit,
+    "temperature": partial(_number, low=0.0),
+    "top_p": partial(_number, low=0.0, high=1.0),
+    "stop": _stops,
+    "seed": _seed,
+    "presence_penalty": _number,
+    "frequency_penalty": _number,
+}
+
+
+def _response_format(format: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """Ollama's ``format`` as an OpenAI ``response_format``."""
+    if not format:
+        return None
+    if format == "json":
+        return {"type": "json_object"}
+    if isinstance(format, dict):
+        return {"type": "json_schema", "json_schema": {"name": "response", "schema": format}}
+    raise InvalidRequest("format", f'must be "json" or a JSON schema object, got {format!r}')
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -122,8 +211,12 @@ def keep_alive_seconds(value: float | str | None) -> float | None:
     return sign * sum(float(number) * _UNIT_S[unit] for number, unit in parts)
 
 
+#: Why images are refused: the gateway's chat carries text only, whatever the backend.
+NO_IMAGES = "are not supported: this server's chat takes text only"
+
+
 class _OllamaRequest(BaseModel):
-    """Shared by chat and generate: the model, streaming, ``keep_alive`` and ``options``."""
+    """Shared by chat and generate: model, streaming, ``keep_alive``, ``options``, ``format``."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -136,10 +229,12 @@ class _OllamaRequest(BaseModel):
 
     def check_supported(self) -> None:
         """Refuse what the gateway cannot do yet, naming the field."""
-        if self.format:
-            raise InvalidRequest("format")
         if self.think:
             raise InvalidRequest("think")
+
+    def parameters(self) -> ChatParameters:
+        """The generation options asked for (see :func:`chat_parameters`)."""
+        return chat_parameters(self.options, format=self.format)
 
     @property
     def keep_alive_s(self) -> float | None:
@@ -147,40 +242,93 @@ class _OllamaRequest(BaseModel):
         return keep_alive_seconds(self.keep_alive)
 
 
+class OllamaFunctionCall(BaseModel):
+    """The function an assistant turn called; ``arguments`` is an object, as Ollama sends it."""
+
+    name: str = Field(min_length=1, max_length=64)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class OllamaToolCall(BaseModel):
+    """One tool call of an earlier assistant turn."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    function: OllamaFunctionCall
+
+
 class OllamaMessage(BaseModel):
-    """One chat turn as Ollama clients send it."""
+    """One chat turn as Ollama clients send it; a tool turn may name its ``tool_name``."""
 
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     images: list[str] | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[OllamaToolCall] | None = None
+    tool_name: str | None = None
 
-    def to_message(self, index: int) -> ChatMessage:
-        """The gateway's message type; images and tool turns are refused for now."""
+
+def conversation(messages: list[OllamaMessage]) -> list[ChatMessage]:
+    """Ollama's turns as the gateway's, tool calls in OpenAI's shape.
+
+    Ollama's tool calls carry no ids and OpenAI-style backends need them: each call gets
+    ``call_<turn>_<n>``, and a tool turn answers the oldest open call of its ``tool_name``
+    (or the oldest open call where it names none).
+    """
+    open_calls: list[tuple[str, str]] = []
+    turns = []
+    for index, message in enumerate(messages):
         where = f"messages[{index}]"
-        if self.images:
-            raise InvalidRequest(f"{where}.images")
-        if self.tool_calls:
-            raise InvalidRequest(f"{where}.tool_calls")
-        if self.role == "tool":
-            raise InvalidRequest(f"{where}.role", "'tool' is not supported by this server yet")
-        return ChatMessage(self.role, self.content)
+        if message.images:
+            raise InvalidRequest(f"{where}.images", NO_IMAGES)
+        if message.tool_calls and message.role != "assistant":
+            raise InvalidRequest(f"{where}.tool_calls", "belong to assistant turns only")
+        if message.role == "tool":
+            call_id = _answered(open_calls, message.tool_name, where)
+            turns.append(ChatMessage("tool", message.content, tool_call_id=call_id))
+            continue
+        named = [(f"call_{index}_{n}", call) for n, call in enumerate(message.tool_calls or ())]
+        open_calls.extend((call_id, call.function.name) for call_id, call in named)
+        calls = tuple(
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {
+                    "name": call.function.name,
+                    "arguments": json.dumps(call.function.arguments),
+                },
+            }
+            for call_id, call in named
+        )
+        turns.append(ChatMessage(message.role, message.content, tool_calls=calls))
+    return turns
+
+
+def _answered(open_calls: list[tuple[str, str]], tool_name: str | None, where: str) -> str:
+    """Take the open call a tool turn answers off ``open_calls``; return its id."""
+    for position, (call_id, name) in enumerate(open_calls):
+        if tool_name is None or name == tool_name:
+            del open_calls[position]
+            return call_id
+    wanted = f" of {tool_name!r}" if tool_name else ""
+    raise InvalidRequest(f"{where}.role", f"'tool' answers no earlier tool call{wanted}")
 
 
 class OllamaChatRequest(_OllamaRequest):
     """``POST /api/chat``; no messages loads the model (and ``keep_alive: 0`` unloads it)."""
 
     messages: list[OllamaMessage] = Field(default_factory=list, max_length=MAX_MESSAGES)
-    tools: list[Any] | None = None
+    tools: list[ToolSpec] | None = Field(default=None, max_length=128)
 
     def chat_messages(self) -> list[ChatMessage]:
         """The conversation in the gateway's terms (after :meth:`check_supported`)."""
         self.check_supported()
-        if self.tools:
-            raise InvalidRequest("tools")
-        return [message.to_message(i) for i, message in enumerate(self.messages)]
+        return conversation(self.messages)
+
+    def parameters(self) -> ChatParameters:
+        """The generation options asked for, the tools included."""
+        return chat_parameters(self.options, format=self.format, tools=self.tools)
 
 
 class GenerateRequest(_OllamaRequest):
@@ -197,7 +345,9 @@ class GenerateRequest(_OllamaRequest):
     def chat_messages(self) -> list[ChatMessage]:
         """The prompt (after the optional system message) as a conversation."""
         self.check_supported()
-        for name in ("suffix", "images", "template", "raw", "context"):
+        if self.images:
+            raise InvalidRequest("images", NO_IMAGES)
+        for name in ("suffix", "template", "raw", "context"):
             if getattr(self, name):
                 raise InvalidRequest(name)
         system = [ChatMessage("system", self.system)] if self.system else []

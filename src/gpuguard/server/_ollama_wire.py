@@ -16,9 +16,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .._exceptions import BackendProtocolError
 from ..gateway import GpuWaiting
 from ..llm import ChatChunk
 from ._errors import is_ollama_path
+from ._openai_payloads import Answer
 
 __all__ = [
     "CHAT",
@@ -31,6 +33,7 @@ __all__ = [
     "created_at",
     "digest",
     "line",
+    "ollama_tool_calls",
     "waiting_fields",
 ]
 
@@ -73,18 +76,29 @@ class Shape:
 
     route: str
 
-    def text(self, content: str) -> dict[str, Any]:
-        """The text field(s) of one answer object."""
+    def text(self, content: str, tool_calls: list[dict[str, Any]]) -> dict[str, Any]:
+        """The text field(s) of one answer object (and a chat's tool calls, if any)."""
         if self.route == "chat":
-            return {"message": {"role": "assistant", "content": content}}
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if tool_calls:
+                message["tool_calls"] = tool_calls
+            return {"message": message}
         return {"response": content}
 
-    def payload(self, model: str, content: str, *, done: bool, **extra: Any) -> dict[str, Any]:
+    def payload(
+        self,
+        model: str,
+        content: str,
+        *,
+        done: bool,
+        tool_calls: list[dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
         """One answer object (a stream line, or the whole non-streamed answer)."""
         return {
             "model": model,
             "created_at": created_at(),
-            **self.text(content),
+            **self.text(content, tool_calls or []),
             "done": done,
             **extra,
         }
@@ -121,6 +135,8 @@ class Timing:
         first = self.first_token_ns if self.first_token_ns is not None else now
         usage = (self.last.usage if self.last is not None else None) or {}
         reason = (self.last.finish_reason if self.last is not None else None) or "stop"
+        # Ollama ends an answer that calls tools with "stop", its calls in the message.
+        reason = "stop" if reason == "tool_calls" else reason
         return {
             "done_reason": reason,
             "total_duration": now - self.started_ns,
@@ -139,6 +155,28 @@ def answer_item(shape: Shape, model: str, item: ChatChunk | GpuWaiting) -> dict[
     if not item.content:
         return None
     return shape.payload(model, item.content, done=False)
+
+
+def ollama_tool_calls(answer: Answer, *, backend: str, model: str) -> list[dict[str, Any]]:
+    """The tool calls gathered in ``answer`` in Ollama's shape: ``arguments`` an object.
+
+    Raises :class:`BackendProtocolError` where the backend's arguments are not a JSON object.
+    """
+    calls = []
+    for index in sorted(answer.tool_calls):
+        function = answer.tool_calls[index]["function"]
+        try:
+            arguments = json.loads(function["arguments"] or "{}")
+        except json.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            raise BackendProtocolError(
+                f"the arguments of tool call {function['name']!r} are not a JSON object",
+                backend=backend,
+                model=model,
+            )
+        calls.append({"function": {"name": function["name"], "arguments": arguments}})
+    return calls
 
 
 class JsonBodies:

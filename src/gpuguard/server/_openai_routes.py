@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from numpy.typing import NDArray
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from .._exceptions import GpuGuardError, InvalidRequest, ModelNotFound, UnsupportedParameter
 from ..gateway import GpuWaiting, ModelGateway, ModelInfo
@@ -22,13 +21,13 @@ from ._errors import error_body, kind_of
 from ._openai_payloads import Answer, chunk_payload, new_id, text_chunk_payload
 from ._openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ._retrieval import with_passages
+from ._streaming import ChatStream, ClosingStreamingResponse, first_item, items
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 Context = Annotated[ServerContext, Depends(get_context)]
-ChatStream = AsyncGenerator[ChatChunk | GpuWaiting, None]
 Payload = Callable[[ChatChunk], dict[str, Any]]
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -149,21 +148,6 @@ async def embeddings(body: EmbeddingRequest, context: Context) -> dict[str, Any]
     }
 
 
-class _ClosingStreamingResponse(StreamingResponse):
-    """Closes its generator however the response ends, so a departed client frees the GPU."""
-
-    def __init__(self, content: AsyncGenerator[str, None], *, media_type: str) -> None:
-        super().__init__(content, media_type=media_type, headers={"Cache-Control": "no-cache"})
-        self._generator = content
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Stream, then close the generator (a no-op when it ran to its end)."""
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._generator.aclose()
-
-
 async def _model_entries(context: ServerContext) -> list[dict[str, Any]]:
     infos: dict[str, ModelInfo] = {}
     for info in await context.gateway.models():
@@ -201,26 +185,7 @@ async def _start(
     if options.n > 1:
         raise UnsupportedParameter("n", "> 1 is not supported: ask for one answer per request")
     stream = gateway.chat(messages, model=model, options=options)
-    return stream, await _first_item(stream)
-
-
-async def _first_item(stream: ChatStream) -> ChatChunk | GpuWaiting | None:
-    """Run the stream to its first item, so that early errors get a proper status code."""
-    try:
-        return await anext(stream)
-    except StopAsyncIteration:
-        return None
-    except BaseException:
-        await stream.aclose()
-        raise
-
-
-async def _items(first: ChatChunk | GpuWaiting | None, stream: ChatStream) -> ChatStream:
-    if first is None:
-        return
-    yield first
-    async for item in stream:
-        yield item
+    return stream, await first_item(stream)
 
 
 def _stream(
@@ -232,7 +197,7 @@ def _stream(
     opening: dict[str, Any] | None,
 ) -> StreamingResponse:
     frames = _sse_frames(completion_id, body, first, stream, payload, opening)
-    return _ClosingStreamingResponse(frames, media_type="text/event-stream")
+    return ClosingStreamingResponse(frames, media_type="text/event-stream")
 
 
 async def _sse_frames(
@@ -247,7 +212,7 @@ async def _sse_frames(
     try:
         if opening is not None:
             yield _frame(opening)
-        async for item in _items(first, stream):
+        async for item in items(first, stream):
             if isinstance(item, GpuWaiting):
                 yield _frame(_waiting(completion_id, body.model, item))
                 continue
@@ -286,7 +251,7 @@ def _waiting(completion_id: str, model: str, item: GpuWaiting) -> dict[str, Any]
 async def _collect(first: ChatChunk | GpuWaiting | None, stream: ChatStream) -> Answer:
     answer = Answer()
     try:
-        async for item in _items(first, stream):
+        async for item in items(first, stream):
             if isinstance(item, ChatChunk):
                 answer.add(item)
     finally:
