@@ -179,8 +179,9 @@ async def test_the_lane_shows_fields_it_does_not_know_yet(open_page: OpenPage) -
     """A holder from another process, hung, with a field a later server may add."""
     async with open_page() as page:
         tab = page.page
+        # The page refreshes the lane every second: serve it the same state from /admin/gpu.
         await tab.evaluate(
-            """renderLane({current: null, snapshot: {
+            """const gpu = {current: null, snapshot: {
                 guard: "gpu0", policy: "exclusive", taken_at: Date.now() / 1000,
                 counters: {completed: 1, brand_new_counter: 3},
                 holder: {lease_id: 9, operation: "load", model: "big", priority: "normal",
@@ -188,7 +189,11 @@ async def test_the_lane_shows_fields_it_does_not_know_yet(open_page: OpenPage) -
                          host: "gpu-box", process: "worker", gpu_index: 1, nested: {a: 1}},
                 waiters: [{lease_id: 10, operation: "chat", model: null, priority: "interactive",
                            effective_priority: "interactive", position: 1, since: 2,
-                           waited_s: 3, host: "laptop"}]}})"""
+                           waited_s: 3, host: "laptop"}]}};
+            const realApi = api;
+            api = async (path, ...rest) =>
+                path.startsWith("/admin/gpu") ? gpu : realApi(path, ...rest);
+            renderLane(gpu);"""
         )
         holder = tab.locator("#lane-holder-value")
         assert await holder.inner_text() == "load \u00b7 big (normal, 43 s, hung for 12 s)"
