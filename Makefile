@@ -34,6 +34,7 @@ test: lint typecheck unit  ## installs, then ruff, mypy --strict and the whole p
 bench: install
 	$(PY) bench/guard_overhead.py
 	$(PY) bench/indexing.py
+	$(PY) bench/load.py
 
 screenshots: install  ## the web page's main states, from the browser tests, into docs/screenshots
 	GPUGUARD_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/browser -q

@@ -196,9 +196,19 @@ class ModelGateway:
             logger.error("%s", message)
 
     async def set_model(self, model: str) -> asyncio.Task[None]:
-        """Make ``model`` the current one and prewarm it in the background."""
-        self.model = model
-        return self.prewarm_in_background(model)
+        """Prewarm ``model`` in the background; it becomes the current one once it is loaded.
+
+        A failed prewarm is reported like any background prewarm and leaves the current
+        model as it was, so that chats never default to a model that cannot serve.
+        """
+        task = self.prewarm_in_background(model)
+
+        def adopt(done: asyncio.Task[None]) -> None:
+            if not done.cancelled() and model in self._loaded:
+                self.model = model
+
+        task.add_done_callback(adopt)
+        return task
 
     async def rewarm(self) -> None:
         """Re-warm the current model (after RAG indexing pushed it out)."""

@@ -7,9 +7,10 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ._context import ServerContext, get_context
+from ._errors import error_responses
 from ._logs import LogRing
 
 __all__ = ["router"]
@@ -18,15 +19,22 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 Context = Annotated[ServerContext, Depends(get_context)]
 
+# What a model operation may answer besides 200: the backend's and the GPU lease's errors.
+MODEL_ERRORS = error_responses(404, 409, 502, 503, 504)
+
 
 class ModelRequest(BaseModel):
     """Names the model to load or unload."""
+
+    model_config = ConfigDict(strict=True)
 
     model: str = Field(min_length=1, max_length=256)
 
 
 class PrewarmRequest(BaseModel):
-    """Prewarm ``model`` (default: the current one); ``make_current`` switches to it first."""
+    """Prewarm ``model`` (default: the current one); ``make_current`` then switches to it."""
+
+    model_config = ConfigDict(strict=True)  # JSON types as described: no 0 for false
 
     model: str | None = Field(default=None, min_length=1, max_length=256)
     make_current: bool = False
@@ -65,27 +73,30 @@ async def status(context: Context) -> dict[str, Any]:
     }
 
 
-@router.post("/models/load")
+@router.post("/models/load", responses=MODEL_ERRORS)
 async def load(body: ModelRequest, context: Context) -> dict[str, Any]:
     """Load a model under the GPU lease; returns once it can serve."""
     await context.gateway.load(body.model)
     return {"model": body.model, "status": "loaded"}
 
 
-@router.post("/models/unload")
+@router.post("/models/unload", responses=MODEL_ERRORS)
 async def unload(body: ModelRequest, context: Context) -> dict[str, Any]:
     """Unload a model under the GPU lease; returns once its memory is freed."""
     await context.gateway.unload(body.model)
     return {"model": body.model, "status": "unloaded"}
 
 
-@router.post("/models/prewarm")
+@router.post("/models/prewarm", responses=MODEL_ERRORS)
 async def prewarm(body: PrewarmRequest, context: Context) -> dict[str, Any]:
-    """Prewarm a model under the GPU lease (optionally making it the current one first)."""
+    """Prewarm a model under the GPU lease; with ``make_current``, switch to it once it is ready.
+
+    A model that fails to prewarm (unknown, failed to load) never becomes the current one.
+    """
     gateway = context.gateway
+    await gateway.prewarm(body.model)
     if body.make_current and body.model:
         gateway.model = body.model
-    await gateway.prewarm(body.model)
     return {"model": body.model or gateway.model, "status": "ready"}
 
 

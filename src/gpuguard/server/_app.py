@@ -31,6 +31,7 @@ from ._metrics import GuardMetrics
 from ._ollama_wire import JsonBodies
 from ._openapi import describe_errors_truthfully
 from ._runtime import model_catalog, open_runtime
+from ._text import JsonResponse, ValidTextBodies
 
 __all__ = ["create_app", "ollama_app"]
 
@@ -86,6 +87,7 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        default_response_class=JsonResponse,
     )
     app.state.logs = logs
     install_error_handlers(app)
@@ -110,8 +112,7 @@ def create_app(
         return FileResponse(str(STATIC_DIR / "index.html"))
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    app.add_middleware(JsonBodies)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    _bound_bodies(app, settings)
     _answer_own_names_only(app, settings)
     ollama = _ollama_port_app(settings, auth)
     app.state.ollama_app = ollama
@@ -135,14 +136,22 @@ def _ollama_port_app(settings: Settings, auth: list[Any]) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        default_response_class=JsonResponse,
     )
     install_error_handlers(app)
     app.include_router(_ollama_routes.router, dependencies=auth)
     app.include_router(_ollama_routes.root_router)
-    app.add_middleware(JsonBodies)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    _bound_bodies(app, settings)
     _answer_own_names_only(app, settings)
     return app
+
+
+def _bound_bodies(app: FastAPI, settings: Settings) -> None:
+    """Request bodies: bounded in size, JSON on Ollama paths, and valid Unicode text."""
+    # The last added runs first: the size limit, then the JSON media type, then the text.
+    app.add_middleware(ValidTextBodies)
+    app.add_middleware(JsonBodies)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
 
 
 def _answer_own_names_only(app: FastAPI, settings: Settings) -> None:

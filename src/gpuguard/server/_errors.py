@@ -15,7 +15,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from .._exceptions import (
@@ -49,10 +48,12 @@ from .._exceptions import (
     WouldBlock,
 )
 from .._redact import redact
+from ._text import JsonResponse
 
 __all__ = [
     "ErrorKind",
     "error_body",
+    "error_responses",
     "install_error_handlers",
     "is_ollama_path",
     "kind_of",
@@ -165,7 +166,7 @@ def _context(exc: GpuGuardError) -> dict[str, Any]:
     }
 
 
-async def _gpuguard_error(request: Request, exc: Exception) -> JSONResponse:
+async def _gpuguard_error(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, GpuGuardError)
     kind = kind_of(exc)
     context = None if _is_openai_path(request) else _context(exc)
@@ -174,13 +175,13 @@ async def _gpuguard_error(request: Request, exc: Exception) -> JSONResponse:
     if kind.status == 503:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after or 1)))
     if is_ollama_path(request.url.path):
-        return JSONResponse(ollama_error(exc), status_code=kind.status, headers=headers)
+        return JsonResponse(ollama_error(exc), status_code=kind.status, headers=headers)
     param = "model" if isinstance(exc, ModelNotFound) else getattr(exc, "param", None)
     body = error_body(kind, redact(str(exc)), param=param, context=context)
-    return JSONResponse(body, status_code=kind.status, headers=headers)
+    return JsonResponse(body, status_code=kind.status, headers=headers)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, RequestValidationError)
     problems = []
     first_param: str | None = None
@@ -193,8 +194,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         problems.append(f"{where}: {error.get('msg', 'invalid')}")
     message = "invalid request: " + "; ".join(problems)
     if is_ollama_path(request.url.path):
-        return JSONResponse({"error": message}, status_code=400)
-    return JSONResponse(
+        return JsonResponse({"error": message}, status_code=400)
+    return JsonResponse(
         error_body(_HTTP_KINDS[400], message, param=first_param, context=None), status_code=400
     )
 
@@ -233,7 +234,7 @@ def _json_problem(error: Any, body: Any) -> str:
     return f"body: invalid JSON at line {line} column {column}{detail}"
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, HTTPException)
     kind = _HTTP_KINDS.get(
         exc.status_code, ErrorKind(exc.status_code, "invalid_request_error", "http_error")
@@ -242,4 +243,23 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         body: dict[str, Any] = {"error": str(exc.detail)}
     else:
         body = error_body(kind, str(exc.detail), context=None)
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return JsonResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+_DESCRIPTIONS = {
+    400: "Invalid request: a field missing or out of range, a refused source",
+    404: "Unknown model or job",
+    409: "The model is not loaded, or the job cannot do that now",
+    502: "The LLM server failed or answered something invalid",
+    503: "Busy: the GPU queue is full or the wait timed out; retry after Retry-After seconds",
+    504: "The LLM server or the GPU operation timed out",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route that may answer these error statuses.
+
+    The body's schema (the error shape) is added with every other error response's when the
+    description is built.
+    """
+    return {status: {"description": _DESCRIPTIONS[status]} for status in statuses}

@@ -6,14 +6,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .._exceptions import ConfigError
 from ._context import JobRunner, ServerContext, get_context
+from ._errors import error_responses
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin/jobs", tags=["jobs"])
+# Every job route answers 400 when the server has no job manager.
+router = APIRouter(prefix="/admin/jobs", tags=["jobs"], responses=error_responses(400))
 
 
 class SchemaRefreshRequest(BaseModel):
@@ -24,6 +26,8 @@ class SchemaRefreshRequest(BaseModel):
     ``schemas`` narrows the refresh (default: every non-system schema).
     """
 
+    model_config = ConfigDict(strict=True)
+
     database_url: str = Field(min_length=1, max_length=2048)
     schemas: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
         default=None, max_length=256
@@ -32,6 +36,8 @@ class SchemaRefreshRequest(BaseModel):
 
 class RagRequest(BaseModel):
     """Index the documents under ``path`` (a file or a folder on the server's machine)."""
+
+    model_config = ConfigDict(strict=True)
 
     path: str = Field(min_length=1, max_length=4096)
 
@@ -45,14 +51,14 @@ def _jobs(context: Annotated[ServerContext, Depends(get_context)]) -> JobRunner:
 Jobs = Annotated[JobRunner, Depends(_jobs)]
 
 
-@router.post("/schema-refresh", status_code=202)
+@router.post("/schema-refresh", status_code=202, responses=error_responses(409))
 async def start_schema_refresh(body: SchemaRefreshRequest, jobs: Jobs) -> dict[str, Any]:
     """Start refreshing a database's schemas; a bad or refused URL is a 400 before any job."""
     job = await jobs.start_schema_refresh(body.database_url, schemas=body.schemas)
     return job.to_dict()
 
 
-@router.post("/rag", status_code=202)
+@router.post("/rag", status_code=202, responses=error_responses(409))
 async def start_rag(body: RagRequest, jobs: Jobs) -> dict[str, Any]:
     """Start indexing documents; a missing or refused path is a 400 before any job."""
     return (await jobs.start_rag(Path(body.path))).to_dict()
@@ -64,13 +70,13 @@ async def list_jobs(jobs: Jobs) -> dict[str, Any]:
     return {"jobs": [job.to_dict() for job in jobs.list()]}
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=error_responses(404))
 async def get_job(job_id: str, jobs: Jobs) -> dict[str, Any]:
     """One job's state and progress (404 when unknown)."""
     return jobs.get(job_id).to_dict()
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=error_responses(404))
 async def cancel_job(job_id: str, jobs: Jobs) -> dict[str, Any]:
     """Cancel a job (a finished job is left as it is)."""
     return (await jobs.cancel(job_id)).to_dict()

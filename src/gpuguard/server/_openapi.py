@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from ._errors import is_ollama_path
+
 __all__ = ["describe_errors_truthfully"]
 
 _ERROR_SCHEMA: dict[str, Any] = {
@@ -32,6 +34,13 @@ _ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+# The Ollama-compatible API answers errors in Ollama's shape: {"error": "message"}.
+_OLLAMA_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+_OLLAMA_ERROR_REF = {"$ref": "#/components/schemas/OllamaErrorResponse"}
 
 
 def describe_errors_truthfully(app: FastAPI) -> None:
@@ -54,11 +63,13 @@ def _rewrite(schema: dict[str, Any]) -> None:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     components["ErrorResponse"] = _ERROR_SCHEMA
-    for path in schema.get("paths", {}).values():
+    components["OllamaErrorResponse"] = _OLLAMA_ERROR_SCHEMA
+    for name, path in schema.get("paths", {}).items():
+        error_ref = _OLLAMA_ERROR_REF if is_ollama_path(name) else _ERROR_REF
         for operation in path.values():
             responses = operation.get("responses", {})
             if responses.pop("422", None) is not None:
                 responses["400"] = {"description": "Invalid request"}
             for status, response in responses.items():
                 if status.startswith(("4", "5")):
-                    response["content"] = {"application/json": {"schema": _ERROR_REF}}
+                    response["content"] = {"application/json": {"schema": error_ref}}

@@ -17,9 +17,20 @@ from fastapi import FastAPI
 
 from ._app import ollama_app
 
-__all__ = ["ServerThread", "running_server", "serve"]
+__all__ = ["KEEP_ALIVE_S", "ServerThread", "running_server", "serve"]
 
 T = TypeVar("T")
+
+KEEP_ALIVE_S = 75
+"""How long the server keeps an idle HTTP/1.1 connection open.
+
+Longer than the pools of this API's clients keep one (httpx and so the openai client: 5 s;
+aiohttp: 15 s), because an idle connection is only closed safely by the client: when the
+server closes it at the very moment the client's pool hands it to a new request, that
+request is reset before its first byte (``ReadError``). uvicorn's default (5 s) equals
+httpx's expiry, and lost requests under load. (Browsers keep connections longer, but retry
+a request that fails on a reused connection.)
+"""
 
 # How often to look whether uvicorn finished its startup (the lifespan) or died trying.
 _STARTUP_POLL_S = 0.01
@@ -38,8 +49,7 @@ async def serve(
     that port too, once ``app`` has started.
     """
     if ollama_port is None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-        await uvicorn.Server(config).serve()
+        await uvicorn.Server(_config(app, host=host, port=port)).serve()
         return
     async with (
         running_server(app, host=host, port=port),
@@ -66,20 +76,26 @@ async def _until_interrupted() -> None:
             loop.remove_signal_handler(signum)
 
 
+def _config(app: FastAPI, *, keep_alive_s: int = KEEP_ALIVE_S, **options: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, log_level="warning", lifespan="on", timeout_keep_alive=keep_alive_s, **options
+    )
+
+
 @asynccontextmanager
 async def running_server(
-    app: FastAPI, *, host: str = "127.0.0.1", port: int = 0
+    app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, keep_alive_s: int = KEEP_ALIVE_S
 ) -> AsyncIterator[str]:
     """Serve ``app`` in this event loop while the ``async with`` body runs; yields its URL.
 
     ``port=0`` picks a free port. Startup errors (the lifespan failed) are raised here.
+    ``keep_alive_s`` is the idle-connection timeout (see :data:`KEEP_ALIVE_S`).
     """
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(_config(app, keep_alive_s=keep_alive_s))
     task = asyncio.create_task(server._serve(sockets=[sock]), name="uvicorn")
     try:
         while not server.started:
