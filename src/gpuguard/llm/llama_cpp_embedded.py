@@ -349,7 +349,6 @@ class LlamaCppBackend:
         return f"LlamaCppBackend(model_path={str(self._path)!r}, {state})"
 
 
-
 def completion_arguments(messages: Sequence[ChatMessage], options: ChatOptions) -> dict[str, Any]:
     """``create_chat_completion`` keyword arguments for ``options`` (already checked)."""
     arguments: dict[str, Any] = {"messages": [m.to_dict() for m in messages], "stream": True}
