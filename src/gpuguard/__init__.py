@@ -47,6 +47,9 @@ from ._exceptions import (
     StoreError,
     UnsupportedParameter,
     WaitTimeout,
+    WorkerCrashed,
+    WorkerError,
+    WorkerKilled,
     WouldBlock,
 )
 from ._guard import DEFAULT, DefaultType, GpuGuard, OnHang, Timeout
@@ -110,6 +113,9 @@ __all__ = [
     "UnsupportedParameter",
     "WaitTimeout",
     "WaiterInfo",
+    "WorkerCrashed",
+    "WorkerError",
+    "WorkerKilled",
     "WouldBlock",
     "__version__",
     "in_thread",

@@ -25,12 +25,19 @@
     │   ├── SourceUnavailable         bad database URL, unreachable database, missing path
     │   ├── DocumentError             one unreadable, empty, binary or corrupt document
     │   └── StoreError                the on-disk vector store is unusable
+    ├── WorkerError                   a worker process running in-process GPU work
+    │   ├── WorkerCrashed             it died on its own mid-call (signal, exit, OOM kill)
+    │   └── WorkerKilled              it was killed on purpose (abort, timeout) mid-call
     ├── JobError                      a long-running job
     │   └── JobNotFound               no job with that id
     ├── ConfigError                   impossible or contradictory settings
     └── InvalidRequest                a request field this server cannot honour; names it
         ├── UnsupportedParameter      a generation parameter this backend does not support
         └── ContextLengthExceeded     the prompt (plus max_tokens) exceeds the model's context
+
+Engines that run in a worker process (embedded llama.cpp, the GPU embedder) map a
+:class:`WorkerError` to their own layer's error (``BackendError``, ``EmbeddingError``) with the
+worker error as its ``__cause__``.
 
 Every error carries its context as attributes (operation, model, holder, server) so that
 the HTTP layer can map the tree to status codes in one place.
@@ -67,6 +74,9 @@ __all__ = [
     "StoreError",
     "UnsupportedParameter",
     "WaitTimeout",
+    "WorkerCrashed",
+    "WorkerError",
+    "WorkerKilled",
     "WouldBlock",
 ]
 
@@ -286,6 +296,41 @@ class DocumentError(IndexingError):
 
 class StoreError(IndexingError):
     """The on-disk vector store cannot be opened or written."""
+
+
+# --- worker processes ----------------------------------------------------------------------
+
+
+class WorkerError(GpuGuardError):
+    """A worker process could not finish a call.
+
+    ``worker`` names the worker, ``operation`` the call it was running; ``exit_code`` is the
+    process's exit status (negative: killed by that signal) and ``stderr`` the tail of what it
+    wrote to its standard error, where known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker: str,
+        operation: str | None = None,
+        exit_code: int | None = None,
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.worker = worker
+        self.operation = operation
+        self.exit_code = exit_code
+        self.stderr = stderr
+
+
+class WorkerCrashed(WorkerError):
+    """The worker process died on its own (a segfault, ``os._exit``, the OOM killer)."""
+
+
+class WorkerKilled(WorkerError):
+    """The worker process was killed on purpose (an abort or a timeout) while the call ran."""
 
 
 # --- jobs and configuration ----------------------------------------------------------------

@@ -122,11 +122,17 @@ class EmbeddingSettings(Section):
 
     Use the same model for both, so that their vectors are interchangeable. Engines:
     ``sentence-transformers``, ``fastembed``, ``remote`` (with ``url``), ``hash`` (tests).
+    A local GPU engine runs in a worker process (``gpu_process``); the CPU one in-process.
     """
 
     gpu_engine: str | None = "sentence-transformers"
     gpu_model: str = "all-MiniLM-L6-v2"
     gpu_device: str = "auto"
+    gpu_process: bool = Field(
+        default=True,
+        description="Run a local GPU embedder in a worker process, so that hung work can be "
+        "killed (its memory, VRAM included, is freed by the OS).",
+    )
     cpu_engine: str = "sentence-transformers"
     cpu_model: str = "all-MiniLM-L6-v2"
     url: str | None = Field(default=None, description="Base URL of a remote embedding engine.")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -36,6 +37,7 @@ def test_public_names_are_exactly_these() -> None:
             "FastEmbedEmbedder",
             "HashEmbedder",
             "LeaseGuard",
+            "ProcessEmbedder",
             "RemoteEmbedder",
             "SentenceTransformerEmbedder",
             "Vectors",
@@ -129,7 +131,7 @@ def test_create_embedder_builds_each_engine(onnx_dir: Path) -> None:
     ],
 )
 def test_create_embedder_refuses_bad_settings(
-    engine: str, options: dict[str, str], message: str
+    engine: str, options: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         create_embedder(engine, **options)

@@ -181,13 +181,52 @@ async def test_router_unknown_model(router_backend: LlamaServerBackend) -> None:
 
 
 class SingleDouble(ServedDouble):
-    """llama-server started with --model: 503 "Loading model" until ``ready`` is set."""
+    """llama-server started with --model: 503 "Loading model" until ``ready`` is set.
+
+    ``GET /slots`` lists two slots (``processing`` says which are busy) and
+    ``POST /slots/{id}?action=erase`` answers as the server README documents; with
+    ``slots_endpoint`` off (``--no-slots``) both answer 501.
+    """
 
     name = "llama-single-double"
 
-    def __init__(self) -> None:
+    def __init__(self, *, slots_endpoint: bool = True) -> None:
         super().__init__(recorder=None)
         self.ready = threading.Event()
+        self.slots_endpoint = slots_endpoint
+        self.processing: set[int] = set()
+        self.erased: list[int] = []
+
+    def _no_slots(self) -> Response:
+        return openai_error(
+            501, "This server does not support slots endpoint.", "not_supported_error"
+        )
+
+    async def _slots(self, request: Request) -> Response:
+        if not self.slots_endpoint:
+            return self._no_slots()
+        return JSONResponse(
+            [
+                {
+                    "id": slot,
+                    "id_task": 100 + slot if slot in self.processing else -1,
+                    "n_ctx": 4096,
+                    "is_processing": slot in self.processing,
+                    "params": {"temperature": 0.8, "n_predict": -1},
+                    "next_token": {"has_next_token": slot in self.processing, "n_decoded": 12},
+                }
+                for slot in (0, 1)
+            ]
+        )
+
+    async def _slot_action(self, request: Request) -> Response:
+        if not self.slots_endpoint:
+            return self._no_slots()
+        slot = int(request.path_params["id_slot"])
+        if request.query_params.get("action") != "erase":
+            return openai_error(400, "Invalid action", "invalid_request_error")
+        self.erased.append(slot)
+        return JSONResponse({"id_slot": slot, "n_erased": 42})
 
     async def _guarded(self, request: Request) -> Response:
         if not self.ready.is_set():
@@ -198,7 +237,11 @@ class SingleDouble(ServedDouble):
         return JSONResponse({"object": "list", "data": [model]})
 
     def _routes(self) -> list[Route]:
-        return [Route(path, self._guarded) for path in ("/health", "/models", "/v1/models")]
+        return [
+            *(Route(path, self._guarded) for path in ("/health", "/models", "/v1/models")),
+            Route("/slots", self._slots),
+            Route("/slots/{id_slot:int}", self._slot_action, methods=["POST"]),
+        ]
 
 
 async def test_single_model_load_waits_for_health(timeouts: Timeouts) -> None:

@@ -2,9 +2,11 @@
 
 Engines: :class:`SentenceTransformerEmbedder`, :class:`FastEmbedEmbedder` (ONNX Runtime),
 :class:`RemoteEmbedder` (OpenAI-compatible or Ollama), :class:`HashEmbedder` (no model, for
-tests and demos), built from settings by :func:`create_embedder`. :class:`EmbedderPair` holds
-the GPU and CPU embedders and refuses a dimension mismatch; :class:`BulkEmbedder` streams
-batches through the GPU when it is free and the CPU when it is not.
+tests and demos), built from settings by :func:`create_embedder`; :class:`ProcessEmbedder`
+runs a local engine in a worker process so that its work can be killed.
+:class:`EmbedderPair` holds the GPU and CPU embedders and refuses a dimension mismatch;
+:class:`BulkEmbedder` streams batches through the GPU when it is free and the CPU when it is
+not.
 
 The protocol, the pair and bulk embedding need only numpy; each engine is imported on first
 use, so ``import gpuguard.embed`` never needs torch, onnxruntime or httpx.
@@ -27,6 +29,7 @@ from ._bundled import DEFAULT_MODEL, bundled_model_path
 from ._factory import ENGINES, create_embedder
 from ._lease import LeaseGuard
 from ._pair import EmbedderPair
+from ._process import ProcessEmbedder
 from ._protocol import Embedder, Vectors
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ __all__ = [
     "FastEmbedEmbedder",
     "HashEmbedder",
     "LeaseGuard",
+    "ProcessEmbedder",
     "RemoteEmbedder",
     "SentenceTransformerEmbedder",
     "Vectors",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import cast
 
 from .._exceptions import ConfigError
+from ._process import LOCAL_ENGINES, ProcessEmbedder
 from ._protocol import Embedder
 
 __all__ = ["ENGINES", "create_embedder"]
@@ -21,6 +22,7 @@ def create_embedder(
     device: str = "cpu",
     url: str | None = None,
     api: str = "openai",
+    process: bool = False,
 ) -> Embedder:
     """Build an embedder from settings.
 
@@ -31,9 +33,17 @@ def create_embedder(
     * ``remote``: ``url`` and ``model`` are required; ``api`` is ``openai`` or ``ollama``.
     * ``hash``: the deterministic test embedder (no model; ``device`` is only a label).
 
+    ``process=True`` runs a local engine (``sentence-transformers``, ``fastembed``) in a
+    worker process (:class:`~gpuguard.embed.ProcessEmbedder`) so that its work can be
+    killed; the engine is still built here first, so a bad setting fails at once. The
+    other engines have no local work to isolate and ignore it.
+
     Raises :class:`ConfigError` for an unknown engine or missing settings, and
     :class:`~gpuguard.EmbedderUnavailable` for a device this machine does not have.
     """
+    if process and engine in LOCAL_ENGINES:
+        local = create_embedder(engine, model=model, device=device)
+        return ProcessEmbedder(engine, name=local.name, model=model, device=local.device)
     if engine == "sentence-transformers":
         from .sentence_transformers import SentenceTransformerEmbedder
 

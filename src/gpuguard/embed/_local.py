@@ -59,9 +59,14 @@ class LocalEmbedder(abc.ABC):
         """Load the model in a worker thread (once) and return its dimension."""
         if self._dimension is not None:
             return self._dimension
-        return await in_thread(self._ensure_loaded)
+        return await in_thread(self.load_blocking)
 
-    def _ensure_loaded(self) -> int:
+    def load_blocking(self) -> int:
+        """Load the model (once) in the calling thread and return its dimension.
+
+        The blocking half of :meth:`load`, for hosts that run the engine elsewhere (a worker
+        process).
+        """
         with self._load_lock:
             if self._dimension is None:
                 try:
@@ -80,19 +85,31 @@ class LocalEmbedder(abc.ABC):
         batch = list(texts)
         if not batch:
             return np.zeros((0, self._dimension or 0), dtype=np.float32)
+        return await in_thread(self.embed_blocking, batch)
+
+    def embed_blocking(self, texts: list[str]) -> Vectors:
+        """Embed a non-empty, loaded batch in the calling thread; rows L2-normalised."""
         try:
-            raw = await in_thread(self._encode_sync, batch)
+            raw = self._encode_sync(texts)
         except Exception as exc:
             raise EmbeddingError(
-                f"{self._name!r} on {self._device} failed to embed {len(batch)} text(s): {exc}"
+                f"{self._name!r} on {self._device} failed to embed {len(texts)} text(s): {exc}"
             ) from exc
-        return as_normalised_vectors(raw, expected_rows=len(batch))
+        return as_normalised_vectors(raw, expected_rows=len(texts))
+
+    async def abort(self) -> None:  # noqa: B027 - deliberately nothing, for every engine
+        """Nothing: a thread inside a C library cannot be stopped, so its work runs to its end.
+
+        Run the engine in a worker process (:class:`~gpuguard.embed.ProcessEmbedder`) to make
+        it killable.
+        """
 
     async def aclose(self) -> None:
         """Drop the model and free its memory."""
-        await in_thread(self._unload)
+        await in_thread(self.unload_blocking)
 
-    def _unload(self) -> None:
+    def unload_blocking(self) -> None:
+        """Free the model in the calling thread."""
         with self._load_lock:
             if self._dimension is not None:
                 self._unload_sync()

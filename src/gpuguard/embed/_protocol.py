@@ -45,5 +45,13 @@ class Embedder(Protocol):
     async def embed(self, texts: Sequence[str]) -> Vectors:
         """Embed ``texts`` in order, loading first if needed; rows are L2-normalised."""
 
+    async def abort(self) -> None:
+        """Stop the work running now, as far as the engine allows; never raises.
+
+        An engine in a worker process kills it (the OS frees its memory, VRAM included; the
+        next call starts a new one); a remote engine closes its requests; an in-thread engine
+        cannot be stopped, so it does nothing and its work runs to its end.
+        """
+
     async def aclose(self) -> None:
         """Free the model."""

@@ -43,11 +43,17 @@ class HashEmbedder(LocalEmbedder):
         self._recorder = recorder
         self.calls = 0
         self.texts_embedded = 0
+        self.aborts = 0
+        """How many times :meth:`abort` was called."""
 
     @property
     def dimension(self) -> int:
         """Vector size (declared, so known before loading)."""
         return self._declared_dimension
+
+    async def abort(self) -> None:
+        """Count the call; like any in-thread engine, the running encode goes on to its end."""
+        self.aborts += 1
 
     def _load_sync(self) -> int:
         return self._declared_dimension

@@ -3,7 +3,7 @@
 Execution providers follow the device: ``cuda`` -> CUDA, ``mps`` -> CoreML, ``cpu`` -> CPU,
 each only when this machine's onnxruntime offers it.
 
-To run the bundled all-MiniLM-L6-v2 on ONNX Runtime without downloading anything::
+To run the default all-MiniLM-L6-v2 on ONNX Runtime without downloading anything::
 
     from gpuguard.embed import FastEmbedEmbedder, export_onnx
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import ConfigError, EmbedderUnavailable
-from ._bundled import DEFAULT_MODEL, bundled_model_path
+from ._bundled import DEFAULT_MODEL, resolve_model
 from ._local import LocalEmbedder
 from ._protocol import Vectors
 
@@ -169,14 +169,14 @@ def export_onnx(
 ) -> Path:
     """Export a sentence-transformers BERT-style model to ONNX for :class:`FastEmbedEmbedder`.
 
-    ``model_dir`` is the model's local directory (``None``: the bundled all-MiniLM-L6-v2).
+    ``model_dir`` is the model's local directory (``None``: the default all-MiniLM-L6-v2).
     Writes ``model.onnx`` (token embeddings, dynamic batch and sequence axes), the tokenizer
     files with the model's own ``max_seq_length`` as the truncation limit (so that both
     engines see the same tokens), and a manifest declaring mean pooling and normalisation,
     which is how all-MiniLM-L6-v2 pools. Needs torch, transformers and onnx; runs offline.
     Returns ``out_dir``.
     """
-    source = bundled_model_path() if model_dir is None else Path(model_dir)
+    source = Path(resolve_model(None).source if model_dir is None else model_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:

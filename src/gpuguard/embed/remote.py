@@ -56,6 +56,7 @@ class RemoteEmbedder:
         self._transport = transport
         self._dimension = dimension
         self._probed = False
+        self._clients: set[httpx.AsyncClient] = set()  # one per request in flight
 
     @property
     def name(self) -> str:
@@ -96,6 +97,15 @@ class RemoteEmbedder:
         self._probed = True
         return vectors
 
+    async def abort(self) -> None:
+        """Close every request in flight (they fail with :class:`EmbeddingError`).
+
+        The server sees the connection close; whether it then stops computing is its own
+        business (Ollama and llama-server do).
+        """
+        for client in list(self._clients):
+            await client.aclose()
+
     async def aclose(self) -> None:
         """Nothing is held between requests."""
         self._probed = False
@@ -106,7 +116,11 @@ class RemoteEmbedder:
             async with httpx.AsyncClient(
                 timeout=self._timeout, transport=self._transport, headers=self._headers
             ) as client:
-                response = await client.post(self._endpoint, json=payload)
+                self._clients.add(client)
+                try:
+                    response = await client.post(self._endpoint, json=payload)
+                finally:
+                    self._clients.discard(client)
         except (httpx.ConnectError, httpx.TimeoutException) as exc:
             raise EmbedderUnavailable(
                 f"embedding server {self._endpoint} unreachable: {exc!r}"

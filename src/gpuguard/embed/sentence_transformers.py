@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from typing import Any
 
 from .._exceptions import ConfigError, EmbedderUnavailable
@@ -12,23 +13,27 @@ from ._protocol import Vectors
 
 __all__ = ["SentenceTransformerEmbedder"]
 
+logger = logging.getLogger("gpuguard.embed")
+
 _DEVICES = ("cuda", "mps", "cpu")
 
 
 class SentenceTransformerEmbedder(LocalEmbedder):
     """A sentence-transformers model, encoded in a worker thread with normalised output.
 
-    ``model`` is a local directory or a name; ``None`` (or ``all-MiniLM-L6-v2``) means the
-    bundled all-MiniLM-L6-v2. Models are only ever read from disk (``local_files_only``):
-    nothing is downloaded at run time. ``device`` is checked honestly at construction:
-    ``cuda`` or ``mps`` on a machine without one raises :class:`EmbedderUnavailable`.
+    ``model`` is a local directory or a name; ``None`` (or ``all-MiniLM-L6-v2``) means
+    ``sentence-transformers/all-MiniLM-L6-v2`` from the Hugging Face cache, else from the
+    optional offline package (``gpuguard[offline-model]``). Models are only ever read from
+    disk (``local_files_only``): nothing is downloaded at run time. ``device`` is checked
+    honestly at construction: ``cuda`` or ``mps`` on a machine without one raises
+    :class:`EmbedderUnavailable`.
     """
 
     def __init__(
         self, model: str | None = None, *, device: str = "cpu", batch_size: int = 32
     ) -> None:
-        name, self._source = resolve_model(model)
-        super().__init__(name=name, device=_check_torch_device(device))
+        self._resolved = resolve_model(model)
+        super().__init__(name=self._resolved.name, device=_check_torch_device(device))
         if batch_size < 1:
             raise ConfigError("batch_size must be >= 1")
         self._batch_size = batch_size
@@ -40,7 +45,9 @@ class SentenceTransformerEmbedder(LocalEmbedder):
 
         # Loads run in background workers of a server: a "Loading weights" bar is noise there.
         transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        model = SentenceTransformer(self._source, device=self._device, local_files_only=True)
+        source, origin = self._resolved.source, self._resolved.origin
+        logger.info("loading %s on %s from %s (%s)", self._name, self._device, origin, source)
+        model = SentenceTransformer(source, device=self._device, local_files_only=True)
         # sentence-transformers 6 renamed the method; older versions only have the old name.
         size = getattr(model, "get_embedding_dimension", None)
         dimension = size() if size is not None else model.get_sentence_embedding_dimension()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ __all__ = [
     "normalize_base_url",
     "poll_until",
 ]
+
+logger = logging.getLogger("gpuguard.llm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +147,13 @@ class HttpClient:
         self.backend = backend
         self.timeouts = timeouts
         self._classify = classify
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, transport=transport
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._transport = transport
+        self._client = self._new_client()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers, transport=self._transport
         )
 
     # --- error mapping: the one boundary ---------------------------------------------
@@ -317,6 +324,34 @@ class HttpClient:
             else self.error_for_response(response, operation="health", model=None).args[0]
         )
         return BackendHealth(ok=ok, backend=self.backend, url=self.base_url, detail=detail)
+
+    async def cancel_requests(self) -> None:
+        """Close every request in flight; later calls get a fresh connection pool.
+
+        A request cut this way fails at once with a :class:`~gpuguard.BackendError`, and
+        the server sees its client leave (Ollama, llama-server and vLLM stop generating
+        for a client that has gone). Used by ``abort``; other calls in flight fail too.
+        """
+        old, self._client = self._client, self._new_client()
+        try:
+            async with asyncio.timeout(self.timeouts.connect_s):
+                await old.aclose()
+        except (TimeoutError, httpx.HTTPError, OSError) as exc:
+            logger.warning("%s: closing the requests in flight failed: %r", self.backend, exc)
+
+    async def best_effort(self, step: Awaitable[None], *, operation: str, model: str) -> None:
+        """Await ``step`` within ``Timeouts.abort_s``; log, never raise, when it fails."""
+        try:
+            async with asyncio.timeout(self.timeouts.abort_s):
+                await step
+        except (BackendError, TimeoutError) as exc:
+            logger.warning(
+                "%s: %s of %r did not complete: %s",
+                self.backend,
+                operation,
+                model,
+                exc or "timeout",
+            )
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -214,6 +214,19 @@ class OpenAIServerBase:
         """Unknown through the OpenAI API (set it per model in the settings)."""
         return None
 
+    async def abort(self, model: str) -> None:
+        """Close the requests in flight, then :meth:`_stop_work` within ``Timeouts.abort_s``.
+
+        Never raises; a backend that has not reached its server yet has nothing to stop.
+        """
+        if self._http is None:
+            return
+        await self._http.cancel_requests()
+        await self._http.best_effort(self._stop_work(model), operation="abort", model=model)
+
+    async def _stop_work(self, model: str) -> None:
+        """What the server can do beyond seeing its client leave; a plain server: nothing."""
+
     async def embeddings(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         """Embed ``texts`` through ``/v1/embeddings``."""
         http = await self._client()

@@ -191,6 +191,14 @@ class LlmBackend(Protocol):
     async def unload(self, model: str) -> None:
         """Unload ``model`` and return once its memory is freed; a no-op if not loaded."""
 
+    async def abort(self, model: str) -> None:
+        """Stop the GPU work running for ``model`` now, as far as the server allows.
+
+        Closes this backend's requests in flight, then asks the server to stop or unload
+        where its API can (each backend's docstring, and docs/backends.md, say what it can),
+        bounded by ``Timeouts.abort_s``. Never raises, also when there is nothing to stop.
+        """
+
     def chat(
         self,
         model: str,

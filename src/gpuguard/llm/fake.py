@@ -35,7 +35,9 @@ class FakeBackend:
     a function), the first one (``required``) or, left to choose (``auto`` or unset), the
     first whose name is a word of the prompt, with ``{"text": <prompt>}``, streamed in two
     argument pieces. Every other option in ``chat_parameters`` is accepted and recorded in
-    :attr:`options`. ``context_length`` (words) refuses longer prompts.
+    :attr:`options`. ``context_length`` (words) refuses longer prompts. Calls named in ``hang``
+    (``"load"``, ``"chat"``) block, as hung GPU work would, until :meth:`abort`; ``aborts``
+    lists the models :meth:`abort` was called for.
     """
 
     kind = "fake"
@@ -66,6 +68,9 @@ class FakeBackend:
         self.calls: list[tuple[str, str]] = []
         self.sizes = dict(sizes or {})
         self.chats: list[list[ChatMessage]] = []
+        self.hang: set[str] = set()
+        self.aborts: list[str] = []
+        self._aborted = asyncio.Event()
 
     @property
     def supports_embeddings(self) -> bool:
@@ -79,6 +84,19 @@ class FakeBackend:
             raise error
         if model not in self.models:
             raise ModelNotFound(f"unknown model {model!r}", backend=self.kind, model=model)
+
+    async def _maybe_hang(self, call: str, model: str) -> None:
+        """Block a call named in ``hang`` until :meth:`abort`, then fail as a cut request."""
+        if call not in self.hang:
+            return
+        self._aborted.clear()
+        await self._aborted.wait()
+        raise BackendError(f"{call} of {model!r} was aborted", backend=self.kind, model=model)
+
+    async def abort(self, model: str) -> None:
+        """Record the call and end every hanging call (they raise :class:`BackendError`)."""
+        self.aborts.append(model)
+        self._aborted.set()
 
     async def health(self) -> BackendHealth:
         """Always up."""
@@ -100,6 +118,7 @@ class FakeBackend:
         """Mark ``model`` loaded after ``load_delay_s``."""
         self._check("load", model)
         with self.recorder.record(f"llm:{self.kind}", f"load {model}"):
+            await self._maybe_hang("load", model)
             if self.load_delay_s:
                 await asyncio.sleep(self.load_delay_s)
             self.loaded.add(model)
@@ -145,6 +164,7 @@ class FakeBackend:
             finish = "stop"
             if options.max_tokens is not None and options.max_tokens < len(words):
                 words, finish = words[: options.max_tokens], "length"
+            await self._maybe_hang("chat", model)
             for i, word in enumerate(words):
                 if self.token_delay_s:
                     await asyncio.sleep(self.token_delay_s)

@@ -325,3 +325,7 @@ class FoundryLocalBackend(OpenAIServerBase):
         """Unload ``model`` (legacy: with ``force=true``)."""
         api, http = await self._connected()
         await api.unload(http, model)
+
+    async def _stop_work(self, model: str) -> None:
+        """Foundry Local has no cancel: unload the model (legacy: ``force=true``)."""
+        await self.unload(model)

@@ -1,29 +1,23 @@
-"""llama.cpp in-process through llama-cpp-python: the default when no server is configured.
+"""llama.cpp through llama-cpp-python, in a worker process: the default when no server is set.
 
-Every call into llama.cpp runs in a worker thread so the event loop never blocks. A chat
-streams tokens from the worker through an asyncio queue with a bounded number of chunks
-in flight; closing the iterator tells the worker to stop at the next token, and waits for
-it, so the GPU is really free when the stream is closed. A worker that outlives its token
-timeout (llama.cpp hung) cannot be killed: the stream fails at once, and the next call
-waits for the worker (bounded again) before touching the model.
+The model lives in a supervised child process (:class:`~gpuguard._worker.WorkerProcess`),
+so a hung or runaway llama.cpp can be stopped: :meth:`LlamaCppBackend.abort` kills the
+process and the OS frees its memory, VRAM included. Load, chat, embeddings and unload all
+cross the process boundary; chat tokens stream back with a bounded number in flight.
+Every wait is bounded: a load past ``load_timeout_s``, or a token (or embedding) slower
+than ``token_timeout_s``, kills the process, so no abandoned load or generation keeps
+running behind the caller's back. After a kill or a crash, the next call starts a new
+process and loads the model again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Callable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .._exceptions import (
     BackendError,
@@ -31,12 +25,12 @@ from .._exceptions import (
     BackendUnavailable,
     ConfigError,
     ContextLengthExceeded,
-    GpuGuardError,
     ModelLoadFailed,
     ModelNotFound,
     ModelNotLoaded,
 )
 from .._work import in_thread
+from .._worker import WorkerProcess
 from ._protocol import (
     OPENAI_CHAT_PARAMETERS,
     BackendHealth,
@@ -51,7 +45,7 @@ from ._protocol import (
 __all__ = ["LlamaCppBackend", "completion_arguments"]
 
 _KIND = "llama-cpp"
-_END = object()
+_HOST = "gpuguard.llm._llama_host:LlamaHost"
 
 
 def _import_llama_cpp() -> Any:
@@ -65,21 +59,14 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
-class _Failed:
-    """An exception raised in the worker, carried to the consumer."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
 class LlamaCppBackend:
-    """One GGUF model run in-process by llama.cpp.
+    """One GGUF model run by llama.cpp in a worker process.
 
     ``model_name`` (default: the file's stem) is the name the gateway uses for it.
     ``n_gpu_layers`` is passed to ``llama_cpp.Llama`` (-1 offloads every layer).
-    Embeddings work only with ``embedding=True``. ``load_timeout_s`` and
-    ``token_timeout_s`` bound the load and the wait for each token; a worker thread cannot
-    be killed, so on timeout the call fails at once and the thread finishes on its own.
+    Embeddings work only with ``embedding=True``. ``load_timeout_s`` bounds the load and
+    ``token_timeout_s`` the wait for each token (and for an embedding call); past either,
+    the worker is killed. ``max_buffered_chunks`` bounds the tokens in flight.
     """
 
     kind = _KIND
@@ -104,35 +91,21 @@ class LlamaCppBackend:
             )
         self._path = Path(model_path)
         self._name = model_name or self._path.stem
-        self._n_gpu_layers = n_gpu_layers
         self._n_ctx = n_ctx
         self._embedding = embedding
         self._load_timeout_s = load_timeout_s
         self._token_timeout_s = token_timeout_s
-        self._max_buffered = max_buffered_chunks
-        self._llama: Any = None
-        self._tokenizer: Any = None  # a vocab-only model, for counting before the load
-        # llama.cpp contexts are not thread-safe: one call at a time.
-        self._lock = asyncio.Lock()
-        # A generation worker that outlived its stream's token timeout.
-        self._straggler: asyncio.Future[None] | None = None
-
-    @asynccontextmanager
-    async def _exclusive(self) -> AsyncIterator[None]:
-        """Hold the lock, after any straggling worker is done with the model."""
-        async with self._lock:
-            if self._straggler is not None:
-                try:
-                    async with asyncio.timeout(self._token_timeout_s):
-                        await asyncio.shield(self._straggler)
-                except TimeoutError as exc:
-                    raise BackendTimeout(
-                        "llama-cpp: an earlier generation is still running in llama.cpp",
-                        backend=self.kind,
-                        model=self._name,
-                    ) from exc
-                self._straggler = None
-            yield
+        self._worker = WorkerProcess(
+            _HOST,
+            (str(self._path), n_gpu_layers, n_ctx, embedding),
+            name=f"llama-cpp:{self._name}",
+            max_in_flight=max_buffered_chunks,
+        )
+        # Loaded as far as the gateway knows: a killed or crashed worker is restarted (and the
+        # model reloaded) by the next call, until unload.
+        self._wanted = False
+        # A vocab-only model in this process (no weights, no GPU memory): counts tokens.
+        self._tokenizer: Any = None
 
     @property
     def model_name(self) -> str:
@@ -144,6 +117,11 @@ class LlamaCppBackend:
         """True when built with ``embedding=True``."""
         return self._embedding
 
+    @property
+    def worker(self) -> WorkerProcess:
+        """The worker process the model runs in."""
+        return self._worker
+
     def _check(self, model: str) -> None:
         if model != self._name:
             raise ModelNotFound(
@@ -152,13 +130,12 @@ class LlamaCppBackend:
                 model=model,
             )
 
-    def _loaded(self, model: str) -> Any:
+    def _check_loaded(self, model: str) -> None:
         self._check(model)
-        if self._llama is None:
+        if not self._wanted:
             raise ModelNotLoaded(
                 f"llama-cpp: {model!r} is not loaded; load it first", backend=self.kind, model=model
             )
-        return self._llama
 
     async def health(self) -> BackendHealth:
         """Up when llama-cpp-python imports and the model file exists."""
@@ -168,7 +145,7 @@ class LlamaCppBackend:
             return BackendHealth(ok=False, backend=self.kind, detail=str(exc))
         if not self._path.is_file():
             return BackendHealth(ok=False, backend=self.kind, detail=f"no file at {self._path}")
-        state = "loaded" if self._llama is not None else "not loaded"
+        state = f"loaded in pid {self._worker.pid}" if self._worker.alive else "not loaded"
         return BackendHealth(ok=True, backend=self.kind, detail=f"{self._path} ({state})")
 
     async def list_models(self) -> list[str]:
@@ -176,29 +153,37 @@ class LlamaCppBackend:
         return [self._name]
 
     async def loaded_models(self) -> list[LoadedModel]:
-        """The model, once loaded."""
-        if self._llama is None:
+        """The model, once loaded (its worker may be restarting after an abort)."""
+        if not self._wanted:
             return []
-        return [LoadedModel(id=self._name, details={"path": str(self._path)})]
+        details = {"path": str(self._path), "pid": self._worker.pid}
+        return [LoadedModel(id=self._name, details=details)]
 
-    def _build(self, *, vocab_only: bool = False) -> Any:
-        llama_cpp = _import_llama_cpp()
+    async def _ensure_running(self, model: str) -> None:
+        """Start the worker (loading the model) within the load timeout, or kill it."""
         try:
-            return llama_cpp.Llama(
-                model_path=str(self._path),
-                n_gpu_layers=0 if vocab_only else self._n_gpu_layers,
-                n_ctx=self._n_ctx,
-                embedding=self._embedding,
-                verbose=False,
-                **({"vocab_only": True} if vocab_only else {}),
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
+            async with asyncio.timeout(self._load_timeout_s):
+                await self._worker.start()
+        except TimeoutError as exc:
+            raise BackendTimeout(
+                f"llama-cpp: loading {self._path} took longer than {self._load_timeout_s}s; "
+                "the loading process was killed",
+                backend=self.kind,
+                model=model,
+            ) from exc
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "llama-cpp: llama-cpp-python is not installed (pip install 'gpuguard[llamacpp]')",
+                backend=self.kind,
+                model=model,
+            ) from exc
+        except Exception as exc:
             raise ModelLoadFailed(
-                f"llama-cpp: cannot load {self._path}: {exc}", backend=self.kind, model=self._name
+                f"llama-cpp: cannot load {self._path}: {exc}", backend=self.kind, model=model
             ) from exc
 
     async def load(self, model: str) -> None:
-        """Build the model in a worker thread (with the configured GPU layers)."""
+        """Start the worker process, which loads the model (with the configured GPU layers)."""
         self._check(model)
         if not self._path.is_file():
             raise ModelNotFound(
@@ -206,26 +191,23 @@ class LlamaCppBackend:
                 backend=self.kind,
                 model=model,
             )
-        async with self._exclusive():
-            if self._llama is not None:
-                return
-            try:
-                async with asyncio.timeout(self._load_timeout_s):
-                    self._llama = await in_thread(self._build)
-            except TimeoutError as exc:
-                raise BackendTimeout(
-                    f"llama-cpp: loading {self._path} took longer than {self._load_timeout_s}s",
-                    backend=self.kind,
-                    model=model,
-                ) from exc
+        await self._ensure_running(model)
+        self._wanted = True
 
     async def unload(self, model: str) -> None:
-        """Free the model (and its GPU memory)."""
+        """Stop the worker process: the model and all its memory are freed."""
         self._check(model)
-        async with self._exclusive():
-            llama, self._llama = self._llama, None
-            if llama is not None:
-                await in_thread(llama.close)
+        self._wanted = False
+        await self._worker.stop()
+
+    async def abort(self, model: str) -> None:
+        """Kill the worker process at once; the OS frees its memory (VRAM included).
+
+        The model stays loaded as far as callers know: the next call restarts the worker and
+        reloads it. Returns once the process is reaped; a no-op when it is not running.
+        """
+        self._check(model)
+        await self._worker.kill()
 
     async def chat(
         self,
@@ -233,44 +215,58 @@ class LlamaCppBackend:
         messages: Sequence[ChatMessage],
         options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
-        """Stream from ``create_chat_completion(stream=True)`` run in a worker thread.
+        """Stream ``create_chat_completion(stream=True)`` from the worker process.
 
         The prompt is measured with the model's own tokenizer first: one that does not
         fit the context raises :class:`ContextLengthExceeded`. The last chunk carries
         ``usage``.
         """
-        self._check(model)
+        self._check_loaded(model)
         options = options if options is not None else ChatOptions()
         reject_unsupported(options, self.chat_parameters, backend=self.kind, model=model)
         arguments = completion_arguments(messages, options)
-        async with self._exclusive():
-            llama = self._loaded(model)
-            prompt_tokens = await in_thread(_prompt_tokens, llama, messages)
-            self._require_room(model, prompt_tokens, options.max_tokens)
-            stream = _ChatStream(
-                lambda: llama.create_chat_completion(**arguments), self._max_buffered
-            )
-            timed_out = False
-            answer: list[str] = []
+        tokenizer = await self._vocabulary()
+        prompt_tokens = await in_thread(_prompt_tokens, tokenizer, messages)
+        self._require_room(model, prompt_tokens, options.max_tokens)
+        await self._ensure_running(model)
+        events = self._worker.stream("chat", arguments, item_timeout_s=self._token_timeout_s)
+        answer: list[str] = []
+        async with aclosing(events):
             try:
-                while (item := await self._next(stream, model)) is not _END:
-                    chunk = _to_chunk(item)
+                async for event in events:
+                    chunk = _to_chunk(event)
                     if chunk is None:
                         continue
                     answer.append(chunk.content)
                     if chunk.finish_reason is not None:
-                        completion = await in_thread(_text_tokens, llama, "".join(answer))
+                        completion = await in_thread(_text_tokens, tokenizer, "".join(answer))
                         chunk = replace(chunk, usage=complete_usage(prompt_tokens, completion))
                     yield chunk
-            except BackendTimeout:
-                timed_out = True
-                raise
-            finally:
-                worker = stream.stop()
-                if timed_out:
-                    self._straggler = worker  # hung in llama.cpp: the next call waits for it
-                else:
-                    await worker  # stops at the next token
+            except Exception as exc:
+                self._raise(exc, "generation", model)
+
+    async def _vocabulary(self) -> Any:
+        """The tokenizer alone, read from the model file once (no weights, no GPU)."""
+        if self._tokenizer is None:
+            self._tokenizer = await in_thread(self._build_tokenizer)
+        return self._tokenizer
+
+    def _build_tokenizer(self) -> Any:
+        llama_cpp = _import_llama_cpp()
+        try:
+            return llama_cpp.Llama(
+                model_path=str(self._path),
+                n_gpu_layers=0,
+                n_ctx=self._n_ctx,
+                verbose=False,
+                vocab_only=True,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadFailed(
+                f"llama-cpp: cannot read the tokenizer of {self._path}: {exc}",
+                backend=self.kind,
+                model=self._name,
+            ) from exc
 
     def _require_room(self, model: str, prompt_tokens: int, max_tokens: int | None) -> None:
         """Refuse a prompt (plus the tokens asked for) that does not fit the context."""
@@ -289,48 +285,37 @@ class LlamaCppBackend:
     async def count_tokens(self, model: str, messages: Sequence[ChatMessage]) -> int | None:
         """The prompt's tokens as llama.cpp will see them.
 
-        Before the model is loaded, its tokenizer alone is read from the file (no weights,
-        no GPU memory), so counting never needs the GPU lease.
+        Counted with the model's tokenizer alone, read in this process (no weights, no GPU
+        memory), so counting never needs the GPU lease or the worker.
         """
         self._check(model)
-        llama = self._llama
-        if llama is None:
-            if self._tokenizer is None:
-                self._tokenizer = await in_thread(self._build, vocab_only=True)
-            llama = self._tokenizer
-        return await in_thread(_prompt_tokens, llama, messages)
+        return await in_thread(_prompt_tokens, await self._vocabulary(), messages)
 
     def context_length(self, model: str) -> int | None:
         """The context size the model was (or will be) loaded with."""
         self._check(model)
         return self._n_ctx
 
-    async def _next(self, stream: _ChatStream, model: str) -> Any:
-        """The worker's next chunk (or the end marker), within the token timeout."""
-        try:
-            async with asyncio.timeout(self._token_timeout_s):
-                item = await stream.next()
-        except TimeoutError as exc:
+    def _raise(self, exc: Exception, what: str, model: str) -> NoReturn:
+        """Map what came out of the worker to the error tree."""
+        if isinstance(exc, TimeoutError):
             raise BackendTimeout(
-                f"llama-cpp: no token within {self._token_timeout_s}s",
+                f"llama-cpp: no {what} progress within {self._token_timeout_s}s; "
+                "the worker process was killed",
                 backend=self.kind,
                 model=model,
             ) from exc
-        if isinstance(item, _Failed):
-            error: GpuGuardError
-            if "exceed context window" in str(item.error):
-                error = ContextLengthExceeded(
-                    "messages",
-                    f"do not fit the model's context (llama-cpp: {item.error})",
-                    backend=self.kind,
-                    model=model,
-                )
-            else:
-                error = BackendError(
-                    f"llama-cpp: generation failed: {item.error}", backend=self.kind, model=model
-                )
-            raise error from item.error
-        return item
+        if "exceed context window" in str(exc):
+            raise ContextLengthExceeded(
+                "messages",
+                f"do not fit the model's context (llama-cpp: {exc})",
+                backend=self.kind,
+                model=model,
+            ) from exc
+        # A WorkerError (crash) or what llama.cpp raised; the cause keeps the details.
+        raise BackendError(
+            f"llama-cpp: {what} failed: {exc}", backend=self.kind, model=model
+        ) from exc
 
     async def embeddings(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         """Embed ``texts`` (only with ``embedding=True``)."""
@@ -342,10 +327,15 @@ class LlamaCppBackend:
                 backend=self.kind,
                 model=model,
             )
-        async with self._exclusive():
-            llama = self._loaded(model)
-            answer = await in_thread(llama.create_embedding, list(texts))
-        return [[float(x) for x in row["embedding"]] for row in answer["data"]]
+        self._check_loaded(model)
+        await self._ensure_running(model)
+        try:
+            vectors: list[list[float]] = await self._worker.call(
+                "embed", list(texts), timeout_s=self._token_timeout_s
+            )
+        except Exception as exc:
+            self._raise(exc, "embedding", model)
+        return vectors
 
     async def aclose(self) -> None:
         """Free the model if loaded, and the tokenizer."""
@@ -355,7 +345,7 @@ class LlamaCppBackend:
             await in_thread(tokenizer.close)
 
     def __repr__(self) -> str:
-        state = "loaded" if self._llama is not None else "not loaded"
+        state = f"loaded in pid {self._worker.pid}" if self._worker.alive else "not loaded"
         return f"LlamaCppBackend(model_path={str(self._path)!r}, {state})"
 
 
@@ -423,51 +413,3 @@ def _to_chunk(event: Any) -> ChatChunk | None:
         tool_calls=tool_calls,
         logprobs=logprobs,
     )
-
-
-class _ChatStream:
-    """Runs a blocking token iterator in a worker thread and hands its items to the loop.
-
-    The worker may run at most ``max_buffered`` items ahead of the consumer (a semaphore of
-    credits), so a slow consumer never makes memory grow. :meth:`stop` sets the stop flag
-    and hands back a credit so a blocked worker wakes and returns.
-    """
-
-    def __init__(self, start: Callable[[], Iterator[Any]], max_buffered: int) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._credits = threading.Semaphore(max_buffered)
-        self._stop = threading.Event()
-        self._worker = self._loop.run_in_executor(None, self._produce, start)
-
-    def _put(self, item: Any) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-
-    def _produce(self, start: Callable[[], Iterator[Any]]) -> None:
-        tokens: Iterator[Any] | None = None
-        try:
-            tokens = start()
-            for item in tokens:
-                self._credits.acquire()
-                if self._stop.is_set():
-                    break
-                self._put(item)
-        except Exception as exc:  # carried to the consumer, which raises it
-            self._put(_Failed(exc))
-        finally:
-            close = getattr(tokens, "close", None)
-            if close is not None:
-                close()  # stops llama.cpp's generator at once
-            self._put(_END)
-
-    async def next(self) -> Any:
-        """The next item (a chunk dict, :class:`_Failed` or the end marker)."""
-        item = await self._queue.get()
-        self._credits.release()
-        return item
-
-    def stop(self) -> asyncio.Future[None]:
-        """Tell the worker to stop at its next token; await the result to wait for it."""
-        self._stop.set()
-        self._credits.release()
-        return self._worker

@@ -5,7 +5,8 @@ Quirks handled: load is ``POST /api/generate`` without a prompt; unload is the s
 until the model is gone; every request carries ``keep_alive`` (otherwise a chat would reset
 it to Ollama's 5-minute default and the model would vanish behind the gateway's back);
 chat errors can arrive as an NDJSON line under status 200; 503 "server busy" is
-:class:`~gpuguard.BackendBusy`; ``llama3.2`` and ``llama3.2:latest`` name the same model.
+:class:`~gpuguard.BackendBusy`; abort closes the requests in flight, then unloads;
+``llama3.2`` and ``llama3.2:latest`` name the same model.
 """
 
 from __future__ import annotations
@@ -250,6 +251,15 @@ class OllamaBackend:
                 url=self._http.base_url,
             ),
         )
+
+    async def abort(self, model: str) -> None:
+        """Close the requests in flight, then unload ``model``; never raises.
+
+        Ollama stops generating for a client that has gone; the unload (``keep_alive: 0``)
+        then waits until ``/api/ps`` drops the model, within ``Timeouts.abort_s``.
+        """
+        await self._http.cancel_requests()
+        await self._http.best_effort(self.unload(model), operation="abort", model=model)
 
     def _chunk(self, event: Any, model: str, tools_seen: int) -> ChatChunk:
         if not isinstance(event, Mapping):

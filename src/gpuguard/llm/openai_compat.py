@@ -34,7 +34,7 @@ class OpenAICompatBackend(OpenAIServerBase):
 
     It serves the models ``/v1/models`` lists and cannot load or unload: :meth:`load`
     checks the model is served (:class:`ModelNotFound` otherwise) and :meth:`unload`
-    raises :class:`BackendError`.
+    raises :class:`BackendError`. :meth:`abort` can only close the requests in flight.
     """
 
     kind = "openai"
@@ -114,7 +114,8 @@ class LlamaServerBackend(OpenAICompatBackend):
     :meth:`load` waits for ``/health`` and :meth:`unload` is unsupported. Router mode
     (started without ``--model``): ``POST /models/load`` and ``/models/unload`` return
     before the work is done, so both poll ``GET /models`` for ``status.value``; "already
-    running" on load is not an error.
+    running" on load is not an error. :meth:`abort` closes the requests in flight, then
+    unloads (router) or waits for the slots to go idle and erases them (single-model).
     """
 
     kind = "llama-server"
@@ -225,6 +226,68 @@ class LlamaServerBackend(OpenAICompatBackend):
         )
         await self._wait(lambda: self._reached(model, "unloaded"), model, f"{model!r} to unload")
 
+    async def _stop_work(self, model: str) -> None:
+        """Router mode: unload ``model``; single-model mode: wait for the slots, erase them.
+
+        A single-model server cancels the task of a client that has gone: wait until
+        ``GET /slots`` shows those slots idle, then erase their prompt cache
+        (``POST /slots/{id}?action=erase``). Without ``/slots`` (started with
+        ``--no-slots``) there is nothing more to ask.
+        """
+        if await self._is_router():
+            await self.unload(model)
+            return
+        busy = await self._busy_slots()
+        if not busy:
+            return
+
+        async def idle() -> bool:
+            return not set(busy) & set(await self._busy_slots() or [])
+
+        await poll_until(
+            idle,
+            timeout=self._timeouts.abort_s,
+            interval=self._timeouts.poll_interval_s,
+            on_timeout=lambda: BackendError(
+                f"llama-server: slots {busy} still processing {self._timeouts.abort_s}s after "
+                "their requests were closed",
+                backend=self.kind,
+                model=model,
+                url=self.http.base_url,
+            ),
+        )
+        for slot in busy:
+            await self.http.request(
+                "POST",
+                f"/slots/{slot}",
+                operation="abort",
+                timeout=self._timeouts.request_s,
+                model=model,
+                params={"action": "erase"},
+            )
+
+    async def _busy_slots(self) -> list[int] | None:
+        """Ids of the slots processing a task; ``None`` where ``/slots`` is disabled."""
+        response = await self.http.request(
+            "GET", "/slots", operation="abort", timeout=self._timeouts.request_s, accept=(501,)
+        )
+        if response.status_code == 501:
+            return None
+        try:
+            slots = response.json()
+            # ``is_processing`` since 2024; older servers report ``state`` (0 = idle).
+            return [
+                int(slot["id"])
+                for slot in slots
+                if slot.get("is_processing", slot.get("state", 0) != 0)
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise BackendProtocolError(
+                f"llama-server: unexpected /slots answer {response.text[:200]!r}",
+                backend=self.kind,
+                url=self.http.base_url,
+            ) from exc
+
     async def _healthy(self) -> bool:
         response = await self.http.request(
             "GET", "/health", operation="load", timeout=self._timeouts.health_s, accept=(503,)
@@ -266,6 +329,8 @@ class VllmBackend(OpenAICompatBackend):
 
     Start vLLM with ``--enable-sleep-mode`` and ``VLLM_SERVER_DEV_MODE=1``; without them
     the sleep routes are missing and unload raises a :class:`BackendError` saying so.
+    :meth:`abort` only closes the requests in flight: vLLM aborts a request whose client
+    has gone, and it has no other cancel API (sleeping waits for running requests).
     """
 
     kind = "vllm"
@@ -373,7 +438,8 @@ class LmStudioBackend(OpenAICompatBackend):
 
     A repeated load makes a second instance of the same model, so :meth:`load` checks
     ``loaded_instances`` first; :meth:`unload` unloads every instance by ``instance_id``.
-    Chat and embeddings use the OpenAI-compatible ``/v1`` routes.
+    Chat and embeddings use the OpenAI-compatible ``/v1`` routes. :meth:`abort` closes the
+    requests in flight, then unloads the model (LM Studio has no cancel API).
     """
 
     kind = "lmstudio"
@@ -450,3 +516,7 @@ class LmStudioBackend(OpenAICompatBackend):
                 model=model,
                 json_body={"instance_id": instance["id"]},
             )
+
+    async def _stop_work(self, model: str) -> None:
+        """LM Studio has no cancel: unload every instance of ``model``."""
+        await self.unload(model)

@@ -169,7 +169,13 @@ def build_gateway(settings: Settings) -> ModelGateway:
     gpu = None
     if spec.gpu_engine is not None:
         device = _resolve_device(spec.gpu_engine, spec.gpu_device)
-        gpu = create_embedder(spec.gpu_engine, model=spec.gpu_model, device=device, url=spec.url)
+        gpu = create_embedder(
+            spec.gpu_engine,
+            model=spec.gpu_model,
+            device=device,
+            url=spec.url,
+            process=spec.gpu_process,
+        )
     cpu = create_embedder(spec.cpu_engine, model=spec.cpu_model, device="cpu", url=spec.url)
     return ModelGateway(
         _build_backend(settings),

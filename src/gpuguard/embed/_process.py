@@ -1,0 +1,166 @@
+"""A local embedding engine run in a worker process, so that its work can be killed.
+
+The GPU embedder runs here by default: an encode stuck in CUDA, or one that outlives its
+lease, is stopped by killing the process (the OS frees its VRAM); the next call starts a new
+process and loads the model again. The CPU fallback embedder stays in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._exceptions import ConfigError, EmbedderUnavailable, EmbeddingError
+from .._worker import WorkerProcess
+from ._local import LocalEmbedder
+from ._protocol import Vectors
+
+__all__ = ["LOCAL_ENGINES", "EngineHost", "ProcessEmbedder"]
+
+LOCAL_ENGINES = ("sentence-transformers", "fastembed")
+"""The engines that can run in a worker process."""
+
+_HOST = "gpuguard.embed._process:EngineHost"
+
+
+class EngineHost:
+    """The child's half: builds the engine and loads its model when the worker starts."""
+
+    def __init__(self, engine: str, model: str | None, device: str) -> None:
+        from ._factory import create_embedder
+
+        embedder = create_embedder(engine, model=model, device=device)
+        if not isinstance(embedder, LocalEmbedder):
+            raise ConfigError(f"the {engine!r} engine cannot run in a worker process")
+        self._embedder = embedder
+        self._dimension = embedder.load_blocking()
+
+    def dimension(self) -> int:
+        """The loaded model's vector size."""
+        return self._dimension
+
+    def encode(self, texts: list[str]) -> Vectors:
+        """Normalised vectors for a non-empty batch."""
+        return self._embedder.embed_blocking(texts)
+
+    def close(self) -> None:
+        """Free the model before the process exits."""
+        self._embedder.unload_blocking()
+
+
+class ProcessEmbedder:
+    """Runs a local engine (``sentence-transformers``, ``fastembed``) in a worker process.
+
+    ``name`` and ``device`` describe the model (as the in-process engine would);
+    ``engine``, ``model`` and ``device`` are passed to
+    :func:`~gpuguard.embed.create_embedder` in the child. ``load_timeout_s`` bounds a load
+    and ``embed_timeout_s`` (``None``: no limit) one batch; past either the process is
+    killed. :meth:`abort` kills it at once.
+    """
+
+    def __init__(
+        self,
+        engine: str,
+        *,
+        name: str,
+        model: str | None = None,
+        device: str = "cpu",
+        load_timeout_s: float = 600.0,
+        embed_timeout_s: float | None = None,
+    ) -> None:
+        if engine not in LOCAL_ENGINES:
+            raise ConfigError(
+                f"only {', '.join(LOCAL_ENGINES)} run in a worker process, not {engine!r}"
+            )
+        if load_timeout_s <= 0 or (embed_timeout_s is not None and embed_timeout_s <= 0):
+            raise ConfigError("load_timeout_s and embed_timeout_s must be positive")
+        self._name = name
+        self._device = device
+        self._load_timeout_s = load_timeout_s
+        self._embed_timeout_s = embed_timeout_s
+        self._dimension: int | None = None
+        self._worker = WorkerProcess(_HOST, (engine, model, device), name=f"embedder:{name}")
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self._name
+
+    @property
+    def device(self) -> str:
+        """The device the child runs the model on."""
+        return self._device
+
+    @property
+    def dimension(self) -> int | None:
+        """Vector size once loaded."""
+        return self._dimension
+
+    @property
+    def loaded(self) -> bool:
+        """True once :meth:`load` has succeeded (a killed worker reloads on the next call)."""
+        return self._dimension is not None
+
+    @property
+    def worker(self) -> WorkerProcess:
+        """The worker process the model runs in."""
+        return self._worker
+
+    async def load(self) -> int:
+        """Start the worker, which loads the model, and return the dimension."""
+        if self._dimension is not None and self._worker.alive:
+            return self._dimension
+        try:
+            async with asyncio.timeout(self._load_timeout_s):
+                await self._worker.start()
+        except TimeoutError as exc:
+            raise EmbedderUnavailable(
+                f"loading {self._name!r} on {self._device} took longer than "
+                f"{self._load_timeout_s}s; the loading process was killed"
+            ) from exc
+        except EmbeddingError:
+            raise
+        except Exception as exc:
+            raise EmbedderUnavailable(
+                f"cannot load embedding model {self._name!r} on {self._device}: {exc}"
+            ) from exc
+        dimension: int = await self._worker.call("dimension")
+        self._dimension = dimension
+        return dimension
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed ``texts`` in the worker (starting it and loading the model if needed)."""
+        await self.load()
+        batch = list(texts)
+        if not batch:
+            return np.zeros((0, self._dimension or 0), dtype=np.float32)
+        try:
+            vectors: Vectors = await self._worker.call(
+                "encode", batch, timeout_s=self._embed_timeout_s
+            )
+        except TimeoutError as exc:
+            raise EmbeddingError(
+                f"{self._name!r} on {self._device} took longer than {self._embed_timeout_s}s "
+                f"to embed {len(batch)} text(s); the worker process was killed"
+            ) from exc
+        except EmbeddingError:
+            raise
+        except Exception as exc:  # the worker crashed or was killed meanwhile
+            raise EmbeddingError(
+                f"{self._name!r} on {self._device} failed to embed {len(batch)} text(s): {exc}"
+            ) from exc
+        return vectors
+
+    async def abort(self) -> None:
+        """Kill the worker process (returns once it is reaped); the next call restarts it."""
+        await self._worker.kill()
+
+    async def aclose(self) -> None:
+        """Stop the worker process, freeing the model and all its memory."""
+        await self._worker.stop()
+        self._dimension = None
+
+    def __repr__(self) -> str:
+        return f"ProcessEmbedder(name={self._name!r}, device={self._device!r}, {self._worker!r})"
