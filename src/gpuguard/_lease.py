@@ -111,9 +111,12 @@ class Lease:
         """Run ``work`` as GPU work of this lease and return its result.
 
         The lease is held until ``work`` has really ended, even if the caller is cancelled
-        meanwhile (``stop`` is asked to end it early). If the lease outlives its hold timeout,
-        ``stop`` is called, and once the work has ended this raises :class:`OperationHung`.
-        Raises at once, without starting ``work``, if the lease is hung or no longer held.
+        meanwhile: the cancellation is passed on to ``work`` (an honest awaitable ends soon
+        after; see :mod:`gpuguard._work`). ``stop`` is for hung work: if the lease outlives
+        its hold timeout, ``stop`` is called (kill the worker, ask the server to cancel), and
+        once the work has ended this raises :class:`OperationHung`. A plain cancellation (a
+        client that went away) never calls it. Raises at once, without starting ``work``, if
+        the lease is hung or no longer held.
         """
         if self.state is not LeaseState.HELD:
             _discard(work)
@@ -123,7 +126,7 @@ class Lease:
         token = object()
         self.works[token] = task
         try:
-            return await run_to_end(work, stop=stop)
+            return await run_to_end(work, stop=None if stop is None else self._if_hung(stop))
         except asyncio.CancelledError:
             if (
                 task is not None
@@ -136,6 +139,17 @@ class Lease:
             del self.works[token]
             if self.hung and not self.works:
                 self._guard._end_quarantine(self, "its work has stopped")
+
+    def _if_hung(self, stop: StopWork) -> StopWork:
+        """``stop``, called only when this lease hung (not for a plain cancellation)."""
+
+        async def stop_if_hung() -> None:
+            if self.hung:
+                result = stop()
+                if result is not None:
+                    await result
+
+        return stop_if_hung
 
     async def stream(
         self, chunks: AsyncIterator[T], *, stop: StopWork | None = None

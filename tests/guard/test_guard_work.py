@@ -44,7 +44,7 @@ async def test_lease_is_held_until_cancelled_work_has_ended(make_guard: MakeGuar
     task.cancel()  # a second cancel (a job cancelled twice, a server shutting down)
     await checkpoints()
     assert guard.locked, "the GPU was handed on while the encode still ran"
-    assert work.stops == 1
+    assert work.stops == 0, "a client that went away is no reason to kill the work"
     work.done.set()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -321,7 +321,7 @@ class BulkRun(Generic[T]):
                 self._note_device("cpu", gpu, job, str(busy))
             else:
                 self._note_device("gpu", gpu, job, "")
-                return await lease.run(self._embed_timed(gpu, job, "gpu", False))
+                return await lease.run(self._embed_timed(gpu, job, "gpu", False), stop=gpu.abort)
         return await self._embed_timed(self._bulk.pair.cpu, job, "cpu", True)
 
     def _gpu_loaded(self) -> bool:

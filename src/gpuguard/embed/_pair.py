@@ -74,7 +74,7 @@ class EmbedderPair:
                 priority=Priority.NORMAL,
                 hold_timeout=hold_timeout,
             ) as lease:
-                gpu_dim = await lease.run(self.gpu.load())
+                gpu_dim = await lease.run(self.gpu.load(), stop=self.gpu.abort)
         _check(gpu_dim, await self.start_cpu())
         self._gpu_ready = True
 

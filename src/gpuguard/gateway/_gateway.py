@@ -26,6 +26,7 @@ import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from functools import partial
 
 from .._events import ModelEvent, Priority
 from .._exceptions import ConfigError, ModelNotLoaded
@@ -228,7 +229,7 @@ class ModelGateway:
         ) as lease:
             self._publish(model, "unloading")
             try:
-                await lease.run(self.backend.unload(model))
+                await lease.run(self.backend.unload(model), stop=partial(self.backend.abort, model))
             except Exception as exc:
                 self._publish(model, "failed", detail=str(exc))
                 raise
@@ -239,7 +240,7 @@ class ModelGateway:
         """Load ``model`` as work of ``lease``."""
         self._publish(model, "loading")
         try:
-            await lease.run(self.backend.load(model))
+            await lease.run(self.backend.load(model), stop=partial(self.backend.abort, model))
         except Exception as exc:
             self._publish(model, "failed", detail=str(exc))
             raise
@@ -279,7 +280,8 @@ class ModelGateway:
                 started = False
                 try:
                     stream = self.backend.chat(name, messages, options)
-                    async with aclosing(lease.stream(stream)) as chunks:
+                    stop = partial(self.backend.abort, name)
+                    async with aclosing(lease.stream(stream, stop=stop)) as chunks:
                         async for chunk in chunks:
                             started = True
                             yield chunk
@@ -338,7 +340,7 @@ class ModelGateway:
             async with self._hold(
                 "embed", embedder.name, priority, self.timeouts.embed_hold_s, self.timeouts.wait_s
             ) as lease:
-                return await lease.run(embedder.embed(texts))
+                return await lease.run(embedder.embed(texts), stop=embedder.abort)
         if self.cpu_embedder is None:
             raise ConfigError("no embedder is configured")
         return await self.cpu_embedder.embed(texts)
