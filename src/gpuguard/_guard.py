@@ -40,9 +40,9 @@ from typing import Any, Final, Literal, NoReturn
 
 from ._arbiter import Arbiter, LocalArbiter, Owner, Ticket
 from ._clock import Clock, SystemClock
-from ._host_arbiter import HostArbiter
 from ._events import EventBus, GpuStatus, Priority
 from ._exceptions import LeaseNotHeld, OperationHung, QueueFull, WaitTimeout, WouldBlock
+from ._host_arbiter import HostArbiter
 from ._lease import Hold, Lease, LeaseState
 from ._snapshot import GuardSnapshot, HolderInfo, WaiterInfo
 from ._telemetry import GuardTelemetry, log_gpu_event

@@ -197,7 +197,7 @@ class HostArbiter:
         with self._locked():
             seq = self._by_lease.get(ticket.lease_id)
             view = self._read()
-            if view.holder is not None and view.holder_seq == seq:
+            if seq is not None and view.holder is not None and view.holder_seq == seq:
                 self._write_state(view.next_seq, (seq, view.holder.granted_at, now))
 
     def holder(self) -> Grant | None:
