@@ -112,7 +112,8 @@ class HostArbiter:
         root = prepare_lock_dir(Path(lock_dir) if lock_dir is not None else default_lock_dir())
         self.directory = root / name
         self._entries = self.directory / "entries"
-        self._entries.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+        self._entries.mkdir(mode=0o700, exist_ok=True)
         self._aging_s = aging_s
         WaiterQueue[_Entry](aging_s=aging_s)  # reject an impossible aging_s at once
         self._clock = clock
