@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+GPUGUARD = Path(sys.executable).with_name("gpuguard")
 READY_TIMEOUT_S = 30.0
 """Bound on a subprocess's start-up (imports on a loaded 2-core machine), not a race."""
 
@@ -40,6 +41,10 @@ class Processes:
         self.started.append(process)
         return process
 
+    async def gpuguard(self, *args: str) -> asyncio.subprocess.Process:
+        """The ``gpuguard`` command (the script installed beside this Python)."""
+        return await self.start(str(GPUGUARD), *args)
+
     async def worker(self, *args: str) -> asyncio.subprocess.Process:
         """``python -m tests.host._worker ARGS``."""
         return await self.start(sys.executable, "-m", "tests.host._worker", *args)
@@ -48,13 +53,17 @@ class Processes:
         for process in self.started:
             if process.returncode is None:
                 process.send_signal(signal.SIGKILL)
-            await process.wait()
+            # Read the pipes to their end so the transports close inside this event loop.
+            await process.communicate()
 
 
-async def line(process: asyncio.subprocess.Process, timeout: float = READY_TIMEOUT_S) -> str:
+async def line(
+    process: asyncio.subprocess.Process, timeout: float = READY_TIMEOUT_S, *, stderr: bool = False
+) -> str:
     """The next line ``process`` prints (bounded: fail instead of hanging the suite)."""
-    assert process.stdout is not None
-    raw = await asyncio.wait_for(process.stdout.readline(), timeout)
+    stream = process.stderr if stderr else process.stdout
+    assert stream is not None
+    raw = await asyncio.wait_for(stream.readline(), timeout)
     if not raw:
         assert process.stderr is not None
         error = (await process.stderr.read()).decode()
