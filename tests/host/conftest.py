@@ -41,9 +41,9 @@ class Processes:
         self.started.append(process)
         return process
 
-    async def gpuguard(self, *args: str) -> asyncio.subprocess.Process:
+    async def gpuguard(self, *args: str, **env: str) -> asyncio.subprocess.Process:
         """The ``gpuguard`` command (the script installed beside this Python)."""
-        return await self.start(str(GPUGUARD), *args)
+        return await self.start(str(GPUGUARD), *args, **env)
 
     async def worker(self, *args: str) -> asyncio.subprocess.Process:
         """``python -m tests.host._worker ARGS``."""
