@@ -132,7 +132,7 @@ class GpuGuard:
         """A guard whose lease is shared by every process on this host (the host scope).
 
         Processes meet in ``lock_dir`` (default ``$XDG_RUNTIME_DIR/gpuguard``, else
-        ``/tmp/gpuguard-<uid>``, created owner-only); ``name`` names the GPU there. A holder
+        ``/dev/shm/gpuguard-<uid>``, created owner-only); ``name`` names the GPU there. A holder
         or waiter that dies leaves the lease and the queue at once. ``options`` are those of
         :class:`GpuGuard`.
         """

@@ -2,15 +2,16 @@
 
 Same rules as :class:`~gpuguard._arbiter.LocalArbiter` (one holder, no queue jumping,
 :class:`~gpuguard._queue.WaiterQueue` service order, nobody waits while nobody holds), kept in a
-lock directory (one subdirectory per GPU name):
+lock directory, one subdirectory per GPU name (:mod:`gpuguard._host_files`):
 
 * ``state``: every decision takes an exclusive ``flock`` on it for a few microseconds, so each
-  grant is atomic across processes. It stores the host-wide ticket counter (FIFO across
-  processes) and which request holds the GPU, since when, and since when it hangs.
-* ``entries/<ticket>``: one file per request (waiting or holding), created and ``flock``-ed by
-  its process for the request's whole life. The kernel drops that lock when the process dies
-  (SIGKILL, OOM kill), so a dead request is recognisable at once (its lock can be taken) and
-  whoever looks next removes it. A holder whose entry is dead holds nothing.
+  grant is atomic across processes. It holds the host-wide ticket counter (FIFO across
+  processes), every request (operation, model, priority, pid, host, process, since) and which
+  one holds the GPU, since when, and since when it hangs.
+* ``entries/<ticket>``: one empty file per request (waiting or holding), created and
+  ``flock``-ed by its process for the request's whole life. The kernel drops that lock when the
+  process dies (SIGKILL, OOM kill), so a dead request is recognisable at once (its lock can be
+  taken) and whoever decides next removes it. A holder whose entry is dead holds nothing.
 
 Liveness therefore comes from the kernel, never from timers. Wake-ups are pushed: a process
 with queued requests runs one watcher thread blocked in ``flock(LOCK_SH)`` on the holder's
@@ -25,78 +26,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
-import stat
 import threading
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ._arbiter import Grant, OnGrant, Owner, Queued, Ticket
+from ._arbiter import Grant, OnGrant, Queued, Ticket
 from ._clock import Clock
-from ._events import Priority
-from ._exceptions import ConfigError
+from ._host_files import Entry, State, default_lock_dir, prepare_lock_dir
 from ._queue import WaiterQueue
 
-__all__ = ["HostArbiter", "default_lock_dir", "prepare_lock_dir"]
-
-_UNSAFE_BITS = stat.S_IWGRP | stat.S_IWOTH
-
-
-def default_lock_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/gpuguard``, else ``/tmp/gpuguard-<uid>``."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "gpuguard"
-    return Path(f"/tmp/gpuguard-{os.getuid()}")
-
-
-def prepare_lock_dir(path: Path) -> Path:
-    """Create ``path`` owner-only (0700) if needed; refuse one another user could tamper with."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.stat()
-    if info.st_uid != os.getuid():
-        raise ConfigError(f"GPU lock directory {path} belongs to another user (uid {info.st_uid})")
-    if info.st_mode & _UNSAFE_BITS:
-        raise ConfigError(
-            f"GPU lock directory {path} is writable by group or others "
-            f"(mode {stat.filemode(info.st_mode)}); another user could take or break the lease"
-        )
-    return path
+__all__ = ["HostArbiter"]
 
 
 @dataclass(eq=False)
 class _Request:
     """A request of this arbiter: its entry file stays locked while it waits or holds."""
 
-    seq: int
-    ticket: Ticket
-    enqueued_at: float
+    entry: Entry
     fd: int
     future: asyncio.Future[None] | None = None
     loop: asyncio.AbstractEventLoop | None = None
     delivered: bool = False
     scheduled: bool = False
 
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    seq: int
-    ticket: Ticket
-    enqueued_at: float
-
-
-@dataclass(slots=True)
-class _View:
-    """The lease as read under the state lock, dead entries already removed."""
-
-    next_seq: int
-    holder: Grant | None
-    holder_seq: int | None
-    waiting: WaiterQueue[_Entry]
+    @property
+    def seq(self) -> int:
+        return self.entry.seq
 
 
 class HostArbiter:
@@ -109,16 +67,18 @@ class HostArbiter:
     ) -> None:
         if not name or not all(c.isalnum() or c in "._-" for c in name) or name[0] == ".":
             raise ValueError(f"GPU name {name!r} must be letters, digits, '.', '_' or '-'")
+        WaiterQueue[Entry](aging_s=aging_s)  # reject an impossible aging_s at once
         root = prepare_lock_dir(Path(lock_dir) if lock_dir is not None else default_lock_dir())
         self.directory = root / name
         self._entries = self.directory / "entries"
         self.directory.mkdir(mode=0o700, exist_ok=True)
         self._entries.mkdir(mode=0o700, exist_ok=True)
         self._aging_s = aging_s
-        WaiterQueue[_Entry](aging_s=aging_s)  # reject an impossible aging_s at once
         self._clock = clock
         self._state_fd = os.open(self.directory / "state", os.O_RDWR | os.O_CREAT, 0o600)
-        weakref.finalize(self, os.close, self._state_fd)
+        self._peek: dict[int, int] = {}
+        """Open (unlocked) descriptors of other processes' entries, to test their liveness."""
+        weakref.finalize(self, _close_all, [self._state_fd], self._peek)
         self._lock = threading.Lock()
         self._mine: dict[int, _Request] = {}
         self._by_lease: dict[int, int] = {}
@@ -135,12 +95,13 @@ class HostArbiter:
     def try_acquire(self, ticket: Ticket, now: float) -> bool:
         """Grant at once if nobody on this host holds or waits."""
         with self._locked():
-            view = self._decide(now)
-            if view.holder is not None or len(view.waiting):
+            state = self._decide(now)
+            if state.holder is not None or len(state.requests) > 0:
                 return False
-            request = self._new_request(view, ticket, now)
+            request = self._new_request(state, ticket, now)
             request.delivered = True
-            self._write_state(view.next_seq, (request.seq, now, None))
+            state.holder = (request.seq, now, None)
+            state.write(self._state_fd)
         return True
 
     def enqueue(self, ticket: Ticket, now: float) -> asyncio.Future[None]:
@@ -148,11 +109,12 @@ class HostArbiter:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._locked():
-            view = self._read()
-            request = self._new_request(view, ticket, now)
+            state = self._decide(now)
+            request = self._new_request(state, ticket, now)
             request.future, request.loop = future, loop
-            self._write_state(view.next_seq, self._holder_tuple(view))
-            self._decide(now)  # the holder may have gone since the caller looked
+            if state.holder is None:  # the holder left since the caller looked
+                self._schedule(self._grant_next(state, now))
+            state.write(self._state_fd)
             start = not self._watching
             self._watching = True
         self._changed.set()
@@ -162,17 +124,16 @@ class HostArbiter:
 
     def withdraw(self, ticket: Ticket) -> bool:
         """Leave the line; a grant this guard was not told of yet is handed on instead."""
-        granted: _Request | None = None
         with self._locked():
             request = self._mine.get(self._by_lease.get(ticket.lease_id, -1))
             if request is None or request.delivered:
                 return False
-            holder_seq = self._read().holder_seq
-            self._drop(request)
-            if holder_seq == request.seq:
-                granted = self._grant_next(self._read(), self._clock.monotonic())
-                if granted is not None:
-                    self._schedule(granted)
+            state = self._decide(self._clock.monotonic())
+            self._drop(request, state)
+            if state.holder is not None and state.holder[0] == request.seq:
+                state.holder = None
+                self._schedule(self._grant_next(state, self._clock.monotonic()))
+            state.write(self._state_fd)
         self._changed.set()
         return True
 
@@ -183,33 +144,41 @@ class HostArbiter:
             request = self._mine.get(self._by_lease.get(ticket.lease_id, -1))
             if request is None:
                 return
-            holder_seq = self._read().holder_seq
-            self._drop(request)
-            if holder_seq == request.seq:
-                granted = self._grant_next(self._read(), now)
+            state = self._decide(now)
+            self._drop(request, state)
+            if state.holder is not None and state.holder[0] == request.seq:
+                state.holder = None
+                granted = self._grant_next(state, now)
                 if granted is not None:
                     granted.delivered = True
+            state.write(self._state_fd)
         self._changed.set()
         if granted is not None:
-            self._deliver_now(granted, now)
+            self._on_grant(granted.entry.ticket, now - granted.entry.enqueued_at)
+            _resolve(granted)
 
     def mark_hung(self, ticket: Ticket, now: float) -> None:
         """Record since when the holder hangs, for every process to see."""
         with self._locked():
             seq = self._by_lease.get(ticket.lease_id)
-            view = self._read()
-            if seq is not None and view.holder is not None and view.holder_seq == seq:
-                self._write_state(view.next_seq, (seq, view.holder.granted_at, now))
+            state = self._read()
+            if state.holder is not None and state.holder[0] == seq:
+                state.holder = (seq, state.holder[1], now)
+                state.write(self._state_fd)
 
     def holder(self) -> Grant | None:
         """The holder, in whichever process it is."""
         with self._locked():
-            return self._decide(self._clock.monotonic()).holder
+            state = self._decide(self._clock.monotonic())
+        if state.holder is None:
+            return None
+        seq, granted_at, hung_since = state.holder
+        return Grant(state.requests[seq].ticket, granted_at, hung_since)
 
     def waiters(self, now: float) -> list[Queued]:
         """Every waiter on this host, in service order."""
         with self._locked():
-            queue = self._decide(now).waiting
+            queue = self._queue(self._decide(now))
         return [
             Queued(e.item.ticket, e.enqueued_at, queue.effective_priority(e, now))
             for e in queue.order(now)
@@ -218,7 +187,8 @@ class HostArbiter:
     def queue_length(self) -> int:
         """How many wait on this host."""
         with self._locked():
-            return len(self._decide(self._clock.monotonic()).waiting)
+            state = self._decide(self._clock.monotonic())
+        return len(state.requests) - (state.holder is not None)
 
     def __repr__(self) -> str:
         return f"<HostArbiter {str(self.directory)!r} requests here={len(self._mine)}>"
@@ -236,148 +206,135 @@ class HostArbiter:
             finally:
                 fcntl.flock(self._state_fd, fcntl.LOCK_UN)
 
-    def _decide(self, now: float) -> _View:
+    def _decide(self, now: float) -> State:
         """Read the lease; if nobody holds, grant the next waiter (its process is told)."""
-        view = self._read()
-        if view.holder is None and len(view.waiting):
-            granted = self._grant_next(view, now)
-            if granted is not None:
-                self._schedule(granted)
-            view = self._read()
-        elif view.holder_seq in self._mine:
-            self._schedule(self._mine[view.holder_seq])
-        return view
+        state = self._read()
+        changed = self._prune(state)
+        if state.holder is None and state.requests:
+            self._schedule(self._grant_next(state, now))
+            changed = True
+        elif state.holder is not None and state.holder[0] in self._mine:
+            self._schedule(self._mine[state.holder[0]])
+        if changed:
+            state.write(self._state_fd)
+        return state
 
-    def _grant_next(self, view: _View, now: float) -> _Request | None:
+    def _read(self) -> State:
+        state = State.read(self._state_fd)
+        for seq in list(self._peek):
+            if seq not in state.requests:
+                os.close(self._peek.pop(seq))
+        return state
+
+    def _prune(self, state: State) -> bool:
+        """Remove requests whose process is gone; True if any was."""
+        dead = [seq for seq in state.requests if seq not in self._mine and not self._alive(seq)]
+        for seq in dead:
+            del state.requests[seq]
+            (self._entries / f"{seq:020d}").unlink(missing_ok=True)
+            os.close(self._peek.pop(seq))
+        if state.holder is not None and state.holder[0] not in state.requests:
+            state.holder = None
+            return True
+        return bool(dead)
+
+    def _alive(self, seq: int) -> bool:
+        """Whether another process still locks entry ``seq`` (the kernel drops it on death)."""
+        fd = self._peek.get(seq)
+        if fd is None:
+            try:
+                fd = os.open(self._entries / f"{seq:020d}", os.O_RDONLY)
+            except FileNotFoundError:
+                return False
+            self._peek[seq] = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False  # dead: the lock taken here goes when the descriptor is closed
+
+    def _queue(self, state: State) -> WaiterQueue[Entry]:
+        holder = None if state.holder is None else state.holder[0]
+        queue: WaiterQueue[Entry] = WaiterQueue(aging_s=self._aging_s)
+        for seq in sorted(state.requests):
+            if seq != holder:
+                entry = state.requests[seq]
+                queue.push(seq, entry.ticket.priority, entry.enqueued_at, entry)
+        return queue
+
+    def _grant_next(self, state: State, now: float) -> _Request | None:
         """Make the next waiter the holder; return it if it is this arbiter's own."""
-        while len(view.waiting):
-            entry = view.waiting.pop_next(now).item
+        if not state.requests:
+            return None
+        queue = self._queue(state)
+        while len(queue):
+            entry = queue.pop_next(now).item
             mine = self._mine.get(entry.seq)
             if mine is not None and mine.future is not None and mine.future.done():
-                self._drop(mine)  # its task was cancelled and has not run yet; it cleans up
+                self._drop(mine, state)  # its task was cancelled and has not run yet
                 continue
-            self._write_state(view.next_seq, (entry.seq, now, None))
+            state.holder = (entry.seq, now, None)
             return mine
         return None
 
-    def _read(self) -> _View:
-        next_seq, holder = self._read_state()
-        queue: WaiterQueue[_Entry] = WaiterQueue(aging_s=self._aging_s)
-        grant: Grant | None = None
-        holder_seq: int | None = None
-        for name in sorted(os.listdir(self._entries), key=_seq_of):
-            entry = self._live_entry(name)
-            if entry is None:
-                continue
-            next_seq = max(next_seq, entry.seq + 1)
-            if holder is not None and entry.seq == holder[0]:
-                grant = Grant(entry.ticket, holder[1], holder[2])
-                holder_seq = entry.seq
-            else:
-                queue.push(entry.seq, entry.ticket.priority, entry.enqueued_at, entry)
-        return _View(next_seq, grant, holder_seq, queue)
-
-    def _live_entry(self, name: str) -> _Entry | None:
-        """The entry named ``name`` if its process still locks it; remove it if not."""
-        seq = _seq_of(name)
-        mine = self._mine.get(seq)
-        if mine is not None:
-            return _Entry(seq, mine.ticket, mine.enqueued_at)
-        path = self._entries / name
+    def _new_request(self, state: State, ticket: Ticket, now: float) -> _Request:
+        seq = state.next_seq
+        state.next_seq += 1
+        path = self._entries / f"{seq:020d}"
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return _parse_entry(seq, os.read(fd, 65536))
-            path.unlink(missing_ok=True)  # its process is gone: the kernel dropped its lock
-            return None
-        finally:
-            os.close(fd)
-
-    def _new_request(self, view: _View, ticket: Ticket, now: float) -> _Request:
-        seq = view.next_seq
-        view.next_seq += 1
-        fd = os.open(self._entries / f"{seq:020d}", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # left by a process killed as it removed it
+            path.unlink()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, _dump_entry(ticket, now))
-        request = _Request(seq, ticket, now, fd)
+        request = _Request(Entry(seq, ticket, now), fd)
+        state.requests[seq] = request.entry
         self._mine[seq] = request
         self._by_lease[ticket.lease_id] = seq
         return request
 
-    def _drop(self, request: _Request) -> None:
+    def _drop(self, request: _Request, state: State) -> None:
         """Remove this arbiter's request: unlink its entry, then let go of its lock."""
+        state.requests.pop(request.seq, None)
         (self._entries / f"{request.seq:020d}").unlink(missing_ok=True)
-        os.close(request.fd)
+        os.close(request.fd)  # wakes the watchers blocked on it
         self._mine.pop(request.seq, None)
-        if self._by_lease.get(request.ticket.lease_id) == request.seq:
-            del self._by_lease[request.ticket.lease_id]
-
-    def _read_state(self) -> tuple[int, tuple[int, float, float | None] | None]:
-        raw = os.pread(self._state_fd, 4096, 0)
-        try:
-            data = json.loads(raw)
-            holder = data["holder"]
-            return int(data["next"]), None if holder is None else (
-                int(holder[0]),
-                float(holder[1]),
-                None if holder[2] is None else float(holder[2]),
-            )
-        except (ValueError, KeyError, TypeError, IndexError):
-            return 0, None  # new, or torn by a power cut: entries on disk say the rest
-
-    def _write_state(self, next_seq: int, holder: tuple[int, float, float | None] | None) -> None:
-        raw = json.dumps({"next": next_seq, "holder": holder}).encode()
-        os.pwrite(self._state_fd, raw, 0)
-        os.ftruncate(self._state_fd, len(raw))
-
-    @staticmethod
-    def _holder_tuple(view: _View) -> tuple[int, float, float | None] | None:
-        if view.holder is None or view.holder_seq is None:
-            return None
-        return (view.holder_seq, view.holder.granted_at, view.holder.hung_since)
+        if self._by_lease.get(request.entry.ticket.lease_id) == request.seq:
+            del self._by_lease[request.entry.ticket.lease_id]
 
     # --- telling this process's waiters ----------------------------------------------------
 
-    def _schedule(self, request: _Request) -> None:
+    def _schedule(self, request: _Request | None) -> None:
         """Tell a waiter of its grant from its event loop, outside whatever runs now."""
-        if request.delivered or request.scheduled or request.loop is None:
+        if request is None or request.delivered or request.scheduled or request.loop is None:
             return
         request.scheduled = True
         with contextlib.suppress(RuntimeError):  # its loop has closed: nobody to tell
-            request.loop.call_soon_threadsafe(self._deliver_later, request)
+            request.loop.call_soon_threadsafe(self._deliver, request)
 
-    def _deliver_later(self, request: _Request) -> None:
+    def _deliver(self, request: _Request) -> None:
         if request.delivered or self._mine.get(request.seq) is not request:
             return  # withdrawn meanwhile (the grant was handed on), or told already
         if request.future is not None and request.future.done():
             return  # cancelled: its withdraw hands the grant on
         request.delivered = True
-        self._deliver_now(request, self._clock.monotonic())
-
-    def _deliver_now(self, request: _Request, now: float) -> None:
-        self._on_grant(request.ticket, now - request.enqueued_at)
-        if request.future is not None and not request.future.done():
-            request.future.set_result(None)
+        self._on_grant(request.entry.ticket, self._clock.monotonic() - request.entry.enqueued_at)
+        _resolve(request)
 
     def _watch(self) -> None:
         """While this arbiter has waiters: sleep in the kernel until the holder changes."""
         while True:
             self._changed.clear()
             with self._locked():
-                if not any(not r.delivered for r in self._mine.values()):
+                if all(r.delivered for r in self._mine.values()):
                     self._watching = False
                     return
-                view = self._decide(self._clock.monotonic())
-            if view.holder_seq is None or view.holder_seq in self._mine:
+                holder = self._decide(self._clock.monotonic()).holder
+            if holder is None or holder[0] in self._mine:
                 self._changed.wait()  # a release or withdraw here sets it
                 continue
             try:
-                fd = os.open(self._entries / f"{view.holder_seq:020d}", os.O_RDONLY)
+                fd = os.open(self._entries / f"{holder[0]:020d}", os.O_RDONLY)
             except FileNotFoundError:
                 continue
             try:
@@ -386,40 +343,15 @@ class HostArbiter:
                 os.close(fd)
 
 
-def _seq_of(name: str) -> int:
-    return int(name) if name.isdigit() else -1
+def _resolve(request: _Request) -> None:
+    if request.future is not None and not request.future.done():
+        request.future.set_result(None)
 
 
-def _dump_entry(ticket: Ticket, enqueued_at: float) -> bytes:
-    owner = ticket.owner
-    return json.dumps(
-        {
-            "lease_id": ticket.lease_id,
-            "operation": ticket.operation,
-            "model": ticket.model,
-            "priority": int(ticket.priority),
-            "pid": owner.pid,
-            "host": owner.host,
-            "process": owner.process,
-            "enqueued_at": enqueued_at,
-        }
-    ).encode()
-
-
-def _parse_entry(seq: int, raw: bytes) -> _Entry | None:
-    try:
-        data: dict[str, Any] = json.loads(raw)
-        owner = Owner(int(data["pid"]), str(data["host"]), str(data["process"]))
-        ticket = Ticket(
-            int(data["lease_id"]),
-            str(data["operation"]),
-            None if data["model"] is None else str(data["model"]),
-            Priority(int(data["priority"])),
-            owner,
-        )
-        return _Entry(seq, ticket, float(data["enqueued_at"]))
-    except (ValueError, KeyError, TypeError):
-        return None  # still being written by its process (it holds the state lock then)
+def _close_all(fds: list[int], peek: dict[int, int]) -> None:
+    for fd in [*fds, *peek.values()]:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _ignore_grant(ticket: Ticket, waited_s: float) -> None:
