@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from gpuguard import ConfigError, GpuGuard, Priority
+from gpuguard import ConfigError, GpuGuard, Priority, WouldBlock
+from gpuguard.cli._render import lane_view
 
 from .conftest import Processes, entries, finish, line
 
@@ -74,8 +76,16 @@ async def test_snapshot_shows_holder_and_waiters_of_other_processes(
         Priority.BACKGROUND,
         waiter.pid,
     )
-    with pytest.raises(Exception, match="held by train"):
+    with pytest.raises(WouldBlock, match="held by train"):
         guard.acquire_nowait("peek")
+    # `gpuguard status` renders the same object: it names the other processes.
+    console = Console(record=True, width=200)
+    console.print(lane_view({"snapshot": snapshot.to_dict(), "current": snapshot.holder.to_dict()}))
+    shown = console.export_text()
+    assert "train m (normal" in shown
+    assert f"pid {holder.pid}, host {snapshot.holder.host}, process" in shown
+    assert f"#1 index (pid {waiter.pid}, host {queued.host}, process {queued.process})" in shown
+    assert "(exclusive, host)" in shown
 
     assert await finish(holder) == 0
     assert await line(waiter) == "granted"
