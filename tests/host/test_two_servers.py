@@ -48,7 +48,7 @@ def free_port() -> int:
         return port
 
 
-async def start_server(processes: Processes, data_dir: Path, llm_url: str) -> str:
+async def start_server(processes: Processes, data_dir: Path, llm_url: str, sources: Path) -> str:
     port = free_port()
     await processes.gpuguard(
         "serve",
@@ -63,6 +63,7 @@ async def start_server(processes: Processes, data_dir: Path, llm_url: str) -> st
         GPUGUARD_EMBEDDINGS__URL=llm_url,
         GPUGUARD_EMBEDDINGS__CPU_ENGINE="hash",
         GPUGUARD_EMBEDDINGS__BATCH_SIZE="4",
+        GPUGUARD_SOURCES__DOCUMENT_ROOTS=json.dumps([str(sources)]),
     )
     return f"http://127.0.0.1:{port}"
 
@@ -126,7 +127,9 @@ async def test_two_servers_and_a_run_program_never_overlap_on_one_llm_server(
         token_latency_s=0.005,
         embedding_dimension=EMBEDDING_DIMENSION,
     ) as double:
-        urls = [await start_server(processes, tmp_path / n, double.base_url) for n in "ab"]
+        urls = [
+            await start_server(processes, tmp_path / n, double.base_url, tmp_path) for n in "ab"
+        ]
         async with httpx.AsyncClient(timeout=READY_TIMEOUT_S) as http:
             for url in urls:
                 await until_up(http, url)
