@@ -76,7 +76,7 @@ async def test_snapshot_shows_holder_and_waiters_of_other_processes(
         Priority.BACKGROUND,
         waiter.pid,
     )
-    with pytest.raises(WouldBlock, match="held by train"):
+    with pytest.raises(WouldBlock, match=rf"held by train \(pid {holder.pid}\)"):
         guard.acquire_nowait("peek")
     # `gpuguard status` renders the same object: it names the other processes.
     console = Console(record=True, width=200)

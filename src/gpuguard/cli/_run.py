@@ -31,8 +31,9 @@ def waiting_notice(guard: GpuGuard) -> str:
     current = guard.current
     if current is None:
         return "Waiting for GPU..."
-    where = f", pid {current.pid}" if current.pid is not None else ""
-    return f"Waiting for GPU... (held by {current.label}{where})"
+    hung = "" if current.hung_s is None else f" (hung for {current.hung_s:.0f}s)"
+    where = "" if current.pid is None else f", pid {current.pid}"
+    return f"Waiting for GPU... (held by {current.operation}{hung}{where})"
 
 
 async def run_under_lease(
