@@ -35,12 +35,14 @@ import asyncio
 import enum
 import itertools
 from functools import partial
-from typing import Final, Literal, NoReturn
+from pathlib import Path
+from typing import Any, Final, Literal, NoReturn
 
 from ._arbiter import Arbiter, LocalArbiter, Owner, Ticket
 from ._clock import Clock, SystemClock
 from ._events import EventBus, GpuStatus, Priority
 from ._exceptions import LeaseNotHeld, OperationHung, QueueFull, WaitTimeout, WouldBlock
+from ._host_arbiter import HostArbiter
 from ._lease import Hold, Lease, LeaseState
 from ._snapshot import GuardSnapshot, HolderInfo, WaiterInfo
 from ._telemetry import GuardTelemetry, log_gpu_event
@@ -116,6 +118,27 @@ class GpuGuard:
         self._ids = itertools.count(1)
         self._leases: dict[int, Lease] = {}
         """This process's leases that wait or hold, by lease id."""
+
+    @classmethod
+    def host(
+        cls,
+        name: str = "gpu0",
+        *,
+        lock_dir: Path | str | None = None,
+        aging_s: float | None = 30.0,
+        clock: Clock | None = None,
+        **options: Any,
+    ) -> GpuGuard:
+        """A guard whose lease is shared by every process on this host (the host scope).
+
+        Processes meet in ``lock_dir`` (default ``$XDG_RUNTIME_DIR/gpuguard``, else
+        ``/dev/shm/gpuguard-<uid>``, created owner-only); ``name`` names the GPU there. A holder
+        or waiter that dies leaves the lease and the queue at once. ``options`` are those of
+        :class:`GpuGuard`.
+        """
+        clock = clock if clock is not None else SystemClock()
+        arbiter = HostArbiter(name, lock_dir=lock_dir, aging_s=aging_s, clock=clock)
+        return cls(name, aging_s=aging_s, clock=clock, arbiter=arbiter, **options)
 
     @property
     def scope(self) -> str:

@@ -31,10 +31,14 @@ DUE_EPSILON: Final = 1e-6
 def effective_priority(
     priority: Priority, enqueued_at: float, now: float, aging_s: float | None
 ) -> Priority:
-    """``priority`` raised one level per ``aging_s`` seconds waited since ``enqueued_at``."""
+    """``priority`` raised one level per ``aging_s`` seconds waited since ``enqueued_at``.
+
+    A ticket stamped after ``now`` (by another process, a moment after this one read its
+    clock) has waited no time yet.
+    """
     if aging_s is None or priority is Priority.INTERACTIVE:
         return priority
-    steps = int((now - enqueued_at + DUE_EPSILON) // aging_s)
+    steps = int((max(0.0, now - enqueued_at) + DUE_EPSILON) // aging_s)
     return Priority(min(Priority.INTERACTIVE, priority + steps))
 
 

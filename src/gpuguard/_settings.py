@@ -144,10 +144,21 @@ class EmbeddingSettings(Section):
         return None if value in ("", "none") else value
 
 
-class GuardSettings(Section):
-    """The GPU lease's bounds (seconds; ``None`` means no limit)."""
+GuardScope = Literal["process", "host"]
+"""How wide the lease is: this process only, or every process on this host."""
 
-    name: str = "gpu0"
+
+class GuardSettings(Section):
+    """The GPU lease: its scope and bounds (seconds; ``None`` means no limit).
+
+    ``scope = "host"`` (the default) shares one lease per GPU ``name`` with every process of
+    this user on this host, through ``lock_dir`` (default ``$XDG_RUNTIME_DIR/gpuguard``, else
+    ``/dev/shm/gpuguard-<uid>``); ``"process"`` keeps it inside this process.
+    """
+
+    name: str = Field(default="gpu0", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+    scope: GuardScope = "host"
+    lock_dir: Path | None = None
     wait_timeout_s: float | None = Field(default=600.0, ge=0)
     chat_wait_timeout_s: float | None = Field(default=120.0, ge=0)
     load_hold_timeout_s: float | None = Field(default=900.0, ge=0)

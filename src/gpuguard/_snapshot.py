@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,10 +38,14 @@ class HolderInfo:
 
     @property
     def label(self) -> str:
-        """How waiters name it: ``chat``, or ``chat (hung for 12s)``."""
-        if self.hung_s is None:
-            return self.operation
-        return f"{self.operation} (hung for {self.hung_s:.0f}s)"
+        """How waiters name it: ``chat``, ``chat (hung for 12s)``, ``train (pid 4242)``.
+
+        The pid is named when the holder runs in another process (a host-wide or Redis lease).
+        """
+        notes = [] if self.hung_s is None else [f"hung for {self.hung_s:.0f}s"]
+        if self.pid is not None and self.pid != os.getpid():
+            notes.append(f"pid {self.pid}")
+        return f"{self.operation} ({', '.join(notes)})" if notes else self.operation
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

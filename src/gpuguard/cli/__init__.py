@@ -1,4 +1,4 @@
-"""The ``gpuguard`` command line: serve, demo, chat, index, models, status."""
+"""The ``gpuguard`` command line: serve, demo, chat, index, models, status, run."""
 
 from ._app import app, main
 

@@ -1,4 +1,4 @@
-"""The ``gpuguard`` command: serve, demo, chat, ps, status, models, index."""
+"""The ``gpuguard`` command: serve, demo, chat, ps, status, models, index, run."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ._index import index_app
 from ._models import models_app, ps
 from ._output import JsonOption, TokenOption, UrlOption, console, fail, interactive, print_json
 from ._render import holder_text, jobs_lines, queue_text, status_view
+from ._run import run
 
 __all__ = ["app", "main"]
 
@@ -186,6 +187,7 @@ def demo(
 
 app.command(cls=PlainCommand)(chat)
 app.command(cls=PlainCommand)(ps)
+app.command(cls=PlainCommand, context_settings={"allow_interspersed_args": False})(run)
 
 
 @app.command(cls=PlainCommand)

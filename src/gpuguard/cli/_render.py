@@ -25,6 +25,7 @@ __all__ = [
     "status_view",
     "timeline_table",
     "until_text",
+    "waiter_text",
 ]
 
 _STATUS_STYLE = {
@@ -47,18 +48,15 @@ def lane_view(gpu: dict[str, Any]) -> Panel:
     holder = Text(holder_text(current), style="bold blue" if current else "green")
     queue = Table.grid(padding=(0, 2))
     for priority in ("interactive", "normal", "background"):
-        waiting = [
-            f"#{w['position']} {w['operation']}"
-            for w in snapshot["waiters"]
-            if w["priority"] == priority
-        ]
-        queue.add_row(Text(priority, style="dim"), ", ".join(waiting) or "-")
+        waiting = [waiter_text(w) for w in snapshot["waiters"] if w["priority"] == priority]
+        queue.add_row(Text(priority, style="dim"), Text(", ".join(waiting) or "-"))
     counters = snapshot["counters"]
     summary = "  ".join(
         f"{name} {counters[name]}" for name in ("completed", "waited", "failed", "hung", "rejected")
     )
     body = Group(Text.assemble("holder  ", holder), queue, Text(summary, style="dim"))
-    return Panel(body, title=f"GPU lane: {snapshot['guard']} ({snapshot['policy']})")
+    scope = f", {snapshot['scope']}" if snapshot.get("scope") else ""
+    return Panel(body, title=f"GPU lane: {snapshot['guard']} ({snapshot['policy']}{scope})")
 
 
 def event_row(event: dict[str, Any], start: float) -> tuple[str, str, Text, str, str]:
@@ -154,16 +152,17 @@ def holder_text(holder: dict[str, Any] | None) -> str:
     return f"{holder['operation']}{model} ({', '.join(facts)})"
 
 
+def waiter_text(waiter: dict[str, Any]) -> str:
+    """``#1 chat``, with what a wider scope adds: ``#1 train (pid 41, host gpu-box, ...)``."""
+    extra = extra_fields(waiter, _WAITER_FIELDS)
+    return f"#{waiter['position']} {waiter['operation']}" + (f" ({extra})" if extra else "")
+
+
 def queue_text(waiters: list[dict[str, Any]]) -> str:
     """``interactive: #1 chat; normal: -; background: -``."""
     parts = []
     for priority in ("interactive", "normal", "background"):
-        names = [
-            f"#{w['position']} {w['operation']}"
-            + (f" ({extra})" if (extra := extra_fields(w, _WAITER_FIELDS)) else "")
-            for w in waiters
-            if w.get("priority") == priority
-        ]
+        names = [waiter_text(w) for w in waiters if w.get("priority") == priority]
         parts.append(f"{priority}: {', '.join(names) or '-'}")
     return "; ".join(parts)
 

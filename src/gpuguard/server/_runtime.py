@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .._events import Priority
 from .._exceptions import GpuGuardError
-from .._guard import GpuGuard
+from .._scope import build_guard
 from .._settings import Settings
 from ..embed import BulkEmbedder, create_embedder
 from ..gateway import GatewayTimeouts, ModelGateway
@@ -151,13 +151,7 @@ def store_retriever(gateway: ModelGateway, store: VectorStore, k: int) -> Retrie
 def build_gateway(settings: Settings) -> ModelGateway:
     """The guard, the LLM backend and the embedders, owned by one gateway."""
     limits = settings.guard
-    guard = GpuGuard(
-        limits.name,
-        max_waiters=limits.max_waiters,
-        wait_timeout=limits.wait_timeout_s,
-        hold_timeout=limits.load_hold_timeout_s,
-        aging_s=limits.aging_s,
-    )
+    guard = build_guard(limits)
     timeouts = GatewayTimeouts(
         wait_s=limits.wait_timeout_s,
         chat_wait_s=limits.chat_wait_timeout_s,

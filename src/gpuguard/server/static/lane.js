@@ -23,7 +23,7 @@ const timeline = {
 function renderLane(gpu) {
   const snapshot = gpu.snapshot;
   if (snapshot.taken_at) state.clockOffset = snapshot.taken_at - Date.now() / 1000;
-  $("lane-guard").textContent = `${snapshot.guard} \u00b7 ${snapshot.policy}`;
+  $("lane-guard").textContent = [snapshot.guard, snapshot.policy, snapshot.scope].filter(Boolean).join(" \u00b7 ");
   const holder = $("lane-holder-value");
   const c = gpu.current || snapshot.holder;
   if (c) {
