@@ -126,6 +126,49 @@ class GpuGuard:
         self._leases: dict[int, Lease] = {}
         """This process's leases that wait or hold, by lease id."""
 
+    @classmethod
+    def redis(
+        cls,
+        url: str,
+        name: str = "gpu0",
+        *,
+        ttl_s: float = 2.0,
+        prefix: str = "gpuguard",
+        max_waiters: int = 64,
+        wait_timeout: float | None = 300.0,
+        hold_timeout: float | None = 900.0,
+        aging_s: float | None = 30.0,
+        on_hang: OnHang = "quarantine",
+        clock: Clock | None = None,
+        events: EventBus | None = None,
+    ) -> GpuGuard:
+        """A guard whose lease is shared, through the Redis at ``url``, by every process on
+        every host that names the same GPU (``name``, under ``prefix``).
+
+        A holder that dies frees the GPU within ``ttl_s``; one that loses its lease gets
+        :class:`LeaseLost`. Needs the ``redis`` extra; call :meth:`aclose` when done.
+        """
+        from ._redis_arbiter import RedisArbiter  # the redis extra is needed only here
+
+        clock = clock if clock is not None else SystemClock()
+        arbiter = RedisArbiter.from_url(
+            url, name, aging_s=aging_s, ttl_s=ttl_s, prefix=prefix, clock=clock
+        )
+        return cls(
+            name,
+            max_waiters=max_waiters,
+            wait_timeout=wait_timeout,
+            hold_timeout=hold_timeout,
+            on_hang=on_hang,
+            clock=clock,
+            events=events,
+            arbiter=arbiter,
+        )
+
+    async def aclose(self) -> None:
+        """Let go of the arbiter's connections and background tasks (shared scopes)."""
+        await self._arbiter.aclose()
+
     @property
     def scope(self) -> str:
         """How wide the lease is: ``process``, ``host`` or ``redis``."""
@@ -214,8 +257,9 @@ class GpuGuard:
     ) -> Lease:
         """Take the GPU if it is free and nobody is queued, else raise :class:`WouldBlock`.
 
-        Decided without I/O, so only where the arbiter can (not the Redis scope: there
-        ``try_hold`` asks Redis and this raises :class:`ConfigError`).
+        Decided without I/O. On the Redis scope that decides only "busy" (from the last
+        known state); where a grant would need Redis it raises :class:`ConfigError`:
+        use ``try_hold``, which asks Redis.
         """
         lease = self._new_lease(operation, model, priority, hold_timeout)
         granted = self._arbiter.try_acquire_now(lease.ticket, lease.requested_at)
@@ -339,6 +383,11 @@ class GpuGuard:
         self._leases[ticket.lease_id] = lease  # before enqueue: a shared scope may grant at once
         try:
             pending = await self._arbiter.enqueue(ticket, now, limit=self.max_waiters)
+        except asyncio.CancelledError:
+            # Cancelled while a shared scope was asked: the arbiter gives back what it got.
+            self._leases.pop(ticket.lease_id, None)
+            self._abandon(lease)
+            raise
         except BaseException:
             self._leases.pop(ticket.lease_id, None)
             raise
