@@ -227,6 +227,8 @@ class RedisArbiter:
         return None
 
     def _granted(self, tid: str, mine: _Mine, fence: str, *, waited_s: float, notify: bool) -> None:
+        if mine.fence is not None:
+            return  # both the answer and the published grant say so; the first one counts
         mine.fence = fence
         mine.grant = Grant(mine.ticket, self._clock.monotonic(), fence=int(fence))
         if notify:
