@@ -312,7 +312,9 @@ class RedisArbiter:
         return mine is not None and mine.fence is None
 
     def _effective(self, queued: Queued, now: float) -> Priority:
-        return effective_priority(queued.ticket.priority, queued.enqueued_at, now, self._aging_s)
+        # A remote arrival converted to this clock may land a hair after ``now``.
+        enqueued_at = min(queued.enqueued_at, now)
+        return effective_priority(queued.ticket.priority, enqueued_at, now, self._aging_s)
 
     def queue_length(self) -> int:
         """How many wait, as Redis last reported."""

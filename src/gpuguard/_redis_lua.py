@@ -99,6 +99,7 @@ end
 -- Nobody holds: grant the best head of the three lines (skipping dead waiters).
 local function promote()
   if redis.call('EXISTS', HOLDER) == 1 then return end
+  purge()  -- also forgets the ticket of a holder whose grant expired
   while true do
     local best, best_tk, best_rank, best_seq = nil, nil, -1, 0
     for p = 1, 3 do
