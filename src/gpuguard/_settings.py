@@ -149,6 +149,16 @@ class GuardSettings(Section):
     embed_hold_timeout_s: float | None = Field(default=120.0, ge=0)
     max_waiters: int = Field(default=64, ge=0)
     aging_s: float | None = Field(default=30.0, gt=0)
+    scope: Literal["process", "redis"] = "process"
+    redis_url: SecretStr | None = None
+    """``scope = "redis"``: the Redis every host shares the lease through (may hold a password)."""
+    redis_ttl_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _redis_needs_a_url(self) -> GuardSettings:
+        if self.scope == "redis" and self.redis_url is None:
+            raise ValueError('scope = "redis" needs redis_url (redis://host:6379/0)')
+        return self
 
 
 class IndexSettings(Section):

@@ -17,7 +17,7 @@ from pathlib import Path
 from .._events import Priority
 from .._exceptions import GpuGuardError
 from .._guard import GpuGuard
-from .._settings import Settings
+from .._settings import GuardSettings, Settings
 from ..embed import BulkEmbedder, create_embedder
 from ..gateway import GatewayTimeouts, ModelGateway
 from ..index import VectorStore
@@ -60,6 +60,7 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
     async with AsyncExitStack() as stack:
         # Building imports torch, may write the tiny model and opens SQLite: off the loop.
         gateway = await asyncio.to_thread(build_gateway, settings)
+        stack.push_async_callback(gateway.guard.aclose)
         stack.push_async_callback(gateway.aclose)
         store = await asyncio.to_thread(_open_store, settings.store_path)
         stack.push_async_callback(asyncio.to_thread, store.close)
@@ -148,16 +149,32 @@ def store_retriever(gateway: ModelGateway, store: VectorStore, k: int) -> Retrie
     return retrieve
 
 
-def build_gateway(settings: Settings) -> ModelGateway:
-    """The guard, the LLM backend and the embedders, owned by one gateway."""
-    limits = settings.guard
-    guard = GpuGuard(
+def _build_guard(limits: GuardSettings) -> GpuGuard:
+    """The GPU lease, as wide as ``[guard] scope`` says."""
+    if limits.scope == "redis":
+        assert limits.redis_url is not None  # the settings check this
+        return GpuGuard.redis(
+            limits.redis_url.get_secret_value(),
+            limits.name,
+            ttl_s=limits.redis_ttl_s,
+            max_waiters=limits.max_waiters,
+            wait_timeout=limits.wait_timeout_s,
+            hold_timeout=limits.load_hold_timeout_s,
+            aging_s=limits.aging_s,
+        )
+    return GpuGuard(
         limits.name,
         max_waiters=limits.max_waiters,
         wait_timeout=limits.wait_timeout_s,
         hold_timeout=limits.load_hold_timeout_s,
         aging_s=limits.aging_s,
     )
+
+
+def build_gateway(settings: Settings) -> ModelGateway:
+    """The guard, the LLM backend and the embedders, owned by one gateway."""
+    limits = settings.guard
+    guard = _build_guard(limits)
     timeouts = GatewayTimeouts(
         wait_s=limits.wait_timeout_s,
         chat_wait_s=limits.chat_wait_timeout_s,
