@@ -142,10 +142,10 @@ class GpuGuard:
         clock: Clock | None = None,
         events: EventBus | None = None,
     ) -> GpuGuard:
-        """A guard whose lease is shared, through the Redis at ``url``, by every process on
-        every host that names the same GPU (``name``, under ``prefix``).
+        """A guard whose lease is shared through the Redis at ``url``.
 
-        A holder that dies frees the GPU within ``ttl_s``; one that loses its lease gets
+        Every process on every host that names the same GPU (``name``, under ``prefix``)
+        shares it. A holder that dies frees the GPU within ``ttl_s``; one that loses its lease gets
         :class:`LeaseLost`. Needs the ``redis`` extra; call :meth:`aclose` when done.
         """
         from ._redis_arbiter import RedisArbiter  # the redis extra is needed only here

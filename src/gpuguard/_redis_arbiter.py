@@ -94,7 +94,7 @@ class RedisArbiter:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis[bytes],
         name: str = "gpu0",
         *,
         aging_s: float | None = 30.0,
@@ -284,7 +284,7 @@ class RedisArbiter:
     # --- what is known here ---------------------------------------------------------------
 
     def holder(self) -> Grant | None:
-        """This process's grant, else the holder Redis last reported."""
+        """The grant of this process, else the holder Redis last reported."""
         for mine in self._mine.values():
             if mine.grant is not None:
                 return mine.grant
@@ -355,7 +355,7 @@ class RedisArbiter:
         local_now = self._clock.monotonic()
 
         def local(ms: float) -> float:
-            return local_now - (state["now"] - ms) / 1000.0
+            return local_now - (float(state["now"]) - ms) / 1000.0
 
         mirror = _Mirror(version=state["v"])
         h = state["h"]
@@ -370,7 +370,11 @@ class RedisArbiter:
             mirror.expires_in_s = max(0.0, state["pttl"] / 1000.0)
         waiters = state["w"] if isinstance(state["w"], list) else []
         mirror.waiters = [
-            (w["id"], int(w["s"]), Queued(_ticket(w), self._enqueued_at(w, local), Priority(w["r"])))
+            (
+                w["id"],
+                int(w["s"]),
+                Queued(_ticket(w), self._enqueued_at(w, local), Priority(w["r"])),
+            )
             for w in waiters
         ]
         self._mirror = mirror
@@ -411,7 +415,7 @@ class RedisArbiter:
                 self._connection_lost(f"connection to Redis lost: {exc}")
             finally:
                 with contextlib.suppress(RedisError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
             await asyncio.sleep(RECONNECT_S)
 
     def _on_message(self, data: str) -> None:
@@ -451,10 +455,7 @@ class RedisArbiter:
         loop = asyncio.get_running_loop()
         due: float | None = None
         while True:
-            if not self._mine:
-                due = None
-            else:
-                due = min(due or math.inf, loop.time() + self._beat_in_s())
+            due = None if not self._mine else min(due or math.inf, loop.time() + self._beat_in_s())
             timeout = None if due is None else max(0.0, due - loop.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -496,7 +497,7 @@ class RedisArbiter:
                     await task
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self._redis.aclose()
+        await self._redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
 
     def __repr__(self) -> str:
         return f"<RedisArbiter {self.key!r} mine={len(self._mine)}>"

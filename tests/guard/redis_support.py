@@ -53,7 +53,7 @@ async def delete_keys(url: str, prefix: str) -> None:
         if keys:
             await client.delete(*keys)
     finally:
-        await client.aclose()
+        await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
 
 
 def free_port() -> int:
@@ -82,8 +82,19 @@ class PrivateRedis:
     def start(self) -> None:
         """Start (or restart) the server, empty, and wait until it answers (bounded)."""
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
             stdout=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)

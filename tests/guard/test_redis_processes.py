@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -61,7 +62,7 @@ def test_many_processes_never_overlap_and_leave_nothing_behind(tmp_path: Path) -
     assert [p.wait(timeout=120) for p in procs] == [0] * 6
     spans = intervals(ledger)
     assert len(spans) > 20
-    for (f1, _, end1), (f2, start2, _) in zip(spans, spans[1:], strict=False):
+    for (f1, _, end1), (f2, start2, _) in itertools.pairwise(spans):
         assert end1 <= start2, "two processes held the GPU at once"
         assert f2 > f1, "fencing tokens must rise with every grant"
     left = leftover_keys(name)
@@ -85,7 +86,8 @@ async def test_a_killed_holder_frees_the_gpu_within_the_ttl(tmp_path: Path) -> N
             assert guard.snapshot().waiters[0].operation == "next"
             holder.send_signal(signal.SIGKILL)
             lease = await waiting  # within the 1 s TTL (+ the wait before the kill)
-            assert lease.fence is not None and lease.fence > killed_fence
+            assert lease.fence is not None
+            assert lease.fence > killed_fence
             lease.release()
         finally:
             await guard.aclose()
@@ -126,7 +128,8 @@ async def test_redis_killed_mid_hold_loses_the_lease_and_fails_the_waiter(
                 await waiting
             server.start()
             lease = await other.acquire("after", wait_timeout=5.0)
-            assert lease.fence is not None and lease.fence > lost.value.fence
+            assert lease.fence is not None
+            assert lease.fence > lost.value.fence
             lease.release()
         finally:
             await guard.aclose()
