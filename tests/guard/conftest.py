@@ -28,7 +28,6 @@ SAME_STEP = (
 NOT_YET_OVER_REDIS = {
     "test_try_hold_never_jumps_the_queue": SAME_STEP,
     "test_on_hang_release_hands_the_gpu_on_at_once": SAME_STEP,
-    "test_a_slow_subscriber_never_blocks_the_guard": SAME_STEP,
     "test_cancelled_after_being_granted_before_it_resumed": SAME_STEP,
     "test_hung_after_being_granted_before_it_resumed": SAME_STEP,
     "test_release_racing_a_wait_timeout": SAME_STEP,

@@ -4,7 +4,8 @@
   rise with every grant, and nothing left behind in Redis;
 * a holder killed with SIGKILL frees the GPU within the TTL;
 * Redis killed mid-hold: the holder gets LeaseLost (its work stopped), a waiter a clear
-  GuardUnavailable; after a restart the next grant carries a larger fence.
+  GuardUnavailable; after a restart the next grant carries a larger fence;
+* a holder whose grant was taken over learns it at its next heartbeat (LeaseLost).
 """
 
 from __future__ import annotations
@@ -134,3 +135,31 @@ async def test_redis_killed_mid_hold_loses_the_lease_and_fails_the_waiter(
         finally:
             await guard.aclose()
             await other.aclose()
+
+
+async def test_a_holder_whose_grant_was_taken_learns_it_at_its_next_heartbeat() -> None:
+    require_redis()
+    name = f"taken-{uuid.uuid4().hex[:8]}"
+    guard = GpuGuard.redis(REDIS_URL, name, prefix=PREFIX, ttl_s=0.6)
+    try:
+        work_started = asyncio.Event()
+
+        async def gpu_work() -> None:
+            work_started.set()
+            await asyncio.Event().wait()
+
+        async def hold() -> None:
+            async with guard.hold("embed") as lease:
+                await lease.run(gpu_work())
+
+        holding = asyncio.create_task(hold())
+        await work_started.wait()
+        # Someone else's grant replaces ours (as after an expiry on a stalled host).
+        redis.Redis.from_url(REDIS_URL).delete(f"{PREFIX}:{{{name}}}:holder")
+        with pytest.raises(LeaseLost, match="gone or taken over"):
+            await asyncio.wait_for(holding, 5.0)
+        assert guard.current is None
+        assert guard.snapshot().counters.failed == 1
+    finally:
+        await guard.aclose()
+    assert all(k.split(":")[-2] == "client" for k in leftover_keys(name))
