@@ -3,7 +3,8 @@
 ``python -m tests.guard._redis_worker URL NAME LEDGER SEED OPS`` runs ``OPS`` operations with
 random priorities, hold times, wait timeouts and cancellations against the lease ``NAME``,
 and appends ``start``/``end`` lines (fence, system-wide monotonic time) to ``LEDGER``.
-``... URL NAME LEDGER hold`` takes the lease, writes ``held`` and waits to be killed.
+``... URL NAME LEDGER hold`` takes the lease, writes ``held`` and waits to be killed;
+``... URL NAME LEDGER wait`` queues for it, writes ``queued`` and waits to be killed.
 """
 
 from __future__ import annotations
@@ -59,9 +60,20 @@ async def hold(url: str, name: str, ledger: str) -> None:
     await asyncio.Event().wait()
 
 
+async def wait(url: str, name: str, ledger: str) -> None:
+    guard = GpuGuard.redis(url, name, prefix="gpuguard-test-procs", ttl_s=1.0)
+    hold = guard.hold("doomed-waiter", priority=Priority.INTERACTIVE)
+    assert await hold.reserve()
+    log(ledger, "queued")
+    async with hold:
+        log(ledger, "granted")
+
+
 if __name__ == "__main__":
     url, name, ledger = sys.argv[1:4]
     if sys.argv[4] == "hold":
         asyncio.run(hold(url, name, ledger))
+    elif sys.argv[4] == "wait":
+        asyncio.run(wait(url, name, ledger))
     else:
         asyncio.run(hammer(url, name, ledger, int(sys.argv[4]), int(sys.argv[5])))

@@ -163,3 +163,33 @@ async def test_a_holder_whose_grant_was_taken_learns_it_at_its_next_heartbeat() 
     finally:
         await guard.aclose()
     assert all(k.split(":")[-2] == "client" for k in leftover_keys(name))
+
+
+async def test_a_killed_waiter_is_skipped_when_its_turn_comes(tmp_path: Path) -> None:
+    require_redis()
+    name, ledger = f"killw-{uuid.uuid4().hex[:8]}", tmp_path / "ledger"
+    guard = GpuGuard.redis(REDIS_URL, name, prefix=PREFIX, ttl_s=1.0)
+    waiter = None
+    try:
+        lease = await guard.acquire("holder")
+        waiter = worker(REDIS_URL, name, str(ledger), "wait")
+        for _ in range(200):  # bounded readiness poll of the subprocess
+            if ledger.exists() and "queued" in ledger.read_text():
+                break
+            await asyncio.sleep(0.05)
+        waiter.send_signal(signal.SIGKILL)
+        waiter.wait(5)
+        await asyncio.sleep(1.2)  # the dead process's liveness (TTL 1 s) runs out
+        # Under the TTL: a grant to the dead waiter would hold the GPU a whole TTL.
+        after = asyncio.create_task(guard.acquire("after", wait_timeout=0.5))
+        await asyncio.sleep(0.05)
+        lease.release()
+        granted = await after  # the dead interactive waiter is skipped, not waited for
+        assert "granted" not in ledger.read_text()
+        granted.release()
+    finally:
+        if waiter is not None:
+            waiter.kill()
+            waiter.wait(5)
+        await guard.aclose()
+    assert all(k.split(":")[-2] == "client" for k in leftover_keys(name))
