@@ -31,19 +31,20 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ._arbiter import Grant, OnGrant, OnLost, Owner, Queued, Ticket
+from ._arbiter import Grant, OnGrant, OnLost, Queued, Ticket
 from ._clock import Clock, SystemClock
 from ._events import Priority
 from ._exceptions import GuardUnavailable
 from ._queue import effective_priority
 from ._redis_lua import LEASE_SCRIPT
+from ._redis_mirror import Mirror
 
 __all__ = ["RedisArbiter"]
 
@@ -62,18 +63,6 @@ class _Mine:
     future: asyncio.Future[None]
     fence: str | None = None
     grant: Grant | None = None
-
-
-@dataclass(slots=True)
-class _Mirror:
-    """The shared state as last read from Redis, in this process's clock."""
-
-    version: int = -1
-    holder: Grant | None = None
-    holder_id: str | None = None
-    expires_in_s: float | None = None
-    waiters: list[tuple[str, int, Queued]] = field(default_factory=list)
-    """Ticket id, arrival number, and the waiter in this process's clock."""
 
 
 class RedisArbiter:
@@ -118,7 +107,7 @@ class RedisArbiter:
         self._client_id = uuid.uuid4().hex[:12]
         self._ids: dict[int, str] = {}
         self._mine: dict[str, _Mine] = {}
-        self._mirror = _Mirror()
+        self._mirror = Mirror()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inflight: set[asyncio.Future[Any]] = set()
         self._closed = False
@@ -350,39 +339,10 @@ class RedisArbiter:
 
     def _apply(self, state: dict[str, Any]) -> None:
         """Take Redis's view of the lease, unless a newer one was seen already."""
-        if state["v"] < self._mirror.version:
-            return
-        local_now = self._clock.monotonic()
-
-        def local(ms: float) -> float:
-            return local_now - (float(state["now"]) - ms) / 1000.0
-
-        mirror = _Mirror(version=state["v"])
-        h = state["h"]
-        if h and h.get("ticket"):
-            mirror.holder_id = h["t"]
-            mirror.holder = Grant(
-                _ticket(h["ticket"]),
-                local(h["g"]),
-                None if h["h"] is False else local(h["h"]),
-                int(h["f"]),
-            )
-            mirror.expires_in_s = max(0.0, state["pttl"] / 1000.0)
-        waiters = state["w"] if isinstance(state["w"], list) else []
-        mirror.waiters = [
-            (
-                w["id"],
-                int(w["s"]),
-                Queued(_ticket(w), self._enqueued_at(w, local), Priority(w["r"])),
-            )
-            for w in waiters
-        ]
-        self._mirror = mirror
-        self._wake.set()
-
-    def _enqueued_at(self, w: dict[str, Any], local: Callable[[float], float]) -> float:
-        mine = self._mine.get(w["id"])
-        return mine.requested_at if mine is not None else local(w["e"])
+        if state["v"] >= self._mirror.version:
+            mine = {tid: m.requested_at for tid, m in self._mine.items()}
+            self._mirror = Mirror.read(state, self._clock.monotonic(), mine)
+            self._wake.set()
 
     async def _start(self, ticket: Ticket) -> None:
         if self._listener is None or self._listener.done():
@@ -448,7 +408,7 @@ class RedisArbiter:
                 del self._mine[tid]
                 if not mine.future.done():
                     mine.future.set_exception(self._unavailable(mine.ticket, reason))
-        self._mirror = _Mirror()
+        self._mirror = Mirror()
 
     async def _beat(self) -> None:
         """Renew this process's grant and liveness; wake when the holder's key should expire."""
@@ -501,11 +461,6 @@ class RedisArbiter:
 
     def __repr__(self) -> str:
         return f"<RedisArbiter {self.key!r} mine={len(self._mine)}>"
-
-
-def _ticket(raw: dict[str, Any]) -> Ticket:
-    owner = Owner(int(raw["pid"]), str(raw["host"]), str(raw["proc"]))
-    return Ticket(int(raw["l"]), raw["o"], raw["m"], Priority(raw["p"]), owner)
 
 
 def _ignore(ticket: Ticket, value: Any) -> None:
