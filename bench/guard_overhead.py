@@ -16,6 +16,10 @@ runs as built by default, with its hand-off measured twice: to a waiter in the s
 and to a waiter in another process (a child running this script with ``--holder SCOPE``,
 which holds and releases while this process waits; timestamps on the system-wide monotonic
 clock). Targets per scope in :data:`TARGETS`.
+
+``--redis URL`` adds the Redis scope (two guards, two connections, one lease): uncontended
+hold+release and the hand-off from one guard's release to the other guard's waiter, p50/p99,
+against a target of hand-off p50 <= 5 ms on localhost.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ SCOPES: dict[str, Callable[[str], GpuGuard]] = {
 }
 """The wider scopes, each on its default meeting place (the host's: the default lock
 directory) under a GPU name of this run's own."""
+
+REDIS_HANDOFF_TARGET_P50_MS = 5.0
 
 
 @dataclass
@@ -255,9 +261,56 @@ async def main(quick: bool, meeting: str) -> bool:
     return print_table(contenders)
 
 
+async def redis_handoff_once(holder: GpuGuard, waiter: GpuGuard) -> int:
+    """Nanoseconds from one guard's release to the other guard's queued waiter's first line."""
+    granted_at = 0
+    lease = await holder.acquire("bench")
+    hold = waiter.hold("bench")
+    assert await hold.reserve(), "the waiter must be queued behind the holder"
+
+    async def wait() -> None:
+        nonlocal granted_at
+        async with hold:
+            granted_at = perf_counter_ns()
+
+    task = asyncio.create_task(wait())
+    await asyncio.sleep(0)
+    released_at = perf_counter_ns()
+    lease.release()
+    await task
+    return granted_at - released_at
+
+
+async def redis_rows(url: str, quick: bool) -> bool:
+    """The Redis scope on ``url``: print its row; True when the hand-off target is met."""
+    name = f"bench-{os.getpid()}"
+    a = GpuGuard.redis(url, name, prefix="gpuguard-bench", events=EventBus(history_size=0))
+    b = GpuGuard.redis(url, name, prefix="gpuguard-bench", events=EventBus(history_size=0))
+    iterations, handoffs = (200, 200) if quick else (2_000, 1_000)
+    try:
+        await uncontended_round(lambda: a.hold("bench"), 50)
+        unc = [await uncontended_round(lambda: a.hold("bench"), iterations // 5) for _ in range(5)]
+        samples = [await redis_handoff_once(a, b) for _ in range(handoffs)]
+    finally:
+        await a.aclose()
+        await b.aclose()
+    p50, p99 = percentile(samples, 50) / 1e6, percentile(samples, 99) / 1e6
+    ok = p50 <= REDIS_HANDOFF_TARGET_P50_MS
+    print(f"\nRedis scope ({url.split('@')[-1]}): {iterations} holds, {handoffs} hand-offs")
+    print(f"{'':34} {'uncontended':>12} {'hand-off p50':>13} {'p99':>9}")
+    print(f"{'':34} {'us/op':>12} {'ms':>13} {'ms':>9}")
+    print(f"{'GpuGuard.redis':34} {statistics.median(unc) / 1000:12.0f} {p50:13.3f} {p99:9.3f}")
+    print(
+        f"target: hand-off p50 <= {REDIS_HANDOFF_TARGET_P50_MS:.0f} ms: "
+        f"{'met' if ok else 'NOT met'}"
+    )
+    return ok
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+    parser.add_argument("--redis", metavar="URL", help="also measure the Redis scope at URL")
     parser.add_argument(
         "--holder", nargs=3, metavar=("SCOPE", "PLACE", "COUNT"), help=argparse.SUPPRESS
     )
@@ -272,3 +325,5 @@ if __name__ == "__main__":
         finally:
             for place in default_lock_dir().glob(f"{meeting}-*"):
                 shutil.rmtree(place, ignore_errors=True)
+        if arguments.redis:
+            asyncio.run(redis_rows(arguments.redis, arguments.quick))

@@ -13,6 +13,7 @@ and Redis arbiters decide across processes and hosts with the same rules:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import sys
@@ -24,7 +25,7 @@ from typing import Protocol
 from ._events import Priority
 from ._queue import QueueEntry, WaiterQueue
 
-__all__ = ["Arbiter", "Grant", "LocalArbiter", "Owner", "Queued", "Ticket"]
+__all__ = ["Arbiter", "Grant", "LocalArbiter", "OnGrant", "OnLost", "Owner", "Queued", "Ticket"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,8 @@ class Grant:
     ticket: Ticket
     granted_at: float
     hung_since: float | None = None
+    fence: int | None = None
+    """The fencing token of this grant, on scopes that issue them (Redis)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +77,39 @@ class Queued:
 OnGrant = Callable[[Ticket, float], None]
 """Called (in the event loop) when a queued ticket of this process is granted, with its wait."""
 
+OnLost = Callable[[Ticket, str], None]
+"""Called (in the event loop) when a granted ticket of this process lost the GPU, with why."""
+
 
 class Arbiter(Protocol):
-    """Decides who holds the GPU; one implementation per scope (process, host, Redis)."""
+    """Decides who holds the GPU; one implementation per scope (process, host, Redis).
+
+    Taking the GPU or a place in the queue is async (a shared scope asks its server);
+    giving it back (``withdraw``, ``release``, ``mark_hung``) is sync: the arbiter updates
+    its own view at once and tells a shared server in the background, with the server's
+    lease expiry as the backstop if that message never arrives.
+    """
 
     @property
     def scope(self) -> str:
         """``process``, ``host`` or ``redis``."""
 
-    def bind(self, on_grant: OnGrant) -> None:
-        """Tell the arbiter whom to call when a queued ticket of this process is granted."""
+    def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
+        """Tell the arbiter whom to call when a ticket of this process is granted or lost."""
 
-    def try_acquire(self, ticket: Ticket, now: float) -> bool:
+    def try_acquire_now(self, ticket: Ticket, now: float) -> bool | None:
+        """Like :meth:`try_acquire` without I/O; None where the scope cannot decide so."""
+
+    async def try_acquire(self, ticket: Ticket, now: float) -> bool:
         """Grant ``ticket`` at once if nobody holds and nobody waits; else return False."""
 
-    def enqueue(self, ticket: Ticket, now: float) -> asyncio.Future[None]:
-        """Queue ``ticket``; the future resolves when it is granted (after ``on_grant``)."""
+    async def enqueue(
+        self, ticket: Ticket, now: float, *, limit: int
+    ) -> asyncio.Future[None] | None:
+        """Queue ``ticket`` if fewer than ``limit`` wait, else return None.
+
+        The future resolves when it is granted (after ``on_grant``).
+        """
 
     def withdraw(self, ticket: Ticket) -> bool:
         """Take a queued ticket out of the line; False if it was granted or gone already."""
@@ -108,6 +128,9 @@ class Arbiter(Protocol):
 
     def queue_length(self) -> int:
         """How many tickets wait."""
+
+    async def aclose(self) -> None:
+        """Let go of connections and background tasks (a no-op in-process)."""
 
 
 class _Waiter:
@@ -129,19 +152,27 @@ class LocalArbiter:
         self._holder: Grant | None = None
         self._on_grant: OnGrant = _ignore_grant
 
-    def bind(self, on_grant: OnGrant) -> None:
-        """Set the grant callback."""
+    def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
+        """Set the grant callback (an in-process lease is never lost)."""
         self._on_grant = on_grant
 
-    def try_acquire(self, ticket: Ticket, now: float) -> bool:
+    def try_acquire_now(self, ticket: Ticket, now: float) -> bool:
         """Grant at once if free and nobody waits."""
         if self._holder is not None or len(self._queue):
             return False
         self._holder = Grant(ticket, now)
         return True
 
-    def enqueue(self, ticket: Ticket, now: float) -> asyncio.Future[None]:
-        """Queue ``ticket`` behind the others."""
+    async def try_acquire(self, ticket: Ticket, now: float) -> bool:
+        """:meth:`try_acquire_now`."""
+        return self.try_acquire_now(ticket, now)
+
+    async def enqueue(
+        self, ticket: Ticket, now: float, *, limit: int
+    ) -> asyncio.Future[None] | None:
+        """Queue ``ticket`` behind the others, if there is room."""
+        if len(self._queue) >= limit:
+            return None
         future = asyncio.get_running_loop().create_future()
         entry = self._queue.push(ticket.lease_id, ticket.priority, now, _Waiter(ticket, future))
         self._entries[ticket.lease_id] = entry
@@ -171,7 +202,7 @@ class LocalArbiter:
     def mark_hung(self, ticket: Ticket, now: float) -> None:
         """Record since when the holder hangs."""
         if self._holder is not None and self._holder.ticket.lease_id == ticket.lease_id:
-            self._holder = Grant(ticket, self._holder.granted_at, now)
+            self._holder = dataclasses.replace(self._holder, hung_since=now)
 
     def holder(self) -> Grant | None:
         """The holder."""
@@ -187,6 +218,9 @@ class LocalArbiter:
     def queue_length(self) -> int:
         """How many wait."""
         return len(self._queue)
+
+    async def aclose(self) -> None:
+        """Nothing to let go of."""
 
     def __repr__(self) -> str:
         holder = None if self._holder is None else self._holder.ticket.operation

@@ -8,7 +8,9 @@
     │   ├── QueueFull                 the bounded queue is full; carries retry_after_s
     │   ├── WouldBlock                acquire_nowait/try_hold while the GPU is held or queued
     │   ├── OperationHung             held longer than hold_timeout; its work was stopped
-    │   └── LeaseNotHeld              released a lease that was never granted or already freed
+    │   ├── LeaseNotHeld              released a lease that was never granted or already freed
+    │   ├── LeaseLost                 held, then lost (Redis heartbeat failed, key expired)
+    │   └── GuardUnavailable          the shared lease (Redis) cannot be reached
     ├── BackendError                  an LLM server or in-process LLM runtime
     │   ├── BackendUnavailable        unreachable, refused, or not started
     │   ├── BackendTimeout            the server did not answer in time
@@ -59,10 +61,12 @@ __all__ = [
     "EmbeddingError",
     "GpuGuardError",
     "GuardError",
+    "GuardUnavailable",
     "IndexingError",
     "InvalidRequest",
     "JobError",
     "JobNotFound",
+    "LeaseLost",
     "LeaseNotHeld",
     "ModelLoadFailed",
     "ModelNotFound",
@@ -185,6 +189,39 @@ class OperationHung(GuardError):
 
 class LeaseNotHeld(GuardError):
     """Released a lease that was never granted, or that the guard already took back."""
+
+
+class LeaseLost(GuardError):
+    """The lease was held, then lost: its work was stopped and the GPU may have a new holder.
+
+    Raised by a Redis-scope lease whose heartbeat failed, whose key expired or was taken
+    over, or whose Redis restarted. ``reason`` says which; ``fence`` is the fencing token the
+    lost grant carried.
+    """
+
+    def __init__(
+        self, *, operation: str, model: str | None, reason: str, fence: int | None
+    ) -> None:
+        super().__init__(
+            f"{operation!r} lost its GPU lease ({reason}); its GPU work was stopped",
+            operation=operation,
+            model=model,
+        )
+        self.reason = reason
+        self.fence = fence
+
+
+class GuardUnavailable(GuardError):
+    """The shared lease cannot be reached (Redis down or unreachable); nothing was granted."""
+
+    def __init__(self, *, operation: str, model: str | None, scope: str, reason: str) -> None:
+        super().__init__(
+            f"GPU lease ({scope} scope) unavailable for {operation!r}: {reason}",
+            operation=operation,
+            model=model,
+        )
+        self.scope = scope
+        self.reason = reason
 
 
 # --- LLM backends --------------------------------------------------------------------------

@@ -41,7 +41,16 @@ from typing import Any, Final, Literal, NoReturn
 from ._arbiter import Arbiter, LocalArbiter, Owner, Ticket
 from ._clock import Clock, SystemClock
 from ._events import EventBus, GpuStatus, Priority
-from ._exceptions import LeaseNotHeld, OperationHung, QueueFull, WaitTimeout, WouldBlock
+from ._exceptions import (
+    ConfigError,
+    GuardError,
+    LeaseLost,
+    LeaseNotHeld,
+    OperationHung,
+    QueueFull,
+    WaitTimeout,
+    WouldBlock,
+)
 from ._host_arbiter import HostArbiter
 from ._lease import Hold, Lease, LeaseState
 from ._snapshot import GuardSnapshot, HolderInfo, WaiterInfo
@@ -113,7 +122,7 @@ class GpuGuard:
         self.events = events if events is not None else EventBus()
         self.events.add_listener(log_gpu_event)
         self._arbiter: Arbiter = arbiter if arbiter is not None else LocalArbiter(aging_s=aging_s)
-        self._arbiter.bind(self._on_grant)
+        self._arbiter.bind(self._on_grant, self._on_lost)
         self._telemetry = GuardTelemetry(name, self.events, self.clock)
         self._ids = itertools.count(1)
         self._leases: dict[int, Lease] = {}
@@ -139,6 +148,49 @@ class GpuGuard:
         clock = clock if clock is not None else SystemClock()
         arbiter = HostArbiter(name, lock_dir=lock_dir, aging_s=aging_s, clock=clock)
         return cls(name, aging_s=aging_s, clock=clock, arbiter=arbiter, **options)
+
+    @classmethod
+    def redis(
+        cls,
+        url: str,
+        name: str = "gpu0",
+        *,
+        ttl_s: float = 2.0,
+        prefix: str = "gpuguard",
+        max_waiters: int = 64,
+        wait_timeout: float | None = 300.0,
+        hold_timeout: float | None = 900.0,
+        aging_s: float | None = 30.0,
+        on_hang: OnHang = "quarantine",
+        clock: Clock | None = None,
+        events: EventBus | None = None,
+    ) -> GpuGuard:
+        """A guard whose lease is shared through the Redis at ``url``.
+
+        Every process on every host that names the same GPU (``name``, under ``prefix``)
+        shares it. A holder that dies frees the GPU within ``ttl_s``; one that loses its lease gets
+        :class:`LeaseLost`. Needs the ``redis`` extra; call :meth:`aclose` when done.
+        """
+        from ._redis_arbiter import RedisArbiter  # the redis extra is needed only here
+
+        clock = clock if clock is not None else SystemClock()
+        arbiter = RedisArbiter.from_url(
+            url, name, aging_s=aging_s, ttl_s=ttl_s, prefix=prefix, clock=clock
+        )
+        return cls(
+            name,
+            max_waiters=max_waiters,
+            wait_timeout=wait_timeout,
+            hold_timeout=hold_timeout,
+            on_hang=on_hang,
+            clock=clock,
+            events=events,
+            arbiter=arbiter,
+        )
+
+    async def aclose(self) -> None:
+        """Let go of the arbiter's connections and background tasks (shared scopes)."""
+        await self._arbiter.aclose()
 
     @property
     def scope(self) -> str:
@@ -207,7 +259,7 @@ class GpuGuard:
         hold_timeout: Timeout = DEFAULT,
     ) -> Lease:
         """Wait for the GPU and return the granted lease; the caller must release it."""
-        lease, pending = self._request(
+        lease, pending = await self._request(
             operation,
             model=model,
             priority=priority,
@@ -226,12 +278,34 @@ class GpuGuard:
         priority: Priority = Priority.BACKGROUND,
         hold_timeout: Timeout = DEFAULT,
     ) -> Lease:
-        """Take the GPU if it is free and nobody is queued, else raise :class:`WouldBlock`."""
+        """Take the GPU if it is free and nobody is queued, else raise :class:`WouldBlock`.
+
+        Decided without I/O. On the Redis scope that decides only "busy" (from the last
+        known state); where a grant would need Redis it raises :class:`ConfigError`:
+        use ``try_hold``, which asks Redis.
+        """
         lease = self._new_lease(operation, model, priority, hold_timeout)
-        if not self._arbiter.try_acquire(lease.ticket, lease.requested_at):
+        granted = self._arbiter.try_acquire_now(lease.ticket, lease.requested_at)
+        if granted is None:
+            raise ConfigError(
+                f"acquire_nowait cannot decide without a round trip on the {self.scope} "
+                "scope; use try_hold"
+            )
+        return self._granted_nowait(lease, granted)
+
+    async def _acquire_nowait(
+        self, operation: str, *, model: str | None, priority: Priority, hold_timeout: Timeout
+    ) -> Lease:
+        """:meth:`acquire_nowait` on any scope (``try_hold``)."""
+        lease = self._new_lease(operation, model, priority, hold_timeout)
+        granted = await self._arbiter.try_acquire(lease.ticket, lease.requested_at)
+        return self._granted_nowait(lease, granted)
+
+    def _granted_nowait(self, lease: Lease, granted: bool) -> Lease:
+        if not granted:
             raise WouldBlock(
-                operation=operation,
-                model=model,
+                operation=lease.operation,
+                model=lease.model,
                 holder=self._holder_label(),
                 queued=self._arbiter.queue_length(),
             )
@@ -308,7 +382,7 @@ class GpuGuard:
 
     # --- requests and grants (called by Hold and Lease) -------------------------------------
 
-    def _request(
+    async def _request(
         self,
         operation: str,
         *,
@@ -326,13 +400,25 @@ class GpuGuard:
         )
         lease = self._new_lease(operation, model, priority, hold_timeout)
         ticket, now = lease.ticket, lease.requested_at
-        if self._arbiter.try_acquire(ticket, now):
+        if await self._arbiter.try_acquire(ticket, now):
             self._grant(lease, 0.0, queued=False)
             return lease, None
-        if self._arbiter.queue_length() >= self.max_waiters:
+        self._leases[ticket.lease_id] = lease  # before enqueue: a shared scope may grant at once
+        try:
+            pending = await self._arbiter.enqueue(ticket, now, limit=self.max_waiters)
+        except asyncio.CancelledError:
+            # Cancelled while a shared scope was asked: the arbiter gives back what it got.
+            self._leases.pop(ticket.lease_id, None)
+            self._abandon(lease)
+            raise
+        except BaseException:
+            self._leases.pop(ticket.lease_id, None)
+            raise
+        if pending is None:
+            self._leases.pop(ticket.lease_id, None)
             self._reject(lease)
-        pending = self._arbiter.enqueue(ticket, now)
-        self._leases[ticket.lease_id] = lease
+        if lease.state is not LeaseState.WAITING:
+            return lease, pending  # granted while it joined the line
         position = next(
             (i for i, q in enumerate(self._arbiter.waiters(now), 1) if q.ticket == ticket),
             self._arbiter.queue_length(),
@@ -355,7 +441,7 @@ class GpuGuard:
                 self._finish(lease, GpuStatus.CANCELLED, "cancelled before it could start")
             elif lease.state is LeaseState.WAITING:
                 self._abandon(lease)
-            elif lease.state is LeaseState.HUNG:
+            elif lease.state in _INTERRUPTED:
                 task = asyncio.current_task()
                 self._end_quarantine(lease, "it was cancelled before it started")
                 if (
@@ -365,7 +451,7 @@ class GpuGuard:
                 ):
                     # Granted, then hung before it even resumed: the cancellation was the
                     # guard's own, so report what happened instead.
-                    raise self._hung_error(lease) from None
+                    raise self._interrupt_error(lease) from None
             raise
 
     def _on_grant(self, ticket: Ticket, waited_s: float) -> None:
@@ -380,6 +466,9 @@ class GpuGuard:
         now = self.clock.monotonic()
         lease.state = LeaseState.HELD
         lease.granted_at = now
+        grant = self._arbiter.holder()
+        if grant is not None and grant.ticket == lease.ticket:
+            lease.fence = grant.fence
         self._leases[lease.lease_id] = lease
         self._telemetry.started(lease.ticket, waited_s=waited_s, queued=queued)
         if lease.hold_timeout is not None:
@@ -412,12 +501,12 @@ class GpuGuard:
 
     def _release(self, lease: Lease) -> None:
         """:meth:`Lease.release`."""
-        if lease.state is LeaseState.HUNG:
+        if lease.state in _INTERRUPTED:
             self._end_quarantine(lease, "it was released")
             task = asyncio.current_task()
             if task is not None and task in lease.interrupted:
                 self._withdraw_interrupt(lease, task)
-            raise self._hung_error(lease)
+            raise self._interrupt_error(lease)
         self._finish(lease, GpuStatus.COMPLETED, "")
 
     def _finish(self, lease: Lease, status: GpuStatus, detail: str) -> None:
@@ -438,8 +527,8 @@ class GpuGuard:
         self._arbiter.release(lease.ticket, now)
 
     def _raise_not_held(self, lease: Lease) -> NoReturn:
-        if lease.state is LeaseState.HUNG:
-            raise self._hung_error(lease)
+        if lease.state in _INTERRUPTED:
+            raise self._interrupt_error(lease)
         raise LeaseNotHeld(
             f"lease #{lease.lease_id} for {lease.operation!r} is not held ({lease.state.value})",
             operation=lease.operation,
@@ -512,6 +601,32 @@ class GpuGuard:
                 + ("GPU handed on (on_hang=release)" if release else "stopping its work")
             ),
         )
+        self._interrupt(lease, "hung")
+        if release or (lease.tracked and not lease.works):
+            self._end_quarantine(lease, "no GPU work was running" if not release else "")
+
+    def _on_lost(self, ticket: Ticket, reason: str) -> None:
+        """The arbiter says a granted ticket of this process lost the GPU: stop its work."""
+        lease = self._leases.get(ticket.lease_id)
+        if lease is None or lease.granted_at is None:
+            return
+        now = self.clock.monotonic()
+        if lease.state is LeaseState.HELD:
+            lease.state = LeaseState.LOST
+            lease.lost_reason = reason
+            self._telemetry.ended(
+                ticket,
+                GpuStatus.FAILED,
+                waited_s=lease.waited_s,
+                held_s=now - lease.granted_at,
+                detail=f"lease lost: {reason}",
+            )
+            self._interrupt(lease, "lost its lease")
+        lease.quarantined = False  # the GPU is no longer this lease's to keep
+        self._forget(lease)
+
+    def _interrupt(self, lease: Lease, why: str) -> None:
+        """Cancel the tasks running ``lease``'s GPU work (or its opaque body)."""
         if lease.works:
             targets = [task for task in lease.works.values() if task is not None]
         elif not lease.tracked and lease.owner_task is not None:
@@ -521,9 +636,7 @@ class GpuGuard:
         for task in targets:
             if not task.done():
                 lease.interrupted.add(task)
-                task.cancel(f"gpuguard: {lease.operation!r} hung")
-        if release or (lease.tracked and not lease.works):
-            self._end_quarantine(lease, "no GPU work was running" if not release else "")
+                task.cancel(f"gpuguard: {lease.operation!r} {why}")
 
     def _end_quarantine(self, lease: Lease, why: str) -> None:
         """A hung lease's work has really ended (or is let go): free the GPU."""
@@ -541,7 +654,15 @@ class GpuGuard:
         lease.interrupted.discard(task)
         return task.uncancel() > 0
 
-    def _hung_error(self, lease: Lease) -> OperationHung:
+    def _interrupt_error(self, lease: Lease) -> GuardError:
+        """What an interrupted lease's holder gets: :class:`OperationHung` or :class:`LeaseLost`."""
+        if lease.state is LeaseState.LOST:
+            return LeaseLost(
+                operation=lease.operation,
+                model=lease.model,
+                reason=lease.lost_reason or "lost",
+                fence=lease.fence,
+            )
         return OperationHung(
             operation=lease.operation,
             model=lease.model,
@@ -551,6 +672,10 @@ class GpuGuard:
     def _holder_label(self) -> str | None:
         current = self.current
         return None if current is None else current.label
+
+
+_INTERRUPTED: Final = (LeaseState.HUNG, LeaseState.LOST)
+"""States whose work the guard interrupted; the holder gets :meth:`GpuGuard._interrupt_error`."""
 
 
 def _check_option(value: Timeout, name: str) -> None:

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._arbiter import Grant, OnGrant, Queued, Ticket
+from ._arbiter import Grant, OnGrant, OnLost, Queued, Ticket
 from ._clock import Clock
 from ._host_files import Entry, State, default_lock_dir, prepare_lock_dir
 from ._queue import WaiterQueue
@@ -86,13 +86,17 @@ class HostArbiter:
         self._watching = False
         self._on_grant: OnGrant = _ignore_grant
 
-    def bind(self, on_grant: OnGrant) -> None:
-        """Set the grant callback."""
+    def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
+        """Set the grant callback (the kernel keeps a host-wide lease: it is never lost)."""
         self._on_grant = on_grant
 
     # --- the Arbiter protocol --------------------------------------------------------------
 
-    def try_acquire(self, ticket: Ticket, now: float) -> bool:
+    async def try_acquire(self, ticket: Ticket, now: float) -> bool:
+        """:meth:`try_acquire_now` (local files: no waiting on I/O worth a thread)."""
+        return self.try_acquire_now(ticket, now)
+
+    def try_acquire_now(self, ticket: Ticket, now: float) -> bool:
         """Grant at once if nobody on this host holds or waits."""
         with self._locked():
             state = self._decide(now)
@@ -104,12 +108,20 @@ class HostArbiter:
             state.write(self._state_fd)
         return True
 
-    def enqueue(self, ticket: Ticket, now: float) -> asyncio.Future[None]:
-        """Queue ``ticket`` host-wide; the watcher thread learns of its grant."""
+    async def enqueue(
+        self, ticket: Ticket, now: float, *, limit: int
+    ) -> asyncio.Future[None] | None:
+        """Queue ``ticket`` host-wide if fewer than ``limit`` wait.
+
+        The bound is checked and the ticket queued under one lock of the state file; the
+        watcher thread learns of the grant.
+        """
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._locked():
             state = self._decide(now)
+            if len(state.requests) - (state.holder is not None) >= limit:
+                return None
             request = self._new_request(state, ticket, now)
             request.future, request.loop = future, loop
             if state.holder is None:  # the holder left since the caller looked
@@ -183,6 +195,9 @@ class HostArbiter:
             Queued(e.item.ticket, e.enqueued_at, queue.effective_priority(e, now))
             for e in queue.order(now)
         ]
+
+    async def aclose(self) -> None:
+        """Nothing to close: the kernel frees the locks when the process ends."""
 
     def queue_length(self) -> int:
         """How many wait on this host."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ._arbiter import Ticket
 from ._events import Priority
-from ._exceptions import OperationHung
+from ._exceptions import LeaseLost, OperationHung
 from ._work import StopWork, run_to_end
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ class LeaseState(enum.Enum):
     WAITING = "waiting"
     HELD = "held"
     HUNG = "hung"
+    LOST = "lost"
     RELEASED = "released"
     ABANDONED = "abandoned"
 
@@ -69,6 +70,9 @@ class Lease:
         self.tracked = False
         self.works: dict[object, asyncio.Task[object] | None] = {}
         """Tracked work in flight, each with the task awaiting it."""
+        self.fence: int | None = None
+        """The fencing token of the grant, on scopes that issue them (Redis)."""
+        self.lost_reason: str | None = None
         self.interrupted: set[asyncio.Task[object]] = set()
         """Tasks the guard cancelled because this lease hung; their cancel is withdrawn."""
 
@@ -133,7 +137,7 @@ class Lease:
                 and task in self.interrupted
                 and not self._guard._withdraw_interrupt(self, task)
             ):
-                raise self._guard._hung_error(self) from None
+                raise self._guard._interrupt_error(self) from None
             raise
         finally:
             del self.works[token]
@@ -216,14 +220,14 @@ class Hold:
         if self._lease is not None:
             raise RuntimeError("this hold has already asked for the GPU")
         if self._nowait:
-            self._lease = self._guard.acquire_nowait(
+            self._lease = await self._guard._acquire_nowait(
                 self._operation,
                 model=self._model,
                 priority=self._priority,
                 hold_timeout=self._hold_timeout,
             )
             return False
-        self._lease, self._pending = self._guard._request(
+        self._lease, self._pending = await self._guard._request(
             self._operation,
             model=self._model,
             priority=self._priority,
@@ -251,7 +255,7 @@ class Hold:
     ) -> None:
         lease = self._lease
         assert lease is not None
-        if lease.state is LeaseState.HUNG:
+        if lease.state in (LeaseState.HUNG, LeaseState.LOST):
             await self._exit_hung(lease, exc_type, exc)
         else:
             self._guard._end(lease, exc_type, exc)
@@ -262,9 +266,9 @@ class Hold:
         self._guard._end_quarantine(lease, "its body has ended")
         task = asyncio.current_task()
         if task is None or task not in lease.interrupted:
-            if isinstance(exc, OperationHung | asyncio.CancelledError):
+            if isinstance(exc, OperationHung | LeaseLost | asyncio.CancelledError):
                 return  # already the right error (or the caller's own cancellation)
-            raise self._guard._hung_error(lease) from exc
+            raise self._guard._interrupt_error(lease) from exc
         absorbed: asyncio.CancelledError | None = None
         if exc_type is None:
             # The body ended before the guard's cancellation reached it: take delivery here,
@@ -279,7 +283,7 @@ class Hold:
                 raise absorbed
             if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
                 return
-        raise self._guard._hung_error(lease) from exc
+        raise self._guard._interrupt_error(lease) from exc
 
 
 async def _as_generator(chunks: AsyncIterator[T]) -> AsyncGenerator[T, None]:

@@ -33,4 +33,15 @@ def _arbiter(limits: GuardSettings) -> Arbiter | None:
         return HostArbiter(
             limits.name, lock_dir=limits.lock_dir, aging_s=limits.aging_s, clock=SystemClock()
         )
+    if limits.scope == "redis":
+        from ._redis_arbiter import RedisArbiter  # the redis extra is needed only here
+
+        assert limits.redis_url is not None  # the settings check this
+        return RedisArbiter.from_url(
+            limits.redis_url.get_secret_value(),
+            limits.name,
+            aging_s=limits.aging_s,
+            ttl_s=limits.redis_ttl_s,
+            clock=SystemClock(),
+        )
     return None

@@ -144,7 +144,7 @@ class EmbeddingSettings(Section):
         return None if value in ("", "none") else value
 
 
-GuardScope = Literal["process", "host"]
+GuardScope = Literal["process", "host", "redis"]
 """How wide the lease is: this process only, or every process on this host."""
 
 
@@ -153,7 +153,9 @@ class GuardSettings(Section):
 
     ``scope = "host"`` (the default) shares one lease per GPU ``name`` with every process of
     this user on this host, through ``lock_dir`` (default ``$XDG_RUNTIME_DIR/gpuguard``, else
-    ``/dev/shm/gpuguard-<uid>``); ``"process"`` keeps it inside this process.
+    ``/dev/shm/gpuguard-<uid>``); ``"process"`` keeps it inside this process; ``"redis"``
+    shares it with every host that uses the same ``redis_url`` (a holder that dies frees the GPU
+    within ``redis_ttl_s``).
     """
 
     name: str = Field(default="gpu0", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
@@ -166,6 +168,15 @@ class GuardSettings(Section):
     embed_hold_timeout_s: float | None = Field(default=120.0, ge=0)
     max_waiters: int = Field(default=64, ge=0)
     aging_s: float | None = Field(default=30.0, gt=0)
+    redis_url: SecretStr | None = None
+    """``scope = "redis"``: the Redis every host shares the lease through (may hold a password)."""
+    redis_ttl_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _redis_needs_a_url(self) -> GuardSettings:
+        if self.scope == "redis" and self.redis_url is None:
+            raise ValueError('scope = "redis" needs redis_url (redis://host:6379/0)')
+        return self
 
 
 class IndexSettings(Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gpuguard import FakeClock, GpuEvent, GpuGuard, Lease, Priority, Subscription
@@ -16,18 +16,37 @@ class MakeGuard(Protocol):
     def __call__(self, *, clock: FakeClock = ..., **options: Any) -> GpuGuard: ...
 
 
+SETTLERS: list[Callable[[], Awaitable[None]]] = []
+"""Shared-scope guards of the running test: each waits until its round trips are over."""
+
+
+async def settled() -> None:
+    """Wait until every shared-scope guard's messages to and from its server have landed."""
+    for settle in list(SETTLERS):
+        await settle()
+
+
 async def checkpoints(n: int = 10) -> None:
-    """Yield to the event loop ``n`` times: lets every ready task run to its next wait."""
+    """Yield to the event loop ``n`` times: lets every ready task run to its next wait.
+
+    With a shared scope, also wait for the server's answers and yield ``n`` times more.
+    """
     for _ in range(n):
         await asyncio.sleep(0)
+    if SETTLERS:
+        await settled()
+        for _ in range(n):
+            await asyncio.sleep(0)
 
 
 async def until(condition: Callable[[], bool], *, limit: int = 200) -> None:
     """Yield until ``condition()`` holds; fail after ``limit`` checkpoints (never real time)."""
-    for _ in range(limit):
+    for i in range(limit):
         if condition():
             return
         await asyncio.sleep(0)
+        if SETTLERS and i % 10 == 9:
+            await settled()
     raise AssertionError("condition not reached within the checkpoint budget")
 
 

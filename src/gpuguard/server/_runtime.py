@@ -60,6 +60,7 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
     async with AsyncExitStack() as stack:
         # Building imports torch, may write the tiny model and opens SQLite: off the loop.
         gateway = await asyncio.to_thread(build_gateway, settings)
+        stack.push_async_callback(gateway.guard.aclose)
         stack.push_async_callback(gateway.aclose)
         store = await asyncio.to_thread(_open_store, settings.store_path)
         stack.push_async_callback(asyncio.to_thread, store.close)

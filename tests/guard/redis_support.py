@@ -1,0 +1,125 @@
+"""The Redis the tests use: the real one on 127.0.0.1:6379, or a private one they can kill.
+
+With ``CI=true`` a missing Redis fails the tests that need it; elsewhere they are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from gpuguard import FakeClock
+from gpuguard._redis_arbiter import RedisArbiter
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def require_redis(url: str = REDIS_URL) -> None:
+    """Fail (CI) or skip (elsewhere) unless Redis answers at ``url``."""
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis at {url} is needed: {exc}")
+        pytest.skip(f"no Redis at {url}: {exc}")
+
+
+def redis_arbiter(
+    name: str, *, prefix: str, clock: FakeClock, aging_s: float | None
+) -> RedisArbiter:
+    """A Redis arbiter whose queue follows ``clock`` (the contract suite's fake time)."""
+    require_redis()
+    client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=2.0)
+    return RedisArbiter(
+        client, name, aging_s=aging_s, prefix=prefix, clock=clock, queue_clock=clock
+    )
+
+
+async def delete_keys(url: str, prefix: str) -> None:
+    """Remove every key a test made under ``prefix``."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A ``redis-server`` of the test's own, on a free port, that the test may kill."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server is needed")
+            pytest.skip("no redis-server")
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start (or restart) the server, empty, and wait until it answers (bounded)."""
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.05)  # a bounded readiness poll of a subprocess
+        raise AssertionError("the private redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL the server: every connection drops, every key is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(5)
+            self.process = None
+
+
+@contextmanager
+def private_redis(directory: Path) -> Iterator[PrivateRedis]:
+    """A private Redis, killed at the end however the test ends."""
+    server = PrivateRedis(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
