@@ -47,6 +47,8 @@ the HTTP layer can map the tree to status codes in one place.
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 __all__ = [
     "BackendBusy",
     "BackendError",
@@ -85,8 +87,26 @@ __all__ = [
 ]
 
 
+ErrorCategory = Literal[
+    "busy",  # the GPU or a server is busy: retry later (HTTP 503)
+    "timeout",  # something took longer than its limit (504)
+    "not_found",  # no such model or job (404)
+    "conflict",  # the request does not fit the current state (409)
+    "invalid",  # the request itself is wrong (400)
+    "unprocessable",  # a well-formed input that cannot be used, e.g. a corrupt document (422)
+    "unsupported",  # the backend cannot do it (501)
+    "upstream",  # an LLM server failed (502)
+    "unavailable",  # a local engine cannot run (503)
+    "internal",  # a fault of our own (500)
+]
+"""What an error means for the caller; the HTTP layer maps each category to a status."""
+
+
 class GpuGuardError(Exception):
     """Base of every error raised by gpuguard."""
+
+    category: ClassVar[ErrorCategory] = "internal"
+    code: ClassVar[str] = "internal_error"
 
 
 # --- the GPU lease -------------------------------------------------------------------------
@@ -98,6 +118,9 @@ class GuardError(GpuGuardError):
     ``operation`` and ``model`` name the operation that asked; ``holder`` names the
     operation holding the GPU at the time (``None`` when the GPU was free).
     """
+
+    category: ClassVar[ErrorCategory] = "internal"
+    code: ClassVar[str] = "gpu_guard_error"
 
     def __init__(
         self,
@@ -115,6 +138,9 @@ class GuardError(GpuGuardError):
 
 class WaitTimeout(GuardError):
     """Waited longer than the wait timeout for the GPU."""
+
+    category: ClassVar[ErrorCategory] = "busy"
+    code: ClassVar[str] = "gpu_wait_timeout"
 
     def __init__(
         self,
@@ -136,6 +162,9 @@ class WaitTimeout(GuardError):
 
 class QueueFull(GuardError):
     """The GPU queue is full; try again after ``retry_after_s`` seconds."""
+
+    category: ClassVar[ErrorCategory] = "busy"
+    code: ClassVar[str] = "gpu_queue_full"
 
     def __init__(
         self,
@@ -160,6 +189,9 @@ class QueueFull(GuardError):
 class WouldBlock(GuardError):
     """A non-blocking acquire found the GPU held or other operations queued."""
 
+    category: ClassVar[ErrorCategory] = "busy"
+    code: ClassVar[str] = "gpu_busy"
+
     def __init__(
         self, *, operation: str, model: str | None, holder: str | None, queued: int
     ) -> None:
@@ -176,6 +208,9 @@ class WouldBlock(GuardError):
 class OperationHung(GuardError):
     """The operation held the GPU past its hold timeout; it was treated as hung and stopped."""
 
+    category: ClassVar[ErrorCategory] = "timeout"
+    code: ClassVar[str] = "gpu_operation_hung"
+
     def __init__(self, *, operation: str, model: str | None, held_s: float) -> None:
         super().__init__(
             f"{operation!r} held the GPU for {held_s:.3f}s, past its hold timeout; "
@@ -190,6 +225,9 @@ class OperationHung(GuardError):
 class LeaseNotHeld(GuardError):
     """Released a lease that was never granted, or that the guard already took back."""
 
+    category: ClassVar[ErrorCategory] = "internal"
+    code: ClassVar[str] = "lease_not_held"
+
 
 class LeaseLost(GuardError):
     """The lease was held, then lost: its work was stopped and the GPU may have a new holder.
@@ -198,6 +236,9 @@ class LeaseLost(GuardError):
     over, or whose Redis restarted. ``reason`` says which; ``fence`` is the fencing token the
     lost grant carried.
     """
+
+    category: ClassVar[ErrorCategory] = "busy"
+    code: ClassVar[str] = "gpu_lease_lost"
 
     def __init__(
         self, *, operation: str, model: str | None, reason: str, fence: int | None
@@ -214,6 +255,9 @@ class LeaseLost(GuardError):
 class GuardUnavailable(GuardError):
     """The shared lease cannot be reached (Redis down or unreachable); nothing was granted."""
 
+    category: ClassVar[ErrorCategory] = "busy"
+    code: ClassVar[str] = "gpu_guard_unavailable"
+
     def __init__(self, *, operation: str, model: str | None, scope: str, reason: str) -> None:
         super().__init__(
             f"GPU lease ({scope} scope) unavailable for {operation!r}: {reason}",
@@ -229,6 +273,9 @@ class GuardUnavailable(GuardError):
 
 class BackendError(GpuGuardError):
     """An LLM backend failed. ``backend`` names the server kind, ``url`` where it lives."""
+
+    category: ClassVar[ErrorCategory] = "upstream"
+    code: ClassVar[str] = "backend_error"
 
     def __init__(
         self,
@@ -249,33 +296,57 @@ class BackendError(GpuGuardError):
 class BackendUnavailable(BackendError):
     """The server cannot be reached (refused, DNS, not started, not installed)."""
 
+    category: ClassVar[ErrorCategory] = "upstream"
+    code: ClassVar[str] = "backend_unavailable"
+
 
 class BackendTimeout(BackendError):
     """The server did not answer within the configured timeout."""
+
+    category: ClassVar[ErrorCategory] = "timeout"
+    code: ClassVar[str] = "backend_timeout"
 
 
 class BackendBusy(BackendError):
     """The server reported itself busy; the request may be retried later."""
 
+    category: ClassVar[ErrorCategory] = "busy"
+    code: ClassVar[str] = "backend_busy"
+
 
 class ModelNotFound(BackendError):
     """The server does not know the requested model."""
+
+    category: ClassVar[ErrorCategory] = "not_found"
+    code: ClassVar[str] = "model_not_found"
 
 
 class ModelNotLoaded(BackendError):
     """The model exists but is not loaded, and the server will not load it on demand."""
 
+    category: ClassVar[ErrorCategory] = "conflict"
+    code: ClassVar[str] = "model_not_loaded"
+
 
 class ModelLoadFailed(BackendError):
     """The server could not load or unload the model."""
+
+    category: ClassVar[ErrorCategory] = "upstream"
+    code: ClassVar[str] = "model_load_failed"
 
 
 class BackendProtocolError(BackendError):
     """The server answered outside its documented API, or reported an internal error."""
 
+    category: ClassVar[ErrorCategory] = "upstream"
+    code: ClassVar[str] = "backend_protocol_error"
+
 
 class NotSupportedByBackend(BackendError):
     """The configured backend has no such operation (e.g. pulling models into llama.cpp)."""
+
+    category: ClassVar[ErrorCategory] = "unsupported"
+    code: ClassVar[str] = "not_supported_by_backend"
 
 
 # --- embeddings ----------------------------------------------------------------------------
@@ -284,13 +355,22 @@ class NotSupportedByBackend(BackendError):
 class EmbeddingError(GpuGuardError):
     """An embedding engine failed."""
 
+    category: ClassVar[ErrorCategory] = "internal"
+    code: ClassVar[str] = "embedding_error"
+
 
 class EmbedderUnavailable(EmbeddingError):
     """The embedding engine or its model cannot be loaded on the requested device."""
 
+    category: ClassVar[ErrorCategory] = "unavailable"
+    code: ClassVar[str] = "embedder_unavailable"
+
 
 class DimensionMismatch(EmbeddingError):
     """Two embedders that must be interchangeable produce vectors of different sizes."""
+
+    category: ClassVar[ErrorCategory] = "internal"
+    code: ClassVar[str] = "dimension_mismatch"
 
     def __init__(self, *, gpu_dim: int, cpu_dim: int) -> None:
         super().__init__(
@@ -307,6 +387,9 @@ class DimensionMismatch(EmbeddingError):
 class IndexingError(GpuGuardError):
     """Schema refresh, document indexing or the vector store failed."""
 
+    category: ClassVar[ErrorCategory] = "internal"
+    code: ClassVar[str] = "indexing_error"
+
 
 class SourceUnavailable(IndexingError):
     """A database URL or document path is malformed, refused, missing or unreachable.
@@ -314,6 +397,9 @@ class SourceUnavailable(IndexingError):
     ``source`` names the source without secrets; ``detail`` is for the operator's log only
     (the driver's own words about a failed connection), never shown to callers.
     """
+
+    category: ClassVar[ErrorCategory] = "invalid"
+    code: ClassVar[str] = "source_unavailable"
 
     def __init__(
         self, message: str, *, source: str | None = None, detail: str | None = None
@@ -326,6 +412,9 @@ class SourceUnavailable(IndexingError):
 class DocumentError(IndexingError):
     """One document could not be indexed (unreadable, empty, binary or corrupt)."""
 
+    category: ClassVar[ErrorCategory] = "unprocessable"
+    code: ClassVar[str] = "document_error"
+
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
@@ -333,6 +422,9 @@ class DocumentError(IndexingError):
 
 class StoreError(IndexingError):
     """The on-disk vector store cannot be opened or written."""
+
+    category: ClassVar[ErrorCategory] = "internal"
+    code: ClassVar[str] = "store_error"
 
 
 # --- worker processes ----------------------------------------------------------------------
@@ -376,13 +468,22 @@ class WorkerKilled(WorkerError):
 class JobError(GpuGuardError):
     """A long-running job could not be started or controlled."""
 
+    category: ClassVar[ErrorCategory] = "conflict"
+    code: ClassVar[str] = "job_error"
+
 
 class JobNotFound(JobError):
     """No job has the requested id."""
 
+    category: ClassVar[ErrorCategory] = "not_found"
+    code: ClassVar[str] = "job_not_found"
+
 
 class ConfigError(GpuGuardError):
     """The settings are impossible or contradict each other."""
+
+    category: ClassVar[ErrorCategory] = "invalid"
+    code: ClassVar[str] = "config_error"
 
 
 class InvalidRequest(GpuGuardError):
@@ -390,6 +491,9 @@ class InvalidRequest(GpuGuardError):
 
     Refusing is the rule: a parameter is never silently dropped.
     """
+
+    category: ClassVar[ErrorCategory] = "invalid"
+    code: ClassVar[str] = "unsupported_parameter"
 
     def __init__(
         self,
@@ -411,3 +515,6 @@ class UnsupportedParameter(InvalidRequest):
 
 class ContextLengthExceeded(InvalidRequest):
     """The prompt, plus the tokens asked for, does not fit the model's context."""
+
+    category: ClassVar[ErrorCategory] = "invalid"
+    code: ClassVar[str] = "context_length_exceeded"

@@ -169,3 +169,23 @@ def test_non_loopback_host_needs_a_token() -> None:
     with pytest.raises(ConfigError, match="bearer token"):
         load_settings(server={"host": "0.0.0.0"})
     assert load_settings(server={"host": "0.0.0.0", "token": "t"}).server.host == "0.0.0.0"
+
+
+def test_every_error_maps_through_its_own_category_and_code() -> None:
+    # The server lists categories, not classes: an error added to the tree needs no change here.
+    from gpuguard import _exceptions
+    from gpuguard.server._errors import kind_of
+
+    errors = [
+        cls
+        for cls in vars(_exceptions).values()
+        if isinstance(cls, type) and issubclass(cls, _exceptions.GpuGuardError)
+    ]
+    assert len(errors) > 30
+    for cls in errors:
+        error = cls.__new__(cls)
+        kind = kind_of(error)
+        assert kind.code == cls.code
+        assert 400 <= kind.status < 600
+    assert kind_of(_exceptions.QueueFull.__new__(_exceptions.QueueFull)).status == 503
+    assert kind_of(_exceptions.ModelNotFound.__new__(_exceptions.ModelNotFound)).status == 404

@@ -1,6 +1,7 @@
 """The one place where errors become HTTP responses.
 
-The error tree of :mod:`gpuguard._exceptions` maps to status codes here and nowhere else.
+Each error of :mod:`gpuguard._exceptions` carries its category and code; the categories map to
+status codes here and nowhere else.
 Every error body has the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``;
 outside ``/v1`` the error also carries its context (operation, model, holder, backend).
 Under ``/api/`` (the Ollama-compatible API) the body is Ollama's ``{"error": "message"}``,
@@ -17,38 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from .._exceptions import (
-    BackendBusy,
-    BackendError,
-    BackendProtocolError,
-    BackendTimeout,
-    BackendUnavailable,
-    ConfigError,
-    ContextLengthExceeded,
-    DimensionMismatch,
-    DocumentError,
-    EmbedderUnavailable,
-    EmbeddingError,
-    GpuGuardError,
-    GuardError,
-    GuardUnavailable,
-    IndexingError,
-    InvalidRequest,
-    JobError,
-    JobNotFound,
-    LeaseLost,
-    LeaseNotHeld,
-    ModelLoadFailed,
-    ModelNotFound,
-    ModelNotLoaded,
-    NotSupportedByBackend,
-    OperationHung,
-    QueueFull,
-    SourceUnavailable,
-    StoreError,
-    WaitTimeout,
-    WouldBlock,
-)
+from .._exceptions import ErrorCategory, GpuGuardError, ModelNotFound
 from .._redact import redact
 from ._text import JsonResponse
 
@@ -72,38 +42,19 @@ class ErrorKind:
     code: str
 
 
-# Looked up along the exception's MRO, so the most specific entry wins.
-_KINDS: dict[type[GpuGuardError], ErrorKind] = {
-    QueueFull: ErrorKind(503, "server_busy", "gpu_queue_full"),
-    WaitTimeout: ErrorKind(503, "server_busy", "gpu_wait_timeout"),
-    WouldBlock: ErrorKind(503, "server_busy", "gpu_busy"),
-    OperationHung: ErrorKind(504, "timeout", "gpu_operation_hung"),
-    LeaseNotHeld: ErrorKind(500, "server_error", "lease_not_held"),
-    LeaseLost: ErrorKind(503, "server_busy", "gpu_lease_lost"),
-    GuardUnavailable: ErrorKind(503, "server_busy", "gpu_guard_unavailable"),
-    GuardError: ErrorKind(500, "server_error", "gpu_guard_error"),
-    ModelNotFound: ErrorKind(404, "invalid_request_error", "model_not_found"),
-    ModelNotLoaded: ErrorKind(409, "invalid_request_error", "model_not_loaded"),
-    ModelLoadFailed: ErrorKind(502, "backend_error", "model_load_failed"),
-    BackendUnavailable: ErrorKind(502, "backend_error", "backend_unavailable"),
-    BackendTimeout: ErrorKind(504, "timeout", "backend_timeout"),
-    BackendBusy: ErrorKind(503, "server_busy", "backend_busy"),
-    BackendProtocolError: ErrorKind(502, "backend_error", "backend_protocol_error"),
-    NotSupportedByBackend: ErrorKind(501, "invalid_request_error", "not_supported_by_backend"),
-    BackendError: ErrorKind(502, "backend_error", "backend_error"),
-    EmbedderUnavailable: ErrorKind(503, "server_error", "embedder_unavailable"),
-    DimensionMismatch: ErrorKind(500, "server_error", "dimension_mismatch"),
-    EmbeddingError: ErrorKind(500, "server_error", "embedding_error"),
-    SourceUnavailable: ErrorKind(400, "invalid_request_error", "source_unavailable"),
-    DocumentError: ErrorKind(422, "invalid_request_error", "document_error"),
-    StoreError: ErrorKind(500, "server_error", "store_error"),
-    IndexingError: ErrorKind(500, "server_error", "indexing_error"),
-    JobNotFound: ErrorKind(404, "invalid_request_error", "job_not_found"),
-    JobError: ErrorKind(409, "invalid_request_error", "job_error"),
-    ConfigError: ErrorKind(400, "invalid_request_error", "config_error"),
-    ContextLengthExceeded: ErrorKind(400, "invalid_request_error", "context_length_exceeded"),
-    InvalidRequest: ErrorKind(400, "invalid_request_error", "unsupported_parameter"),
-    GpuGuardError: ErrorKind(500, "server_error", "internal_error"),
+# Each error says what it means (its ``category``) and names itself (its ``code``) where it is
+# defined, in gpuguard._exceptions; here each category gets its status and OpenAI type.
+_STATUS: dict[ErrorCategory, tuple[int, str]] = {
+    "busy": (503, "server_busy"),
+    "timeout": (504, "timeout"),
+    "not_found": (404, "invalid_request_error"),
+    "conflict": (409, "invalid_request_error"),
+    "invalid": (400, "invalid_request_error"),
+    "unprocessable": (422, "invalid_request_error"),
+    "unsupported": (501, "invalid_request_error"),
+    "upstream": (502, "backend_error"),
+    "unavailable": (503, "server_error"),
+    "internal": (500, "server_error"),
 }
 
 _HTTP_KINDS: dict[int, ErrorKind] = {
@@ -118,12 +69,9 @@ _CONTEXT_ATTRIBUTES = ("operation", "model", "holder", "backend", "url", "path",
 
 
 def kind_of(exc: GpuGuardError) -> ErrorKind:
-    """The status code and OpenAI error type for ``exc`` (most specific class wins)."""
-    for cls in type(exc).__mro__:
-        kind = _KINDS.get(cls)
-        if kind is not None:
-            return kind
-    return _KINDS[GpuGuardError]
+    """The status code, OpenAI error type and code for ``exc``, from its category and code."""
+    status, error_type = _STATUS[exc.category]
+    return ErrorKind(status, error_type, exc.code)
 
 
 def error_body(
