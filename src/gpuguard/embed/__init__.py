@@ -14,9 +14,9 @@ use, so ``import gpuguard.embed`` never needs torch, onnxruntime or httpx.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from .._lazy import lazy_getattr
 from ._bulk import (
     FALLBACK_MESSAGE,
     BulkEmbedder,
@@ -70,13 +70,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """Import an engine on first use."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -11,9 +11,9 @@ imported on first use, so ``import gpuguard.llm`` never needs httpx or numpy.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from .._lazy import lazy_getattr
 from ._factory import BACKEND_KINDS, create_backend
 from ._protocol import (
     BackendHealth,
@@ -75,13 +75,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """Import a backend on first use."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:
