@@ -149,6 +149,7 @@ async def test_two_servers_and_a_run_program_never_overlap_on_one_llm_server(
     assert chats == ["echo: one two", "echo: one two"]
     work = [interval.what for interval in recorder.intervals]
     assert work.count(f"chat {MODEL}") == 3  # two servers' chats and the run program's
-    kinds = {f"load {OTHER_MODEL}", f"unload {OTHER_MODEL}", f"embeddings {MODEL}"}
-    assert kinds <= set(work)
+    # Schema batches run on the GPU embedder only when the GPU is free: under load they may all
+    # fall back to the CPU, so the double need not have seen any embeddings.
+    assert {f"load {OTHER_MODEL}", f"unload {OTHER_MODEL}"} <= set(work)
     assert recorder.overlaps() == []
