@@ -84,10 +84,11 @@ OnLost = Callable[[Ticket, str], None]
 class Arbiter(Protocol):
     """Decides who holds the GPU; one implementation per scope (process, host, Redis).
 
-    Taking the GPU or a place in the queue is async (a shared scope asks its server);
-    giving it back (``withdraw``, ``release``, ``mark_hung``) is sync: the arbiter updates
-    its own view at once and tells a shared server in the background, with the server's
-    lease expiry as the backstop if that message never arrives.
+    Taking the GPU or a place in the queue is async (a shared scope asks its server).
+    Giving it back (``withdraw``, ``release``) is sync and done when it returns: the next
+    waiter is granted in the same step, and ``on_grant`` runs then for a waiter of this
+    process. A shared scope makes one bounded round trip for it; if its server cannot be
+    told, the server's lease expiry frees the GPU.
     """
 
     @property
@@ -97,8 +98,8 @@ class Arbiter(Protocol):
     def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
         """Tell the arbiter whom to call when a ticket of this process is granted or lost."""
 
-    def try_acquire_now(self, ticket: Ticket, now: float) -> bool | None:
-        """Like :meth:`try_acquire` without I/O; None where the scope cannot decide so."""
+    def try_acquire_now(self, ticket: Ticket, now: float) -> bool:
+        """:meth:`try_acquire` without awaiting (a shared scope: one bounded round trip)."""
 
     async def try_acquire(self, ticket: Ticket, now: float) -> bool:
         """Grant ``ticket`` at once if nobody holds and nobody waits; else return False."""
@@ -112,7 +113,11 @@ class Arbiter(Protocol):
         """
 
     def withdraw(self, ticket: Ticket) -> bool:
-        """Take a queued ticket out of the line; False if it was granted or gone already."""
+        """Take a queued ticket out of the line; False if it was granted or gone already.
+
+        A shared scope may learn only now that the ticket was granted: it calls ``on_grant``
+        first, then returns False.
+        """
 
     def release(self, ticket: Ticket, now: float) -> None:
         """The holder gives the GPU back; the next waiter is granted."""

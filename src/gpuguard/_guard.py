@@ -42,7 +42,6 @@ from ._arbiter import Arbiter, LocalArbiter, Owner, Ticket
 from ._clock import Clock, SystemClock
 from ._events import EventBus, GpuStatus, Priority
 from ._exceptions import (
-    ConfigError,
     GuardError,
     LeaseLost,
     LeaseNotHeld,
@@ -280,17 +279,11 @@ class GpuGuard:
     ) -> Lease:
         """Take the GPU if it is free and nobody is queued, else raise :class:`WouldBlock`.
 
-        Decided without I/O. On the Redis scope that decides only "busy" (from the last
-        known state); where a grant would need Redis it raises :class:`ConfigError`:
-        use ``try_hold``, which asks Redis.
+        Never waits for the GPU. On the Redis scope it makes one bounded round trip (none
+        while the GPU is known to be busy); async code may prefer ``try_hold``.
         """
         lease = self._new_lease(operation, model, priority, hold_timeout)
         granted = self._arbiter.try_acquire_now(lease.ticket, lease.requested_at)
-        if granted is None:
-            raise ConfigError(
-                f"acquire_nowait cannot decide without a round trip on the {self.scope} "
-                "scope; use try_hold"
-            )
         return self._granted_nowait(lease, granted)
 
     async def _acquire_nowait(
@@ -400,11 +393,11 @@ class GpuGuard:
         )
         lease = self._new_lease(operation, model, priority, hold_timeout)
         ticket, now = lease.ticket, lease.requested_at
-        if await self._arbiter.try_acquire(ticket, now):
-            self._grant(lease, 0.0, queued=False)
-            return lease, None
-        self._leases[ticket.lease_id] = lease  # before enqueue: a shared scope may grant at once
         try:
+            if await self._arbiter.try_acquire(ticket, now):
+                self._grant(lease, 0.0, queued=False)
+                return lease, None
+            self._leases[ticket.lease_id] = lease  # before enqueue: a shared scope may grant
             pending = await self._arbiter.enqueue(ticket, now, limit=self.max_waiters)
         except asyncio.CancelledError:
             # Cancelled while a shared scope was asked: the arbiter gives back what it got.

@@ -16,8 +16,11 @@ mirror of the shared state for ``current``/``snapshot()``.
   the guard stops its work and raises :class:`~gpuguard.LeaseLost`. Waiters of a process
   that lost Redis get :class:`~gpuguard.GuardUnavailable`. The heartbeat's socket timeout
   is below the TTL, so a holder knows it lost the lease before anyone else can be granted.
-* **Giving back** (release, withdraw, hung) updates this process's view at once and tells
-  Redis in a background task; if that never arrives, the TTL frees the GPU.
+* **Giving back is synchronous.** ``release`` and ``withdraw`` (and ``acquire_nowait``) make
+  one round trip on a second, synchronous connection, bounded by :data:`GIVE_BACK_TIMEOUT_S`:
+  when they return, Redis has handed the GPU on, a waiter of this process has been granted
+  in the same step (exactly as in-process), and a process that exits right after a release
+  leaves nothing held. If Redis cannot be told, the TTL frees the GPU.
 
 Requires the ``redis`` extra (redis-py's asyncio client).
 """
@@ -35,6 +38,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -53,6 +57,9 @@ logger = logging.getLogger("gpuguard.redis")
 RECONNECT_S: Final = 0.1
 """Pause between attempts to reach Redis again after the connection dropped."""
 
+GIVE_BACK_TIMEOUT_S: Final = 0.25
+"""The longest a synchronous give-back may hold up the event loop (at most ``ttl/3``)."""
+
 
 @dataclass(slots=True)
 class _Mine:
@@ -63,13 +70,23 @@ class _Mine:
     future: asyncio.Future[None]
     fence: str | None = None
     grant: Grant | None = None
+    asking: asyncio.Future[Any] | None = None
+    """What its task awaits while Redis decides: cancelled with that task, at once."""
+
+    @property
+    def gave_up(self) -> bool:
+        """Its task was cancelled before the grant reached it (it may not have run since)."""
+        return self.future.cancelled() or (self.asking is not None and self.asking.cancelled())
 
 
 class RedisArbiter:
     """Grants one GPU across hosts through Redis (see the module docstring).
 
     Args:
-        client: a redis-py asyncio client (``redis.asyncio.Redis.from_url(url)``).
+        client: a redis-py asyncio client (``redis.asyncio.Redis.from_url(url)``): takes,
+            heartbeats and pushed grants.
+        sync_client: a redis-py client to the same Redis, with a short socket timeout:
+            give-backs and ``acquire_nowait``, which must land before they return.
         name: the GPU's name; guards with the same ``name`` and ``prefix`` share one lease.
         aging_s: as for :class:`~gpuguard.GpuGuard` (use the same value on every host).
         ttl_s: the grant's time to live; a dead holder frees the GPU within it.
@@ -84,6 +101,7 @@ class RedisArbiter:
     def __init__(
         self,
         client: aioredis.Redis[bytes],
+        sync_client: redis.Redis[bytes],
         name: str = "gpu0",
         *,
         aging_s: float | None = 30.0,
@@ -96,6 +114,8 @@ class RedisArbiter:
             raise ValueError("ttl_s must be > 0")
         self._redis = client
         self._script = client.register_script(LEASE_SCRIPT)
+        self._sync = sync_client
+        self._sync_script = sync_client.register_script(LEASE_SCRIPT)
         self.key = f"{prefix}:{{{name}}}"
         self._channel = f"{self.key}:events"
         self._aging_s = aging_s
@@ -116,6 +136,7 @@ class RedisArbiter:
         self._subscribed: asyncio.Future[None] | None = None
         self._syncs: dict[str, asyncio.Future[None]] = {}
         self._wake = asyncio.Event()
+        self._in_order = asyncio.Lock()
         self._on_grant: OnGrant = _ignore
         self._on_lost: OnLost = _ignore
 
@@ -133,25 +154,45 @@ class RedisArbiter:
         """Connect to the Redis at ``url`` (``redis://host:6379/0``).
 
         Every call times out well inside the TTL, so a holder cut off from Redis learns
-        it lost the lease before the lease can expire and pass to another host.
+        it lost the lease before the lease can expire and pass to another host; a
+        synchronous give-back waits at most :data:`GIVE_BACK_TIMEOUT_S`.
         """
         timeout = ttl_s / 3
         client = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        return cls(client, name, aging_s=aging_s, ttl_s=ttl_s, prefix=prefix, clock=clock)
+        quick = min(timeout, GIVE_BACK_TIMEOUT_S)
+        sync_client = redis.Redis.from_url(url, socket_timeout=quick, socket_connect_timeout=quick)
+        return cls(
+            client, sync_client, name, aging_s=aging_s, ttl_s=ttl_s, prefix=prefix, clock=clock
+        )
 
     def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
         """Set the grant and loss callbacks."""
         self._on_grant, self._on_lost = on_grant, on_lost
 
-    # --- taking the GPU (async: Redis decides) ----------------------------------------------
+    # --- taking the GPU (Redis decides) ----------------------------------------------------
 
-    def try_acquire_now(self, ticket: Ticket, now: float) -> bool | None:
-        """False while the last known state is busy; a grant needs Redis (None)."""
+    def try_acquire_now(self, ticket: Ticket, now: float) -> bool:
+        """Grant at once if nobody holds and nobody waits: one synchronous round trip.
+
+        No round trip while the last known state is busy. Raises
+        :class:`~gpuguard.GuardUnavailable` if Redis does not answer in time.
+        """
         if self.holder() is not None or self.queue_length():
             return False
-        return None
+        self._start_tasks()
+        tid, mine = self._track(ticket, now)
+        try:
+            state = self._call_now("acquire", tid, self._ticket_body(ticket), "0")
+        except RedisError as exc:
+            self._mine.pop(tid, None)
+            raise self._unavailable(ticket, exc) from exc
+        if state["r"] != "granted":
+            self._mine.pop(tid, None)
+            return False
+        self._granted(tid, mine, state["x"], waited_s=0.0, notify=False)
+        return True
 
     async def try_acquire(self, ticket: Ticket, now: float) -> bool:
         """Grant at once if nobody holds and nobody waits."""
@@ -177,29 +218,20 @@ class RedisArbiter:
     async def _ask(
         self, op: str, ticket: Ticket, now: float, *, limit: int
     ) -> asyncio.Future[None] | None:
-        await self._start(ticket)
-        tid = self._ids.setdefault(ticket.lease_id, f"{self._client_id}:{ticket.lease_id}")
-        mine = _Mine(ticket, now, asyncio.get_running_loop().create_future())
-        self._mine[tid] = mine  # before the call: its grant may be published at once
-        body = json.dumps(
-            {
-                "c": self._client_id,
-                "l": ticket.lease_id,
-                "o": ticket.operation,
-                "m": ticket.model,
-                "p": int(ticket.priority),
-                "pid": ticket.owner.pid,
-                "host": ticket.owner.host,
-                "proc": ticket.owner.process,
-                "ttl": int(self.ttl_s * 1000),
-            }
-        )
-        call = asyncio.ensure_future(self._call(op, tid, body, str(limit)))
+        # Tracked (and counted in the line) from the start: its grant may be published at
+        # once, and a later request of this process must see it ahead of itself.
+        tid, mine = self._track(ticket, now)
+        call = asyncio.ensure_future(self._send(op, tid, ticket, str(limit)))
+        mine.asking = asyncio.shield(call)
         try:
-            state = await asyncio.shield(call)
+            state = await mine.asking
         except asyncio.CancelledError:
-            # Redis may decide after all: whatever it grants or queues is given back.
-            call.add_done_callback(lambda _: self._give_back(tid, "withdraw", ""))
+            # Its task gave up while Redis decides: never grant it here (a release drops it
+            # from the line), and give back whatever Redis grants or queues for it.
+            mine.future.cancel()
+            call.add_done_callback(lambda _: self._abandoned(tid, mine))
+            raise
+        except GuardUnavailable:
             self._mine.pop(tid, None)
             raise
         except RedisError as exc:
@@ -215,9 +247,46 @@ class RedisArbiter:
         self._mine.pop(tid, None)
         return None
 
+    async def _send(self, op: str, tid: str, ticket: Ticket, limit: str) -> dict[str, Any]:
+        await self._start(ticket)
+        return await self._call(op, tid, self._ticket_body(ticket), limit)
+
+    def _track(self, ticket: Ticket, now: float) -> tuple[str, _Mine]:
+        """Start keeping ``ticket`` as one of this process's: its Redis id and its record."""
+        tid = self._ids.setdefault(ticket.lease_id, f"{self._client_id}:{ticket.lease_id}")
+        mine = self._mine[tid] = _Mine(ticket, now, asyncio.get_running_loop().create_future())
+        return tid, mine
+
+    def _ticket_body(self, ticket: Ticket) -> str:
+        return json.dumps(
+            {
+                "c": self._client_id,
+                "l": ticket.lease_id,
+                "o": ticket.operation,
+                "m": ticket.model,
+                "p": int(ticket.priority),
+                "pid": ticket.owner.pid,
+                "host": ticket.owner.host,
+                "proc": ticket.owner.process,
+                "ttl": int(self.ttl_s * 1000),
+            }
+        )
+
+    def _abandoned(self, tid: str, mine: _Mine) -> None:
+        """Redis answered a request whose task was cancelled meanwhile: undo what it did."""
+        if self._mine.get(tid) is mine:
+            del self._mine[tid]
+        self._give_back("drop", tid, "")
+
     def _granted(self, tid: str, mine: _Mine, fence: str, *, waited_s: float, notify: bool) -> None:
         if mine.fence is not None:
             return  # both the answer and the published grant say so; the first one counts
+        if mine.gave_up:
+            # Its task gave up before the grant reached this process: hand the GPU on.
+            if self._mine.get(tid) is mine:
+                del self._mine[tid]
+            self._give_back("release", tid, fence)
+            return
         mine.fence = fence
         mine.grant = Grant(mine.ticket, self._clock.monotonic(), fence=int(fence))
         if notify:
@@ -226,24 +295,53 @@ class RedisArbiter:
             mine.future.set_result(None)
         self._wake.set()
 
-    # --- giving it back (sync here, Redis told in the background) ----------------------------
+    def _take_grant(self, state: dict[str, Any]) -> None:
+        """If Redis names a waiting ticket of this process as the holder, grant it here."""
+        h = state["h"]
+        mine = self._mine.get(h["t"]) if h else None
+        if mine is not None and mine.fence is None:
+            waited = self._clock.monotonic() - mine.requested_at
+            self._granted(h["t"], mine, h["f"], waited_s=waited, notify=True)
+
+    # --- giving it back (one synchronous round trip) -----------------------------------------
 
     def withdraw(self, ticket: Ticket) -> bool:
-        """Leave the line; False if this process already saw the grant."""
+        """Leave the line; False if the ticket was granted (then ``on_grant`` ran) or gone."""
         tid = self._ids.get(ticket.lease_id)
         mine = self._mine.get(tid) if tid is not None else None
-        if tid is None or mine is None or mine.fence is not None:
+        if tid is None or mine is None:
+            self._ids.pop(ticket.lease_id, None)
             return False
-        del self._mine[tid]
-        self._give_back(tid, "withdraw", "")
+        if mine.fence is not None:
+            return False
+        try:
+            state = self._call_now("withdraw", tid, "", "")
+        except RedisError as exc:
+            _told_too_late(exc)  # if Redis grants it later, the listener gives it back
+        else:
+            if state["r"] == "granted":  # by another's release, and not yet heard here
+                waited = self._clock.monotonic() - mine.requested_at
+                self._granted(tid, mine, state["x"], waited_s=waited, notify=True)
+                if mine.fence is not None:
+                    return False
+        self._mine.pop(tid, None)
+        self._ids.pop(ticket.lease_id, None)
         return True
 
     def release(self, ticket: Ticket, now: float) -> None:
-        """Free the GPU; Redis grants the next waiter and publishes it."""
+        """Free the GPU; Redis grants the next waiter (here at once if it is this process's).
+
+        Waiters of this process whose task was cancelled before it could leave the line
+        are dropped in the same step, so the GPU is never granted to them.
+        """
         tid = self._ids.pop(ticket.lease_id, None)
         mine = self._mine.pop(tid, None) if tid is not None else None
-        if tid is not None and mine is not None and mine.fence is not None:
-            self._give_back(tid, "release", mine.fence)
+        if tid is None or mine is None or mine.fence is None:
+            return
+        cancelled = [t for t, m in self._mine.items() if m.fence is None and m.gave_up]
+        for gone in cancelled:
+            del self._mine[gone]
+        self._give_back("release", tid, mine.fence, " ".join(cancelled))
 
     def mark_hung(self, ticket: Ticket, now: float) -> None:
         """Show the grant as hung, here at once and in Redis for every host."""
@@ -253,8 +351,12 @@ class RedisArbiter:
             mine.grant = Grant(ticket, mine.grant.granted_at, now, mine.grant.fence)
             self._background(self._call("hung", tid, "", ""))
 
-    def _give_back(self, tid: str, op: str, fence: str) -> None:
-        self._background(self._call(op, tid, fence, ""))
+    def _give_back(self, op: str, tid: str, arg: str, extra: str = "") -> None:
+        """Tell Redis now; a grant it makes to a waiter of this process is taken at once."""
+        try:
+            self._call_now(op, tid, arg, extra)
+        except RedisError as exc:
+            _told_too_late(exc)
 
     def _background(self, step: Coroutine[Any, Any, object]) -> None:
         if self._closed:
@@ -267,8 +369,7 @@ class RedisArbiter:
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            # The grant's TTL frees the GPU anyway; say so, once, where operators look.
-            logger.warning("telling Redis failed (the lease TTL covers it): %r", task.exception())
+            _told_too_late(task.exception())
 
     # --- what is known here ---------------------------------------------------------------
 
@@ -283,15 +384,29 @@ class RedisArbiter:
         return self._mirror.holder
 
     def waiters(self, now: float) -> list[Queued]:
-        """The line as Redis last reported it (less tickets this process withdrew)."""
+        """Every waiter in service order, as far as this process knows.
+
+        That is the line as Redis last reported it (less tickets this process withdrew), and
+        this process's requests that Redis has yet to answer, in the order they were sent.
+        """
+        line: list[tuple[float, Queued]] = [
+            (seq, queued) for tid, seq, queued in self._mirror.waiters if self._still_waiting(tid)
+        ]
+        line += [
+            (math.inf, Queued(m.ticket, m.requested_at, m.ticket.priority)) for m in self._asking()
+        ]
         line = [
             (seq, dataclasses.replace(queued, effective_priority=self._effective(queued, now)))
-            for tid, seq, queued in self._mirror.waiters
-            if self._still_waiting(tid)
+            for seq, queued in line
         ]
-        # Redis's order as of its last report, aged to ``now`` by the same rules.
+        # Redis's order as of its last report, aged to ``now`` by the same rules (stable:
+        # requests in flight keep the order they were sent in).
         line.sort(key=lambda item: (-item[1].effective_priority, item[0]))
         return [queued for _, queued in line]
+
+    def _asking(self) -> list[_Mine]:
+        """Requests of this process in flight: Redis will see them before any later one."""
+        return [m for m in self._mine.values() if m.asking is not None and not m.asking.done()]
 
     def _still_waiting(self, tid: str) -> bool:
         """False for a ticket of this process that has left the line since Redis reported."""
@@ -306,8 +421,9 @@ class RedisArbiter:
         return effective_priority(queued.ticket.priority, enqueued_at, now, self._aging_s)
 
     def queue_length(self) -> int:
-        """How many wait, as Redis last reported."""
-        return sum(self._still_waiting(tid) for tid, _, _ in self._mirror.waiters)
+        """How many wait, as Redis last reported, and this process's requests in flight."""
+        listed = sum(self._still_waiting(tid) for tid, _, _ in self._mirror.waiters)
+        return listed + len(self._asking())
 
     async def settle(self) -> None:
         """Wait until Redis has heard every give-back and this view caught up (tests, bench)."""
@@ -330,26 +446,45 @@ class RedisArbiter:
     async def _call(
         self, op: str, tid: str, arg: str, extra: str, fence: str = ""
     ) -> dict[str, Any]:
+        # One call at a time, in order: a pool would let a later request of this process
+        # overtake an earlier one on another connection (FIFO within a priority).
+        async with self._in_order:
+            raw = await self._script(keys=[self.key], args=self._args(op, tid, arg, extra, fence))
+        return self._answer(raw)
+
+    def _call_now(self, op: str, tid: str, arg: str, extra: str) -> dict[str, Any]:
+        """:meth:`_call` on the synchronous connection: done when it returns."""
+        raw = self._sync_script(keys=[self.key], args=self._args(op, tid, arg, extra, ""))
+        return self._answer(raw)
+
+    def _args(self, op: str, tid: str, arg: str, extra: str, fence: str) -> list[str]:
         now = "" if self._queue_clock is None else repr(self._queue_clock.monotonic() * 1000.0)
-        args = [op, tid, now, self._aging_ms, arg, extra, fence]
-        raw = await self._script(keys=[self.key], args=args)
+        return [op, tid, now, self._aging_ms, arg, extra, fence]
+
+    def _answer(self, raw: bytes) -> dict[str, Any]:
+        """Read a transition's answer: the newest view of the lease, and any grant it names."""
         state: dict[str, Any] = json.loads(raw)
-        self._apply(state)
+        if state["v"] >= self._mirror.version:
+            self._apply(state)
+            self._take_grant(state)
         return state
 
     def _apply(self, state: dict[str, Any]) -> None:
-        """Take Redis's view of the lease, unless a newer one was seen already."""
-        if state["v"] >= self._mirror.version:
-            mine = {tid: m.requested_at for tid, m in self._mine.items()}
-            self._mirror = Mirror.read(state, self._clock.monotonic(), mine)
-            self._wake.set()
+        """Take Redis's view of the lease."""
+        mine = {tid: m.requested_at for tid, m in self._mine.items()}
+        self._mirror = Mirror.read(state, self._clock.monotonic(), mine)
+        self._wake.set()
 
-    async def _start(self, ticket: Ticket) -> None:
+    def _start_tasks(self) -> None:
+        """Start listening for grants and beating, if not yet (or after a failed start)."""
         if self._listener is None or self._listener.done():
             self._subscribed = asyncio.get_running_loop().create_future()
             self._listener = asyncio.create_task(self._listen(), name="gpuguard-redis-listen")
         if self._beater is None:
             self._beater = asyncio.create_task(self._beat(), name="gpuguard-redis-beat")
+
+    async def _start(self, ticket: Ticket) -> None:
+        self._start_tasks()
         assert self._subscribed is not None
         try:
             await asyncio.shield(self._subscribed)
@@ -392,6 +527,10 @@ class RedisArbiter:
                 self._granted(tid, mine, fence, waited_s=waited, notify=True)
             elif mine_id != tid and mine.fence is not None and int(fence) > int(mine.fence):
                 self._lose(mine_id, "its grant expired and the GPU was granted to another")
+        if kind == "grant" and tid.startswith(self._client_id + ":") and tid not in self._mine:
+            # Granted to a ticket this process gave up on without Redis hearing it: give
+            # it back (the fence makes this a no-op if it was released meanwhile).
+            self._background(self._call("release", tid, fence, ""))
         self._background(self._call("state", "", "", ""))
 
     def _lose(self, tid: str, reason: str) -> None:
@@ -458,9 +597,15 @@ class RedisArbiter:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self._redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+        self._sync.close()
 
     def __repr__(self) -> str:
         return f"<RedisArbiter {self.key!r} mine={len(self._mine)}>"
+
+
+def _told_too_late(exc: BaseException | None) -> None:
+    """Redis did not hear a give-back: say so, where operators look; the TTL covers it."""
+    logger.warning("telling Redis failed (the lease TTL covers it): %r", exc)
 
 
 def _ignore(ticket: Ticket, value: Any) -> None:

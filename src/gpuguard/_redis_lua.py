@@ -138,6 +138,16 @@ local function release_if(id, fence)
   return false
 end
 
+local function unqueue(id)
+  local tk = ticket(id)
+  if tk and redis.call('ZREM', QUEUES[tk.p + 1], id) == 1 then
+    redis.call('HDEL', TICKETS, id)
+    changed()
+    return true
+  end
+  return false
+end
+
 -- Every change is announced: a grant names its ticket, anything else just says so.
 local function state(result, extra)
   if dirty and not announced then redis.call('PUBLISH', P .. ':events', 'changed') end
@@ -185,19 +195,20 @@ if op == 'acquire' or op == 'enqueue' then
   redis.call('ZADD', QUEUES[tk.p + 1], redis.call('INCR', P .. ':seq'), tid)
   changed()
   return state('queued')
-elseif op == 'withdraw' then
-  local tk = ticket(tid)
-  if tk and redis.call('ZREM', QUEUES[tk.p + 1], tid) == 1 then
-    redis.call('HDEL', TICKETS, tid)
-    changed()
-    return state('withdrawn')
-  end
-  if release_if(tid, '') then
+elseif op == 'withdraw' or op == 'drop' then
+  if unqueue(tid) then return state('withdrawn') end
+  local h = holder()
+  if h and h.t == tid then
+    -- Granted meanwhile: 'withdraw' keeps the grant (the caller takes it), 'drop' ends it.
+    if op == 'withdraw' then return state('granted', h.f) end
+    release_if(tid, '')
     promote()
     return state('released')
   end
   return state('gone')
 elseif op == 'release' then
+  -- ARGV[6]: waiters of the same process that were cancelled; never grant them.
+  for id in string.gmatch(ARGV[6], '%S+') do unqueue(id) end
   if release_if(tid, arg) then
     promote()
     return state('released')

@@ -5,6 +5,8 @@ random priorities, hold times, wait timeouts and cancellations against the lease
 and appends ``start``/``end`` lines (fence, system-wide monotonic time) to ``LEDGER``.
 ``... URL NAME LEDGER hold`` takes the lease, writes ``held`` and waits to be killed;
 ``... URL NAME LEDGER wait`` queues for it, writes ``queued`` and waits to be killed.
+``... URL NAME LEDGER brief`` queues for it (lease TTL 60 s), writes ``queued``, and once
+granted releases it and exits at once, without closing the guard: a short script's life.
 """
 
 from __future__ import annotations
@@ -69,11 +71,23 @@ async def wait(url: str, name: str, ledger: str) -> None:
         log(ledger, "granted")
 
 
+async def brief(url: str, name: str, ledger: str) -> None:
+    guard = GpuGuard.redis(url, name, prefix="gpuguard-test-procs", ttl_s=60.0)
+    hold = guard.hold("brief", priority=Priority.INTERACTIVE)
+    assert await hold.reserve()
+    log(ledger, "queued")
+    async with hold:
+        log(ledger, "granted")
+    # No aclose(): asyncio.run cancels whatever this process left to do in the background.
+
+
 if __name__ == "__main__":
     url, name, ledger = sys.argv[1:4]
     if sys.argv[4] == "hold":
         asyncio.run(hold(url, name, ledger))
     elif sys.argv[4] == "wait":
         asyncio.run(wait(url, name, ledger))
+    elif sys.argv[4] == "brief":
+        asyncio.run(brief(url, name, ledger))
     else:
         asyncio.run(hammer(url, name, ledger, int(sys.argv[4]), int(sys.argv[5])))

@@ -23,37 +23,6 @@ from .redis_support import REDIS_URL, delete_keys, redis_arbiter
 
 SCOPES = ["in-process", "host", "redis"]
 
-SAME_STEP = (
-    "asserts a hand-off inside one synchronous step (release(), a timer callback, a "
-    "cancellation); over Redis the hand-off lands one round trip later"
-)
-NOT_YET_OVER_REDIS = {
-    "test_try_hold_never_jumps_the_queue": SAME_STEP,
-    "test_on_hang_release_hands_the_gpu_on_at_once": SAME_STEP,
-    "test_cancelled_after_being_granted_before_it_resumed": SAME_STEP,
-    "test_hung_after_being_granted_before_it_resumed": SAME_STEP,
-    "test_release_racing_a_wait_timeout": SAME_STEP,
-    "test_task_group_cancellation_releases_everything": SAME_STEP,
-}
-"""Contract tests whose assertions need the in-process arbiter's synchronous hand-off."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        name = getattr(item, "originalname", item.name)
-        callspec = getattr(item, "callspec", None)
-        if callspec is None or callspec.params.get("scope") != "redis":
-            continue
-        if name == "test_random_operations_keep_the_contract":
-            item.add_marker(
-                pytest.mark.skip(
-                    reason="hundreds of random schedules: in-process; Redis has the "
-                    "multi-process hammer test (test_redis_processes.py)"
-                )
-            )
-        if name in NOT_YET_OVER_REDIS:
-            item.add_marker(pytest.mark.xfail(reason=NOT_YET_OVER_REDIS[name], strict=False))
-
 
 @pytest.fixture(params=SCOPES)
 def scope(request: pytest.FixtureRequest) -> str:

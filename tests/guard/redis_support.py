@@ -40,8 +40,9 @@ def redis_arbiter(
     """A Redis arbiter whose queue follows ``clock`` (the contract suite's fake time)."""
     require_redis()
     client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=2.0)
+    sync_client = redis.Redis.from_url(REDIS_URL, socket_timeout=2.0)
     return RedisArbiter(
-        client, name, aging_s=aging_s, prefix=prefix, clock=clock, queue_clock=clock
+        client, sync_client, name, aging_s=aging_s, prefix=prefix, clock=clock, queue_clock=clock
     )
 
 

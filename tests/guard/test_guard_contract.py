@@ -184,6 +184,24 @@ async def test_try_hold_succeeds_when_free(make_guard: MakeGuard) -> None:
     assert guard.snapshot().counters.completed == 1
 
 
+async def test_acquire_nowait_takes_a_free_gpu_and_hands_it_on(make_guard: MakeGuard) -> None:
+    guard = make_guard()
+    lease = guard.acquire_nowait("embed-batch", model="minilm")
+    assert lease.held
+    assert guard.current is not None
+    assert guard.current.operation == "embed-batch"
+    waiter = asyncio.create_task(guard.acquire("chat"))
+    await checkpoints()
+    assert guard.queue_length == 1
+    lease.release()
+    # The waiter is granted in the release's own step, on every scope.
+    assert guard.current is not None
+    assert guard.current.operation == "chat"
+    (await waiter).release()
+    assert guard.current is None
+    assert guard.snapshot().counters.completed == 2
+
+
 async def test_try_hold_fails_while_the_gpu_is_held(make_guard: MakeGuard) -> None:
     guard = make_guard()
     async with guard.hold("chat"):

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -166,22 +167,31 @@ def check_event_stream(events: list[GpuEvent]) -> None:
     assert all(n == 1 for n in ended.values()), ended
 
 
-@settings(
-    max_examples=400,
-    deadline=None,
-    # make_guard is a stateless factory; each example builds its own clock and guard.
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(
-    operations=st.lists(plans, min_size=1, max_size=10),
-    steps=st.lists(
+SCHEDULES = {
+    "operations": st.lists(plans, min_size=1, max_size=10),
+    "steps": st.lists(
         st.tuples(st.sampled_from([0.0, 0.5, 1.0, 3.0, 7.0, 12.0]), st.integers(0, 4)),
         min_size=13,
         max_size=13,
     ),
-    max_waiters=st.integers(1, 6),
-    aging_s=st.none() | st.sampled_from([2.0, 5.0]),
-)
+    "max_waiters": st.integers(1, 6),
+    "aging_s": st.none() | st.sampled_from([2.0, 5.0]),
+}
+
+
+def examples(n: int) -> settings:
+    """Hypothesis settings for ``n`` random schedules."""
+    return settings(
+        max_examples=n,
+        deadline=None,
+        # make_guard is a stateless factory; each example builds its own clock and guard.
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+
+
+@examples(400)
+@given(**SCHEDULES)
+@pytest.mark.parametrize("scope", ["in-process", "host"])
 async def test_random_operations_keep_the_contract(
     make_guard: MakeGuard,
     operations: list[Plan],
@@ -189,6 +199,32 @@ async def test_random_operations_keep_the_contract(
     max_waiters: int,
     aging_s: float | None,
 ) -> None:
+    await check_random_operations(make_guard, operations, steps, max_waiters, aging_s)
+
+
+# The same schedules and checks over Redis. Every checkpoint there waits for round trips to
+# Redis, so a schedule costs up to a few seconds: fewer of them keep the suite's time bounded.
+@examples(100)
+@given(**SCHEDULES)
+@pytest.mark.parametrize("scope", ["redis"])
+async def test_random_operations_keep_the_contract_over_redis(
+    make_guard: MakeGuard,
+    operations: list[Plan],
+    steps: list[tuple[float, int]],
+    max_waiters: int,
+    aging_s: float | None,
+) -> None:
+    await check_random_operations(make_guard, operations, steps, max_waiters, aging_s)
+
+
+async def check_random_operations(
+    make_guard: MakeGuard,
+    operations: list[Plan],
+    steps: list[tuple[float, int]],
+    max_waiters: int,
+    aging_s: float | None,
+) -> None:
+    """Run one random schedule, then check every rule of the contract."""
     clock = FakeClock()
     guard = make_guard(
         clock=clock,

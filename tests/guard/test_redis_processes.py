@@ -5,7 +5,8 @@
 * a holder killed with SIGKILL frees the GPU within the TTL;
 * Redis killed mid-hold: the holder gets LeaseLost (its work stopped), a waiter a clear
   GuardUnavailable; after a restart the next grant carries a larger fence;
-* a holder whose grant was taken over learns it at its next heartbeat (LeaseLost).
+* a holder whose grant was taken over learns it at its next heartbeat (LeaseLost);
+* a process that releases and exits at once has handed the GPU on (no wait for its TTL).
 """
 
 from __future__ import annotations
@@ -191,5 +192,35 @@ async def test_a_killed_waiter_is_skipped_when_its_turn_comes(tmp_path: Path) ->
         if waiter is not None:
             waiter.kill()
             waiter.wait(5)
+        await guard.aclose()
+    assert all(k.split(":")[-2] == "client" for k in leftover_keys(name))
+
+
+async def test_a_process_that_releases_and_exits_has_handed_the_gpu_on(tmp_path: Path) -> None:
+    # The release reaches Redis before release() returns: a script that ends right after
+    # it does not leave the GPU held for its lease's 60 s TTL.
+    require_redis()
+    name, ledger = f"brief-{uuid.uuid4().hex[:8]}", tmp_path / "ledger"
+    guard = GpuGuard.redis(REDIS_URL, name, prefix=PREFIX)
+    try:
+        first = await guard.acquire("first")
+        brief = worker(REDIS_URL, name, str(ledger), "brief")
+        try:
+            for _ in range(200):  # bounded readiness poll of the subprocess
+                if ledger.exists() and "queued" in ledger.read_text():
+                    break
+                await asyncio.sleep(0.05)
+            after = asyncio.create_task(guard.acquire("after", wait_timeout=20.0))
+            await asyncio.sleep(0.1)
+            assert [w.operation for w in guard.snapshot().waiters] == ["brief", "after"]
+            first.release()
+            assert await asyncio.to_thread(brief.wait, 20) == 0
+            lease = await after  # granted when the brief process released, not 60 s later
+            assert ledger.read_text().split() == ["queued", "granted"]
+            lease.release()
+        finally:
+            brief.kill()
+            brief.wait(5)
+    finally:
         await guard.aclose()
     assert all(k.split(":")[-2] == "client" for k in leftover_keys(name))
