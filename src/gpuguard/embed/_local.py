@@ -11,6 +11,7 @@ import numpy as np
 from .._exceptions import EmbedderUnavailable, EmbeddingError
 from .._work import in_thread
 from ._protocol import Vectors
+from ._tokens import check_token_ids
 from ._vectors import as_normalised_vectors
 
 __all__ = ["LocalEmbedder"]
@@ -21,8 +22,9 @@ class LocalEmbedder(abc.ABC):
 
     It loads and encodes in a worker thread so that the event loop keeps serving.
 
-    Subclasses implement :meth:`_load_sync` (returning the dimension), :meth:`_encode_sync`
-    and :meth:`_unload_sync`; this class makes loading idempotent and concurrency-safe,
+    Subclasses implement :meth:`_load_sync` (returning the dimension), :meth:`_encode_sync`,
+    :meth:`_unload_sync`, and their tokenizer's :meth:`_vocab_size_sync` and
+    :meth:`_decode_sync`; this class makes loading idempotent and concurrency-safe,
     maps library failures to :class:`EmbedderUnavailable`/:class:`EmbeddingError` and
     normalises every output.
     """
@@ -97,6 +99,25 @@ class LocalEmbedder(abc.ABC):
             ) from exc
         return as_normalised_vectors(raw, expected_rows=len(texts))
 
+    async def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """The texts of arrays of this model's token ids (loading first if needed).
+
+        Ids outside the vocabulary raise :class:`~gpuguard.InvalidRequest` naming ``input``.
+        """
+        arrays = [list(array) for array in ids]
+        check_token_ids(self._name, await in_thread(self.vocab_size_blocking), arrays)
+        return await in_thread(self.decode_blocking, arrays)
+
+    def vocab_size_blocking(self) -> int:
+        """The tokenizer's vocabulary size (loading the model first if needed)."""
+        self.load_blocking()
+        return self._vocab_size_sync()
+
+    def decode_blocking(self, ids: list[list[int]]) -> list[str]:
+        """Decode arrays of ids already checked against the vocabulary, in the calling thread."""
+        self.load_blocking()
+        return self._decode_sync(ids)
+
     async def abort(self) -> None:  # noqa: B027 - deliberately nothing, for every engine
         """Nothing: a thread inside a C library cannot be stopped, so its work runs to its end.
 
@@ -126,6 +147,14 @@ class LocalEmbedder(abc.ABC):
     @abc.abstractmethod
     def _unload_sync(self) -> None:
         """Forget the model (blocking)."""
+
+    @abc.abstractmethod
+    def _vocab_size_sync(self) -> int:
+        """How many token ids the loaded model's tokenizer knows."""
+
+    @abc.abstractmethod
+    def _decode_sync(self, ids: list[list[int]]) -> list[str]:
+        """The texts of arrays of valid token ids, special tokens left out (blocking)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self._name!r}, device={self._device!r})"

@@ -16,6 +16,7 @@ from .._exceptions import ConfigError, EmbedderUnavailable, EmbeddingError
 from .._worker import WorkerProcess
 from ._local import LocalEmbedder
 from ._protocol import Vectors
+from ._tokens import check_token_ids
 
 __all__ = ["LOCAL_ENGINES", "EngineHost", "ProcessEmbedder"]
 
@@ -44,6 +45,14 @@ class EngineHost:
     def encode(self, texts: list[str]) -> Vectors:
         """Normalised vectors for a non-empty batch."""
         return self._embedder.embed_blocking(texts)
+
+    def vocab_size(self) -> int:
+        """The tokenizer's vocabulary size."""
+        return self._embedder.vocab_size_blocking()
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        """The texts of arrays of ids already checked against the vocabulary."""
+        return self._embedder.decode_blocking(ids)
 
     def close(self) -> None:
         """Free the model before the process exits."""
@@ -152,6 +161,15 @@ class ProcessEmbedder:
                 f"{self._name!r} on {self._device} failed to embed {len(batch)} text(s): {exc}"
             ) from exc
         return vectors
+
+    async def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Decode token arrays with the child's tokenizer (the ids are checked here first)."""
+        await self.load()
+        arrays = [list(array) for array in ids]
+        vocab_size: int = await self._worker.call("vocab_size")
+        check_token_ids(self._name, vocab_size, arrays)
+        texts: list[str] = await self._worker.call("decode", arrays)
+        return texts
 
     async def abort(self) -> None:
         """Kill the worker process (returns once it is reaped); the next call restarts it."""

@@ -45,6 +45,16 @@ class Embedder(Protocol):
     async def embed(self, texts: Sequence[str]) -> Vectors:
         """Embed ``texts`` in order, loading first if needed; rows are L2-normalised."""
 
+    async def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """The texts that arrays of this model's own token ids stand for, one per array.
+
+        Token-array input (OpenAI's embeddings API) embeds these texts. An id outside the
+        model's vocabulary raises :class:`~gpuguard.InvalidRequest` naming ``input``; an
+        engine without a tokenizer here (a remote one) raises
+        :class:`~gpuguard.UnsupportedParameter` naming ``input``. Tokenizing is CPU work:
+        no GPU lease is needed, though a local engine loads its model first.
+        """
+
     async def abort(self) -> None:
         """Stop the work running now, as far as the engine allows; never raises.
 

@@ -24,6 +24,10 @@ class HashEmbedder(LocalEmbedder):
     tests. Its dimension is declared up front (as a configured remote model's would be).
     ``delay_s`` simulates inference time per call (in a worker thread, like a real engine);
     ``recorder`` logs each call as GPU work when ``device`` is not ``cpu``.
+
+    It has no real tokenizer; for token-array input its vocabulary is ``vocab_size`` ids, and
+    id ``n`` stands for the word ``tok<n>`` (``[1, 2]`` decodes to ``"tok1 tok2"``), so a
+    token array embeds exactly as that text does.
     """
 
     def __init__(
@@ -34,13 +38,15 @@ class HashEmbedder(LocalEmbedder):
         device: str = "cpu",
         delay_s: float = 0.0,
         recorder: IntervalRecorder | None = None,
+        vocab_size: int = 30_522,
     ) -> None:
-        if dimension < 1:
-            raise ValueError("dimension must be >= 1")
+        if dimension < 1 or vocab_size < 1:
+            raise ValueError("dimension and vocab_size must be >= 1")
         super().__init__(name=name, device=device)
         self._declared_dimension = dimension
         self._delay_s = delay_s
         self._recorder = recorder
+        self._vocab_size = vocab_size
         self.calls = 0
         self.texts_embedded = 0
         self.aborts = 0
@@ -60,6 +66,12 @@ class HashEmbedder(LocalEmbedder):
 
     def _unload_sync(self) -> None:
         """Nothing to free."""
+
+    def _vocab_size_sync(self) -> int:
+        return self._vocab_size
+
+    def _decode_sync(self, ids: list[list[int]]) -> list[str]:
+        return [" ".join(f"tok{token}" for token in array) for array in ids]
 
     def _encode_sync(self, texts: list[str]) -> Vectors:
         if self._recorder is not None and self._device != "cpu":

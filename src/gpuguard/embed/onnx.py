@@ -120,6 +120,17 @@ class FastEmbedEmbedder(LocalEmbedder):
         rows = list(self._engine.embed(texts, batch_size=self._batch_size))
         return np.stack(rows).astype(np.float32, copy=False)
 
+    def _vocab_size_sync(self) -> int:
+        return int(self._tokenizer().get_vocab_size(with_added_tokens=True))
+
+    def _decode_sync(self, ids: list[list[int]]) -> list[str]:
+        texts: list[str] = self._tokenizer().decode_batch(ids, skip_special_tokens=True)
+        return texts
+
+    def _tokenizer(self) -> Any:
+        """The ``tokenizers.Tokenizer`` fastembed encodes with."""
+        return self._engine.model.tokenizer
+
     def _unload_sync(self) -> None:
         self._engine = None
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._exceptions import ConfigError, EmbedderUnavailable, EmbeddingError
 from ._protocol import Vectors
+from ._tokens import no_tokenizer
 from ._vectors import as_normalised_vectors
 
 __all__ = ["RemoteApi", "RemoteEmbedder"]
@@ -96,6 +97,10 @@ class RemoteEmbedder:
         self._check_dimension(vectors.shape[1])
         self._probed = True
         return vectors
+
+    async def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Refused (naming ``input``): the server's tokenizer is not reachable from here."""
+        raise no_tokenizer(self._model)
 
     async def abort(self) -> None:
         """Close every request in flight (they fail with :class:`EmbeddingError`).

@@ -66,6 +66,13 @@ class SentenceTransformerEmbedder(LocalEmbedder):
         )
         return vectors
 
+    def _vocab_size_sync(self) -> int:
+        return len(self._model.tokenizer)
+
+    def _decode_sync(self, ids: list[list[int]]) -> list[str]:
+        texts: list[str] = self._model.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return texts
+
     def _unload_sync(self) -> None:
         self._model = None
         gc.collect()
