@@ -137,6 +137,28 @@ class EmbeddingSettings(Section):
     cpu_model: str = "all-MiniLM-L6-v2"
     url: str | None = Field(default=None, description="Base URL of a remote embedding engine.")
     batch_size: int = Field(default=32, ge=1, le=4096)
+    query_max_texts: int = Field(
+        default=8,
+        ge=1,
+        description="An API request of at most this many texts (and query_max_chars) is a "
+        "query: it takes the GPU at interactive priority.",
+    )
+    query_max_chars: int = Field(default=4_000, ge=1)
+    bulk_above_texts: int = Field(
+        default=256,
+        ge=1,
+        description="An API request of more texts than this (or more characters than "
+        "bulk_above_chars) is bulk: background priority per batch, CPU when the GPU is busy.",
+    )
+    bulk_above_chars: int = Field(default=200_000, ge=1)
+
+    @model_validator(mode="after")
+    def _a_query_is_never_bulk(self) -> EmbeddingSettings:
+        if self.query_max_texts > self.bulk_above_texts:
+            raise ValueError("query_max_texts must be <= bulk_above_texts")
+        if self.query_max_chars > self.bulk_above_chars:
+            raise ValueError("query_max_chars must be <= bulk_above_chars")
+        return self
 
     @field_validator("gpu_engine", mode="before")
     @classmethod

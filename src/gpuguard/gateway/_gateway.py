@@ -11,8 +11,13 @@ chat (the whole stream)                ``hold``, interactive        wait, "Waiti
 rewarm (after RAG indexing)            ``hold``, normal             wait
 GPU embedding model load               ``hold``, normal             wait, emit status
 GPU embedding inference (use_gpu)      ``hold``, caller's priority  wait
+embedding request (an API route)       by its size (below)          wait, or CPU if bulk
 bulk embedding                         ``try_hold`` per batch       CPU fallback
 =====================================  ===========================  =====================
+
+An embedding request is scheduled by its size (:mod:`._embed_sizes`): a query is
+interactive, a mid-size request normal, a large one goes through :attr:`ModelGateway.bulk`
+at background priority per batch, falling back to the CPU whenever the GPU is busy.
 
 Every piece of GPU work inside a lease runs as tracked work (:meth:`Lease.run`,
 :meth:`Lease.stream`): the lease is held until the work has really stopped, whichever task
@@ -23,16 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import partial
+
+import numpy as np
 
 from .._events import ModelEvent, Priority
 from .._exceptions import ConfigError, ModelNotLoaded
 from .._guard import GpuGuard
 from .._lease import Hold, Lease
 from .._snapshot import GuardSnapshot
+from ..embed._bulk import BulkEmbedder
 from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder, Vectors
 from ..llm._protocol import (
@@ -43,6 +52,7 @@ from ..llm._protocol import (
     LlmBackend,
     LoadedModel,
 )
+from ._embed_sizes import Embedded, EmbeddingSizes, EmbedSize
 
 __all__ = ["GatewayStatus", "GatewayTimeouts", "GpuWaiting", "ModelGateway", "ModelInfo"]
 
@@ -115,6 +125,8 @@ class ModelGateway:
             embedder needs a CPU one to fall back to (a mismatch raises DimensionMismatch).
         timeouts: per-operation wait and hold limits.
         chat_priorities: the lease priority of chats per model (interactive if not listed).
+        embedding_sizes: how :meth:`embed_request` tells a query from bulk work.
+        bulk_batch_size: texts per batch of bulk embedding (:attr:`bulk`).
     """
 
     def __init__(
@@ -127,6 +139,8 @@ class ModelGateway:
         cpu_embedder: Embedder | None = None,
         timeouts: GatewayTimeouts | None = None,
         chat_priorities: Mapping[str, Priority] | None = None,
+        embedding_sizes: EmbeddingSizes | None = None,
+        bulk_batch_size: int = 32,
     ) -> None:
         self.backend = backend
         self.model = model
@@ -139,6 +153,19 @@ class ModelGateway:
         self.cpu_embedder = cpu_embedder
         self.timeouts = timeouts if timeouts is not None else GatewayTimeouts()
         self.chat_priorities = dict(chat_priorities or {})
+        self.embedding_sizes = embedding_sizes if embedding_sizes is not None else EmbeddingSizes()
+        # One pair for every path, so the GPU model loads once whoever uses it first.
+        self.bulk = (
+            None
+            if self.embedders is None
+            else BulkEmbedder(
+                self.embedders,
+                self.guard,
+                batch_size=bulk_batch_size,
+                hold_timeout=self.timeouts.embed_hold_s,
+            )
+        )
+        """Bulk embedding over the gateway's embedders (indexing jobs, large requests)."""
         self._loaded: set[str] = set()
         self._prewarm_task: asyncio.Task[None] | None = None
         self._errors: list[str] = []
@@ -215,12 +242,12 @@ class ModelGateway:
         """Re-warm the current model (after RAG indexing pushed it out)."""
         await self.prewarm(operation="rewarm")
 
-    async def load(self, model: str) -> None:
-        """Load ``model`` under the lease."""
+    async def load(self, model: str) -> int:
+        """Load ``model`` under the lease; returns how long the load took (nanoseconds)."""
         async with self._hold(
             "load", model, Priority.NORMAL, self.timeouts.load_hold_s, self.timeouts.wait_s
         ) as lease:
-            await self._load_held(lease, model)
+            return await self._load_held(lease, model)
 
     async def unload(self, model: str) -> None:
         """Unload ``model`` under the lease."""
@@ -236,16 +263,19 @@ class ModelGateway:
             self._loaded.discard(model)
             self._publish(model, "unloaded")
 
-    async def _load_held(self, lease: Lease, model: str) -> None:
-        """Load ``model`` as work of ``lease``."""
+    async def _load_held(self, lease: Lease, model: str) -> int:
+        """Load ``model`` as work of ``lease``; returns how long it took (nanoseconds)."""
         self._publish(model, "loading")
+        started = time.perf_counter_ns()
         try:
             await lease.run(self.backend.load(model), stop=partial(self.backend.abort, model))
         except Exception as exc:
             self._publish(model, "failed", detail=str(exc))
             raise
+        took = time.perf_counter_ns() - started
         self._loaded.add(model)
         self._publish(model, "loaded")
+        return took
 
     # --- chat ------------------------------------------------------------------------------------
     async def chat(
@@ -254,13 +284,16 @@ class ModelGateway:
         *,
         model: str | None = None,
         options: ChatOptions | None = None,
+        on_load: Callable[[int], None] | None = None,
     ) -> AsyncGenerator[ChatChunk | GpuWaiting, None]:
         """Stream an answer, holding the lease (interactive) for the whole stream.
 
         Yields a :class:`GpuWaiting` first when the GPU is busy. The lease is released when
         the stream ends, fails, or the consumer closes the iterator (the client went away).
-        The model is loaded first if it is not (Foundry Local 0.10+ does not auto-load).
-        ``options`` go to the backend as they are; one it cannot honour is refused there.
+        The model is loaded first if it is not (Foundry Local 0.10+ does not auto-load);
+        ``on_load`` is called with each such load's duration in nanoseconds (Ollama's
+        ``load_duration``). ``options`` go to the backend as they are; one it cannot
+        honour is refused there.
         """
         name = self._model_or_default(model)
         priority = self.chat_priorities.get(name, Priority.INTERACTIVE)
@@ -275,7 +308,7 @@ class ModelGateway:
             yield notice
         async with hold as lease:
             if name not in self._loaded:
-                await self._load_held(lease, name)
+                await self._load_for_chat(lease, name, on_load)
             for attempt in (1, 2):
                 started = False
                 try:
@@ -291,7 +324,14 @@ class ModelGateway:
                     if started or attempt == 2:
                         raise
                     self._loaded.discard(name)
-                    await self._load_held(lease, name)
+                    await self._load_for_chat(lease, name, on_load)
+
+    async def _load_for_chat(
+        self, lease: Lease, model: str, on_load: Callable[[int], None] | None
+    ) -> None:
+        took = await self._load_held(lease, model)
+        if on_load is not None:
+            on_load(took)
 
     async def complete(
         self,
@@ -344,6 +384,54 @@ class ModelGateway:
         if self.cpu_embedder is None:
             raise ConfigError("no embedder is configured")
         return await self.cpu_embedder.embed(texts)
+
+    async def embed_request(self, texts: Sequence[str]) -> Embedded:
+        """Embed the texts of one API request, scheduled by its size (:attr:`embedding_sizes`).
+
+        A query or a mid-size request takes the lease at interactive or normal priority; a
+        bulk one streams through :attr:`bulk`, one background ``try_hold`` per batch, and
+        runs any batch on the CPU while the GPU is busy, so it never makes a chat wait.
+        The answer says how long this request spent loading the embedding model.
+        """
+        pair, bulk = self.embedders, self.bulk
+        if pair is None or bulk is None:
+            raise ConfigError("no embedder is configured")
+        size = self.embedding_sizes.classify(texts)
+        if size is not EmbedSize.BULK:
+            load_ns = await self._load_embedder(pair, gpu=True)
+            return Embedded(await self.embed(texts, priority=size.priority), size, load_ns)
+        # The GPU model, if not loaded yet, loads in the background while batches run on
+        # the CPU: only the CPU model's load is this request's to wait for.
+        load_ns = await self._load_embedder(pair, gpu=False)
+        rows = []
+        async with bulk.embed_batches(texts, operation="embed-bulk") as run:
+            async for batch in run:
+                rows.append(batch.vectors)
+        return Embedded(np.concatenate(rows), size, load_ns)
+
+    async def _load_embedder(self, pair: EmbedderPair, *, gpu: bool) -> int:
+        """Load the embedder a request will use if it is not loaded; the load's nanoseconds."""
+        started = time.perf_counter_ns()
+        if gpu and pair.gpu is not None:
+            if pair.gpu_ready:
+                return 0
+            await self.load_gpu_embedder()
+        else:
+            if pair.cpu.loaded:
+                return 0
+            await pair.start_cpu()
+        return time.perf_counter_ns() - started
+
+    async def decode_tokens(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """The texts that arrays of the embedding model's own token ids stand for.
+
+        Decoded by the CPU embedder's tokenizer (the GPU embedder runs the same model, and
+        tokenizing needs no GPU, so no lease). Errors name ``input``: an id outside the
+        vocabulary, or an engine without a tokenizer (:meth:`Embedder.decode`).
+        """
+        if self.cpu_embedder is None:
+            raise ConfigError("no embedder is configured")
+        return await self.cpu_embedder.decode(ids)
 
     # --- status ----------------------------------------------------------------------------------
     async def models(self) -> list[ModelInfo]:

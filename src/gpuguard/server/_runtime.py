@@ -19,7 +19,7 @@ from .._exceptions import GpuGuardError
 from .._scope import build_guard
 from .._settings import Settings
 from ..embed import BulkEmbedder, create_embedder
-from ..gateway import GatewayTimeouts, ModelGateway
+from ..gateway import EmbeddingSizes, GatewayTimeouts, ModelGateway
 from ..index import VectorStore
 from ..jobs import JobManager
 from ..llm import LlmBackend
@@ -64,14 +64,10 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
         stack.push_async_callback(gateway.aclose)
         store = await asyncio.to_thread(_open_store, settings.store_path)
         stack.push_async_callback(asyncio.to_thread, store.close)
-        assert gateway.embedders is not None  # build_gateway always configures a CPU embedder
-        # The gateway's pair: one GPU model, loaded once, whether by a chat or by bulk work.
-        bulk = BulkEmbedder(
-            gateway.embedders,
-            gateway.guard,
-            batch_size=settings.embeddings.batch_size,
-            hold_timeout=gateway.timeouts.embed_hold_s,
-        )
+        # The gateway's bulk embedder: one GPU model, loaded once, whether by a request or
+        # by an indexing job.
+        bulk = gateway.bulk
+        assert bulk is not None  # build_gateway always configures a CPU embedder
         manager = JobManager(events=gateway.events, max_running=settings.sources.max_running_jobs)
         stack.push_async_callback(manager.aclose)
         jobs = IndexingJobs(
@@ -183,6 +179,13 @@ def build_gateway(settings: Settings) -> ModelGateway:
             model.id or name: Priority[model.priority.upper()]
             for name, model in settings.models.items()
         },
+        embedding_sizes=EmbeddingSizes(
+            query_max_texts=spec.query_max_texts,
+            query_max_chars=spec.query_max_chars,
+            bulk_above_texts=spec.bulk_above_texts,
+            bulk_above_chars=spec.bulk_above_chars,
+        ),
+        bulk_batch_size=spec.batch_size,
     )
 
 
