@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from gpuguard import GpuGuard
 from gpuguard._settings import LlmSettings, ModelSettings, ServerSettings, Settings
+from gpuguard.embed import Embedder
 from gpuguard.gateway import ModelGateway
 from gpuguard.server import JobRunner, Retriever, ServerContext, create_app, running_server
 from gpuguard.testing import FakeBackend, HashEmbedder
@@ -59,14 +60,20 @@ async def live_server(
     jobs: JobRunner | None = None,
     gpu_delay_s: float = 0.0,
     models: dict[str, dict[str, Any]] | None = None,
+    cpu_embedder: Embedder | None = None,
 ) -> AsyncIterator[Live]:
+    """A live server; ``cpu_embedder`` replaces both hashing embedders (CPU only)."""
     backend = backend if backend is not None else FakeBackend([MODEL, "other-llm"])
     gateway = ModelGateway(
         backend,
         model=MODEL,
         guard=GpuGuard(max_waiters=max_waiters),
-        gpu_embedder=HashEmbedder(name=EMBEDDER, device="cuda", delay_s=gpu_delay_s),
-        cpu_embedder=HashEmbedder(name=EMBEDDER),
+        gpu_embedder=(
+            HashEmbedder(name=EMBEDDER, device="cuda", delay_s=gpu_delay_s)
+            if cpu_embedder is None
+            else None
+        ),
+        cpu_embedder=cpu_embedder if cpu_embedder is not None else HashEmbedder(name=EMBEDDER),
     )
     secret = SecretStr(token) if token else None
     settings = Settings(

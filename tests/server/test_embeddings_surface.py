@@ -1,5 +1,5 @@
-"""``/v1/embeddings`` as OpenAI documents it: long strings, ``dimensions``, base64, and
-clear 400s for what it cannot do."""
+"""``/v1/embeddings`` as OpenAI documents it: long strings, ``dimensions``, base64, token
+arrays of the model's own tokenizer, and clear 400s for what it cannot do."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import numpy as np
 import openai
 import pytest
 
-from .conftest import EMBEDDER, Live
+from gpuguard.embed import RemoteEmbedder, SentenceTransformerEmbedder
+
+from .conftest import EMBEDDER, Live, LiveFactory
 
 
 async def test_one_string_longer_than_2048_characters_is_one_input(live: Live) -> None:
@@ -48,7 +50,7 @@ async def test_base64_is_little_endian_float32(live: Live) -> None:
 
 @pytest.mark.parametrize(
     ("given", "param"),
-    [([], "input"), ([[1, 2, 3]], "input"), ([1, 2, 3], "input")],
+    [([], "input"), ([[]], "input"), ([[1, "a"]], "input"), ([[1] * 8193], "input")],
 )
 async def test_inputs_it_cannot_embed_are_400_naming_input(
     live: Live, given: object, param: str
@@ -56,3 +58,73 @@ async def test_inputs_it_cannot_embed_are_400_naming_input(
     response = await live.http.post("/v1/embeddings", json={"model": EMBEDDER, "input": given})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param
+
+
+# --- token arrays: ids of the embedding model's own tokenizer --------------------------------
+
+
+def _vectors(response: object) -> np.ndarray:
+    return np.array([item.embedding for item in response.data])  # type: ignore[attr-defined]
+
+
+async def test_token_arrays_embed_as_the_text_they_decode_to(live: Live) -> None:
+    # The hashing test embedder's tokenizer reads id n as the word "tok<n>".
+    client = live.client
+    arrays = await client.embeddings.create(model=EMBEDDER, input=[[7, 8, 9], [10]])
+    texts = await client.embeddings.create(model=EMBEDDER, input=["tok7 tok8 tok9", "tok10"])
+    np.testing.assert_allclose(_vectors(arrays), _vectors(texts), atol=1e-6)
+    assert arrays.usage.prompt_tokens == 4
+    flat = await client.embeddings.create(model=EMBEDDER, input=[7, 8, 9], dimensions=16)
+    assert len(flat.data) == 1
+    assert len(flat.data[0].embedding) == 16
+
+
+async def test_minilm_token_arrays_give_the_vector_of_their_text(make_live: LiveFactory) -> None:
+    minilm = SentenceTransformerEmbedder(device="cpu")
+    await minilm.load()  # seconds: before the client's timeout starts
+    hello_world = [101, 7592, 2088, 102]  # [CLS] hello world [SEP] in MiniLM's own vocabulary
+    async with make_live(cpu_embedder=minilm) as live:
+        client, name = live.client, minilm.name
+        by_ids = await client.embeddings.create(model=name, input=[hello_world, [7592]])
+        by_text = await client.embeddings.create(model=name, input=["hello world", "hello"])
+        with pytest.raises(openai.BadRequestError, match="30522"):
+            await client.embeddings.create(model=name, input=[[7592, 50256]])
+    np.testing.assert_allclose(_vectors(by_ids), _vectors(by_text), atol=1e-5)
+
+
+async def test_token_ids_outside_the_vocabulary_are_a_400_naming_them(live: Live) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        await live.client.embeddings.create(model=EMBEDDER, input=[[5, 100_000]])
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == "input"
+    assert "100000" in error["message"]
+    assert "30522" in error["message"]
+    assert "this model's tokenizer" in error["message"]
+    assert "tiktoken" in error["message"]
+    negative = await live.http.post("/v1/embeddings", json={"model": EMBEDDER, "input": [-1]})
+    assert negative.status_code == 400
+    assert "-1" in negative.json()["error"]["message"]
+
+
+async def test_token_arrays_are_bounded_in_total(make_live: LiveFactory) -> None:
+    arrays = [[1] * 8192] * 37  # 303,104 ids: each array is allowed, the total is not
+    async with make_live(max_body_bytes=4_000_000) as live:
+        response = await live.http.post("/v1/embeddings", json={"model": EMBEDDER, "input": arrays})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "input"
+    assert "300000" in error["message"]
+
+
+async def test_token_arrays_to_an_engine_without_a_tokenizer_are_a_400_naming_input(
+    make_live: LiveFactory,
+) -> None:
+    remote = RemoteEmbedder("http://127.0.0.1:9", model="remote-embedder", dimension=8)
+    async with make_live(cpu_embedder=remote) as live:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await live.client.embeddings.create(model="remote-embedder", input=[[1, 2]])
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == "input"
+    assert "tokenizer" in error["message"]

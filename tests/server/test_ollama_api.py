@@ -129,6 +129,23 @@ async def test_embeddings_run_on_the_gpu_embedder_under_the_lease(live: Live) ->
     assert any(e.operation == "embed" and e.status == "completed" for e in history)
 
 
+async def test_load_duration_is_the_load_this_request_caused(live: Live) -> None:
+    client = ollama.AsyncClient(host=live.url)
+    first = await client.chat(model=MODEL, messages=HELLO)  # the model is not loaded yet
+    assert first.load_duration is not None
+    assert first.load_duration > 0
+    assert (await client.chat(model=MODEL, messages=HELLO)).load_duration == 0
+    await client.generate(model=MODEL, prompt="", keep_alive=0)  # unload it
+    parts = [part async for part in await client.generate(model=MODEL, prompt="a", stream=True)]
+    assert parts[-1].load_duration is not None
+    assert parts[-1].load_duration > 0
+    assert (await client.generate(model=MODEL, prompt="a")).load_duration == 0
+    loading = await client.embed(model=EMBEDDER, input="first")  # loads the embedding model
+    assert loading.load_duration is not None
+    assert loading.load_duration > 0
+    assert (await client.embed(model=EMBEDDER, input="again")).load_duration == 0
+
+
 # --- raw NDJSON ----------------------------------------------------------------------------
 
 

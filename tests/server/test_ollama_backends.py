@@ -81,6 +81,11 @@ async def test_official_client_over_embedded_llama_cpp(llama_url: tuple[str, Gpu
     assert ("chat", "completed") in _lease_statuses(guard)
     assert _lease_statuses(guard)[-2:] == [("unload", "started"), ("unload", "completed")]
     assert guard.current is None
+    reloaded = await client.generate(model=model, prompt="hi", options={"num_predict": 1})
+    assert reloaded.load_duration is not None
+    assert reloaded.load_duration > 0  # the generation loaded the model first
+    loaded = await client.generate(model=model, prompt="hi", options={"num_predict": 1})
+    assert loaded.load_duration == 0
 
 
 async def test_raw_ndjson_over_embedded_llama_cpp(llama_url: tuple[str, GpuGuard]) -> None:

@@ -5,7 +5,8 @@ Every GPU operation goes through the gateway, as for the OpenAI routes: ``/api/c
 lease for the whole answer; an empty conversation or prompt loads the model
 (:meth:`ModelGateway.load`) and, with ``keep_alive: 0``, unloads it
 (:meth:`ModelGateway.unload`), both under the lease. Embeddings go through
-:meth:`ModelGateway.embed`.
+:meth:`ModelGateway.embed_request`, which schedules them by their size. ``load_duration``
+is the time this request spent loading a model (0 when it was loaded already).
 
 When the GPU is busy, a stream's first line is an otherwise empty answer object
 (``"done": false`` and no text) with an extra ``gpuguard`` field carrying the "Waiting for
@@ -99,7 +100,9 @@ async def _answer(
     if load_only:
         reason = await _load_or_unload(gateway, model, unload=reply.unload_after)
         return JSONResponse(shape.payload(body.model, "", done=True, done_reason=reason))
-    stream = gateway.chat(messages, model=model, options=parameters.options)
+    stream = gateway.chat(
+        messages, model=model, options=parameters.options, on_load=reply.timing.record_load
+    )
     try:
         first = await first_item(stream)
     except UnsupportedParameter as exc:
@@ -189,17 +192,17 @@ async def _load_or_unload(gateway: ModelGateway, model: str, *, unload: bool) ->
 
 @router.post("/embed")
 async def embed(body: EmbedRequest, context: Context, response: Response) -> dict[str, Any]:
-    """Embed one text or many with the configured embedder (on the GPU under the lease)."""
+    """Embed one text or many with the configured embedder, scheduled by the request's size."""
     response.headers.update(_ignored_header(body.check_supported()))
     started = time.perf_counter_ns()
     model = _embedder(context.gateway, body.model)
     texts = body.texts
-    vectors = await context.gateway.embed(texts) if texts else None
+    answer = await context.gateway.embed_request(texts) if texts else None
     return {
         "model": body.model,
-        "embeddings": [] if vectors is None else [[float(x) for x in row] for row in vectors],
+        "embeddings": [] if answer is None else [[float(x) for x in row] for row in answer.vectors],
         "total_duration": time.perf_counter_ns() - started,
-        "load_duration": 0,
+        "load_duration": 0 if answer is None else answer.load_ns,
         "prompt_eval_count": sum(len(text.split()) for text in texts),
         "gpuguard": {"embedder": model},
     }
@@ -214,8 +217,8 @@ async def embeddings(
     _embedder(context.gateway, body.model)
     if not body.prompt:
         return {"embedding": []}
-    vectors = await context.gateway.embed([body.prompt])
-    return {"embedding": [float(x) for x in vectors[0]]}
+    answer = await context.gateway.embed_request([body.prompt])
+    return {"embedding": [float(x) for x in answer.vectors[0]]}
 
 
 def _embedder(gateway: ModelGateway, name: str) -> str:

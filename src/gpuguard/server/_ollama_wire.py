@@ -112,14 +112,20 @@ GENERATE = Shape("generate")
 class Timing:
     """Durations of one answer in nanoseconds, and its token counts.
 
-    Waiting for the GPU and loading the model happen inside the gateway's chat, before
-    the first token: they count in ``prompt_eval_duration``.
+    Waiting for the GPU happens inside the gateway's chat, before the first token: it
+    counts in ``prompt_eval_duration``. Loading the model (when the chat had to) counts in
+    ``load_duration`` (:meth:`record_load`), and not in ``prompt_eval_duration``.
     """
 
     started_ns: int = field(default_factory=time.perf_counter_ns)
     first_token_ns: int | None = None
     chunks: int = 0
     last: ChatChunk | None = None
+    load_ns: int = 0
+
+    def record_load(self, took_ns: int) -> None:
+        """Note a model load this answer waited for."""
+        self.load_ns += took_ns
 
     def record(self, chunk: ChatChunk) -> None:
         """Note one chunk of the answer."""
@@ -140,9 +146,9 @@ class Timing:
         return {
             "done_reason": reason,
             "total_duration": now - self.started_ns,
-            "load_duration": 0,
+            "load_duration": self.load_ns,
             "prompt_eval_count": int(usage.get("prompt_tokens", 0)),
-            "prompt_eval_duration": first - self.started_ns,
+            "prompt_eval_duration": max(0, first - self.started_ns - self.load_ns),
             "eval_count": int(usage.get("completion_tokens", self.chunks)),
             "eval_duration": now - first,
         }

@@ -118,8 +118,9 @@ async def completions(
 
 @router.post("/embeddings", responses=_NOT_FOUND)
 async def embeddings(body: EmbeddingRequest, context: Context) -> dict[str, Any]:
-    """Embed the inputs with the configured embedder (on the GPU under the lease if any).
+    """Embed the inputs with the configured embedder, scheduled by the request's size.
 
+    Token arrays are ids of the embedding model's own tokenizer, decoded by it first.
     ``dimensions`` keeps the first N values of each vector and renormalises them (as
     OpenAI's shortened embeddings do); more dimensions than the model has is a 400.
     """
@@ -132,14 +133,19 @@ async def embeddings(body: EmbeddingRequest, context: Context) -> dict[str, Any]
             model=body.model,
         )
     texts = body.texts
-    vectors = await gateway.embed(texts)
+    if texts is None:
+        ids = body.token_ids
+        texts = await gateway.decode_tokens(ids)
+        tokens = sum(len(array) for array in ids)
+    else:
+        tokens = sum(len(text.split()) for text in texts)
+    vectors = (await gateway.embed_request(texts)).vectors
     if body.dimensions is not None:
         vectors = _shorten(vectors, body.dimensions)
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(row, body.encoding_format)}
         for i, row in enumerate(vectors)
     ]
-    tokens = sum(len(text.split()) for text in texts)
     return {
         "object": "list",
         "data": data,

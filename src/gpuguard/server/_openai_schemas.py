@@ -8,7 +8,7 @@ neither documented here nor harmless metadata (:data:`IGNORED_FIELDS`) is refuse
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from .._exceptions import UnsupportedParameter
+from .._exceptions import InvalidRequest, UnsupportedParameter
 from ..llm import ChatMessage, ChatOptions
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
 
 MAX_MESSAGES = 256
 MAX_EMBEDDING_INPUTS = 2048
+MAX_TOKENS_PER_INPUT = 8192
+MAX_EMBEDDING_TOKENS = 300_000
 MAX_STOP = 4
 
 #: Fields OpenAI clients send that change nothing about the answer: accepted, not used.
@@ -277,14 +279,14 @@ class CompletionRequest(OpenAIRequest):
         )
 
 
-TokenIds = Annotated[list[StrictInt], Field(min_length=1)]
+TokenIds = Annotated[list[StrictInt], Field(min_length=1, max_length=MAX_TOKENS_PER_INPUT)]
 
 
 class EmbeddingRequest(BaseModel):
     """``POST /v1/embeddings``: a string, or 1 to 2048 strings or token arrays.
 
-    Token arrays are valid by the schema and answered with a 400 naming ``input``: the
-    embedder cannot know which tokenizer produced them.
+    Token arrays are ids of the embedding model's own tokenizer (OpenAI's meaning, as vLLM
+    reads them): at most 8192 per input and 300,000 per request, as OpenAI allows.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -301,15 +303,25 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
 
     @property
-    def texts(self) -> list[str]:
-        """The inputs as a list of strings."""
+    def texts(self) -> list[str] | None:
+        """The inputs as strings, or ``None`` when they are token arrays."""
         if isinstance(self.input, str):
             return [self.input]
         if all(isinstance(item, str) for item in self.input):
             return [str(item) for item in self.input]
-        raise UnsupportedParameter(
-            "input",
-            "as token arrays is not supported: the embedding model's tokenizer differs from "
-            "the client's; send the text instead (LangChain's OpenAIEmbeddings: "
-            "check_embedding_ctx_length=False)",
-        )
+        return None
+
+    @property
+    def token_ids(self) -> list[list[int]]:
+        """The inputs as token arrays (a flat array is one input), at most 300,000 ids in all.
+
+        Call it when :attr:`texts` is ``None``.
+        """
+        flat = not isinstance(self.input, str) and all(isinstance(t, int) for t in self.input)
+        arrays = cast(list[list[int]], [self.input] if flat else self.input)
+        total = sum(len(array) for array in arrays)
+        if total > MAX_EMBEDDING_TOKENS:
+            raise InvalidRequest(
+                "input", f"has {total} token ids in all; at most {MAX_EMBEDDING_TOKENS} per request"
+            )
+        return arrays
