@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import httpx
+import numpy as np
 import ollama
 import pytest
 
@@ -121,6 +122,34 @@ async def test_embed_and_the_older_embeddings(live: Live) -> None:
     with pytest.raises(ollama.ResponseError) as missing:
         await client.embed(model=MODEL, input="x")
     assert missing.value.status_code == 404
+
+
+async def test_embed_dimensions_truncate_and_renormalise(live: Live) -> None:
+    client = ollama.AsyncClient(host=live.url)
+    texts = [" ".join(f"{word}{i}" for i in range(200)) for word in ("word", "term")]
+    full = (await client.embed(model=EMBEDDER, input=texts)).embeddings
+    short = (await client.embed(model=EMBEDDER, input=texts, dimensions=128)).embeddings
+    assert [len(row) for row in short] == [128, 128]
+    for whole, shortened in zip(full, short, strict=True):
+        vector = np.array(shortened)
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+        head = np.array(whole[:128])
+        np.testing.assert_allclose(vector, head / np.linalg.norm(head), atol=1e-6)
+
+
+@pytest.mark.parametrize("dimensions", [4096, 0])
+async def test_embed_dimensions_the_model_cannot_give_are_a_400(
+    live: Live, dimensions: int
+) -> None:
+    with pytest.raises(ollama.ResponseError) as refused:
+        await ollama.AsyncClient(host=live.url).embed(
+            model=EMBEDDER, input="a", dimensions=dimensions
+        )
+    assert refused.value.status_code == 400
+    assert "dimensions" in refused.value.error
+    body = {"model": EMBEDDER, "input": "a", "dimensions": dimensions}
+    response = await live.http.post("/api/embed", json=body)
+    assert list(response.json()) == ["error"]
 
 
 async def test_embeddings_run_on_the_gpu_embedder_under_the_lease(live: Live) -> None:

@@ -30,6 +30,7 @@ from ..gateway import GpuWaiting, ModelGateway
 from ..llm import ChatChunk, ChatMessage
 from . import _ollama_models
 from ._context import ServerContext, get_context
+from ._dimensions import shorten
 from ._errors import ollama_error
 from ._ollama_models import embedder_names, resolve_model
 from ._ollama_schemas import (
@@ -192,15 +193,19 @@ async def _load_or_unload(gateway: ModelGateway, model: str, *, unload: bool) ->
 
 @router.post("/embed")
 async def embed(body: EmbedRequest, context: Context, response: Response) -> dict[str, Any]:
-    """Embed one text or many with the configured embedder, scheduled by the request's size."""
+    """Embed one text or many with the configured embedder, scheduled by the request's size.
+
+    ``dimensions`` shortens the vectors as ``/v1/embeddings`` does (one implementation).
+    """
     response.headers.update(_ignored_header(body.check_supported()))
     started = time.perf_counter_ns()
     model = _embedder(context.gateway, body.model)
     texts = body.texts
     answer = await context.gateway.embed_request(texts) if texts else None
+    vectors = [] if answer is None else shorten(answer.vectors, body.dimensions).tolist()
     return {
         "model": body.model,
-        "embeddings": [] if answer is None else [[float(x) for x in row] for row in answer.vectors],
+        "embeddings": vectors,
         "total_duration": time.perf_counter_ns() - started,
         "load_duration": 0 if answer is None else answer.load_ns,
         "prompt_eval_count": sum(len(text.split()) for text in texts),

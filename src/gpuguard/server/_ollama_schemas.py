@@ -362,7 +362,7 @@ class EmbedRequest(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     input: str | list[str] = Field(max_length=MAX_EMBEDDING_INPUTS)
     truncate: bool = True
-    dimensions: int | None = None
+    dimensions: int | None = Field(default=None, ge=1)
     keep_alive: float | str | None = None
     options: dict[str, Any] | None = None
 
@@ -379,8 +379,6 @@ class EmbedRequest(BaseModel):
         keep_alive_seconds(self.keep_alive)
         if not self.truncate:
             raise InvalidRequest("truncate", "= false is not supported by this server yet")
-        if self.dimensions is not None:
-            raise InvalidRequest("dimensions")
         return _embedding_options(self.options)
 
 

@@ -13,10 +13,11 @@ from fastapi.responses import JSONResponse
 from numpy.typing import NDArray
 from starlette.responses import StreamingResponse
 
-from .._exceptions import GpuGuardError, InvalidRequest, ModelNotFound, UnsupportedParameter
+from .._exceptions import GpuGuardError, ModelNotFound, UnsupportedParameter
 from ..gateway import GpuWaiting, ModelGateway, ModelInfo
 from ..llm import ChatChunk, ChatMessage, ChatOptions
 from ._context import ServerContext, get_context
+from ._dimensions import shorten
 from ._errors import error_body, kind_of
 from ._openai_payloads import Answer, chunk_payload, new_id, text_chunk_payload
 from ._openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -139,9 +140,7 @@ async def embeddings(body: EmbeddingRequest, context: Context) -> dict[str, Any]
         tokens = sum(len(array) for array in ids)
     else:
         tokens = sum(len(text.split()) for text in texts)
-    vectors = (await gateway.embed_request(texts)).vectors
-    if body.dimensions is not None:
-        vectors = _shorten(vectors, body.dimensions)
+    vectors = shorten((await gateway.embed_request(texts)).vectors, body.dimensions)
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(row, body.encoding_format)}
         for i, row in enumerate(vectors)
@@ -275,17 +274,6 @@ def _embedder_names(gateway: ModelGateway) -> set[str]:
         if embedder is not None:
             names.update({embedder.name, embedder.name.rsplit("/", 1)[-1]})
     return names
-
-
-def _shorten(vectors: NDArray[np.float32], dimensions: int) -> NDArray[np.float32]:
-    """The first ``dimensions`` values of each row, renormalised to unit length."""
-    have = vectors.shape[1]
-    if dimensions > have:
-        raise InvalidRequest("dimensions", f"= {dimensions} is more than this model's {have}")
-    short = vectors[:, :dimensions]
-    norms = np.linalg.norm(short, axis=1, keepdims=True)
-    result: NDArray[np.float32] = (short / np.where(norms == 0, 1, norms)).astype(np.float32)
-    return result
 
 
 def _encode(row: NDArray[np.float32], encoding_format: str) -> list[float] | str:
