@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import uuid
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
@@ -44,11 +42,10 @@ from redis.exceptions import RedisError
 
 from ._arbiter import Grant, OnGrant, OnLost, Queued, Ticket
 from ._clock import Clock, SystemClock
-from ._events import Priority
 from ._exceptions import GuardUnavailable
-from ._queue import effective_priority
 from ._redis_lua import LEASE_SCRIPT
 from ._redis_mirror import Mirror
+from ._redis_view import LeaseView, Mine
 
 __all__ = ["RedisArbiter"]
 
@@ -59,24 +56,6 @@ RECONNECT_S: Final = 0.1
 
 GIVE_BACK_TIMEOUT_S: Final = 0.25
 """The longest a synchronous give-back may hold up the event loop (at most ``ttl/3``)."""
-
-
-@dataclass(slots=True)
-class _Mine:
-    """A ticket of this process: waiting (``future`` unresolved) or holding (``fence``)."""
-
-    ticket: Ticket
-    requested_at: float
-    future: asyncio.Future[None]
-    fence: str | None = None
-    grant: Grant | None = None
-    asking: asyncio.Future[Any] | None = None
-    """What its task awaits while Redis decides: cancelled with that task, at once."""
-
-    @property
-    def gave_up(self) -> bool:
-        """Its task was cancelled before the grant reached it (it may not have run since)."""
-        return self.future.cancelled() or (self.asking is not None and self.asking.cancelled())
 
 
 class RedisArbiter:
@@ -118,7 +97,6 @@ class RedisArbiter:
         self._sync_script = sync_client.register_script(LEASE_SCRIPT)
         self.key = f"{prefix}:{{{name}}}"
         self._channel = f"{self.key}:events"
-        self._aging_s = aging_s
         self._aging_ms = "0" if aging_s is None else repr(aging_s * 1000.0)
         self.ttl_s = ttl_s
         self.heartbeat_s = ttl_s / 3
@@ -126,8 +104,7 @@ class RedisArbiter:
         self._queue_clock = queue_clock
         self._client_id = uuid.uuid4().hex[:12]
         self._ids: dict[int, str] = {}
-        self._mine: dict[str, _Mine] = {}
-        self._mirror = Mirror()
+        self._view = LeaseView(self._client_id, aging_s)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inflight: set[asyncio.Future[Any]] = set()
         self._closed = False
@@ -186,10 +163,10 @@ class RedisArbiter:
         try:
             state = self._call_now("acquire", tid, self._ticket_body(ticket), "0")
         except RedisError as exc:
-            self._mine.pop(tid, None)
+            self._view.mine.pop(tid, None)
             raise self._unavailable(ticket, exc) from exc
         if state["r"] != "granted":
-            self._mine.pop(tid, None)
+            self._view.mine.pop(tid, None)
             return False
         self._granted(tid, mine, state["x"], waited_s=0.0, notify=False)
         return True
@@ -232,10 +209,10 @@ class RedisArbiter:
             call.add_done_callback(lambda _: self._abandoned(tid, mine))
             raise
         except GuardUnavailable:
-            self._mine.pop(tid, None)
+            self._view.mine.pop(tid, None)
             raise
         except RedisError as exc:
-            self._mine.pop(tid, None)
+            self._view.mine.pop(tid, None)
             raise self._unavailable(ticket, exc) from exc
         result = state["r"]
         if result == "granted":
@@ -244,17 +221,17 @@ class RedisArbiter:
         if result == "queued":
             self._wake.set()
             return mine.future
-        self._mine.pop(tid, None)
+        self._view.mine.pop(tid, None)
         return None
 
     async def _send(self, op: str, tid: str, ticket: Ticket, limit: str) -> dict[str, Any]:
         await self._start(ticket)
         return await self._call(op, tid, self._ticket_body(ticket), limit)
 
-    def _track(self, ticket: Ticket, now: float) -> tuple[str, _Mine]:
+    def _track(self, ticket: Ticket, now: float) -> tuple[str, Mine]:
         """Start keeping ``ticket`` as one of this process's: its Redis id and its record."""
         tid = self._ids.setdefault(ticket.lease_id, f"{self._client_id}:{ticket.lease_id}")
-        mine = self._mine[tid] = _Mine(ticket, now, asyncio.get_running_loop().create_future())
+        mine = self._view.mine[tid] = Mine(ticket, now, asyncio.get_running_loop().create_future())
         return tid, mine
 
     def _ticket_body(self, ticket: Ticket) -> str:
@@ -272,19 +249,19 @@ class RedisArbiter:
             }
         )
 
-    def _abandoned(self, tid: str, mine: _Mine) -> None:
+    def _abandoned(self, tid: str, mine: Mine) -> None:
         """Redis answered a request whose task was cancelled meanwhile: undo what it did."""
-        if self._mine.get(tid) is mine:
-            del self._mine[tid]
+        if self._view.mine.get(tid) is mine:
+            del self._view.mine[tid]
         self._give_back("drop", tid, "")
 
-    def _granted(self, tid: str, mine: _Mine, fence: str, *, waited_s: float, notify: bool) -> None:
+    def _granted(self, tid: str, mine: Mine, fence: str, *, waited_s: float, notify: bool) -> None:
         if mine.fence is not None:
             return  # both the answer and the published grant say so; the first one counts
         if mine.gave_up:
             # Its task gave up before the grant reached this process: hand the GPU on.
-            if self._mine.get(tid) is mine:
-                del self._mine[tid]
+            if self._view.mine.get(tid) is mine:
+                del self._view.mine[tid]
             self._give_back("release", tid, fence)
             return
         mine.fence = fence
@@ -298,7 +275,7 @@ class RedisArbiter:
     def _take_grant(self, state: dict[str, Any]) -> None:
         """If Redis names a waiting ticket of this process as the holder, grant it here."""
         h = state["h"]
-        mine = self._mine.get(h["t"]) if h else None
+        mine = self._view.mine.get(h["t"]) if h else None
         if mine is not None and mine.fence is None:
             waited = self._clock.monotonic() - mine.requested_at
             self._granted(h["t"], mine, h["f"], waited_s=waited, notify=True)
@@ -308,7 +285,7 @@ class RedisArbiter:
     def withdraw(self, ticket: Ticket) -> bool:
         """Leave the line; False if the ticket was granted (then ``on_grant`` ran) or gone."""
         tid = self._ids.get(ticket.lease_id)
-        mine = self._mine.get(tid) if tid is not None else None
+        mine = self._view.mine.get(tid) if tid is not None else None
         if tid is None or mine is None:
             self._ids.pop(ticket.lease_id, None)
             return False
@@ -324,7 +301,7 @@ class RedisArbiter:
                 self._granted(tid, mine, state["x"], waited_s=waited, notify=True)
                 if mine.fence is not None:
                     return False
-        self._mine.pop(tid, None)
+        self._view.mine.pop(tid, None)
         self._ids.pop(ticket.lease_id, None)
         return True
 
@@ -335,18 +312,18 @@ class RedisArbiter:
         are dropped in the same step, so the GPU is never granted to them.
         """
         tid = self._ids.pop(ticket.lease_id, None)
-        mine = self._mine.pop(tid, None) if tid is not None else None
+        mine = self._view.mine.pop(tid, None) if tid is not None else None
         if tid is None or mine is None or mine.fence is None:
             return
-        cancelled = [t for t, m in self._mine.items() if m.fence is None and m.gave_up]
+        cancelled = [t for t, m in self._view.mine.items() if m.fence is None and m.gave_up]
         for gone in cancelled:
-            del self._mine[gone]
+            del self._view.mine[gone]
         self._give_back("release", tid, mine.fence, " ".join(cancelled))
 
     def mark_hung(self, ticket: Ticket, now: float) -> None:
         """Show the grant as hung, here at once and in Redis for every host."""
         tid = self._ids.get(ticket.lease_id)
-        mine = self._mine.get(tid) if tid is not None else None
+        mine = self._view.mine.get(tid) if tid is not None else None
         if tid is not None and mine is not None and mine.grant is not None:
             mine.grant = Grant(ticket, mine.grant.granted_at, now, mine.grant.fence)
             self._background(self._call("hung", tid, "", ""))
@@ -371,59 +348,19 @@ class RedisArbiter:
         if not task.cancelled() and task.exception() is not None:
             _told_too_late(task.exception())
 
-    # --- what is known here ---------------------------------------------------------------
+    # --- what is known here (:class:`~gpuguard._redis_view.LeaseView`) --------------------
 
     def holder(self) -> Grant | None:
         """The grant of this process, else the holder Redis last reported."""
-        for mine in self._mine.values():
-            if mine.grant is not None:
-                return mine.grant
-        holder_id = self._mirror.holder_id
-        if holder_id is None or holder_id.startswith(self._client_id + ":"):
-            return None  # a grant of ours that this process has already given back
-        return self._mirror.holder
+        return self._view.holder()
 
     def waiters(self, now: float) -> list[Queued]:
-        """Every waiter in service order, as far as this process knows.
-
-        That is the line as Redis last reported it (less tickets this process withdrew), and
-        this process's requests that Redis has yet to answer, in the order they were sent.
-        """
-        line: list[tuple[float, Queued]] = [
-            (seq, queued) for tid, seq, queued in self._mirror.waiters if self._still_waiting(tid)
-        ]
-        line += [
-            (math.inf, Queued(m.ticket, m.requested_at, m.ticket.priority)) for m in self._asking()
-        ]
-        line = [
-            (seq, dataclasses.replace(queued, effective_priority=self._effective(queued, now)))
-            for seq, queued in line
-        ]
-        # Redis's order as of its last report, aged to ``now`` by the same rules (stable:
-        # requests in flight keep the order they were sent in).
-        line.sort(key=lambda item: (-item[1].effective_priority, item[0]))
-        return [queued for _, queued in line]
-
-    def _asking(self) -> list[_Mine]:
-        """Requests of this process in flight: Redis will see them before any later one."""
-        return [m for m in self._mine.values() if m.asking is not None and not m.asking.done()]
-
-    def _still_waiting(self, tid: str) -> bool:
-        """False for a ticket of this process that has left the line since Redis reported."""
-        if not tid.startswith(self._client_id + ":"):
-            return True
-        mine = self._mine.get(tid)
-        return mine is not None and mine.fence is None
-
-    def _effective(self, queued: Queued, now: float) -> Priority:
-        # A remote arrival converted to this clock may land a hair after ``now``.
-        enqueued_at = min(queued.enqueued_at, now)
-        return effective_priority(queued.ticket.priority, enqueued_at, now, self._aging_s)
+        """Every waiter in service order, as far as this process knows."""
+        return self._view.waiters(now)
 
     def queue_length(self) -> int:
         """How many wait, as Redis last reported, and this process's requests in flight."""
-        listed = sum(self._still_waiting(tid) for tid, _, _ in self._mirror.waiters)
-        return listed + len(self._asking())
+        return self._view.queue_length()
 
     async def settle(self) -> None:
         """Wait until Redis has heard every give-back and this view caught up (tests, bench)."""
@@ -464,15 +401,14 @@ class RedisArbiter:
     def _answer(self, raw: bytes) -> dict[str, Any]:
         """Read a transition's answer: the newest view of the lease, and any grant it names."""
         state: dict[str, Any] = json.loads(raw)
-        if state["v"] >= self._mirror.version:
+        if state["v"] >= self._view.mirror.version:
             self._apply(state)
             self._take_grant(state)
         return state
 
     def _apply(self, state: dict[str, Any]) -> None:
         """Take Redis's view of the lease."""
-        mine = {tid: m.requested_at for tid, m in self._mine.items()}
-        self._mirror = Mirror.read(state, self._clock.monotonic(), mine)
+        self._view.read(state, self._clock.monotonic())
         self._wake.set()
 
     def _start_tasks(self) -> None:
@@ -521,40 +457,44 @@ class RedisArbiter:
                 future.set_result(None)
             return
         tid, _, fence = rest.partition(" ")
-        for mine_id, mine in list(self._mine.items()) if kind == "grant" else []:
+        for mine_id, mine in list(self._view.mine.items()) if kind == "grant" else []:
             if mine_id == tid and mine.fence is None:
                 waited = self._clock.monotonic() - mine.requested_at
                 self._granted(tid, mine, fence, waited_s=waited, notify=True)
             elif mine_id != tid and mine.fence is not None and int(fence) > int(mine.fence):
                 self._lose(mine_id, "its grant expired and the GPU was granted to another")
-        if kind == "grant" and tid.startswith(self._client_id + ":") and tid not in self._mine:
+        if kind == "grant" and self._view.is_mine(tid) and tid not in self._view.mine:
             # Granted to a ticket this process gave up on without Redis hearing it: give
             # it back (the fence makes this a no-op if it was released meanwhile).
             self._background(self._call("release", tid, fence, ""))
         self._background(self._call("state", "", "", ""))
 
     def _lose(self, tid: str, reason: str) -> None:
-        mine = self._mine.pop(tid, None)
+        mine = self._view.mine.pop(tid, None)
         if mine is not None and mine.fence is not None:
             self._on_lost(mine.ticket, reason)
 
     def _connection_lost(self, reason: str) -> None:
         """Redis is gone or restarted: no grant here can be trusted, no waiter will be served."""
-        for tid, mine in list(self._mine.items()):
+        for tid, mine in list(self._view.mine.items()):
             if mine.fence is not None:
                 self._lose(tid, reason)
             else:
-                del self._mine[tid]
+                del self._view.mine[tid]
                 if not mine.future.done():
                     mine.future.set_exception(self._unavailable(mine.ticket, reason))
-        self._mirror = Mirror()
+        self._view.mirror = Mirror()
 
     async def _beat(self) -> None:
         """Renew this process's grant and liveness; wake when the holder's key should expire."""
         loop = asyncio.get_running_loop()
         due: float | None = None
         while True:
-            due = None if not self._mine else min(due or math.inf, loop.time() + self._beat_in_s())
+            due = (
+                None
+                if not self._view.mine
+                else min(due or math.inf, loop.time() + self._beat_in_s())
+            )
             timeout = None if due is None else max(0.0, due - loop.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -563,7 +503,7 @@ class RedisArbiter:
             if due is None or loop.time() < due:
                 continue
             due = None
-            holding = next(((t, m) for t, m in self._mine.items() if m.fence is not None), None)
+            holding = self._view.holding()
             tid, fence = ("", "") if holding is None else (holding[0], holding[1].fence or "")
             ttl_ms = str(int(self.ttl_s * 1000))
             try:
@@ -575,8 +515,8 @@ class RedisArbiter:
                 self._lose(tid, "its grant was gone or taken over when it renewed it")
 
     def _beat_in_s(self) -> float:
-        expires = self._mirror.expires_in_s
-        if expires is None or any(m.fence is not None for m in self._mine.values()):
+        expires = self._view.mirror.expires_in_s
+        if expires is None or self._view.holding() is not None:
             return self.heartbeat_s
         # Waiting: also wake as the holder's grant expires (a dead holder), to be served.
         return min(self.heartbeat_s, expires + 0.001)
@@ -600,7 +540,7 @@ class RedisArbiter:
         self._sync.close()
 
     def __repr__(self) -> str:
-        return f"<RedisArbiter {self.key!r} mine={len(self._mine)}>"
+        return f"<RedisArbiter {self.key!r} mine={len(self._view.mine)}>"
 
 
 def _told_too_late(exc: BaseException | None) -> None:
