@@ -54,8 +54,9 @@ from ._exceptions import (
     WorkerKilled,
     WouldBlock,
 )
-from ._guard import DEFAULT, DefaultType, GpuGuard, OnHang, Timeout
+from ._guard import GpuGuard
 from ._lease import Lease
+from ._options import DEFAULT, DefaultType, OnHang, Timeout
 from ._snapshot import GuardCounters, GuardSnapshot, HolderInfo, WaiterInfo
 from ._work import StopWork, in_thread, run_to_end
 

@@ -25,55 +25,33 @@ inside ``async with`` releases on the way out (after its tracked work has ended)
 own interruption of a hung holder surfaces as :class:`OperationHung`, withdrawn from the task.
 
 The parts: the arbiter decides grants (:mod:`gpuguard._arbiter`, one per scope), the
-telemetry counts and publishes transitions (:mod:`gpuguard._telemetry`), and logging is a
-listener on the event bus.
+telemetry counts and publishes transitions (:mod:`gpuguard._telemetry`), queued leases are
+tracked in :mod:`gpuguard._waiting`, hung and lost ones in :mod:`gpuguard._hung`, and logging
+is a listener on the event bus. This module owns the public API and the views of the guard,
+this process's lease registry, requests, grants with their hold timers, and endings.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, Literal, NoReturn
+from typing import Any, Final, NoReturn
 
 from ._arbiter import Arbiter, LocalArbiter, Owner, Ticket
 from ._clock import Clock, SystemClock
 from ._events import EventBus, GpuStatus, Priority
-from ._exceptions import (
-    GuardError,
-    LeaseLost,
-    LeaseNotHeld,
-    OperationHung,
-    QueueFull,
-    WaitTimeout,
-    WouldBlock,
-)
+from ._exceptions import LeaseNotHeld, WouldBlock
 from ._host_arbiter import HostArbiter
+from ._hung import INTERRUPTED, HungLeases
 from ._lease import Hold, Lease, LeaseState
-from ._snapshot import GuardSnapshot, HolderInfo, WaiterInfo
+from ._options import DEFAULT, OnHang, Timeout, check_option, check_timeout
+from ._snapshot import GuardSnapshot, HolderInfo, holder_info, waiter_infos
 from ._telemetry import GuardTelemetry, log_gpu_event
+from ._waiting import WaitingLeases
 
-__all__ = ["DEFAULT", "DefaultType", "GpuGuard", "OnHang", "Timeout"]
-
-
-class DefaultType(enum.Enum):
-    """The type of :data:`DEFAULT`."""
-
-    DEFAULT = "DEFAULT"
-
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-
-DEFAULT: Final = DefaultType.DEFAULT
-"""Sentinel: use the guard's configured value. ``None`` means "no limit"."""
-
-Timeout = float | None | Literal[DefaultType.DEFAULT]
-
-OnHang = Literal["quarantine", "release"]
-"""What a hung holder does to the GPU: keep it until its work ends, or hand it on at once."""
+__all__ = ["GpuGuard"]
 
 
 class GpuGuard:
@@ -114,8 +92,8 @@ class GpuGuard:
             raise ValueError("on_hang must be 'quarantine' or 'release'")
         self.name = name
         self.max_waiters = max_waiters
-        self.wait_timeout = _check_timeout(wait_timeout, "wait_timeout")
-        self.hold_timeout = _check_timeout(hold_timeout, "hold_timeout")
+        self.wait_timeout = check_timeout(wait_timeout, "wait_timeout")
+        self.hold_timeout = check_timeout(hold_timeout, "hold_timeout")
         self.on_hang: OnHang = on_hang
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.events = events if events is not None else EventBus()
@@ -123,6 +101,10 @@ class GpuGuard:
         self._arbiter: Arbiter = arbiter if arbiter is not None else LocalArbiter(aging_s=aging_s)
         self._arbiter.bind(self._on_grant, self._on_lost)
         self._telemetry = GuardTelemetry(name, self.events, self.clock)
+        self._hung = HungLeases(self.clock, self._arbiter, self._telemetry, self._forget)
+        self._waiting = WaitingLeases(
+            self.clock, self._arbiter, self._telemetry, self._forget, self._holder_label
+        )
         self._ids = itertools.count(1)
         self._leases: dict[int, Lease] = {}
         """This process's leases that wait or hold, by lease id."""
@@ -213,8 +195,8 @@ class GpuGuard:
         the lease outlives ``hold_timeout`` its work is stopped and the ``async with``
         raises :class:`OperationHung`.
         """
-        _check_option(wait_timeout, "wait_timeout")
-        _check_option(hold_timeout, "hold_timeout")
+        check_option(wait_timeout, "wait_timeout")
+        check_option(hold_timeout, "hold_timeout")
         return Hold(
             self,
             operation,
@@ -237,7 +219,7 @@ class GpuGuard:
 
         Fails while the GPU is held or anyone is queued: it never jumps the queue.
         """
-        _check_option(hold_timeout, "hold_timeout")
+        check_option(hold_timeout, "hold_timeout")
         return Hold(
             self,
             operation,
@@ -309,22 +291,7 @@ class GpuGuard:
     def current(self) -> HolderInfo | None:
         """The operation holding the GPU (hung or not), or ``None`` when it is free."""
         grant = self._arbiter.holder()
-        if grant is None:
-            return None
-        now = self.clock.monotonic()
-        ticket = grant.ticket
-        return HolderInfo(
-            lease_id=ticket.lease_id,
-            operation=ticket.operation,
-            model=ticket.model,
-            priority=ticket.priority,
-            since=grant.granted_at,
-            held_s=now - grant.granted_at,
-            hung_s=None if grant.hung_since is None else now - grant.hung_since,
-            pid=ticket.owner.pid,
-            host=ticket.owner.host,
-            process=ticket.owner.process,
-        )
+        return None if grant is None else holder_info(grant, self.clock.monotonic())
 
     @property
     def locked(self) -> bool:
@@ -339,22 +306,7 @@ class GpuGuard:
     def snapshot(self) -> GuardSnapshot:
         """A frozen view: holder, waiters in service order, counters."""
         now = self.clock.monotonic()
-        waiters = tuple(
-            WaiterInfo(
-                lease_id=queued.ticket.lease_id,
-                operation=queued.ticket.operation,
-                model=queued.ticket.model,
-                priority=queued.ticket.priority,
-                effective_priority=queued.effective_priority,
-                position=position,
-                since=queued.enqueued_at,
-                waited_s=now - queued.enqueued_at,
-                pid=queued.ticket.owner.pid,
-                host=queued.ticket.owner.host,
-                process=queued.ticket.owner.process,
-            )
-            for position, queued in enumerate(self._arbiter.waiters(now), start=1)
-        )
+        waiters = waiter_infos(self._arbiter.waiters(now), now)
         return GuardSnapshot(
             guard=self.name,
             policy=self.policy,
@@ -388,7 +340,7 @@ class GpuGuard:
 
         Returns the lease and, when it is queued, the future of its grant.
         """
-        wait_s = _check_timeout(
+        wait_s = check_timeout(
             self.wait_timeout if wait_timeout is DEFAULT else wait_timeout, "wait_timeout"
         )
         lease = self._new_lease(operation, model, priority, hold_timeout)
@@ -402,25 +354,16 @@ class GpuGuard:
         except asyncio.CancelledError:
             # Cancelled while a shared scope was asked: the arbiter gives back what it got.
             self._leases.pop(ticket.lease_id, None)
-            self._abandon(lease)
+            self._waiting.abandon(lease)
             raise
         except BaseException:
             self._leases.pop(ticket.lease_id, None)
             raise
         if pending is None:
             self._leases.pop(ticket.lease_id, None)
-            self._reject(lease)
-        if lease.state is not LeaseState.WAITING:
-            return lease, pending  # granted while it joined the line
-        position = next(
-            (i for i, q in enumerate(self._arbiter.waiters(now), 1) if q.ticket == ticket),
-            self._arbiter.queue_length(),
-        )
-        self._telemetry.waiting(ticket, position=position, holder=self._holder_label())
-        if wait_s is not None:
-            lease.timer = self.clock.call_later(
-                wait_s, partial(self._on_wait_timeout, lease, pending)
-            )
+            self._waiting.reject(lease)
+        if lease.state is LeaseState.WAITING:  # not granted while it joined the line
+            self._waiting.joined(lease, pending, wait_s)
         return lease, pending
 
     async def _await_grant(self, lease: Lease, pending: asyncio.Future[None]) -> None:
@@ -433,18 +376,9 @@ class GpuGuard:
             if lease.state is LeaseState.HELD:
                 self._finish(lease, GpuStatus.CANCELLED, "cancelled before it could start")
             elif lease.state is LeaseState.WAITING:
-                self._abandon(lease)
-            elif lease.state in _INTERRUPTED:
-                task = asyncio.current_task()
-                self._end_quarantine(lease, "it was cancelled before it started")
-                if (
-                    task is not None
-                    and task in lease.interrupted
-                    and not self._withdraw_interrupt(lease, task)
-                ):
-                    # Granted, then hung before it even resumed: the cancellation was the
-                    # guard's own, so report what happened instead.
-                    raise self._interrupt_error(lease) from None
+                self._waiting.abandon(lease)
+            elif lease.state in INTERRUPTED:
+                self._hung.cancelled_before_start(lease)
             raise
 
     def _on_grant(self, ticket: Ticket, waited_s: float) -> None:
@@ -476,7 +410,7 @@ class GpuGuard:
     ) -> Lease:
         hold_s = self.hold_timeout if hold_timeout is DEFAULT else hold_timeout
         ticket = Ticket(next(self._ids), operation, model, Priority(priority), Owner.this_process())
-        return Lease(self, ticket, _check_timeout(hold_s, "hold_timeout"), self.clock.monotonic())
+        return Lease(self, ticket, check_timeout(hold_s, "hold_timeout"), self.clock.monotonic())
 
     # --- endings -------------------------------------------------------------------------------
 
@@ -494,12 +428,8 @@ class GpuGuard:
 
     def _release(self, lease: Lease) -> None:
         """:meth:`Lease.release`."""
-        if lease.state in _INTERRUPTED:
-            self._end_quarantine(lease, "it was released")
-            task = asyncio.current_task()
-            if task is not None and task in lease.interrupted:
-                self._withdraw_interrupt(lease, task)
-            raise self._interrupt_error(lease)
+        if lease.state in INTERRUPTED:
+            self._hung.release(lease)
         self._finish(lease, GpuStatus.COMPLETED, "")
 
     def _finish(self, lease: Lease, status: GpuStatus, detail: str) -> None:
@@ -520,50 +450,13 @@ class GpuGuard:
         self._arbiter.release(lease.ticket, now)
 
     def _raise_not_held(self, lease: Lease) -> NoReturn:
-        if lease.state in _INTERRUPTED:
-            raise self._interrupt_error(lease)
+        if lease.state in INTERRUPTED:
+            raise lease._interrupt_error()
         raise LeaseNotHeld(
             f"lease #{lease.lease_id} for {lease.operation!r} is not held ({lease.state.value})",
             operation=lease.operation,
             model=lease.model,
             holder=self._holder_label(),
-        )
-
-    def _reject(self, lease: Lease) -> NoReturn:
-        lease.state = LeaseState.ABANDONED
-        holder = self._holder_label()
-        queued = self._arbiter.queue_length()
-        self._telemetry.rejected(lease.ticket, holder=holder)
-        raise QueueFull(
-            operation=lease.operation,
-            model=lease.model,
-            holder=holder,
-            queue_length=queued,
-            retry_after_s=self._telemetry.retry_after(queued),
-        )
-
-    def _abandon(self, lease: Lease) -> None:
-        """A queued waiter's task was cancelled: take it out of the queue."""
-        self._arbiter.withdraw(lease.ticket)
-        lease.state = LeaseState.ABANDONED
-        self._forget(lease)
-        waited = self.clock.monotonic() - lease.requested_at
-        self._telemetry.abandoned(lease.ticket, waited_s=waited)
-
-    def _on_wait_timeout(self, lease: Lease, pending: asyncio.Future[None]) -> None:
-        if lease.state is not LeaseState.WAITING or pending.done():
-            return
-        if not self._arbiter.withdraw(lease.ticket):
-            return
-        lease.state = LeaseState.ABANDONED
-        self._forget(lease)
-        waited = self.clock.monotonic() - lease.requested_at
-        holder = self._holder_label()
-        self._telemetry.timed_out(lease.ticket, waited_s=waited, holder=holder)
-        pending.set_exception(
-            WaitTimeout(
-                operation=lease.operation, model=lease.model, holder=holder, waited_s=waited
-            )
         )
 
     def _forget(self, lease: Lease) -> None:
@@ -572,112 +465,17 @@ class GpuGuard:
             lease.timer.cancel()
             lease.timer = None
 
-    # --- hung holders ----------------------------------------------------------------------
+    # --- hung and lost leases (handled in gpuguard._hung) ---------------------------------
 
     def _on_hold_timeout(self, lease: Lease) -> None:
-        """The hold timeout passed: stop the lease's work; quarantine or hand the GPU on."""
-        if lease.state is not LeaseState.HELD or lease.granted_at is None:
-            return
-        now = self.clock.monotonic()
-        lease.state = LeaseState.HUNG
-        lease.hung_at = now
-        lease.quarantined = True
-        lease.timer = None
-        release = self.on_hang == "release"
-        self._arbiter.mark_hung(lease.ticket, now)
-        self._telemetry.hung(
-            lease.ticket,
-            waited_s=lease.waited_s,
-            held_s=now - lease.granted_at,
-            detail=(
-                f"held past its hold timeout of {lease.hold_timeout}s; "
-                + ("GPU handed on (on_hang=release)" if release else "stopping its work")
-            ),
-        )
-        self._interrupt(lease, "hung")
-        if release or (lease.tracked and not lease.works):
-            self._end_quarantine(lease, "no GPU work was running" if not release else "")
+        self._hung.hold_timed_out(lease, release=self.on_hang == "release")
 
     def _on_lost(self, ticket: Ticket, reason: str) -> None:
-        """The arbiter says a granted ticket of this process lost the GPU: stop its work."""
+        """The arbiter says a granted ticket of this process lost the GPU."""
         lease = self._leases.get(ticket.lease_id)
-        if lease is None or lease.granted_at is None:
-            return
-        now = self.clock.monotonic()
-        if lease.state is LeaseState.HELD:
-            lease.state = LeaseState.LOST
-            lease.lost_reason = reason
-            self._telemetry.ended(
-                ticket,
-                GpuStatus.FAILED,
-                waited_s=lease.waited_s,
-                held_s=now - lease.granted_at,
-                detail=f"lease lost: {reason}",
-            )
-            self._interrupt(lease, "lost its lease")
-        lease.quarantined = False  # the GPU is no longer this lease's to keep
-        self._forget(lease)
-
-    def _interrupt(self, lease: Lease, why: str) -> None:
-        """Cancel the tasks running ``lease``'s GPU work (or its opaque body)."""
-        if lease.works:
-            targets = [task for task in lease.works.values() if task is not None]
-        elif not lease.tracked and lease.owner_task is not None:
-            targets = [lease.owner_task]
-        else:
-            targets = []
-        for task in targets:
-            if not task.done():
-                lease.interrupted.add(task)
-                task.cancel(f"gpuguard: {lease.operation!r} {why}")
-
-    def _end_quarantine(self, lease: Lease, why: str) -> None:
-        """A hung lease's work has really ended (or is let go): free the GPU."""
-        if not lease.quarantined or lease.granted_at is None:
-            return
-        lease.quarantined = False
-        now = self.clock.monotonic()
-        self._forget(lease)
-        detail = f"GPU free again: {why}" if why else "GPU handed on while its work may run"
-        self._telemetry.recovered(lease.ticket, held_s=now - lease.granted_at, detail=detail)
-        self._arbiter.release(lease.ticket, now)
-
-    def _withdraw_interrupt(self, lease: Lease, task: asyncio.Task[object]) -> bool:
-        """Undo the guard's cancel of ``task``; True if someone else still cancels it."""
-        lease.interrupted.discard(task)
-        return task.uncancel() > 0
-
-    def _interrupt_error(self, lease: Lease) -> GuardError:
-        """What an interrupted lease's holder gets: :class:`OperationHung` or :class:`LeaseLost`."""
-        if lease.state is LeaseState.LOST:
-            return LeaseLost(
-                operation=lease.operation,
-                model=lease.model,
-                reason=lease.lost_reason or "lost",
-                fence=lease.fence,
-            )
-        return OperationHung(
-            operation=lease.operation,
-            model=lease.model,
-            held_s=lease.hold_timeout if lease.hold_timeout is not None else 0.0,
-        )
+        if lease is not None:
+            self._hung.lost(lease, reason)
 
     def _holder_label(self) -> str | None:
         current = self.current
         return None if current is None else current.label
-
-
-_INTERRUPTED: Final = (LeaseState.HUNG, LeaseState.LOST)
-"""States whose work the guard interrupted; the holder gets :meth:`GpuGuard._interrupt_error`."""
-
-
-def _check_option(value: Timeout, name: str) -> None:
-    if value is not DEFAULT:
-        _check_timeout(value, name)
-
-
-def _check_timeout(value: float | None, name: str) -> float | None:
-    # ``not value >= 0`` also rejects NaN, which would never compare as due.
-    if value is not None and not value >= 0:
-        raise ValueError(f"{name} must be >= 0 seconds, or None for no limit")
-    return value

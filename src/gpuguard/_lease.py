@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ._arbiter import Ticket
 from ._events import Priority
-from ._exceptions import LeaseLost, OperationHung
+from ._exceptions import GuardError, LeaseLost, OperationHung
 from ._work import StopWork, run_to_end
 
 if TYPE_CHECKING:
     from ._clock import TimerHandle
-    from ._guard import GpuGuard, Timeout
+    from ._guard import GpuGuard
+    from ._options import Timeout
 
 __all__ = ["Hold", "Lease"]
 
@@ -132,17 +133,13 @@ class Lease:
         try:
             return await run_to_end(work, stop=None if stop is None else self._if_hung(stop))
         except asyncio.CancelledError:
-            if (
-                task is not None
-                and task in self.interrupted
-                and not self._guard._withdraw_interrupt(self, task)
-            ):
-                raise self._guard._interrupt_error(self) from None
+            if task is not None and task in self.interrupted and not self._withdraw_interrupt(task):
+                raise self._interrupt_error() from None
             raise
         finally:
             del self.works[token]
             if self.hung and not self.works:
-                self._guard._end_quarantine(self, "its work has stopped")
+                self._guard._hung.end_quarantine(self, "its work has stopped")
 
     def _if_hung(self, stop: StopWork) -> StopWork:
         """``stop``, called only when this lease hung (not for a plain cancellation)."""
@@ -177,6 +174,26 @@ class Lease:
         :class:`OperationHung` if it hung (its quarantine ends here).
         """
         self._guard._release(self)
+
+    def _interrupt_error(self) -> GuardError:
+        """What this hung or lost lease's holder gets: :class:`OperationHung`/:class:`LeaseLost`."""
+        if self.state is LeaseState.LOST:
+            return LeaseLost(
+                operation=self.operation,
+                model=self.model,
+                reason=self.lost_reason or "lost",
+                fence=self.fence,
+            )
+        return OperationHung(
+            operation=self.operation,
+            model=self.model,
+            held_s=self.hold_timeout if self.hold_timeout is not None else 0.0,
+        )
+
+    def _withdraw_interrupt(self, task: asyncio.Task[object]) -> bool:
+        """Undo the guard's cancel of ``task``; True if someone else still cancels it."""
+        self.interrupted.discard(task)
+        return task.uncancel() > 0
 
     def __repr__(self) -> str:
         model = f" model={self.model!r}" if self.model else ""
@@ -263,12 +280,12 @@ class Hold:
     async def _exit_hung(
         self, lease: Lease, exc_type: type[BaseException] | None, exc: BaseException | None
     ) -> None:
-        self._guard._end_quarantine(lease, "its body has ended")
+        self._guard._hung.end_quarantine(lease, "its body has ended")
         task = asyncio.current_task()
         if task is None or task not in lease.interrupted:
             if isinstance(exc, OperationHung | LeaseLost | asyncio.CancelledError):
                 return  # already the right error (or the caller's own cancellation)
-            raise self._guard._interrupt_error(lease) from exc
+            raise lease._interrupt_error() from exc
         absorbed: asyncio.CancelledError | None = None
         if exc_type is None:
             # The body ended before the guard's cancellation reached it: take delivery here,
@@ -277,13 +294,13 @@ class Hold:
                 await asyncio.sleep(0)
             except asyncio.CancelledError as err:
                 absorbed = err
-        if self._guard._withdraw_interrupt(lease, task):
+        if lease._withdraw_interrupt(task):
             # Also cancelled from outside: let that cancellation win.
             if absorbed is not None:
                 raise absorbed
             if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
                 return
-        raise self._guard._interrupt_error(lease) from exc
+        raise lease._interrupt_error() from exc
 
 
 async def _as_generator(chunks: AsyncIterator[T]) -> AsyncGenerator[T, None]:

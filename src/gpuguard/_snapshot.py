@@ -1,4 +1,7 @@
-"""Frozen views of a guard's state: what the HTTP status route and the CLI render."""
+"""Frozen views of a guard's state: what the HTTP status route and the CLI render.
+
+Also how they are read off the arbiter's records (:func:`holder_info`, :func:`waiter_infos`).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,17 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._arbiter import Grant, Queued
 from ._events import Priority
 
-__all__ = ["GuardCounters", "GuardSnapshot", "HolderInfo", "WaiterInfo"]
+__all__ = [
+    "GuardCounters",
+    "GuardSnapshot",
+    "HolderInfo",
+    "WaiterInfo",
+    "holder_info",
+    "waiter_infos",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +165,40 @@ class GuardSnapshot:
             "dropped_events": self.dropped_events,
             "taken_at": self.taken_at,
         }
+
+
+def holder_info(grant: Grant, now: float) -> HolderInfo:
+    """The arbiter's current ``grant``, as seen at ``now``."""
+    ticket = grant.ticket
+    return HolderInfo(
+        lease_id=ticket.lease_id,
+        operation=ticket.operation,
+        model=ticket.model,
+        priority=ticket.priority,
+        since=grant.granted_at,
+        held_s=now - grant.granted_at,
+        hung_s=None if grant.hung_since is None else now - grant.hung_since,
+        pid=ticket.owner.pid,
+        host=ticket.owner.host,
+        process=ticket.owner.process,
+    )
+
+
+def waiter_infos(waiters: list[Queued], now: float) -> tuple[WaiterInfo, ...]:
+    """The arbiter's ``waiters`` (in service order), as seen at ``now``."""
+    return tuple(
+        WaiterInfo(
+            lease_id=queued.ticket.lease_id,
+            operation=queued.ticket.operation,
+            model=queued.ticket.model,
+            priority=queued.ticket.priority,
+            effective_priority=queued.effective_priority,
+            position=position,
+            since=queued.enqueued_at,
+            waited_s=now - queued.enqueued_at,
+            pid=queued.ticket.owner.pid,
+            host=queued.ticket.owner.host,
+            process=queued.ticket.owner.process,
+        )
+        for position, queued in enumerate(waiters, start=1)
+    )

@@ -33,7 +33,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from .._events import GpuEvent, GpuStatus, Priority
 from .._exceptions import ConfigError, WouldBlock
-from .._guard import DEFAULT, Timeout
+from .._options import DEFAULT, Timeout
 from .._work import run_to_end
 from ._lease import LeaseGuard
 from ._pair import EmbedderPair

@@ -7,8 +7,8 @@ from typing import Protocol
 
 from .._clock import Clock
 from .._events import EventBus, Priority
-from .._guard import Timeout
 from .._lease import Lease
+from .._options import Timeout
 from .._snapshot import HolderInfo
 
 __all__ = ["LeaseGuard"]
