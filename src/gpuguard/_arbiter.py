@@ -84,16 +84,26 @@ OnLost = Callable[[Ticket, str], None]
 class Arbiter(Protocol):
     """Decides who holds the GPU; one implementation per scope (process, host, Redis).
 
-    Taking the GPU or a place in the queue is async (a shared scope asks its server).
-    Giving it back (``withdraw``, ``release``) is sync and done when it returns: the next
-    waiter is granted in the same step, and ``on_grant`` runs then for a waiter of this
-    process. A shared scope makes one bounded round trip for it; if its server cannot be
-    told, the server's lease expiry frees the GPU.
+    Taking the GPU or a place in the queue is async (a shared scope asks its server); a scope
+    that ``decides_locally`` answers :meth:`try_acquire` without waiting on I/O, so the front
+    calls :meth:`try_acquire_now` instead, without awaiting. Giving it back (``withdraw``,
+    ``release``) is sync and done when it returns: the next waiter is granted in the same
+    step, and ``on_grant`` runs then for a waiter of this process. A shared scope makes one
+    bounded round trip for it; if its server cannot be told, the server's lease expiry frees
+    the GPU.
     """
 
     @property
     def scope(self) -> str:
         """``process``, ``host`` or ``redis``."""
+
+    @property
+    def decides_locally(self) -> bool:
+        """True if :meth:`try_acquire` is :meth:`try_acquire_now` (no server to wait for)."""
+
+    @property
+    def issues_fences(self) -> bool:
+        """True if grants carry a fencing token (:attr:`Grant.fence`); else it is always None."""
 
     def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
         """Tell the arbiter whom to call when a ticket of this process is granted or lost."""
@@ -150,6 +160,8 @@ class LocalArbiter:
     """Grants within one process: a holder and a :class:`WaiterQueue` of futures."""
 
     scope = "process"
+    decides_locally = True
+    issues_fences = False
 
     def __init__(self, *, aging_s: float | None) -> None:
         self._queue: WaiterQueue[_Waiter] = WaiterQueue(aging_s=aging_s)

@@ -273,7 +273,13 @@ class GpuGuard:
     ) -> Lease:
         """:meth:`acquire_nowait` on any scope (``try_hold``)."""
         lease = self._new_lease(operation, model, priority, hold_timeout)
-        granted = await self._arbiter.try_acquire(lease.ticket, lease.requested_at)
+        ticket, now = lease.ticket, lease.requested_at
+        arbiter = self._arbiter
+        granted = (
+            arbiter.try_acquire_now(ticket, now)
+            if arbiter.decides_locally
+            else await arbiter.try_acquire(ticket, now)
+        )
         return self._granted_nowait(lease, granted)
 
     def _granted_nowait(self, lease: Lease, granted: bool) -> Lease:
@@ -346,7 +352,12 @@ class GpuGuard:
         lease = self._new_lease(operation, model, priority, hold_timeout)
         ticket, now = lease.ticket, lease.requested_at
         try:
-            if await self._arbiter.try_acquire(ticket, now):
+            arbiter = self._arbiter
+            if (
+                arbiter.try_acquire_now(ticket, now)
+                if arbiter.decides_locally
+                else await arbiter.try_acquire(ticket, now)
+            ):
                 self._grant(lease, 0.0, queued=False)
                 return lease, None
             self._leases[ticket.lease_id] = lease  # before enqueue: a shared scope may grant
@@ -393,9 +404,10 @@ class GpuGuard:
         now = self.clock.monotonic()
         lease.state = LeaseState.HELD
         lease.granted_at = now
-        grant = self._arbiter.holder()
-        if grant is not None and grant.ticket == lease.ticket:
-            lease.fence = grant.fence
+        if self._arbiter.issues_fences:  # else no need to ask who holds (a locked file read)
+            grant = self._arbiter.holder()
+            if grant is not None and grant.ticket == lease.ticket:
+                lease.fence = grant.fence
         self._leases[lease.lease_id] = lease
         self._telemetry.started(lease.ticket, waited_s=waited_s, queued=queued)
         if lease.hold_timeout is not None:

@@ -61,6 +61,8 @@ class HostArbiter:
     """Grants across the processes of one host through files, ``flock`` and the kernel."""
 
     scope = "host"
+    decides_locally = True  # local files under a lock: nothing worth awaiting
+    issues_fences = False
 
     def __init__(
         self, name: str, *, lock_dir: Path | str | None, aging_s: float | None, clock: Clock

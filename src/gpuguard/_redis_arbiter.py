@@ -76,6 +76,8 @@ class RedisArbiter:
     """
 
     scope = "redis"
+    decides_locally = False  # taking the GPU is a round trip to Redis, awaited
+    issues_fences = True
 
     def __init__(
         self,

@@ -44,14 +44,17 @@ class GuardTelemetry:
 
     def started(self, ticket: Ticket, *, waited_s: float, queued: bool) -> None:
         """``ticket`` was granted the GPU."""
-        self._count(acquired=1, waited=int(queued), total_wait_s=waited_s if queued else 0.0)
+        self._tally["acquired"] += 1
+        if queued:
+            self._count(waited=1, total_wait_s=waited_s)
         self._emit(ticket, GpuStatus.STARTED, waited_s=waited_s)
 
     def ended(
         self, ticket: Ticket, status: GpuStatus, *, waited_s: float, held_s: float, detail: str
     ) -> None:
         """A held lease ended ``completed``, ``failed`` or ``cancelled``."""
-        self._count(**{str(status): 1}, total_hold_s=held_s)
+        self._tally[str(status)] += 1
+        self._tally["total_hold_s"] += held_s
         self._emit(ticket, status, waited_s=waited_s, held_s=held_s, detail=detail)
 
     def hung(self, ticket: Ticket, *, waited_s: float, held_s: float, detail: str) -> None:

@@ -73,6 +73,24 @@ async def test_second_operation_waits_until_the_first_releases(make_guard: MakeG
     assert guard.current is None
 
 
+async def test_a_lease_carries_its_grants_fence_on_the_scope_that_issues_them(
+    make_guard: MakeGuard,
+) -> None:
+    guard = make_guard()
+    first = await guard.acquire("a")
+    second_task = asyncio.create_task(guard.acquire("b"))
+    await until(lambda: guard.queue_length == 1)
+    first.release()
+    second = await second_task
+    second.release()
+    if guard.scope == "redis":
+        assert first.fence is not None
+        assert second.fence is not None
+        assert second.fence > first.fence
+    else:
+        assert (first.fence, second.fence) == (None, None)
+
+
 # --- priority, FIFO, aging -------------------------------------------------------------------
 
 
