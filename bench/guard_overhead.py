@@ -17,6 +17,11 @@ and to a waiter in another process (a child running this script with ``--holder 
 which holds and releases while this process waits; timestamps on the system-wide monotonic
 clock). Targets per scope in :data:`TARGETS`.
 
+``--baseline SRC`` also measures the ``gpuguard`` package of another source tree (``SRC`` is
+its ``src/`` folder, e.g. ``git worktree add /tmp/base main`` then ``/tmp/base/src``), as built
+by default and host-wide, in the same interleaved rounds: before/after figures of a change
+that the noise of a shared machine cannot split between two runs.
+
 ``--redis URL`` adds the Redis scope (two guards, two connections, one lease): uncontended
 hold+release and the hand-off from one guard's release to the other guard's waiter, p50/p99,
 against a target of hand-off p50 <= 5 ms on localhost.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import platform
 import shutil
@@ -35,7 +41,9 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from time import perf_counter_ns
+from types import ModuleType
 
 from gpuguard import EventBus, GpuGuard
 from gpuguard._host_files import default_lock_dir
@@ -83,6 +91,32 @@ def lock_contender() -> Contender:
 
 def guard_contender(name: str, guard: GpuGuard) -> Contender:
     return Contender(name, lambda: guard.hold("bench", model="m"), scope=guard.scope)
+
+
+def load_baseline(src: str) -> ModuleType:
+    """The ``gpuguard`` package under ``src``, imported as ``gpuguard_baseline``."""
+    init = Path(src) / "gpuguard" / "__init__.py"
+    spec = importlib.util.spec_from_file_location(
+        "gpuguard_baseline", init, submodule_search_locations=[str(init.parent)]
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"no gpuguard package under {src}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def baseline_contenders(baseline: ModuleType, meeting: str) -> list[Contender]:
+    """The baseline's guard as built by default and host-wide (no targets: for comparison)."""
+    guards = {
+        "baseline GpuGuard (default)": baseline.GpuGuard(),
+        "baseline GpuGuard.host (same)": baseline.GpuGuard.host(f"{meeting}-baseline"),
+    }
+    contenders = [guard_contender(name, guard) for name, guard in guards.items()]
+    for contender in contenders:
+        contender.scope = None
+    return contenders
 
 
 async def uncontended_round(hold: HoldFactory, iterations: int) -> float:
@@ -216,7 +250,7 @@ def print_table(contenders: list[Contender]) -> bool:
     return ok
 
 
-async def main(quick: bool, meeting: str) -> bool:
+async def main(quick: bool, meeting: str, baseline: ModuleType | None) -> bool:
     """Measure, print the table, and say whether every guard setup met the targets."""
     rounds, iterations, handoffs = (5, 5_000, 2_000) if quick else (15, 20_000, 15_000)
     cross = 200 if quick else 2_000
@@ -238,6 +272,8 @@ async def main(quick: bool, meeting: str) -> bool:
         guard_contender(f"GpuGuard.{scope} (same process)", build(f"{meeting}-{scope}"))
         for scope, build in SCOPES.items()
     ]
+    if baseline is not None:
+        wider += baseline_contenders(baseline, meeting)
     await measure(contenders + wider, rounds, iterations, handoffs)
     subscription.close()
     await drainer
@@ -312,6 +348,9 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
     parser.add_argument("--redis", metavar="URL", help="also measure the Redis scope at URL")
     parser.add_argument(
+        "--baseline", metavar="SRC", help="also measure the gpuguard package under SRC"
+    )
+    parser.add_argument(
         "--holder", nargs=3, metavar=("SCOPE", "PLACE", "COUNT"), help=argparse.SUPPRESS
     )
     arguments = parser.parse_args()
@@ -321,7 +360,8 @@ if __name__ == "__main__":
     else:
         meeting = f"bench-{os.getpid()}"
         try:
-            asyncio.run(main(arguments.quick, meeting))
+            baseline = None if arguments.baseline is None else load_baseline(arguments.baseline)
+            asyncio.run(main(arguments.quick, meeting, baseline))
         finally:
             for place in default_lock_dir().glob(f"{meeting}-*"):
                 shutil.rmtree(place, ignore_errors=True)

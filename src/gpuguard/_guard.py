@@ -103,7 +103,13 @@ class GpuGuard:
         self._telemetry = GuardTelemetry(name, self.events, self.clock)
         self._hung = HungLeases(self.clock, self._arbiter, self._telemetry, self._forget)
         self._waiting = WaitingLeases(
-            self.clock, self._arbiter, self._telemetry, self._forget, self._holder_label
+            self.clock,
+            self._arbiter,
+            self._telemetry,
+            self._hung,
+            forget=self._forget,
+            finish=self._finish,
+            holder=self._holder_label,
         )
         self._ids = itertools.count(1)
         self._leases: dict[int, Lease] = {}
@@ -248,7 +254,7 @@ class GpuGuard:
             hold_timeout=hold_timeout,
         )
         if pending is not None:
-            await self._await_grant(lease, pending)
+            await self._waiting.await_grant(lease, pending)
         return lease
 
     def acquire_nowait(
@@ -376,21 +382,6 @@ class GpuGuard:
         if lease.state is LeaseState.WAITING:  # not granted while it joined the line
             self._waiting.joined(lease, pending, wait_s)
         return lease, pending
-
-    async def _await_grant(self, lease: Lease, pending: asyncio.Future[None]) -> None:
-        """Wait for a queued lease's grant; cancellation leaves nothing behind."""
-        try:
-            await pending
-        except asyncio.CancelledError:
-            if pending.done() and not pending.cancelled():
-                pending.exception()  # a timeout raced the cancellation: mark it seen
-            if lease.state is LeaseState.HELD:
-                self._finish(lease, GpuStatus.CANCELLED, "cancelled before it could start")
-            elif lease.state is LeaseState.WAITING:
-                self._waiting.abandon(lease)
-            elif lease.state in INTERRUPTED:
-                self._hung.cancelled_before_start(lease)
-            raise
 
     def _on_grant(self, ticket: Ticket, waited_s: float) -> None:
         """The arbiter granted a queued ticket of this process."""

@@ -261,7 +261,7 @@ class Hold:
             await self.reserve()
         assert self._lease is not None
         if self._pending is not None:
-            await self._guard._await_grant(self._lease, self._pending)
+            await self._guard._waiting.await_grant(self._lease, self._pending)
         return self._lease
 
     async def __aexit__(

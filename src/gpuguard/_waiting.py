@@ -1,9 +1,10 @@
-"""Queued requests: joining the line, giving up after the wait timeout, leaving it cancelled.
+"""Queued requests: joining the line, waiting for the grant, giving up, leaving cancelled.
 
 The arbiter keeps the line itself (:mod:`gpuguard._arbiter`); :class:`WaitingLeases` owns what
 happens to one guard's leases while they wait in it: the ``waiting`` event with the place in
-line, the wait timer and its :class:`WaitTimeout`, a waiter cancelled before its grant, and a
-request turned away by a full line (:class:`QueueFull`, with a retry-after estimate).
+line, the wait timer and its :class:`WaitTimeout`, a waiter cancelled before it resumed from
+its grant (nothing is left behind), and a request turned away by a full line
+(:class:`QueueFull`, with a retry-after estimate).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import NoReturn
 
 from ._arbiter import Arbiter
 from ._clock import Clock
+from ._events import GpuStatus
 from ._exceptions import QueueFull, WaitTimeout
+from ._hung import INTERRUPTED, HungLeases
 from ._lease import Lease, LeaseState
 from ._telemetry import GuardTelemetry
 
@@ -25,8 +28,9 @@ __all__ = ["WaitingLeases"]
 class WaitingLeases:
     """Tracks one guard's queued leases until they are granted or leave the line.
 
-    ``forget`` drops a lease from the guard's registry and cancels its timer; ``holder``
-    names the current holder for events and errors.
+    ``forget`` drops a lease from the guard's registry and cancels its timer, ``finish``
+    ends a held lease with an outcome, and ``holder`` names the current holder for events
+    and errors.
     """
 
     def __init__(
@@ -34,13 +38,18 @@ class WaitingLeases:
         clock: Clock,
         arbiter: Arbiter,
         telemetry: GuardTelemetry,
+        hung: HungLeases,
+        *,
         forget: Callable[[Lease], None],
+        finish: Callable[[Lease, GpuStatus, str], None],
         holder: Callable[[], str | None],
     ) -> None:
         self._clock = clock
         self._arbiter = arbiter
         self._telemetry = telemetry
+        self._hung = hung
         self._forget = forget
+        self._finish = finish
         self._holder = holder
 
     def joined(self, lease: Lease, pending: asyncio.Future[None], wait_s: float | None) -> None:
@@ -57,6 +66,21 @@ class WaitingLeases:
         self._telemetry.waiting(ticket, position=position, holder=self._holder())
         if wait_s is not None:
             lease.timer = self._clock.call_later(wait_s, partial(self._timed_out, lease, pending))
+
+    async def await_grant(self, lease: Lease, pending: asyncio.Future[None]) -> None:
+        """Wait for a queued lease's grant; cancellation leaves nothing behind."""
+        try:
+            await pending
+        except asyncio.CancelledError:
+            if pending.done() and not pending.cancelled():
+                pending.exception()  # a timeout raced the cancellation: mark it seen
+            if lease.state is LeaseState.HELD:
+                self._finish(lease, GpuStatus.CANCELLED, "cancelled before it could start")
+            elif lease.state is LeaseState.WAITING:
+                self.abandon(lease)
+            elif lease.state in INTERRUPTED:
+                self._hung.cancelled_before_start(lease)
+            raise
 
     def reject(self, lease: Lease) -> NoReturn:
         """The line is full: turn ``lease`` away with :class:`QueueFull`."""
