@@ -18,9 +18,9 @@ which holds and releases while this process waits; timestamps on the system-wide
 clock). Targets per scope in :data:`TARGETS`.
 
 ``--baseline SRC`` also measures the ``gpuguard`` package of another source tree (``SRC`` is
-its ``src/`` folder, e.g. ``git worktree add /tmp/base main`` then ``/tmp/base/src``), as built
-by default and host-wide, in the same interleaved rounds: before/after figures of a change
-that the noise of a shared machine cannot split between two runs.
+the ``src/`` folder of another checkout, say a ``git worktree`` of ``main``), as built by
+default and host-wide, in the same interleaved rounds: before/after figures of a change that
+the noise of a shared machine cannot split between two runs.
 
 ``--redis URL`` adds the Redis scope (two guards, two connections, one lease): uncontended
 hold+release and the hand-off from one guard's release to the other guard's waiter, p50/p99,
