@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["ModelCatalog", "ModelEntry"]
+from ..embed._protocol import Embedder
+
+__all__ = ["ModelCatalog", "ModelEntry", "embedder_aliases"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +61,17 @@ class ModelCatalog:
         names = [entry.name for entry in self.entries]
         names += [self.public_name(model) for model in backend_ids]
         return list(dict.fromkeys(names))
+
+
+def embedder_aliases(*embedders: Embedder | None) -> dict[str, str]:
+    """Every name an embedding request may use for these embedders, mapped to the full one.
+
+    An embedder answers to its full name (``sentence-transformers/all-MiniLM-L6-v2``) and to
+    its last part (``all-MiniLM-L6-v2``).
+    """
+    aliases: dict[str, str] = {}
+    for embedder in embedders:
+        if embedder is not None:
+            for alias in (embedder.name, embedder.name.rsplit("/", 1)[-1]):
+                aliases.setdefault(alias, embedder.name)
+    return aliases

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from .._exceptions import GpuGuardError, ModelNotFound, NotSupportedByBackend
 from ..gateway import ModelGateway
 from ..llm import OllamaBackend
+from ._catalog import embedder_aliases
 from ._context import ServerContext, get_context
 from ._errors import ollama_error
 from ._ollama_schemas import CopyRequest, ModelNameRequest
@@ -55,12 +56,9 @@ async def resolve_model(gateway: ModelGateway, name: str) -> str:
 
 def embedder_names(gateway: ModelGateway) -> dict[str, str]:
     """Every name an embedding request may use (full and short), mapped to the full one."""
-    names: dict[str, str] = {}
-    for embedder in (gateway.gpu_embedder, gateway.cpu_embedder):
-        if embedder is not None:
-            short = embedder.name.rsplit("/", 1)[-1]
-            for alias in (embedder.name, short, _canonical(embedder.name), _canonical(short)):
-                names.setdefault(alias, embedder.name)
+    names = embedder_aliases(gateway.gpu_embedder, gateway.cpu_embedder)
+    for alias, full in list(names.items()):
+        names.setdefault(_canonical(alias), full)
     return names
 
 

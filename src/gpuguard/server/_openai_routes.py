@@ -16,6 +16,7 @@ from starlette.responses import StreamingResponse
 from .._exceptions import GpuGuardError, ModelNotFound, UnsupportedParameter
 from ..gateway import GpuWaiting, ModelGateway, ModelInfo
 from ..llm import ChatChunk, ChatMessage, ChatOptions
+from ._catalog import embedder_aliases
 from ._context import ServerContext, get_context
 from ._dimensions import shorten
 from ._errors import error_body, kind_of
@@ -126,7 +127,7 @@ async def embeddings(body: EmbeddingRequest, context: Context) -> dict[str, Any]
     OpenAI's shortened embeddings do); more dimensions than the model has is a 400.
     """
     gateway = context.gateway
-    known = _embedder_names(gateway)
+    known = set(embedder_aliases(gateway.gpu_embedder, gateway.cpu_embedder))
     if body.model not in known:
         raise ModelNotFound(
             f"unknown embedding model {body.model!r}; this server has {sorted(known)}",
@@ -266,14 +267,6 @@ async def _collect(first: ChatChunk | GpuWaiting | None, stream: ChatStream) -> 
 
 def _frame(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
-
-
-def _embedder_names(gateway: ModelGateway) -> set[str]:
-    names = set()
-    for embedder in (gateway.gpu_embedder, gateway.cpu_embedder):
-        if embedder is not None:
-            names.update({embedder.name, embedder.name.rsplit("/", 1)[-1]})
-    return names
 
 
 def _encode(row: NDArray[np.float32], encoding_format: str) -> list[float] | str:
