@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import openai
 import pytest
+import requests
 
 from gpuguard import ConfigError, Priority
 from gpuguard._settings import load_settings
@@ -84,6 +85,27 @@ async def test_oversize_body_is_413(make_live: LiveFactory) -> None:
             "/v1/chat/completions", content=chunked(), headers={"Content-Type": "application/json"}
         )
         assert streamed.status_code == 413
+
+
+async def test_a_body_a_few_times_over_the_limit_gets_its_413_not_a_reset(
+    make_live: LiveFactory,
+) -> None:
+    # requests (as scripts and the API fuzzer use it) sends the whole body before it reads
+    # the answer. Unless the server reads what is still coming, closing the connection
+    # resets it and the 413 is lost: "Connection broken: IncompleteRead".
+    async with make_live(max_body_bytes=1_048_576) as live:
+        url = f"{str(live.http.base_url).rstrip('/')}/v1/embeddings"
+        body = b'{"model": "x", "input": [[' + b"0, " * 4_000_000 + b"0]]}"
+
+        def upload() -> list[int]:
+            with requests.Session() as session:
+                headers = {"Content-Type": "application/json"}
+                return [
+                    session.post(url, data=body, headers=headers, timeout=30).status_code
+                    for _ in range(8)
+                ]
+
+        assert await asyncio.to_thread(upload) == [413] * 8
 
 
 async def test_bad_token_is_401(make_live: LiveFactory) -> None:
