@@ -5,6 +5,10 @@
 // the GPU was busy, a red bar an operation that failed, hung or timed out.
 "use strict";
 
+// The narrowest bar drawn: a hold of a few milliseconds still shows, in its own colour,
+// instead of an antialiased sliver.
+const MIN_BAR_PX = 4;
+
 const swimlane = {
   leases: new Map(), // lease_id -> {operation, model, priority, waitFrom, from, to, status}
   marks: [], // CPU fallbacks: {t, operation}
@@ -122,7 +126,7 @@ const swimlane = {
         const end = lease.from ?? lease.waitTo ?? lease.to ?? now;
         if (end >= now - span) {
           const x0 = clampX(lease.waitFrom);
-          const w = Math.max(2, clampX(end) - x0);
+          const w = Math.max(MIN_BAR_PX, clampX(end) - x0);
           const wait = svg("rect", { x: x0, y, width: w, height: h, rx: 3, class: "swim-wait", "data-lease": id });
           wait.append(svg("title", {}, `${lease.operation} waited ${seconds(end - lease.waitFrom)}`));
           picture.append(wait);
@@ -136,7 +140,7 @@ const swimlane = {
       const y = laneY(lease.priority) + 4;
       const h = this.laneHeight - 8;
       const x0 = clampX(lease.from);
-      const w = Math.max(2, clampX(end) - x0);
+      const w = Math.max(MIN_BAR_PX, clampX(end) - x0);
       const problem = PROBLEMS.has(lease.status);
       const bar = svg("rect", {
         x: x0, y, width: w, height: h, rx: 3,
