@@ -46,7 +46,7 @@ from time import perf_counter_ns
 from types import ModuleType
 
 from gpuguard import EventBus, GpuGuard
-from gpuguard._host_files import default_lock_dir
+from gpuguard.guard.scopes.host import default_lock_dir
 
 HoldFactory = Callable[[], AbstractAsyncContextManager[object]]
 

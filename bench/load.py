@@ -367,7 +367,6 @@ def report(figures: dict[str, Any]) -> str:
 async def serve_child(keep_alive_s: int | None, max_waiters: int) -> None:
     """The server side: fakes behind the real app, index and jobs in the working directory."""
     from gpuguard import GpuGuard
-    from gpuguard._settings import LlmSettings, Settings
     from gpuguard.embed import BulkEmbedder
     from gpuguard.gateway import ModelGateway
     from gpuguard.index import VectorStore
@@ -375,6 +374,7 @@ async def serve_child(keep_alive_s: int | None, max_waiters: int) -> None:
     from gpuguard.server import create_app, running_server
     from gpuguard.server._jobs import IndexingJobs
     from gpuguard.server._runtime import store_retriever
+    from gpuguard.settings import LlmSettings, Settings
     from gpuguard.testing import FakeBackend, HashEmbedder
 
     logging.getLogger("gpuguard").setLevel(logging.ERROR)  # busy refusals are counted, not logged

@@ -54,11 +54,21 @@ from ._exceptions import (
     WorkerKilled,
     WouldBlock,
 )
-from ._guard import GpuGuard
-from ._lease import Lease
-from ._options import DEFAULT, DefaultType, OnHang, Timeout
-from ._snapshot import GuardCounters, GuardSnapshot, HolderInfo, WaiterInfo
-from ._work import StopWork, in_thread, run_to_end
+from .guard import (
+    DEFAULT,
+    DefaultType,
+    GpuGuard,
+    GuardCounters,
+    GuardSnapshot,
+    HolderInfo,
+    Lease,
+    OnHang,
+    StopWork,
+    Timeout,
+    WaiterInfo,
+    in_thread,
+    run_to_end,
+)
 
 __version__ = "0.1.0"
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from gpuguard._settings import LlmSettings, Settings, SourceSettings
 from gpuguard.embed import BulkEmbedder
 from gpuguard.gateway import ModelGateway
 from gpuguard.index import VectorStore
 from gpuguard.jobs import JobManager
 from gpuguard.server import create_app, running_server
 from gpuguard.server._jobs import IndexingJobs
+from gpuguard.settings import LlmSettings, Settings, SourceSettings
 from gpuguard.testing import FakeBackend, HashEmbedder
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -12,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from gpuguard import ConfigError, __version__
-from gpuguard._settings import LlmSettings, Settings, SourceSettings
 from gpuguard.cli import app
 from gpuguard.cli._samples import write_sample_database, write_sample_documents
 from gpuguard.embed import BulkEmbedder
@@ -21,6 +20,7 @@ from gpuguard.index import VectorStore
 from gpuguard.jobs import JobManager
 from gpuguard.server import ServerThread, create_app
 from gpuguard.server._jobs import IndexingJobs
+from gpuguard.settings import LlmSettings, Settings, SourceSettings
 from gpuguard.testing import FakeBackend, HashEmbedder
 
 runner = CliRunner()

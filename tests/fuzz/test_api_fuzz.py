@@ -27,9 +27,9 @@ from schemathesis.checks import (
 from schemathesis.openapi import from_dict
 
 from gpuguard import GpuGuard, JobNotFound
-from gpuguard._settings import LlmSettings, Settings
 from gpuguard.gateway import ModelGateway
 from gpuguard.server import ServerThread, create_app
+from gpuguard.settings import LlmSettings, Settings
 from gpuguard.testing import FakeBackend, HashEmbedder
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))

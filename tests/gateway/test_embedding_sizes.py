@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from gpuguard import ConfigError, Priority
-from gpuguard._settings import load_settings
 from gpuguard.gateway import EmbeddingSizes, EmbedSize, ModelGateway
 from gpuguard.llm import ChatMessage
 from gpuguard.server._runtime import build_gateway
+from gpuguard.settings import load_settings
 from gpuguard.testing import FakeBackend, HashEmbedder
 
 SIZES = EmbeddingSizes(

@@ -19,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 
 from gpuguard import FakeClock
-from gpuguard._redis_arbiter import RedisArbiter
+from gpuguard.guard.scopes.redis import RedisArbiter
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import pytest
 
 from gpuguard import FakeClock, GpuGuard, LeaseNotHeld, OperationHung
-from gpuguard._work import run_to_end
+from gpuguard.guard._work import run_to_end
 
 from ._support import MakeGuard, Work, checkpoints, until
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gpuguard import ConfigError
-from gpuguard._settings import load_settings
 from gpuguard.server._runtime import build_gateway
+from gpuguard.settings import load_settings
 
 from .redis_support import REDIS_URL, require_redis
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gpuguard import Priority
-from gpuguard._queue import effective_priority
+from gpuguard.guard._queue import effective_priority
 
 
 def test_a_ticket_stamped_after_now_has_waited_nothing() -> None:

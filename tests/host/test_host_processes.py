@@ -171,7 +171,7 @@ def test_a_lock_dir_of_another_user_is_refused(tmp_path: Path) -> None:
 def test_default_lock_dir_is_under_the_runtime_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gpuguard._host_files import default_lock_dir
+    from gpuguard.guard.scopes.host import default_lock_dir
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert default_lock_dir() == tmp_path / "gpuguard"

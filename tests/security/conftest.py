@@ -16,8 +16,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from gpuguard._settings import load_settings
 from gpuguard.server import create_app, running_server
+from gpuguard.settings import load_settings
 
 SECRET = "TOPSECRET-7f3a91"
 

@@ -15,10 +15,10 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from gpuguard import GpuGuard
-from gpuguard._settings import LlmSettings, ModelSettings, ServerSettings, Settings
 from gpuguard.embed import Embedder
 from gpuguard.gateway import ModelGateway
 from gpuguard.server import JobRunner, Retriever, ServerContext, create_app, running_server
+from gpuguard.settings import LlmSettings, ModelSettings, ServerSettings, Settings
 from gpuguard.testing import FakeBackend, HashEmbedder
 
 MODEL = "fake-llm"

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from gpuguard import ConfigError, Priority
-from gpuguard._settings import load_settings
+from gpuguard.settings import load_settings
 
 from .conftest import MODEL, Live, LiveFactory, gpu_held, until
 

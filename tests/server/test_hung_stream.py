@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from gpuguard import FakeClock, GpuGuard
-from gpuguard._settings import LlmSettings, Settings
 from gpuguard.gateway import GatewayTimeouts, ModelGateway
 from gpuguard.llm import ChatChunk, ChatMessage, ChatOptions
 from gpuguard.server import create_app, running_server
+from gpuguard.settings import LlmSettings, Settings
 from gpuguard.testing import FakeBackend, HashEmbedder
 
 from .conftest import MODEL, gpu_held

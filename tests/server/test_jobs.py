@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from gpuguard import GpuEvent, GpuStatus
-from gpuguard._settings import SourceSettings
 from gpuguard.cli._demo import judge
 from gpuguard.cli._samples import write_sample_database, write_sample_documents
 from gpuguard.embed import BulkEmbedder, EmbedderPair, Vectors
 from gpuguard.index import VectorStore
 from gpuguard.jobs import JobManager
 from gpuguard.server._jobs import IndexingJobs
+from gpuguard.settings import SourceSettings
 from gpuguard.testing import FakeBackend, HashEmbedder
 
 from .conftest import EMBEDDER, MODEL, Live, LiveFactory

@@ -9,9 +9,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from gpuguard._settings import load_settings
 from gpuguard.server import create_app, running_server
 from gpuguard.server._runtime import build_gateway
+from gpuguard.settings import load_settings
 
 pytestmark = pytest.mark.slow
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from gpuguard._settings import SourceSettings
 from gpuguard.cli._samples import write_sample_documents
 from gpuguard.embed import BulkEmbedder
 from gpuguard.index import VectorStore
 from gpuguard.jobs import JobManager
 from gpuguard.server._jobs import IndexingJobs
 from gpuguard.server._logs import LogRing
+from gpuguard.settings import SourceSettings
 
 from .conftest import Live, LiveFactory
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from gpuguard import ConfigError
-from gpuguard._settings import load_settings
 from gpuguard.cli._app import _llm_overrides
 from gpuguard.llm import ChatMessage
 from gpuguard.server import open_runtime
+from gpuguard.settings import load_settings
 from gpuguard.testing import FakeBackend
 
 from .conftest import LiveFactory, until

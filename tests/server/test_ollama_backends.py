@@ -17,11 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from gpuguard import GpuEvent, GpuGuard
-from gpuguard._settings import LlmSettings, Settings, load_settings
 from gpuguard.cli import app as cli_app
 from gpuguard.gateway import ModelGateway
 from gpuguard.llm import OllamaBackend, Timeouts
 from gpuguard.server import create_app, ollama_app, running_server
+from gpuguard.settings import LlmSettings, Settings, load_settings
 from gpuguard.testing import FakeBackend, HashEmbedder, IntervalRecorder
 from gpuguard.testing.ollama_double import OllamaDouble
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gpuguard._settings import load_settings
 from gpuguard.server import create_app, ollama_app, running_server
+from gpuguard.settings import load_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Ollama clients: Open WebUI, Continue, curl"

@@ -11,9 +11,9 @@ import openai
 import pytest
 
 from gpuguard import ConfigError
-from gpuguard._settings import EmbeddingSettings, LlmSettings, Settings, load_settings
 from gpuguard.gateway import ModelGateway
 from gpuguard.server import create_app, running_server
+from gpuguard.settings import EmbeddingSettings, LlmSettings, Settings, load_settings
 
 
 def test_file_then_environment_then_arguments(

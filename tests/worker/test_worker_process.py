@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gpuguard import ConfigError, WorkerCrashed, WorkerKilled
-from gpuguard._worker import WorkerProcess
+from gpuguard.worker import WorkerProcess
 
 ENGINE = "tests.worker.engines:build"
 POLL_LIMIT_S = 30.0
@@ -200,7 +200,7 @@ async def test_stop_closes_the_engine_and_the_process_exits(worker: WorkerProces
 def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
     script = (
         "import asyncio, os, signal, sys\n"
-        "from gpuguard._worker import WorkerProcess\n"
+        "from gpuguard.worker import WorkerProcess\n"
         "async def main():\n"
         f"    worker = WorkerProcess({ENGINE!r}, name='orphan')\n"
         "    print(await worker.call('pid'), flush=True)\n"

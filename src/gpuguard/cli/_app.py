@@ -14,7 +14,7 @@ from rich.live import Live
 
 from .. import __version__
 from .._exceptions import GpuGuardError
-from .._settings import load_settings
+from ..settings import load_settings
 from ._chat import chat
 from ._client import ServerClient, ServerError
 from ._help import PlainCommand, PlainGroup

@@ -15,7 +15,10 @@ from pathlib import Path
 from rich.console import Console
 
 from .._events import GpuEvent, GpuStatus
-from .._settings import (
+from ..embed._bulk import MODEL_LOADING_REASON
+from ..index import VectorStore
+from ..server import create_app, open_runtime, running_server
+from ..settings import (
     EmbeddingSettings,
     IndexSettings,
     LlmSettings,
@@ -23,9 +26,6 @@ from .._settings import (
     Settings,
     SourceSettings,
 )
-from ..embed._bulk import MODEL_LOADING_REASON
-from ..index import VectorStore
-from ..server import create_app, open_runtime, running_server
 from ._render import timeline_table
 from ._samples import write_sample_database, write_sample_documents
 

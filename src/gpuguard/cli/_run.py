@@ -17,8 +17,8 @@ import typer
 
 from .._events import Priority
 from .._exceptions import GpuGuardError
-from .._guard import GpuGuard
-from .._settings import load_settings
+from ..guard import GpuGuard
+from ..settings import load_settings
 from ._output import errors, fail
 
 __all__ = ["run", "run_under_lease", "waiting_notice"]
@@ -114,7 +114,7 @@ def run(
     SIGINT and SIGTERM forwarded, and frees the GPU when it exits, however it exits. Exits
     with the program's status.
     """
-    from .._scope import build_guard
+    from ..settings import build_guard
 
     if priority.upper() not in Priority.__members__:
         raise fail(f"unknown priority {priority!r}: interactive, normal or background", 2)

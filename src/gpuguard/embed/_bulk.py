@@ -33,8 +33,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from .._events import GpuEvent, GpuStatus, Priority
 from .._exceptions import ConfigError, WouldBlock
-from .._options import DEFAULT, Timeout
-from .._work import run_to_end
+from ..guard import DEFAULT, Timeout, run_to_end
 from ._lease import LeaseGuard
 from ._pair import EmbedderPair
 from ._protocol import Embedder, Vectors

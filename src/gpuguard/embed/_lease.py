@@ -7,9 +7,7 @@ from typing import Protocol
 
 from .._clock import Clock
 from .._events import EventBus, Priority
-from .._lease import Lease
-from .._options import Timeout
-from .._snapshot import HolderInfo
+from ..guard import HolderInfo, Lease, Timeout
 
 __all__ = ["LeaseGuard"]
 

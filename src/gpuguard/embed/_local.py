@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._exceptions import EmbedderUnavailable, EmbeddingError
-from .._work import in_thread
+from ..guard import in_thread
 from ._protocol import Vectors
 from ._tokens import check_token_ids
 from ._vectors import as_normalised_vectors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._events import Priority
 from .._exceptions import DimensionMismatch
-from .._options import DEFAULT, Timeout
+from ..guard import DEFAULT, Timeout
 from ._lease import LeaseGuard
 from ._protocol import Embedder
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._exceptions import ConfigError, EmbedderUnavailable, EmbeddingError
-from .._worker import WorkerProcess
+from ..worker import WorkerProcess
 from ._local import LocalEmbedder
 from ._protocol import Vectors
 from ._tokens import check_token_ids

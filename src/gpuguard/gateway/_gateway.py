@@ -38,12 +38,10 @@ import numpy as np
 
 from .._events import ModelEvent, Priority
 from .._exceptions import ConfigError, ModelNotLoaded
-from .._guard import GpuGuard
-from .._lease import Hold, Lease
-from .._snapshot import GuardSnapshot
 from ..embed._bulk import BulkEmbedder
 from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder, Vectors
+from ..guard import GpuGuard, GuardSnapshot, Hold, Lease
 from ..llm._protocol import (
     BackendHealth,
     ChatChunk,

@@ -82,7 +82,7 @@ class SourcePolicy:
 
     @classmethod
     def from_settings(cls, sources: Any) -> SourcePolicy:
-        """From a :class:`~gpuguard._settings.SourceSettings`; no roots: the current folder."""
+        """From a :class:`~gpuguard.settings.SourceSettings`; no roots: the current folder."""
         roots = sources.document_roots or [Path.cwd()]
         named = {name: url.get_secret_value() for name, url in sources.databases.items()}
         return cls.confined(

@@ -1,6 +1,6 @@
 """llama.cpp through llama-cpp-python, in a worker process: the default when no server is set.
 
-The model lives in a supervised child process (:class:`~gpuguard._worker.WorkerProcess`),
+The model lives in a supervised child process (:class:`~gpuguard.worker._process.WorkerProcess`),
 so a hung or runaway llama.cpp can be stopped: :meth:`LlamaCppBackend.abort` kills the
 process and the OS frees its memory, VRAM included. Load, chat, embeddings and unload all
 cross the process boundary; chat tokens stream back with a bounded number in flight.
@@ -29,8 +29,8 @@ from .._exceptions import (
     ModelNotFound,
     ModelNotLoaded,
 )
-from .._work import in_thread
-from .._worker import WorkerProcess
+from ..guard import in_thread
+from ..worker import WorkerProcess
 from ._protocol import (
     OPENAI_CHAT_PARAMETERS,
     BackendHealth,

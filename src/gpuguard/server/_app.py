@@ -12,8 +12,8 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from .._settings import Settings, load_settings
 from ..gateway import ModelGateway
+from ..settings import Settings, load_settings
 from . import (
     _admin_routes,
     _events_route,

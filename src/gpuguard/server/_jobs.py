@@ -9,10 +9,10 @@ from pathlib import Path
 from .._events import EventBus
 from .._exceptions import SourceUnavailable
 from .._redact import redact
-from .._settings import SourceSettings
 from ..embed import BulkEmbedder
 from ..index import DatabaseTimeouts, SourcePolicy, VectorStore, resolve_source
 from ..jobs import JobInfo, JobManager, process_rag_documents, refresh_database_schemas
+from ..settings import SourceSettings
 
 __all__ = ["IndexingJobs"]
 

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .._events import Event, GpuEvent, GpuStatus, Priority
-from .._guard import GpuGuard
+from ..guard import GpuGuard
 
 __all__ = ["GuardMetrics"]
 

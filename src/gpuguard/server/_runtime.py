@@ -16,13 +16,12 @@ from pathlib import Path
 
 from .._events import Priority
 from .._exceptions import GpuGuardError
-from .._scope import build_guard
-from .._settings import Settings
 from ..embed import BulkEmbedder, create_embedder
 from ..gateway import EmbeddingSizes, GatewayTimeouts, ModelGateway
 from ..index import VectorStore
 from ..jobs import JobManager
 from ..llm import LlmBackend
+from ..settings import Settings, build_guard
 from ._catalog import ModelCatalog, ModelEntry
 from ._context import Retriever, ServerContext
 from ._idle_unload import IdleUnloader

@@ -1,0 +1,101 @@
+"""Who holds the GPU and who waits for it: the arbiter, the one part that differs per scope.
+
+A :class:`~gpuguard.GpuGuard` is a front (leases, hold timeouts, hung work, events) over an
+arbiter that decides grants, one implementation per scope (:mod:`gpuguard.guard.scopes`): the
+local arbiter decides within one process; the host-wide and Redis arbiters decide across
+processes and hosts with the same rules:
+
+* at most one holder;
+* a request is granted at once only when nobody holds *and nobody waits* (no queue jumping);
+* on release the next waiter in :class:`~gpuguard.guard._queue.WaiterQueue` order is granted;
+* when nobody holds the GPU, nobody waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+from ._tickets import Grant, Queued, Ticket
+from .policies import Policy
+
+__all__ = ["Arbiter", "OnGrant", "OnLost"]
+
+
+OnGrant = Callable[[Ticket, float], None]
+"""Called (in the event loop) when a queued ticket of this process is granted, with its wait."""
+
+OnLost = Callable[[Ticket, str], None]
+"""Called (in the event loop) when a granted ticket of this process lost the GPU, with why."""
+
+
+class Arbiter(Protocol):
+    """Decides who holds the GPU; one implementation per scope (process, host, Redis).
+
+    Taking the GPU or a place in the queue is async (a shared scope asks its server); a scope
+    that ``decides_locally`` answers :meth:`try_acquire` without waiting on I/O, so the front
+    calls :meth:`try_acquire_now` instead, without awaiting. Giving it back (``withdraw``,
+    ``release``) is sync and done when it returns: the next waiter is granted in the same
+    step, and ``on_grant`` runs then for a waiter of this process. A shared scope makes one
+    bounded round trip for it; if its server cannot be told, the server's lease expiry frees
+    the GPU.
+    """
+
+    @property
+    def scope(self) -> str:
+        """``process``, ``host`` or ``redis``."""
+
+    @property
+    def policy(self) -> Policy:
+        """Who may hold at once (:mod:`gpuguard.guard.policies`)."""
+
+    @property
+    def decides_locally(self) -> bool:
+        """True if :meth:`try_acquire` is :meth:`try_acquire_now` (no server to wait for)."""
+
+    @property
+    def issues_fences(self) -> bool:
+        """True if grants carry a fencing token (:attr:`Grant.fence`); else it is always None."""
+
+    def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
+        """Tell the arbiter whom to call when a ticket of this process is granted or lost."""
+
+    def try_acquire_now(self, ticket: Ticket, now: float) -> bool:
+        """:meth:`try_acquire` without awaiting (a shared scope: one bounded round trip)."""
+
+    async def try_acquire(self, ticket: Ticket, now: float) -> bool:
+        """Grant ``ticket`` at once if nobody holds and nobody waits; else return False."""
+
+    async def enqueue(
+        self, ticket: Ticket, now: float, *, limit: int
+    ) -> asyncio.Future[None] | None:
+        """Queue ``ticket`` if fewer than ``limit`` wait, else return None.
+
+        The future resolves when it is granted (after ``on_grant``).
+        """
+
+    def withdraw(self, ticket: Ticket) -> bool:
+        """Take a queued ticket out of the line; False if it was granted or gone already.
+
+        A shared scope may learn only now that the ticket was granted: it calls ``on_grant``
+        first, then returns False.
+        """
+
+    def release(self, ticket: Ticket, now: float) -> None:
+        """The holder gives the GPU back; the next waiter is granted."""
+
+    def mark_hung(self, ticket: Ticket, now: float) -> None:
+        """Show the holder as hung (its work is being stopped; the GPU stays quarantined)."""
+
+    def holder(self) -> Grant | None:
+        """The current holder, or None."""
+
+    def waiters(self, now: float) -> list[Queued]:
+        """Every waiter, in service order."""
+
+    def queue_length(self) -> int:
+        """How many tickets wait."""
+
+    async def aclose(self) -> None:
+        """Let go of connections and background tasks (a no-op in-process)."""

@@ -1,0 +1,252 @@
+"""One guard's leases: requests, grants with their hold timers, and endings.
+
+:class:`Leases` is the guard's side of every :class:`~gpuguard.Lease` it grants (the
+:class:`~gpuguard.guard._lease.Keeper` a lease is handed) and what an ``async with``
+:class:`~gpuguard.guard._hold.Hold` asks for the GPU through. It keeps this process's registry
+of leases that wait or hold, asks the arbiter for grants, arms each grant's hold timer, ends
+holds with their outcome, and routes the arbiter's callbacks and the timers to the parts that
+handle them: queued leases (:mod:`gpuguard.guard._waiting`), hung and lost ones
+(:mod:`gpuguard.guard._hung`), counters and events (:mod:`gpuguard.guard._telemetry`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from functools import partial
+
+from .._clock import Clock
+from .._events import EventBus, GpuStatus, Priority
+from .._exceptions import GuardError, LeaseNotHeld, WouldBlock
+from ._arbiter import Arbiter
+from ._hung import INTERRUPTED, HungLeases
+from ._lease import Lease, LeaseState
+from ._options import DEFAULT, OnHang, Timeout, check_timeout
+from ._snapshot import holder_info
+from ._telemetry import GuardTelemetry
+from ._tickets import Owner, Ticket
+from ._waiting import WaitingLeases
+
+__all__ = ["Leases", "Limits"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A guard's defaults: how long to wait, how long to hold, how many may wait, hangs."""
+
+    wait_timeout: float | None
+    hold_timeout: float | None
+    max_waiters: int
+    on_hang: OnHang
+
+
+class Leases:
+    """The leases of one guard, from request to ending (see the module docstring)."""
+
+    def __init__(
+        self, name: str, limits: Limits, clock: Clock, events: EventBus, arbiter: Arbiter
+    ) -> None:
+        self.limits = limits
+        self.clock = clock
+        self.arbiter = arbiter
+        self.telemetry = GuardTelemetry(name, events, clock)
+        self.hung = HungLeases(clock, arbiter, self.telemetry, self.forget)
+        self.waiting = WaitingLeases(
+            clock,
+            arbiter,
+            self.telemetry,
+            self.hung,
+            forget=self.forget,
+            finish=self.finish,
+            holder=self.holder_label,
+        )
+        self._ids = itertools.count(1)
+        self._leases: dict[int, Lease] = {}
+        """This process's leases that wait or hold, by lease id."""
+        arbiter.bind(self._on_grant, self._on_lost)
+
+    # --- asking for the GPU ------------------------------------------------------------------
+
+    async def request(
+        self,
+        operation: str,
+        *,
+        model: str | None,
+        priority: Priority,
+        wait_timeout: Timeout,
+        hold_timeout: Timeout,
+    ) -> tuple[Lease, asyncio.Future[None] | None]:
+        """Take the GPU at once, or a place in the queue (``QueueFull`` when there is none).
+
+        Returns the lease and, when it is queued, the future of its grant.
+        """
+        limit = self.limits.wait_timeout if wait_timeout is DEFAULT else wait_timeout
+        wait_s = check_timeout(limit, "wait_timeout")
+        lease = self.new_lease(operation, model, priority, hold_timeout)
+        ticket, now = lease.ticket, lease.requested_at
+        try:
+            arbiter = self.arbiter
+            if (
+                arbiter.try_acquire_now(ticket, now)
+                if arbiter.decides_locally
+                else await arbiter.try_acquire(ticket, now)
+            ):
+                self._grant(lease, 0.0, queued=False)
+                return lease, None
+            self._leases[ticket.lease_id] = lease  # before enqueue: a shared scope may grant
+            pending = await arbiter.enqueue(ticket, now, limit=self.limits.max_waiters)
+        except asyncio.CancelledError:
+            # Cancelled while a shared scope was asked: the arbiter gives back what it got.
+            self._leases.pop(ticket.lease_id, None)
+            self.waiting.abandon(lease)
+            raise
+        except BaseException:
+            self._leases.pop(ticket.lease_id, None)
+            raise
+        if pending is None:
+            self._leases.pop(ticket.lease_id, None)
+            self.waiting.reject(lease)
+        if lease.state is LeaseState.WAITING:  # not granted while it joined the line
+            self.waiting.joined(lease, pending, wait_s)
+        return lease, pending
+
+    async def request_nowait(
+        self, operation: str, *, model: str | None, priority: Priority, hold_timeout: Timeout
+    ) -> Lease:
+        """Take the GPU if it is free and nobody waits, on any scope; else :class:`WouldBlock`."""
+        lease = self.new_lease(operation, model, priority, hold_timeout)
+        ticket, now = lease.ticket, lease.requested_at
+        arbiter = self.arbiter
+        granted = (
+            arbiter.try_acquire_now(ticket, now)
+            if arbiter.decides_locally
+            else await arbiter.try_acquire(ticket, now)
+        )
+        return self.granted_nowait(lease, granted)
+
+    def granted_nowait(self, lease: Lease, granted: bool) -> Lease:
+        """``lease``, granted without waiting; :class:`WouldBlock` if the arbiter said no."""
+        if not granted:
+            raise WouldBlock(
+                operation=lease.operation,
+                model=lease.model,
+                holder=self.holder_label(),
+                queued=self.arbiter.queue_length(),
+            )
+        self._grant(lease, 0.0, queued=False)
+        return lease
+
+    def new_lease(
+        self, operation: str, model: str | None, priority: Priority, hold_timeout: Timeout
+    ) -> Lease:
+        """A lease not yet asked for, with its own ticket."""
+        hold_s = self.limits.hold_timeout if hold_timeout is DEFAULT else hold_timeout
+        ticket = Ticket(next(self._ids), operation, model, Priority(priority), Owner.this_process())
+        return Lease(self, ticket, check_timeout(hold_s, "hold_timeout"), self.clock.monotonic())
+
+    async def await_grant(self, lease: Lease, pending: asyncio.Future[None]) -> None:
+        """Wait for a queued lease's grant; cancellation leaves nothing behind."""
+        await self.waiting.await_grant(lease, pending)
+
+    # --- grants ------------------------------------------------------------------------------
+
+    def _on_grant(self, ticket: Ticket, waited_s: float) -> None:
+        """The arbiter granted a queued ticket of this process."""
+        lease = self._leases.get(ticket.lease_id)
+        if lease is not None:
+            if lease.timer is not None:
+                lease.timer.cancel()  # its wait timeout
+            self._grant(lease, waited_s, queued=True)
+
+    def _grant(self, lease: Lease, waited_s: float, *, queued: bool) -> None:
+        now = self.clock.monotonic()
+        lease.state = LeaseState.HELD
+        lease.granted_at = now
+        if self.arbiter.issues_fences:  # else no need to ask who holds (a locked file read)
+            grant = self.arbiter.holder()
+            if grant is not None and grant.ticket == lease.ticket:
+                lease.fence = grant.fence
+        self._leases[lease.lease_id] = lease
+        self.telemetry.started(lease.ticket, waited_s=waited_s, queued=queued)
+        if lease.hold_timeout is not None:
+            lease.timer = self.clock.call_later(
+                lease.hold_timeout, partial(self._on_hold_timeout, lease)
+            )
+        else:
+            lease.timer = None
+
+    # --- endings (the Keeper a lease is handed) ------------------------------------------------
+
+    def end(
+        self, lease: Lease, exc_type: type[BaseException] | None, exc: BaseException | None
+    ) -> None:
+        """End a hold from how its body exited."""
+        if exc_type is None:
+            self.finish(lease, GpuStatus.COMPLETED, "")
+        elif issubclass(exc_type, asyncio.CancelledError | GeneratorExit):
+            # GeneratorExit: a streaming generator closed early (the client went away).
+            self.finish(lease, GpuStatus.CANCELLED, "cancelled while holding the GPU")
+        else:
+            self.finish(lease, GpuStatus.FAILED, f"{exc_type.__name__}: {exc}")
+
+    def release(self, lease: Lease) -> None:
+        """:meth:`Lease.release`."""
+        if lease.state in INTERRUPTED:
+            self.hung.release(lease)
+        self.finish(lease, GpuStatus.COMPLETED, "")
+
+    def refusal(self, lease: Lease) -> GuardError:
+        """What using ``lease`` raises once it is not held: hung, lost or never held."""
+        if lease.state in INTERRUPTED:
+            return lease.interrupt_error()
+        return LeaseNotHeld(
+            f"lease #{lease.lease_id} for {lease.operation!r} is not held ({lease.state.value})",
+            operation=lease.operation,
+            model=lease.model,
+            holder=self.holder_label(),
+        )
+
+    def work_stopped(self, lease: Lease) -> None:
+        """A hung lease's last tracked work has ended: the GPU is free again."""
+        self.hung.end_quarantine(lease, "its work has stopped")
+
+    def finish(self, lease: Lease, status: GpuStatus, detail: str) -> None:
+        """Release a held lease with an outcome and hand the GPU on."""
+        if lease.keeper is not self or lease.state is not LeaseState.HELD:
+            raise self.refusal(lease)
+        assert lease.granted_at is not None
+        now = self.clock.monotonic()
+        lease.state = LeaseState.RELEASED
+        self.forget(lease)
+        self.telemetry.ended(
+            lease.ticket,
+            status,
+            waited_s=lease.waited_s,
+            held_s=now - lease.granted_at,
+            detail=detail,
+        )
+        self.arbiter.release(lease.ticket, now)
+
+    def forget(self, lease: Lease) -> None:
+        """Drop ``lease`` from the registry and cancel its timer."""
+        self._leases.pop(lease.lease_id, None)
+        if lease.timer is not None:
+            lease.timer.cancel()
+            lease.timer = None
+
+    # --- hung and lost leases (handled in gpuguard.guard._hung) --------------------------------
+
+    def _on_hold_timeout(self, lease: Lease) -> None:
+        self.hung.hold_timed_out(lease, release=self.limits.on_hang == "release")
+
+    def _on_lost(self, ticket: Ticket, reason: str) -> None:
+        """The arbiter says a granted ticket of this process lost the GPU."""
+        lease = self._leases.get(ticket.lease_id)
+        if lease is not None:
+            self.hung.lost(lease, reason)
+
+    def holder_label(self) -> str | None:
+        """How waiters name the current holder (``None`` when the GPU is free)."""
+        grant = self.arbiter.holder()
+        return None if grant is None else holder_info(grant, self.clock.monotonic()).label

@@ -1,0 +1,233 @@
+"""A grant of the GPU (:class:`Lease`), the GPU work it covers, and ``async with`` holds.
+
+A lease belongs to its holder object, not to an asyncio task. GPU work runs under it through
+:meth:`Lease.run` (one awaitable) or :meth:`Lease.stream` (a stream of chunks): the lease
+knows which work is in flight and which task awaits it, so a hung operation is stopped
+through its work, whichever task happens to drive it (a streamed answer is resumed by
+whatever task reads the stream). A lease that never ran tracked work is an opaque body: on
+hang the task that entered it is interrupted.
+
+A lease talks to the guard that granted it through one small interface, :class:`Keeper`,
+which the guard hands it: give the GPU back, say why a lease can no longer be used, and hear
+that a hung lease's last piece of work has stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from contextlib import aclosing
+from typing import Protocol, TypeVar
+
+from .._clock import TimerHandle
+from .._events import Priority
+from .._exceptions import GuardError, LeaseLost, OperationHung
+from ._tickets import Ticket
+from ._work import StopWork, run_to_end
+
+__all__ = ["Keeper", "Lease", "LeaseState"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class LeaseState(enum.Enum):
+    """Where a lease is in its life."""
+
+    WAITING = "waiting"
+    HELD = "held"
+    HUNG = "hung"
+    LOST = "lost"
+    RELEASED = "released"
+    ABANDONED = "abandoned"
+
+
+class Keeper(Protocol):
+    """What a lease needs from the guard that granted it (handed to it at creation)."""
+
+    def release(self, lease: Lease) -> None:
+        """Give ``lease``'s GPU back and hand it to the next waiter."""
+
+    def refusal(self, lease: Lease) -> GuardError:
+        """The error for using ``lease`` now that it is not held (hung, lost, released)."""
+
+    def work_stopped(self, lease: Lease) -> None:
+        """The last tracked work of hung ``lease`` has ended: its quarantine may end."""
+
+
+class Lease:
+    """One grant of the GPU to one operation.
+
+    Obtained from :meth:`GpuGuard.acquire` (release it with :meth:`release`) or, better, from
+    ``async with guard.hold(...) as lease``. Run the GPU work itself through :meth:`run` or
+    :meth:`stream`, so that the lease is held until the work has really stopped and a hung
+    operation can be stopped through its work.
+    """
+
+    def __init__(
+        self, keeper: Keeper, ticket: Ticket, hold_timeout: float | None, requested_at: float
+    ) -> None:
+        self.keeper = keeper
+        """The guard's side of this lease; a lease is used only with its own keeper."""
+        self.ticket = ticket
+        self.hold_timeout = hold_timeout
+        self.requested_at = requested_at
+        self.granted_at: float | None = None
+        self.hung_at: float | None = None
+        self.state = LeaseState.WAITING
+        self.timer: TimerHandle | None = None
+        self.quarantined = False
+        """True while hung and still holding the GPU, until its work has really ended."""
+        self.owner_task = asyncio.current_task()
+        """Interrupted on hang if no tracked work ever ran (an opaque ``async with`` body)."""
+        self.tracked = False
+        self.works: dict[object, asyncio.Task[object] | None] = {}
+        """Tracked work in flight, each with the task awaiting it."""
+        self.fence: int | None = None
+        """The fencing token of the grant, on scopes that issue them (Redis)."""
+        self.lost_reason: str | None = None
+        self.interrupted: set[asyncio.Task[object]] = set()
+        """Tasks the guard cancelled because this lease hung; their cancel is withdrawn."""
+
+    @property
+    def lease_id(self) -> int:
+        """Unique within the guard."""
+        return self.ticket.lease_id
+
+    @property
+    def operation(self) -> str:
+        """What the GPU is held for (``chat``, ``load``, ``embed``...)."""
+        return self.ticket.operation
+
+    @property
+    def model(self) -> str | None:
+        """The model the operation works on."""
+        return self.ticket.model
+
+    @property
+    def priority(self) -> Priority:
+        """The declared priority."""
+        return self.ticket.priority
+
+    @property
+    def held(self) -> bool:
+        """True while this lease holds the GPU and is not hung."""
+        return self.state is LeaseState.HELD
+
+    @property
+    def hung(self) -> bool:
+        """True once this lease outlived its hold timeout."""
+        return self.state is LeaseState.HUNG
+
+    @property
+    def waited_s(self) -> float:
+        """Seconds between the request and the grant (0 if never granted)."""
+        return 0.0 if self.granted_at is None else self.granted_at - self.requested_at
+
+    async def run(self, work: Awaitable[R], *, stop: StopWork | None = None) -> R:
+        """Run ``work`` as GPU work of this lease and return its result.
+
+        The lease is held until ``work`` has really ended, even if the caller is cancelled
+        meanwhile: the cancellation is passed on to ``work`` (an honest awaitable ends soon
+        after; see :mod:`gpuguard.guard._work`). ``stop`` is for hung work: if the lease outlives
+        its hold timeout, ``stop`` is called (kill the worker, ask the server to cancel), and
+        once the work has ended this raises :class:`OperationHung`. A plain cancellation (a
+        client that went away) never calls it. Raises at once, without starting ``work``, if
+        the lease is hung or no longer held.
+        """
+        if self.state is not LeaseState.HELD:
+            _discard(work)
+            raise self.keeper.refusal(self)
+        self.tracked = True
+        task = asyncio.current_task()
+        token = object()
+        self.works[token] = task
+        try:
+            return await run_to_end(work, stop=None if stop is None else self._if_hung(stop))
+        except asyncio.CancelledError:
+            if task is not None and task in self.interrupted and not self.withdraw_interrupt(task):
+                raise self.interrupt_error() from None
+            raise
+        finally:
+            del self.works[token]
+            if self.hung and not self.works:
+                self.keeper.work_stopped(self)
+
+    def _if_hung(self, stop: StopWork) -> StopWork:
+        """``stop``, called only when this lease hung (not for a plain cancellation)."""
+
+        async def stop_if_hung() -> None:
+            if self.hung:
+                result = stop()
+                if result is not None:
+                    await result
+
+        return stop_if_hung
+
+    async def stream(
+        self, chunks: AsyncIterator[T], *, stop: StopWork | None = None
+    ) -> AsyncGenerator[T, None]:
+        """Yield ``chunks``, each step run as GPU work of this lease (see :meth:`run`).
+
+        Closing this generator closes ``chunks`` (under the lease while it is held).
+        """
+        async with aclosing(_as_generator(chunks)) as source:
+            while True:
+                try:
+                    chunk = await self.run(anext(source), stop=stop)
+                except StopAsyncIteration:
+                    return
+                yield chunk
+
+    def release(self) -> None:
+        """Give the GPU back and hand it to the next waiter.
+
+        Raises :class:`LeaseNotHeld` if the lease was never granted or already released, and
+        :class:`OperationHung` if it hung (its quarantine ends here).
+        """
+        self.keeper.release(self)
+
+    def interrupt_error(self) -> GuardError:
+        """What this hung or lost lease's holder gets: :class:`OperationHung`/:class:`LeaseLost`."""
+        if self.state is LeaseState.LOST:
+            return LeaseLost(
+                operation=self.operation,
+                model=self.model,
+                reason=self.lost_reason or "lost",
+                fence=self.fence,
+            )
+        return OperationHung(
+            operation=self.operation,
+            model=self.model,
+            held_s=self.hold_timeout if self.hold_timeout is not None else 0.0,
+        )
+
+    def withdraw_interrupt(self, task: asyncio.Task[object]) -> bool:
+        """Undo the guard's cancel of ``task``; True if someone else still cancels it."""
+        self.interrupted.discard(task)
+        return task.uncancel() > 0
+
+    def __repr__(self) -> str:
+        model = f" model={self.model!r}" if self.model else ""
+        return (
+            f"<Lease #{self.lease_id} {self.operation!r}{model} {self.priority} {self.state.value}>"
+        )
+
+
+async def _as_generator(chunks: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+    """Wrap any async iterator so that closing the wrapper closes it where it can be closed."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _discard(work: Awaitable[object]) -> None:
+    """Close a coroutine that will never be awaited (no "never awaited" warning)."""
+    close = getattr(work, "close", None)
+    if asyncio.iscoroutine(work) and close is not None:
+        close()

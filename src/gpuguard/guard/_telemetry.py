@@ -1,0 +1,175 @@
+"""A guard's counters and events: every lease transition is counted and published here.
+
+Shared by every guard scope: the front calls one method per transition, and this module
+keeps :class:`~gpuguard.GuardCounters` consistent with the events subscribers see.
+Logging is not done here: :func:`log_gpu_event` is a listener on the bus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import defaultdict
+from typing import Any
+
+from .._clock import Clock
+from .._events import Event, EventBus, GpuEvent, GpuStatus, Priority
+from ._snapshot import GuardCounters
+from ._tickets import Ticket
+
+__all__ = ["GuardTelemetry", "log_gpu_event"]
+
+logger = logging.getLogger("gpuguard.guard")
+
+CANCELLED_WHILE_WAITING = "cancelled while waiting"
+
+
+class GuardTelemetry:
+    """Counts and publishes the transitions of one guard's leases."""
+
+    def __init__(self, guard: str, events: EventBus, clock: Clock) -> None:
+        self.guard = guard
+        self.events = events
+        self.clock = clock
+        self._tally: defaultdict[str, Any] = defaultdict(int)  # ints, and float totals
+
+    @property
+    def counters(self) -> GuardCounters:
+        """Totals since the guard was created."""
+        return dataclasses.replace(GuardCounters(), **self._tally)
+
+    def waiting(self, ticket: Ticket, *, position: int, holder: str | None) -> None:
+        """``ticket`` joined the queue at ``position``."""
+        self._emit(ticket, GpuStatus.WAITING, position=position, holder=holder)
+
+    def started(self, ticket: Ticket, *, waited_s: float, queued: bool) -> None:
+        """``ticket`` was granted the GPU."""
+        self._tally["acquired"] += 1
+        if queued:
+            self._count(waited=1, total_wait_s=waited_s)
+        self._emit(ticket, GpuStatus.STARTED, waited_s=waited_s)
+
+    def ended(
+        self, ticket: Ticket, status: GpuStatus, *, waited_s: float, held_s: float, detail: str
+    ) -> None:
+        """A held lease ended ``completed``, ``failed`` or ``cancelled``."""
+        self._tally[str(status)] += 1
+        self._tally["total_hold_s"] += held_s
+        self._emit(ticket, status, waited_s=waited_s, held_s=held_s, detail=detail)
+
+    def hung(self, ticket: Ticket, *, waited_s: float, held_s: float, detail: str) -> None:
+        """A holder outlived its hold timeout."""
+        self._count(hung=1)
+        self._emit(ticket, GpuStatus.HUNG, waited_s=waited_s, held_s=held_s, detail=detail)
+
+    def recovered(self, ticket: Ticket, *, held_s: float, detail: str) -> None:
+        """A hung holder's work has ended: the GPU is free again."""
+        self._count(total_hold_s=held_s)
+        self._emit(ticket, GpuStatus.RECOVERED, held_s=held_s, detail=detail)
+
+    def timed_out(self, ticket: Ticket, *, waited_s: float, holder: str | None) -> None:
+        """A waiter gave up after its wait timeout."""
+        self._count(timed_out=1)
+        detail = f"gave up waiting for the GPU after {waited_s:.3f}s"
+        self._emit(ticket, GpuStatus.TIMED_OUT, waited_s=waited_s, holder=holder, detail=detail)
+
+    def rejected(self, ticket: Ticket, *, holder: str | None) -> None:
+        """A request found the queue full."""
+        self._count(rejected=1)
+        self._emit(ticket, GpuStatus.REJECTED, holder=holder, detail="GPU queue full")
+
+    def abandoned(self, ticket: Ticket, *, waited_s: float) -> None:
+        """A waiter was cancelled before it got the GPU."""
+        self._count(abandoned=1)
+        self._emit(ticket, GpuStatus.CANCELLED, waited_s=waited_s, detail=CANCELLED_WHILE_WAITING)
+
+    def retry_after(self, queue_length: int) -> float:
+        """A guess at when a rejected request could be served: mean hold x queue, >= 1 s."""
+        c = self.counters
+        finished = c.completed + c.failed + c.cancelled + c.hung
+        mean_hold = c.total_hold_s / max(1, finished)
+        return max(1.0, mean_hold * (queue_length + 1))
+
+    def _count(self, **deltas: float) -> None:
+        for name, delta in deltas.items():
+            self._tally[name] += delta
+
+    def _emit(
+        self,
+        ticket: Ticket,
+        status: GpuStatus,
+        *,
+        waited_s: float = 0.0,
+        held_s: float = 0.0,
+        position: int | None = None,
+        holder: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.events.publish(
+            GpuEvent(
+                guard=self.guard,
+                operation=ticket.operation,
+                model=ticket.model,
+                status=status,
+                timestamp=self.clock.time(),
+                lease_id=ticket.lease_id,
+                priority=ticket.priority,
+                waited_s=waited_s,
+                held_s=held_s,
+                position=position,
+                holder=holder,
+                detail=detail,
+                pid=ticket.owner.pid,
+                host=ticket.owner.host,
+            )
+        )
+
+
+_LEVELS = {
+    GpuStatus.FAILED: logging.WARNING,
+    GpuStatus.TIMED_OUT: logging.WARNING,
+    GpuStatus.REJECTED: logging.WARNING,
+    GpuStatus.HUNG: logging.ERROR,
+}
+
+
+_ROUTINE = frozenset({GpuStatus.STARTED, GpuStatus.COMPLETED})
+
+
+def log_gpu_event(event: Event) -> None:
+    """Log one GPU event on the ``gpuguard.guard`` logger (a listener on the guard's bus).
+
+    Background work's routine grants and releases (one pair per bulk embedding batch) go to
+    DEBUG, so that they do not drown the log; bulk embedding logs its own GPU/CPU switches.
+    """
+    if not isinstance(event, GpuEvent):
+        return
+    routine = event.priority is Priority.BACKGROUND and event.status in _ROUTINE
+    level = logging.DEBUG if routine else _LEVELS.get(event.status, logging.INFO)
+    if not logger.isEnabledFor(level):
+        return
+    logger.log(level, "%s", _describe(event))
+
+
+def _describe(e: GpuEvent) -> str:
+    head = f"op={e.operation} model={e.model}"
+    detail = f" ({e.detail})" if e.detail else ""
+    match e.status:
+        case GpuStatus.STARTED:
+            return f"acquired: {head} priority={e.priority} waited={e.waited_s:.3f}s"
+        case GpuStatus.WAITING:
+            return f"waiting: {head} priority={e.priority} position={e.position} holder={e.holder}"
+        case GpuStatus.CANCELLED if e.detail == CANCELLED_WHILE_WAITING:
+            return f"cancelled: {head} waited={e.waited_s:.3f}s (while waiting)"
+        case GpuStatus.COMPLETED | GpuStatus.FAILED | GpuStatus.CANCELLED:
+            return f"released: {head} outcome={e.status} held={e.held_s:.3f}s{detail}"
+        case GpuStatus.TIMED_OUT:
+            return f"timed out: {head} waited={e.waited_s:.3f}s holder={e.holder}"
+        case GpuStatus.REJECTED:
+            return f"rejected: {head} holder={e.holder}"
+        case GpuStatus.HUNG:
+            return f"hung: {head} held={e.held_s:.3f}s{detail}"
+        case GpuStatus.RECOVERED:
+            return f"recovered: {head} held={e.held_s:.3f}s{detail}"
+        case _:
+            return f"{e.status}: {head}{detail}"

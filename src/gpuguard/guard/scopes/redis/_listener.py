@@ -1,0 +1,112 @@
+"""The Redis scope's subscription: what Redis publishes on a lease's channel, as calls.
+
+Every grant is published as ``grant <ticket> <fence>``, any other change as ``changed``;
+``sync <token>`` messages are this process's own markers (:meth:`GrantListener.sync`: every
+message published before has been handled). A dropped subscription is reported once per
+drop, then re-established.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from typing import Final
+
+from redis.exceptions import RedisError
+
+from ._link import RedisLink
+
+__all__ = ["RECONNECT_S", "GrantListener"]
+
+RECONNECT_S: Final = 0.1
+"""Pause between attempts to reach Redis again after the connection dropped."""
+
+
+class GrantListener:
+    """Listens on ``link``'s channel in a task of its own.
+
+    ``on_grant(ticket, fence)`` runs for every published grant, ``on_change()`` for any other
+    change, ``on_lost(reason)`` when the subscription drops after it had been established.
+    """
+
+    def __init__(
+        self,
+        link: RedisLink,
+        *,
+        on_grant: Callable[[str, str], None],
+        on_change: Callable[[], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self._link = link
+        self._on_grant = on_grant
+        self._on_change = on_change
+        self._on_lost = on_lost
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed: asyncio.Future[None] | None = None
+        self._syncs: dict[str, asyncio.Future[None]] = {}
+
+    @property
+    def running(self) -> bool:
+        """True while the listening task runs."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start listening, unless already (a failed start is tried again)."""
+        if not self.running:
+            self._subscribed = asyncio.get_running_loop().create_future()
+            self._task = asyncio.create_task(self._listen(), name="gpuguard-redis-listen")
+
+    async def subscribed(self) -> None:
+        """Return once subscribed; raise the :class:`RedisError` if the first try failed."""
+        self.start()
+        assert self._subscribed is not None
+        await asyncio.shield(self._subscribed)
+
+    async def sync(self) -> None:
+        """Return once every message published before this call has been handled."""
+        token = uuid.uuid4().hex
+        heard = self._syncs[token] = asyncio.get_running_loop().create_future()
+        await self._link.publish(f"sync {token}")
+        await heard
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
+                await self._task
+
+    async def _listen(self) -> None:
+        assert self._subscribed is not None
+        while True:
+            pubsub = self._link.pubsub()
+            try:
+                await pubsub.subscribe(self._link.channel)
+                if not self._subscribed.done():
+                    self._subscribed.set_result(None)
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._dispatch(message["data"].decode())
+            except RedisError as exc:
+                if not self._subscribed.done():
+                    self._subscribed.set_exception(exc)
+                    return
+                self._on_lost(f"connection to Redis lost: {exc}")
+            finally:
+                with contextlib.suppress(RedisError):
+                    await pubsub.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+            await asyncio.sleep(RECONNECT_S)
+
+    def _dispatch(self, data: str) -> None:
+        kind, _, rest = data.partition(" ")
+        if kind == "sync":
+            future = self._syncs.pop(rest, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+        elif kind == "grant":
+            ticket, _, fence = rest.partition(" ")
+            self._on_grant(ticket, fence)
+        else:
+            self._on_change()

@@ -1,0 +1,115 @@
+"""What one process knows of the Redis lease: Redis's last report, corrected by its own steps.
+
+Redis's answers (:class:`~._mirror.Mirror`) lag this process by up to a round trip, so
+:class:`LeaseView` reads them through this process's own tickets: a grant it holds shows at
+once, a ticket it has withdrawn or given back is gone at once, and a request still on its way to
+Redis already counts in the line, after those Redis reported (it will reach Redis before any
+later request of this process). ``current``, ``snapshot()`` and ``queue_length`` of a Redis-
+scope guard read this view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...._events import Priority
+from ..._queue import effective_priority
+from ..._tickets import Grant, Queued, Ticket
+from ._mirror import Mirror
+
+__all__ = ["LeaseView", "Mine"]
+
+
+@dataclass(slots=True)
+class Mine:
+    """A ticket of this process: waiting (``future`` unresolved) or holding (``fence``)."""
+
+    ticket: Ticket
+    requested_at: float
+    future: asyncio.Future[None]
+    fence: str | None = None
+    grant: Grant | None = None
+    asking: asyncio.Future[Any] | None = None
+    """What its task awaits while Redis decides: cancelled with that task, at once."""
+
+    @property
+    def gave_up(self) -> bool:
+        """Its task was cancelled before the grant reached it (it may not have run since)."""
+        return self.future.cancelled() or (self.asking is not None and self.asking.cancelled())
+
+
+@dataclass(slots=True)
+class LeaseView:
+    """Redis's last report (``mirror``) and this process's tickets (``mine``, by Redis id)."""
+
+    client_id: str
+    aging_s: float | None
+    mirror: Mirror = field(default_factory=Mirror)
+    mine: dict[str, Mine] = field(default_factory=dict)
+
+    def read(self, state: dict[str, Any], local_now: float) -> None:
+        """Take a newer state from Redis (its times converted to this process's clock)."""
+        requested = {tid: m.requested_at for tid, m in self.mine.items()}
+        self.mirror = Mirror.read(state, local_now, requested)
+
+    def holding(self) -> tuple[str, Mine] | None:
+        """The ticket of this process that holds the GPU (its Redis id and record), if any."""
+        return next(((tid, m) for tid, m in self.mine.items() if m.fence is not None), None)
+
+    def holder(self) -> Grant | None:
+        """The grant of this process, else the holder Redis last reported."""
+        held = self.holding()
+        if held is not None and held[1].grant is not None:
+            return held[1].grant
+        holder_id = self.mirror.holder_id
+        if holder_id is None or self.is_mine(holder_id):
+            return None  # a grant of ours that this process has already given back
+        return self.mirror.holder
+
+    def waiters(self, now: float) -> list[Queued]:
+        """Every waiter in service order, aged to ``now`` by the queue's rules.
+
+        The line as Redis last reported it (less tickets this process withdrew), then this
+        process's requests that Redis has yet to answer, in the order they were sent.
+        """
+        line: list[tuple[float, Queued]] = [
+            (seq, queued) for tid, seq, queued in self.mirror.waiters if self._still_waiting(tid)
+        ]
+        line += [
+            (math.inf, Queued(m.ticket, m.requested_at, m.ticket.priority)) for m in self.asking()
+        ]
+        aged = [
+            (seq, dataclasses.replace(queued, effective_priority=self._effective(queued, now)))
+            for seq, queued in line
+        ]
+        aged.sort(key=lambda item: (-item[1].effective_priority, item[0]))  # stable
+        return [queued for _, queued in aged]
+
+    def queue_length(self) -> int:
+        """How many wait: those Redis reported and still waiting, and requests in flight."""
+        listed = sum(self._still_waiting(tid) for tid, _, _ in self.mirror.waiters)
+        return listed + len(self.asking())
+
+    def asking(self) -> list[Mine]:
+        """Requests of this process in flight: Redis will see them before any later one."""
+        return [m for m in self.mine.values() if m.asking is not None and not m.asking.done()]
+
+    def is_mine(self, tid: str) -> bool:
+        """Whether Redis id ``tid`` names a ticket of this process (held, waiting or gone)."""
+        return tid.startswith(self.client_id + ":")
+
+    def _still_waiting(self, tid: str) -> bool:
+        """False for a ticket of this process that has left the line since Redis reported."""
+        if not self.is_mine(tid):
+            return True
+        mine = self.mine.get(tid)
+        return mine is not None and mine.fence is None
+
+    def _effective(self, queued: Queued, now: float) -> Priority:
+        # A remote arrival converted to this clock may land a hair after ``now``.
+        enqueued_at = min(queued.enqueued_at, now)
+        return effective_priority(queued.ticket.priority, enqueued_at, now, self.aging_s)

@@ -1,0 +1,36 @@
+"""Settings: command-line options, ``GPUGUARD_*`` variables and a TOML or env file, checked.
+
+The model of every section (:mod:`._settings`, with the shared parts in :mod:`._parts`), and
+:func:`build_guard`, which builds the guard ``[guard]`` asks for. Needs the ``server`` extra
+(pydantic-settings).
+"""
+
+from ._build import build_guard
+from ._settings import (
+    CONFIG_ENV_VAR,
+    EmbeddingSettings,
+    GuardSettings,
+    IndexSettings,
+    LlmSettings,
+    ModelSettings,
+    ServerSettings,
+    Settings,
+    SourceSettings,
+    is_loopback,
+    load_settings,
+)
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "EmbeddingSettings",
+    "GuardSettings",
+    "IndexSettings",
+    "LlmSettings",
+    "ModelSettings",
+    "ServerSettings",
+    "Settings",
+    "SourceSettings",
+    "build_guard",
+    "is_loopback",
+    "load_settings",
+]
