@@ -134,6 +134,19 @@ class HttpClient:
                 status_code=response.status_code,
             ) from exc
 
+    async def listing(self, path: str, key: str, *, operation: str) -> list[Any]:
+        """``GET path`` and the list its JSON object holds under ``key``.
+
+        Bounded by ``Timeouts.request_s``; any other answer is a protocol error naming ``path``.
+        """
+        answer = await self.json("GET", path, operation=operation, timeout=self.timeouts.request_s)
+        entries = answer.get(key) if isinstance(answer, Mapping) else None
+        if not isinstance(entries, list):
+            raise self.errors.fault(
+                BackendProtocolError, f"unexpected {path} answer {answer!r:.200}"
+            )
+        return entries
+
     async def stream_lines(
         self, path: str, *, operation: str, model: str | None, json_body: Any
     ) -> AsyncGenerator[str, None]:

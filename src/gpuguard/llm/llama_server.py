@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import httpx
+
 from .._exceptions import BackendError, BackendProtocolError, ModelLoadFailed
 from ._protocol import BackendHealth, LoadedModel
 from .openai_compat import OpenAICompatBackend
@@ -46,14 +48,7 @@ class LlamaServerBackend(OpenAICompatBackend):
         return self._router
 
     async def _catalogue(self) -> list[Mapping[str, Any]]:
-        answer = await self.http.json(
-            "GET", "/models", operation="list", timeout=self._timeouts.request_s
-        )
-        data = answer.get("data") if isinstance(answer, Mapping) else None
-        if not isinstance(data, list):
-            raise self.http.errors.fault(
-                BackendProtocolError, f"unexpected /models answer {answer!r:.200}"
-            )
+        data: list[Mapping[str, Any]] = await self.http.listing("/models", "data", operation="list")
         # Router entries carry a status; a single-model server lists exactly one without.
         if self._router is None:
             self._router = not data or any("status" in entry for entry in data)
@@ -103,15 +98,7 @@ class LlamaServerBackend(OpenAICompatBackend):
         value, _ = await self._state(model)
         if value == "loaded":
             return
-        response = await self.http.request(
-            "POST",
-            "/models/load",
-            operation="load",
-            timeout=self._timeouts.request_s,
-            model=model,
-            json_body={"model": model},
-            accept=(400,),
-        )
+        response = await self._order("load", model, accept=(400,))
         if response.status_code == 400 and "already" not in response.text.lower():
             raise self.http.errors.for_response(response, operation="load", model=model)
         await self._wait(lambda: self._reached(model, "loaded"), model, f"{model!r} to load")
@@ -123,15 +110,22 @@ class LlamaServerBackend(OpenAICompatBackend):
         value, _ = await self._state(model)
         if value in ("unloaded", ""):
             return
-        await self.http.request(
+        await self._order("unload", model)
+        await self._wait(lambda: self._reached(model, "unloaded"), model, f"{model!r} to unload")
+
+    async def _order(
+        self, action: str, model: str, *, accept: tuple[int, ...] = ()
+    ) -> httpx.Response:
+        """``POST /models/{action}``: the router answers before the work is done."""
+        return await self.http.request(
             "POST",
-            "/models/unload",
-            operation="unload",
+            f"/models/{action}",
+            operation=action,
             timeout=self._timeouts.request_s,
             model=model,
             json_body={"model": model},
+            accept=accept,
         )
-        await self._wait(lambda: self._reached(model, "unloaded"), model, f"{model!r} to unload")
 
     async def _stop_work(self, model: str) -> None:
         """Router mode: unload ``model``; single-model mode: wait for the slots, erase them.

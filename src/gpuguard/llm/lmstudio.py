@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._exceptions import BackendProtocolError, ModelLoadFailed
+from .._exceptions import ModelLoadFailed
 from ._protocol import BackendHealth, LoadedModel
 from .openai_compat import OpenAICompatBackend
 
@@ -24,14 +24,7 @@ class LmStudioBackend(OpenAICompatBackend):
     kind = "lmstudio"
 
     async def _models(self) -> dict[str, Mapping[str, Any]]:
-        answer = await self.http.json(
-            "GET", "/api/v1/models", operation="list", timeout=self._timeouts.request_s
-        )
-        models = answer.get("models") if isinstance(answer, Mapping) else None
-        if not isinstance(models, list):
-            raise self.http.errors.fault(
-                BackendProtocolError, f"unexpected /api/v1/models answer {answer!r:.200}"
-            )
+        models = await self.http.listing("/api/v1/models", "models", operation="list")
         return {str(entry["key"]): entry for entry in models}
 
     async def _model(self, model: str) -> Mapping[str, Any]:

@@ -183,13 +183,7 @@ class OllamaBackend:
             ) from exc
 
     async def _running(self) -> list[Mapping[str, Any]]:
-        answer = await self._http.json(
-            "GET", "/api/ps", operation="loaded", timeout=self._timeouts.request_s
-        )
-        models = answer.get("models") if isinstance(answer, Mapping) else None
-        if not isinstance(models, list):
-            raise self._protocol_error(f"unexpected /api/ps answer {answer!r:.200}", None)
-        return models
+        return await self._http.listing("/api/ps", "models", operation="loaded")
 
     async def loaded_models(self) -> list[LoadedModel]:
         """The models in memory (``GET /api/ps``), with ``size_vram``."""

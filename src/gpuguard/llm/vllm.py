@@ -45,34 +45,16 @@ class VllmBackend(OpenAICompatBackend):
         """``GET /health``."""
         return await self.http.probe("/health")
 
-    async def _dev_route(
-        self,
-        method: str,
-        path: str,
-        *,
-        operation: str,
-        timeout: float,
-        model: str | None = None,
-        params: dict[str, str] | None = None,
-    ) -> httpx.Response | None:
-        """Call a sleep-mode route; ``None`` when the server lacks it (sleep mode off)."""
-        response = await self.http.request(
-            method,
-            path,
-            operation=operation,
-            timeout=timeout,
-            model=model,
-            params=params,
-            accept=(404,),
-        )
-        return None if response.status_code == 404 else response
-
     async def is_sleeping(self) -> bool:
         """``GET /is_sleeping``; a server without sleep mode never sleeps."""
-        response = await self._dev_route(
-            "GET", "/is_sleeping", operation="is_sleeping", timeout=self._timeouts.request_s
+        response = await self.http.request(
+            "GET",
+            "/is_sleeping",
+            operation="is_sleeping",
+            timeout=self._timeouts.request_s,
+            accept=(404,),  # no sleep mode
         )
-        if response is None:
+        if response.status_code == 404:
             return False
         try:
             answer = response.json()
@@ -102,10 +84,16 @@ class VllmBackend(OpenAICompatBackend):
     async def _switch(
         self, path: str, params: dict[str, str], model: str, operation: str, timeout: float
     ) -> None:
-        response = await self._dev_route(
-            "POST", path, operation=operation, timeout=timeout, model=model, params=params
+        response = await self.http.request(
+            "POST",
+            path,
+            operation=operation,
+            timeout=timeout,
+            model=model,
+            params=params,
+            accept=(404,),  # no sleep mode
         )
-        if response is None:
+        if response.status_code == 404:
             raise self.http.errors.fault(
                 BackendError,
                 f"{self.http.base_url}{path} does not exist; start vLLM with "
