@@ -163,9 +163,6 @@ class OllamaBackend:
         """Ollama embeds through ``/api/embed``."""
         return True
 
-    def _protocol_error(self, what: str, model: str | None) -> BackendProtocolError:
-        return self._http.errors.fault(BackendProtocolError, what, model=model)
-
     async def health(self) -> BackendHealth:
         """``GET /api/version`` with the short health timeout."""
         return await self._http.probe("/api/version")
@@ -178,8 +175,8 @@ class OllamaBackend:
         try:
             return [str(entry["name"]) for entry in answer["models"]]
         except (KeyError, TypeError) as exc:
-            raise self._protocol_error(
-                f"unexpected /api/tags answer {answer!r:.200}", None
+            raise self._http.errors.fault(
+                BackendProtocolError, f"unexpected /api/tags answer {answer!r:.200}"
             ) from exc
 
     async def _running(self) -> list[Mapping[str, Any]]:
@@ -316,11 +313,15 @@ class OllamaBackend:
         try:
             vectors = [[float(x) for x in row] for row in answer["embeddings"]]
         except (KeyError, TypeError, ValueError) as exc:
-            raise self._protocol_error(
-                f"unexpected /api/embed answer {answer!r:.200}", model
+            raise self._http.errors.fault(
+                BackendProtocolError, f"unexpected /api/embed answer {answer!r:.200}", model=model
             ) from exc
         if len(vectors) != len(texts):
-            raise self._protocol_error(f"{len(vectors)} embeddings for {len(texts)} texts", model)
+            raise self._http.errors.fault(
+                BackendProtocolError,
+                f"{len(vectors)} embeddings for {len(texts)} texts",
+                model=model,
+            )
         return vectors
 
     # --- model management: Ollama's own routes, not part of LlmBackend ------------------
