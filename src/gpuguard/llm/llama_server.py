@@ -39,8 +39,7 @@ class LlamaServerBackend(OpenAICompatBackend):
     """
 
     kind = "llama-server"
-    # Detected from the first /models answer (router entries carry a status).
-    _router: bool | None = None
+    _router: bool | None = None  # the mode, once a /models answer showed it
 
     @property
     def router_mode(self) -> bool | None:
