@@ -19,7 +19,9 @@ from gpuguard import (
     ModelNotLoaded,
 )
 from gpuguard.llm import Timeouts
-from gpuguard.llm._http import Failure, HttpClient, iter_ndjson, iter_sse_data, normalize_base_url
+from gpuguard.llm._framing import iter_ndjson, iter_sse_data
+from gpuguard.llm._http import HttpClient, normalize_base_url
+from gpuguard.llm._http_errors import Failure
 
 
 async def lines(*items: str) -> AsyncIterator[str]:
@@ -156,11 +158,11 @@ async def test_non_json_answer_is_a_protocol_error() -> None:
 def test_in_band_errors_raise_when_decoded() -> None:
     client = client_answering(200, {})
     with pytest.raises(BackendProtocolError, match="boom") as caught:
-        client.decode_event('{"error": {"message": "boom"}}', operation="chat", model="m")
+        client.errors.decode_event('{"error": {"message": "boom"}}', operation="chat", model="m")
     assert caught.value.status_code is None
     with pytest.raises(BackendProtocolError, match="undecodable"):
-        client.decode_event("{not json", operation="chat", model="m")
-    assert client.decode_event('{"ok": 1}', operation="chat", model="m") == {"ok": 1}
+        client.errors.decode_event("{not json", operation="chat", model="m")
+    assert client.errors.decode_event('{"ok": 1}', operation="chat", model="m") == {"ok": 1}
 
 
 @pytest.mark.parametrize(

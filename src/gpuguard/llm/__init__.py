@@ -30,14 +30,12 @@ from ._timeouts import Timeouts
 if TYPE_CHECKING:
     from .foundry import FoundryLocalBackend, discover_foundry_endpoint
     from .llama_cpp_embedded import LlamaCppBackend
+    from .llama_server import LlamaServerBackend
+    from .lmstudio import LmStudioBackend
     from .ollama import OllamaBackend
-    from .openai_compat import (
-        LlamaServerBackend,
-        LmStudioBackend,
-        OpenAICompatBackend,
-        VllmBackend,
-    )
+    from .openai_compat import OpenAICompatBackend
     from .tiny_model import write_tiny_gguf
+    from .vllm import VllmBackend
 
 __all__ = [
     "BACKEND_KINDS",
@@ -67,10 +65,10 @@ _LAZY = {
     "discover_foundry_endpoint": ".foundry",
     "LlamaCppBackend": ".llama_cpp_embedded",
     "OllamaBackend": ".ollama",
-    "LlamaServerBackend": ".openai_compat",
-    "LmStudioBackend": ".openai_compat",
+    "LlamaServerBackend": ".llama_server",
+    "LmStudioBackend": ".lmstudio",
     "OpenAICompatBackend": ".openai_compat",
-    "VllmBackend": ".openai_compat",
+    "VllmBackend": ".vllm",
     "write_tiny_gguf": ".tiny_model",
 }
 

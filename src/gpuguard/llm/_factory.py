@@ -67,15 +67,18 @@ def create_backend(
         from .ollama import OllamaBackend
 
         return OllamaBackend(base_url or _DEFAULT_URLS[kind], api_key=api_key, timeouts=timeouts)
-    from . import openai_compat
+    from .llama_server import LlamaServerBackend
+    from .lmstudio import LmStudioBackend
+    from .openai_compat import OpenAICompatBackend
+    from .vllm import VllmBackend
 
     if kind == "openai" and not base_url:
         raise ConfigError("the openai backend needs base_url (the server's URL)")
-    server: dict[str, type[openai_compat.OpenAICompatBackend]] = {
-        "openai": openai_compat.OpenAICompatBackend,
-        "llama-server": openai_compat.LlamaServerBackend,
-        "vllm": openai_compat.VllmBackend,
-        "lmstudio": openai_compat.LmStudioBackend,
+    server: dict[str, type[OpenAICompatBackend]] = {
+        "openai": OpenAICompatBackend,
+        "llama-server": LlamaServerBackend,
+        "vllm": VllmBackend,
+        "lmstudio": LmStudioBackend,
     }
     url = base_url or _DEFAULT_URLS[kind]
     return server[kind](url, api_key=api_key, timeouts=timeouts)

@@ -1,70 +1,31 @@
-"""The HTTP layer every server backend shares.
+"""The HTTP client every server backend shares.
 
-One httpx client wrapper, SSE and NDJSON line parsing, and the ONE place where transport
-failures, status codes and in-band error payloads become :class:`~gpuguard.BackendError`
-subclasses.
-
-Backends refine the mapping with a *classifier* (a function from a :class:`Failure` to an
-error class, or ``None`` for the default rule) instead of catching and re-raising.
+One httpx client bound to one server: bounded requests, streamed events, health probes,
+closing the requests in flight, and polling. Every failure it meets becomes a
+:class:`~gpuguard.BackendError` subclass through its
+:class:`~gpuguard.llm._http_errors.ErrorMap`, the one place where transport failures,
+status codes and in-band errors are mapped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import httpx
 
-from .._exceptions import (
-    BackendBusy,
-    BackendError,
-    BackendProtocolError,
-    BackendTimeout,
-    BackendUnavailable,
-    ConfigError,
-    ContextLengthExceeded,
-    ModelLoadFailed,
-    ModelNotFound,
-)
+from .._exceptions import BackendError, BackendProtocolError, ConfigError
+from ._framing import Framing
+from ._http_errors import Classifier, ErrorMap
 from ._protocol import BackendHealth
 from ._timeouts import Timeouts
 
-__all__ = [
-    "Classifier",
-    "Failure",
-    "HttpClient",
-    "iter_ndjson",
-    "iter_sse_data",
-    "normalize_base_url",
-    "poll_until",
-]
+__all__ = ["HttpClient", "normalize_base_url"]
 
 logger = logging.getLogger("gpuguard.llm")
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """What went wrong, as a classifier sees it.
-
-    ``status`` is the HTTP status, or ``None`` for an error that arrived inside a 200
-    stream (an SSE data frame or an NDJSON line). ``operation`` is the backend call
-    (``health``, ``load``, ``unload``, ``chat``, ``embeddings``, ``list``, ...).
-    """
-
-    status: int | None
-    message: str
-    code: str | None
-    operation: str
-    model: str | None
-
-
-#: Returns the error class for a failure, or ``None`` to apply the default rules.
-Classifier = Callable[[Failure], type[BackendError] | None]
 
 
 def normalize_base_url(url: str) -> str:
@@ -75,55 +36,6 @@ def normalize_base_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"expected an http(s) URL, got {url!r}")
     return url
-
-
-def _error_fields(body: Any) -> tuple[str, str | None]:
-    """Message and code from an OpenAI, Ollama, FastAPI or plain-text error body."""
-    if isinstance(body, Mapping):
-        error = body.get("error")
-        if isinstance(error, Mapping):
-            code = error.get("code")
-            return str(error.get("message") or error), str(code) if code is not None else None
-        if error is not None:
-            return str(error), None
-        for key in ("detail", "message"):
-            if body.get(key) is not None:
-                return str(body[key]), None
-        return json.dumps(body), None
-    return str(body), None
-
-
-# llama-server: "exceeds the available context size"; vLLM: "maximum context length is";
-# llama-cpp-python's server: "exceed context window"; OpenAI: code context_length_exceeded.
-_CONTEXT_OVERFLOW = re.compile(
-    r"context_length_exceeded|exceed_context_size|exceeds? (the available )?context"
-    r"|maximum context length",
-    re.IGNORECASE,
-)
-
-
-def _is_context_overflow(failure: Failure) -> bool:
-    if failure.status not in (None, 400, 413):
-        return False
-    return bool(_CONTEXT_OVERFLOW.search(f"{failure.code or ''} {failure.message}"))
-
-
-def _default_error(failure: Failure) -> type[BackendError]:
-    if failure.code == "model_not_found" and failure.model is not None:
-        return ModelNotFound
-    if failure.status is None:
-        return BackendProtocolError
-    if failure.status in (429, 503):
-        return BackendBusy
-    if failure.status in (408, 504):
-        return BackendTimeout
-    if failure.status in (401, 403):
-        return BackendUnavailable
-    if failure.status == 404 and failure.model is not None:
-        return ModelNotFound
-    if failure.status >= 500 and failure.operation in ("load", "unload"):
-        return ModelLoadFailed
-    return BackendProtocolError
 
 
 class HttpClient:
@@ -146,7 +58,7 @@ class HttpClient:
         self.base_url = normalize_base_url(base_url)
         self.backend = backend
         self.timeouts = timeouts
-        self._classify = classify
+        self.errors = ErrorMap(backend, self.base_url, classify)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._transport = transport
         self._client = self._new_client()
@@ -155,72 +67,6 @@ class HttpClient:
         return httpx.AsyncClient(
             base_url=self.base_url, headers=self._headers, transport=self._transport
         )
-
-    # --- error mapping: the one boundary ---------------------------------------------
-
-    def error(self, failure: Failure, *, url: str) -> BackendError | ContextLengthExceeded:
-        """The error for ``failure``: the backend's classifier first, then the defaults.
-
-        A server saying the prompt does not fit the model's context is the caller's
-        problem, not the server's: :class:`ContextLengthExceeded`.
-        """
-        if _is_context_overflow(failure):
-            return ContextLengthExceeded(
-                "messages",
-                f"do not fit the model's context ({self.backend}: {failure.message})",
-                backend=self.backend,
-                model=failure.model,
-            )
-        kind = (self._classify(failure) if self._classify else None) or _default_error(failure)
-        where = f"HTTP {failure.status} from" if failure.status is not None else "error from"
-        return kind(
-            f"{self.backend}: {failure.operation} failed ({where} {url}): {failure.message}",
-            backend=self.backend,
-            model=failure.model,
-            url=url,
-            status_code=failure.status,
-        )
-
-    def error_for_response(
-        self, response: httpx.Response, *, operation: str, model: str | None
-    ) -> BackendError | ContextLengthExceeded:
-        """The error for a non-success response (its body must have been read)."""
-        try:
-            body: Any = response.json()
-        except ValueError:
-            body = response.text or response.reason_phrase
-        message, code = _error_fields(body)
-        failure = Failure(response.status_code, message, code, operation, model)
-        return self.error(failure, url=str(response.request.url))
-
-    def decode_event(self, text: str, *, operation: str, model: str | None) -> Any:
-        """Decode one streamed JSON event; raise if it is an in-band ``{"error": ...}``."""
-        try:
-            payload = json.loads(text)
-        except ValueError as exc:
-            raise BackendProtocolError(
-                f"{self.backend}: {operation}: undecodable stream event {text[:200]!r}",
-                backend=self.backend,
-                model=model,
-                url=self.base_url,
-            ) from exc
-        if isinstance(payload, Mapping) and payload.get("error") is not None:
-            message, code = _error_fields(payload)
-            raise self.error(Failure(None, message, code, operation, model), url=self.base_url)
-        return payload
-
-    def _transport_error(
-        self, exc: httpx.HTTPError | TimeoutError, *, url: str, operation: str, model: str | None
-    ) -> BackendError:
-        kind: type[BackendError]
-        if isinstance(exc, httpx.TimeoutException | TimeoutError):
-            kind, what = BackendTimeout, f"{operation} timed out waiting for {url}"
-        elif isinstance(exc, httpx.RemoteProtocolError | httpx.DecodingError):
-            kind, what = BackendProtocolError, f"{operation}: broken response from {url}: {exc}"
-        else:
-            reason = str(exc) or type(exc).__name__
-            kind, what = BackendUnavailable, f"cannot reach {url} for {operation}: {reason}"
-        return kind(f"{self.backend}: {what}", backend=self.backend, model=model, url=url)
 
     # --- requests --------------------------------------------------------------------
 
@@ -248,9 +94,9 @@ class HttpClient:
                     method, path, json=json_body, params=params, timeout=limits
                 )
         except (httpx.HTTPError, TimeoutError) as exc:
-            raise self._transport_error(exc, url=url, operation=operation, model=model) from exc
+            raise self.errors.for_transport(exc, url=url, operation=operation, model=model) from exc
         if not response.is_success and response.status_code not in accept:
-            raise self.error_for_response(response, operation=operation, model=model)
+            raise self.errors.for_response(response, operation=operation, model=model)
         return response
 
     async def json(
@@ -288,6 +134,19 @@ class HttpClient:
                 status_code=response.status_code,
             ) from exc
 
+    async def listing(self, path: str, key: str, *, operation: str) -> list[Any]:
+        """``GET path`` and the list its JSON object holds under ``key``.
+
+        Bounded by ``Timeouts.request_s``; any other answer is a protocol error naming ``path``.
+        """
+        answer = await self.json("GET", path, operation=operation, timeout=self.timeouts.request_s)
+        entries = answer.get(key) if isinstance(answer, Mapping) else None
+        if not isinstance(entries, list):
+            raise self.errors.fault(
+                BackendProtocolError, f"unexpected {path} answer {answer!r:.200}"
+            )
+        return entries
+
     async def stream_lines(
         self, path: str, *, operation: str, model: str | None, json_body: Any
     ) -> AsyncGenerator[str, None]:
@@ -303,11 +162,32 @@ class HttpClient:
             async with self._client.stream("POST", path, json=json_body, timeout=limits) as resp:
                 if not resp.is_success:
                     await resp.aread()
-                    raise self.error_for_response(resp, operation=operation, model=model)
+                    raise self.errors.for_response(resp, operation=operation, model=model)
                 async for line in resp.aiter_lines():
                     yield line
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc, url=url, operation=operation, model=model) from exc
+            raise self.errors.for_transport(exc, url=url, operation=operation, model=model) from exc
+
+    async def stream_events(
+        self, path: str, framing: Framing, *, operation: str, model: str | None, json_body: Any
+    ) -> AsyncGenerator[Mapping[str, Any], None]:
+        """POST ``json_body`` and yield each JSON object the answer streams, cut by ``framing``.
+
+        The one stream decoder of every server: an in-band ``{"error": ...}`` event raises
+        (mapped like an HTTP error), and so does an event that is not a JSON object.
+        Closing the iterator closes the connection, which stops generation.
+        """
+        lines = self.stream_lines(path, operation=operation, model=model, json_body=json_body)
+        async with aclosing(lines), aclosing(framing(lines)) as frames:
+            async for frame in frames:
+                event = self.errors.decode_event(frame, operation=operation, model=model)
+                if not isinstance(event, Mapping):
+                    raise self.errors.fault(
+                        BackendProtocolError,
+                        f"{operation} stream sent a non-object event {event!r:.200}",
+                        model=model,
+                    )
+                yield event
 
     async def probe(self, path: str, *, accept: Collection[int] = ()) -> BackendHealth:
         """GET ``path`` with the health timeout; never raises for a down server."""
@@ -321,7 +201,7 @@ class HttpClient:
         detail = (
             response.text[:200]
             if ok
-            else self.error_for_response(response, operation="health", model=None).args[0]
+            else self.errors.for_response(response, operation="health", model=None).args[0]
         )
         return BackendHealth(ok=ok, backend=self.backend, url=self.base_url, detail=detail)
 
@@ -353,59 +233,26 @@ class HttpClient:
                 exc or "timeout",
             )
 
+    async def poll_until(
+        self,
+        done: Callable[[], Awaitable[bool]],
+        *,
+        timeout: float,
+        on_timeout: Callable[[], BackendError],
+    ) -> None:
+        """Call ``done`` every ``Timeouts.poll_interval_s`` until it is True, at most ``timeout``.
+
+        For servers whose load or unload is asynchronous and that offer nothing but polling;
+        past ``timeout`` it raises ``on_timeout()``.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                # The servers offer nothing to wait on but polling.
+                while not await done():  # noqa: ASYNC110
+                    await asyncio.sleep(self.timeouts.poll_interval_s)
+        except TimeoutError as exc:
+            raise on_timeout() from exc
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
-
-
-async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
-    """Yield the ``data`` payload of each server-sent event, stopping at ``[DONE]``.
-
-    Multi-line data fields are joined with newlines, as the SSE standard says; comments
-    (``:``) and other fields (``event``, ``id``, ``retry``) are skipped.
-    """
-    data: list[str] = []
-    async for raw in lines:
-        line = raw.rstrip("\r")
-        if line == "":
-            if data:
-                payload = "\n".join(data)
-                data.clear()
-                if payload.strip() == "[DONE]":
-                    return
-                yield payload
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data and "\n".join(data).strip() != "[DONE]":
-        yield "\n".join(data)
-
-
-async def iter_ndjson(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
-    """Yield each non-blank line of an NDJSON stream (decode with ``decode_event``)."""
-    async for line in lines:
-        if line.strip():
-            yield line
-
-
-async def poll_until(
-    done: Callable[[], Awaitable[bool]],
-    *,
-    timeout: float,
-    interval: float,
-    on_timeout: Callable[[], BackendError],
-) -> None:
-    """Call ``done`` every ``interval`` seconds until it returns True, for at most ``timeout``.
-
-    For servers whose load or unload is asynchronous and that offer nothing but polling.
-    """
-    try:
-        async with asyncio.timeout(timeout):
-            # The servers offer nothing to wait on but polling.
-            while not await done():  # noqa: ASYNC110
-                await asyncio.sleep(interval)
-    except TimeoutError as exc:
-        raise on_timeout() from exc

@@ -5,20 +5,23 @@ Streamed chat completions (SSE), embeddings, the model list, and the base class.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
 
 import httpx
 
 from .._exceptions import BackendError, BackendProtocolError, BackendUnavailable
-from ._http import Failure, HttpClient, iter_sse_data
+from ._framing import iter_sse_data
+from ._http import HttpClient
+from ._http_errors import Failure
+from ._openai_chunks import decode_chunk
 from ._protocol import (
     OPENAI_CHAT_PARAMETERS,
     ChatChunk,
     ChatMessage,
     ChatOptions,
-    reject_unsupported,
+    checked_options,
 )
 from ._timeouts import Timeouts
 
@@ -36,51 +39,13 @@ def chat_body(model: str, messages: Sequence[ChatMessage], options: ChatOptions)
 
     It asks for the usage chunk at the end (``stream_options.include_usage``).
     """
-    body: dict[str, Any] = {
+    return {
         "model": model,
         "messages": [m.to_dict() for m in messages],
         "stream": True,
         "stream_options": {"include_usage": True},
+        **options.to_dict(),
     }
-    for name in options.given():
-        value = getattr(options, name)
-        if name in ("stop", "tools"):
-            value = [dict(v) if isinstance(v, Mapping) else v for v in value]
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        body[name] = value
-    return body
-
-
-def _protocol_error(http: HttpClient, what: str, model: str | None) -> BackendProtocolError:
-    return BackendProtocolError(
-        f"{http.backend}: {what}", backend=http.backend, model=model, url=http.base_url
-    )
-
-
-def _chunk(http: HttpClient, event: Any, model: str) -> ChatChunk | None:
-    if not isinstance(event, Mapping):
-        raise _protocol_error(http, f"chat stream sent a non-object event {event!r}", model)
-    usage = event.get("usage")
-    choices = event.get("choices") or []
-    if not choices:
-        # Some servers send a final usage-only chunk.
-        return ChatChunk(content="", model=event.get("model"), usage=usage) if usage else None
-    choice = choices[0]
-    delta = choice.get("delta") or {}
-    content = delta.get("content") or ""
-    tool_calls = tuple(delta.get("tool_calls") or ())
-    logprobs = choice.get("logprobs")
-    if not (content or tool_calls or logprobs or usage) and choice.get("finish_reason") is None:
-        return None  # the opening role-only delta
-    return ChatChunk(
-        content=content,
-        finish_reason=choice.get("finish_reason"),
-        model=event.get("model"),
-        usage=usage,
-        tool_calls=tool_calls,
-        logprobs=logprobs,
-    )
 
 
 async def stream_chat(
@@ -94,10 +59,12 @@ async def stream_chat(
     Closing this iterator closes the HTTP connection, which stops generation.
     """
     body = chat_body(model, messages, options)
-    lines = http.stream_lines("/v1/chat/completions", operation="chat", model=model, json_body=body)
-    async with aclosing(lines), aclosing(iter_sse_data(lines)) as events:
-        async for data in events:
-            chunk = _chunk(http, http.decode_event(data, operation="chat", model=model), model)
+    events = http.stream_events(
+        "/v1/chat/completions", iter_sse_data, operation="chat", model=model, json_body=body
+    )
+    async with aclosing(events):
+        async for event in events:
+            chunk = decode_chunk(event, usage=event.get("usage"))
             if chunk is not None:
                 yield chunk
 
@@ -118,9 +85,13 @@ async def create_embeddings(
         rows = sorted(answer["data"], key=lambda row: row.get("index", 0))
         vectors = [[float(x) for x in row["embedding"]] for row in rows]
     except (KeyError, TypeError, ValueError) as exc:
-        raise _protocol_error(http, f"unexpected embeddings answer {answer!r:.200}", model) from exc
+        raise http.errors.fault(
+            BackendProtocolError, f"unexpected embeddings answer {answer!r:.200}", model=model
+        ) from exc
     if len(vectors) != len(texts):
-        raise _protocol_error(http, f"{len(vectors)} embeddings for {len(texts)} texts", model)
+        raise http.errors.fault(
+            BackendProtocolError, f"{len(vectors)} embeddings for {len(texts)} texts", model=model
+        )
     return vectors
 
 
@@ -130,7 +101,9 @@ async def list_model_ids(http: HttpClient, path: str = "/v1/models") -> list[str
     try:
         return [str(entry["id"]) for entry in answer["data"]]
     except (KeyError, TypeError) as exc:
-        raise _protocol_error(http, f"unexpected model list {answer!r:.200}", None) from exc
+        raise http.errors.fault(
+            BackendProtocolError, f"unexpected model list {answer!r:.200}"
+        ) from exc
 
 
 class OpenAIServerBase:
@@ -198,10 +171,8 @@ class OpenAIServerBase:
         options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
         """Stream an answer from ``/v1/chat/completions``; closing stops generation."""
-        options = options if options is not None else ChatOptions()
-        reject_unsupported(options, self.chat_parameters, backend=self.kind, model=model)
-        http = await self._client()
-        chunks = stream_chat(http, model, messages, options)
+        options = checked_options(options, self.chat_parameters, backend=self.kind, model=model)
+        chunks = stream_chat(await self._client(), model, messages, options)
         async with aclosing(chunks):
             async for chunk in chunks:
                 yield chunk

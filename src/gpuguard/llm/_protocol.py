@@ -16,6 +16,7 @@ __all__ = [
     "ChatOptions",
     "LlmBackend",
     "LoadedModel",
+    "checked_options",
     "complete_usage",
     "reject_unsupported",
 ]
@@ -77,6 +78,22 @@ class ChatOptions:
                 asked.append(spec.name)
         return asked
 
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters asked for, in the OpenAI wire shape (plain lists and dicts).
+
+        The one option mapping: OpenAI-compatible servers and llama-cpp-python take it as
+        it is; Ollama renames what goes into its ``options`` object.
+        """
+        wire: dict[str, Any] = {}
+        for name in self.given():
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                value = [dict(v) if isinstance(v, Mapping) else v for v in value]
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            wire[name] = value
+        return wire
+
 
 #: What an OpenAI-compatible server takes: every option but ``n`` > 1.
 OPENAI_CHAT_PARAMETERS = frozenset(
@@ -106,6 +123,15 @@ def reject_unsupported(
             raise UnsupportedParameter(
                 name, f"is not supported by the {backend} backend", backend=backend, model=model
             )
+
+
+def checked_options(
+    options: ChatOptions | None, supported: frozenset[str], *, backend: str, model: str
+) -> ChatOptions:
+    """``options`` (the defaults for ``None``) once :func:`reject_unsupported` passed them."""
+    options = options if options is not None else ChatOptions()
+    reject_unsupported(options, supported, backend=backend, model=model)
+    return options
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ from ._protocol import (
     ChatMessage,
     ChatOptions,
     LoadedModel,
+    checked_options,
     complete_usage,
-    reject_unsupported,
 )
 
 __all__ = ["FakeBackend"]
@@ -136,9 +136,8 @@ class FakeBackend:
         options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
         """Echo the last user message, one word per chunk (or call a tool, see above)."""
-        options = options if options is not None else ChatOptions()
         self._check("chat", model)
-        reject_unsupported(options, self.chat_parameters, backend=self.kind, model=model)
+        options = checked_options(options, self.chat_parameters, backend=self.kind, model=model)
         self.options.append(options)
         self.chats.append(list(messages))
         if model not in self.loaded:

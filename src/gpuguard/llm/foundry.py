@@ -25,9 +25,10 @@ from .._exceptions import (
     ModelLoadFailed,
     ModelNotLoaded,
 )
-from ._http import Failure, HttpClient
+from ._http import HttpClient
+from ._http_errors import Failure
 from ._openai_wire import OpenAIServerBase, list_model_ids
-from ._protocol import BackendHealth, LoadedModel
+from ._protocol import OPENAI_CHAT_PARAMETERS, BackendHealth, LoadedModel
 from ._timeouts import Timeouts
 
 __all__ = ["EXECUTION_PROVIDERS", "FoundryLocalBackend", "discover_foundry_endpoint"]
@@ -134,23 +135,21 @@ class _LegacyApi:
         return _model_ids(answer)
 
     async def load(self, http: HttpClient, model: str) -> None:
-        await http.request(
-            "GET",
-            f"/openai/load/{quote(model, safe='')}",
-            operation="load",
-            timeout=http.timeouts.load_s,
-            model=model,
-            params=self._params,
-        )
+        await self._call(http, "load", model, http.timeouts.load_s, self._params)
 
     async def unload(self, http: HttpClient, model: str) -> None:
+        await self._call(http, "unload", model, http.timeouts.unload_s, {"force": "true"})
+
+    async def _call(
+        self, http: HttpClient, action: str, model: str, timeout: float, params: dict[str, str]
+    ) -> None:
         await http.request(
             "GET",
-            f"/openai/unload/{quote(model, safe='')}",
-            operation="unload",
-            timeout=http.timeouts.unload_s,
+            f"/openai/{action}/{quote(model, safe='')}",
+            operation=action,
+            timeout=timeout,
             model=model,
-            params={"force": "true"},
+            params=params,
         )
 
 
@@ -178,11 +177,8 @@ class _ModernApi:
         )
         status = answer.get("status") if isinstance(answer, Mapping) else None
         if status not in allowed:
-            raise BackendProtocolError(
-                f"foundry: {action} of {model!r} answered {answer!r:.200}",
-                backend=_KIND,
-                model=model,
-                url=http.base_url,
+            raise http.errors.fault(
+                BackendProtocolError, f"{action} of {model!r} answered {answer!r:.200}", model=model
             )
 
     async def load(self, http: HttpClient, model: str) -> None:
@@ -206,20 +202,7 @@ class FoundryLocalBackend(OpenAIServerBase):
     """
 
     kind = _KIND
-    chat_parameters = frozenset(
-        {
-            "max_tokens",
-            "temperature",
-            "top_p",
-            "stop",
-            "seed",
-            "presence_penalty",
-            "frequency_penalty",
-            "response_format",
-            "tools",
-            "tool_choice",
-        }
-    )
+    chat_parameters = OPENAI_CHAT_PARAMETERS - {"logprobs", "top_logprobs"}
     """What Foundry Local's chat route takes (it reports no logprobs)."""
 
     def __init__(
@@ -309,10 +292,8 @@ class FoundryLocalBackend(OpenAIServerBase):
         try:
             ids = await api.loaded(http)
         except ValueError as exc:
-            raise BackendProtocolError(
-                f"foundry: unexpected loaded-models answer {exc.args[0]!r:.200}",
-                backend=self.kind,
-                url=http.base_url,
+            raise http.errors.fault(
+                BackendProtocolError, f"unexpected loaded-models answer {exc.args[0]!r:.200}"
             ) from exc
         return [LoadedModel(id=model) for model in ids]
 

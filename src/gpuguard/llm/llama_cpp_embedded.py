@@ -13,7 +13,7 @@ process and loads the model again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from pathlib import Path
@@ -29,8 +29,9 @@ from .._exceptions import (
     ModelNotFound,
     ModelNotLoaded,
 )
-from ..guard import in_thread
 from ..worker import WorkerProcess
+from ._llama_tokens import KIND, LlamaTokenizer, import_llama_cpp, llama_cpp_missing
+from ._openai_chunks import decode_chunk
 from ._protocol import (
     OPENAI_CHAT_PARAMETERS,
     BackendHealth,
@@ -38,25 +39,13 @@ from ._protocol import (
     ChatMessage,
     ChatOptions,
     LoadedModel,
+    checked_options,
     complete_usage,
-    reject_unsupported,
 )
 
 __all__ = ["LlamaCppBackend", "completion_arguments"]
 
-_KIND = "llama-cpp"
 _HOST = "gpuguard.llm._llama_host:LlamaHost"
-
-
-def _import_llama_cpp() -> Any:
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise BackendUnavailable(
-            "llama-cpp: llama-cpp-python is not installed (pip install 'gpuguard[llamacpp]')",
-            backend=_KIND,
-        ) from exc
-    return llama_cpp
 
 
 class LlamaCppBackend:
@@ -69,7 +58,7 @@ class LlamaCppBackend:
     the worker is killed. ``max_buffered_chunks`` bounds the tokens in flight.
     """
 
-    kind = _KIND
+    kind = KIND
     chat_parameters: frozenset[str] = OPENAI_CHAT_PARAMETERS
     """``create_chat_completion`` takes every OpenAI option but ``n`` > 1."""
 
@@ -104,8 +93,7 @@ class LlamaCppBackend:
         # Loaded as far as the gateway knows: a killed or crashed worker is restarted (and the
         # model reloaded) by the next call, until unload.
         self._wanted = False
-        # A vocab-only model in this process (no weights, no GPU memory): counts tokens.
-        self._tokenizer: Any = None
+        self._tokens = LlamaTokenizer(self._path, n_ctx=n_ctx, model=self._name)
 
     @property
     def model_name(self) -> str:
@@ -140,7 +128,7 @@ class LlamaCppBackend:
     async def health(self) -> BackendHealth:
         """Up when llama-cpp-python imports and the model file exists."""
         try:
-            _import_llama_cpp()
+            import_llama_cpp()
         except BackendUnavailable as exc:
             return BackendHealth(ok=False, backend=self.kind, detail=str(exc))
         if not self._path.is_file():
@@ -172,11 +160,7 @@ class LlamaCppBackend:
                 model=model,
             ) from exc
         except ImportError as exc:
-            raise BackendUnavailable(
-                "llama-cpp: llama-cpp-python is not installed (pip install 'gpuguard[llamacpp]')",
-                backend=self.kind,
-                model=model,
-            ) from exc
+            raise llama_cpp_missing(model) from exc
         except Exception as exc:
             raise ModelLoadFailed(
                 f"llama-cpp: cannot load {self._path}: {exc}", backend=self.kind, model=model
@@ -222,11 +206,9 @@ class LlamaCppBackend:
         ``usage``.
         """
         self._check_loaded(model)
-        options = options if options is not None else ChatOptions()
-        reject_unsupported(options, self.chat_parameters, backend=self.kind, model=model)
+        options = checked_options(options, self.chat_parameters, backend=self.kind, model=model)
         arguments = completion_arguments(messages, options)
-        tokenizer = await self._vocabulary()
-        prompt_tokens = await in_thread(_prompt_tokens, tokenizer, messages)
+        prompt_tokens = await self._tokens.prompt_tokens(messages)
         self._require_room(model, prompt_tokens, options.max_tokens)
         await self._ensure_running(model)
         events = self._worker.stream("chat", arguments, item_timeout_s=self._token_timeout_s)
@@ -239,34 +221,11 @@ class LlamaCppBackend:
                         continue
                     answer.append(chunk.content)
                     if chunk.finish_reason is not None:
-                        completion = await in_thread(_text_tokens, tokenizer, "".join(answer))
+                        completion = await self._tokens.text_tokens("".join(answer))
                         chunk = replace(chunk, usage=complete_usage(prompt_tokens, completion))
                     yield chunk
             except Exception as exc:
                 self._raise(exc, "generation", model)
-
-    async def _vocabulary(self) -> Any:
-        """The tokenizer alone, read from the model file once (no weights, no GPU)."""
-        if self._tokenizer is None:
-            self._tokenizer = await in_thread(self._build_tokenizer)
-        return self._tokenizer
-
-    def _build_tokenizer(self) -> Any:
-        llama_cpp = _import_llama_cpp()
-        try:
-            return llama_cpp.Llama(
-                model_path=str(self._path),
-                n_gpu_layers=0,
-                n_ctx=self._n_ctx,
-                verbose=False,
-                vocab_only=True,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelLoadFailed(
-                f"llama-cpp: cannot read the tokenizer of {self._path}: {exc}",
-                backend=self.kind,
-                model=self._name,
-            ) from exc
 
     def _require_room(self, model: str, prompt_tokens: int, max_tokens: int | None) -> None:
         """Refuse a prompt (plus the tokens asked for) that does not fit the context."""
@@ -289,7 +248,7 @@ class LlamaCppBackend:
         memory), so counting never needs the GPU lease or the worker.
         """
         self._check(model)
-        return await in_thread(_prompt_tokens, await self._vocabulary(), messages)
+        return await self._tokens.prompt_tokens(messages)
 
     def context_length(self, model: str) -> int | None:
         """The context size the model was (or will be) loaded with."""
@@ -340,9 +299,7 @@ class LlamaCppBackend:
     async def aclose(self) -> None:
         """Free the model if loaded, and the tokenizer."""
         await self.unload(self._name)
-        tokenizer, self._tokenizer = self._tokenizer, None
-        if tokenizer is not None:
-            await in_thread(tokenizer.close)
+        await self._tokens.aclose()
 
     def __repr__(self) -> str:
         state = f"loaded in pid {self._worker.pid}" if self._worker.alive else "not loaded"
@@ -351,65 +308,9 @@ class LlamaCppBackend:
 
 def completion_arguments(messages: Sequence[ChatMessage], options: ChatOptions) -> dict[str, Any]:
     """``create_chat_completion`` keyword arguments for ``options`` (already checked)."""
-    arguments: dict[str, Any] = {"messages": [m.to_dict() for m in messages], "stream": True}
-    for name in options.given():
-        value = getattr(options, name)
-        if name == "stop":
-            value = list(value)
-        elif name == "tools":
-            value = [dict(tool) for tool in value]
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        arguments[name] = value
-    return arguments
-
-
-def _prompt_tokens(llama: Any, messages: Sequence[ChatMessage]) -> int:
-    """Tokens of the prompt llama-cpp-python builds: the GGUF's chat template, tokenized."""
-    template = (getattr(llama, "metadata", None) or {}).get("tokenizer.chat_template")
-    if not template:
-        text = "\n".join(m.content for m in messages)
-        return len(llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    def special(token: int) -> str:
-        return (
-            "" if token < 0 else llama.detokenize([token], special=True).decode("utf-8", "replace")
-        )
-
-    formatter = Jinja2ChatFormatter(
-        template=template,
-        eos_token=special(llama.token_eos()),
-        bos_token=special(llama.token_bos()),
-    )
-    wire: list[Any] = [m.to_dict() for m in messages]
-    prompt = formatter(messages=wire)
-    return len(
-        llama.tokenize(
-            prompt.prompt.encode("utf-8"), add_bos=not prompt.added_special, special=True
-        )
-    )
-
-
-def _text_tokens(llama: Any, text: str) -> int:
-    return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
+    return {"messages": [m.to_dict() for m in messages], "stream": True, **options.to_dict()}
 
 
 def _to_chunk(event: Any) -> ChatChunk | None:
-    choices = event.get("choices") or []
-    if not choices:
-        return None
-    choice = choices[0]
-    delta = choice.get("delta") or {}
-    content = delta.get("content") or ""
-    tool_calls = tuple(delta.get("tool_calls") or ())
-    logprobs = choice.get("logprobs")
-    if not (content or tool_calls or logprobs) and choice.get("finish_reason") is None:
-        return None  # the role-only opening delta, or an incomplete UTF-8 sequence
-    return ChatChunk(
-        content=content,
-        finish_reason=choice.get("finish_reason"),
-        model=event.get("model"),
-        tool_calls=tool_calls,
-        logprobs=logprobs,
-    )
+    """A chunk from the worker; its ``usage`` is counted here, with the model's tokenizer."""
+    return decode_chunk(event, usage=None)

@@ -20,15 +20,16 @@ from typing import Any
 import httpx
 
 from .._exceptions import BackendProtocolError, ModelLoadFailed, UnsupportedParameter
-from ._http import HttpClient, iter_ndjson, poll_until
+from ._framing import iter_ndjson
+from ._http import HttpClient
 from ._protocol import (
     BackendHealth,
     ChatChunk,
     ChatMessage,
     ChatOptions,
     LoadedModel,
+    checked_options,
     complete_usage,
-    reject_unsupported,
 )
 from ._timeouts import Timeouts
 
@@ -76,13 +77,10 @@ def chat_request(
     model: str, messages: Sequence[ChatMessage], options: ChatOptions, keep_alive: int | str
 ) -> dict[str, Any]:
     """The ``POST /api/chat`` body for ``options`` (already checked against what Ollama takes)."""
-    settings: dict[str, Any] = {
-        wire: getattr(options, name)
-        for name, wire in _OPTION_NAMES.items()
-        if getattr(options, name) is not None
-    }
-    if options.stop:
-        settings["stop"] = list(options.stop)
+    asked = options.to_dict()
+    settings = {wire: asked[name] for name, wire in _OPTION_NAMES.items() if name in asked}
+    if "stop" in asked:
+        settings["stop"] = asked["stop"]
     body: dict[str, Any] = {
         "model": model,
         "messages": [_message(m) for m in messages],
@@ -90,10 +88,11 @@ def chat_request(
         "keep_alive": keep_alive,
         "options": settings,
     }
-    if options.response_format is not None and options.response_format.get("type") != "text":
-        body["format"] = _format(options.response_format)
-    if options.tools:
-        body["tools"] = [dict(tool) for tool in options.tools]
+    response_format = asked.get("response_format")
+    if response_format is not None and response_format.get("type") != "text":
+        body["format"] = _format(response_format)
+    if "tools" in asked:
+        body["tools"] = asked["tools"]
     return body
 
 
@@ -164,11 +163,6 @@ class OllamaBackend:
         """Ollama embeds through ``/api/embed``."""
         return True
 
-    def _protocol_error(self, what: str, model: str | None) -> BackendProtocolError:
-        return BackendProtocolError(
-            f"ollama: {what}", backend=self.kind, model=model, url=self._http.base_url
-        )
-
     async def health(self) -> BackendHealth:
         """``GET /api/version`` with the short health timeout."""
         return await self._http.probe("/api/version")
@@ -181,18 +175,12 @@ class OllamaBackend:
         try:
             return [str(entry["name"]) for entry in answer["models"]]
         except (KeyError, TypeError) as exc:
-            raise self._protocol_error(
-                f"unexpected /api/tags answer {answer!r:.200}", None
+            raise self._http.errors.fault(
+                BackendProtocolError, f"unexpected /api/tags answer {answer!r:.200}"
             ) from exc
 
     async def _running(self) -> list[Mapping[str, Any]]:
-        answer = await self._http.json(
-            "GET", "/api/ps", operation="loaded", timeout=self._timeouts.request_s
-        )
-        models = answer.get("models") if isinstance(answer, Mapping) else None
-        if not isinstance(models, list):
-            raise self._protocol_error(f"unexpected /api/ps answer {answer!r:.200}", None)
-        return models
+        return await self._http.listing("/api/ps", "models", operation="loaded")
 
     async def loaded_models(self) -> list[LoadedModel]:
         """The models in memory (``GET /api/ps``), with ``size_vram``."""
@@ -221,11 +209,8 @@ class OllamaBackend:
             json_body={"model": model, "keep_alive": keep_alive, "stream": False},
         )
         if not isinstance(answer, Mapping) or not answer.get("done"):
-            raise ModelLoadFailed(
-                f"ollama: {operation} of {model!r} answered {answer!r:.200}",
-                backend=self.kind,
-                model=model,
-                url=self._http.base_url,
+            raise self._http.errors.fault(
+                ModelLoadFailed, f"{operation} of {model!r} answered {answer!r:.200}", model=model
             )
 
     async def load(self, model: str) -> None:
@@ -240,15 +225,13 @@ class OllamaBackend:
             return not await self._is_loaded(model)
 
         timeout = self._timeouts.unload_s
-        await poll_until(
+        await self._http.poll_until(
             gone,
             timeout=timeout,
-            interval=self._timeouts.poll_interval_s,
-            on_timeout=lambda: ModelLoadFailed(
-                f"ollama: {model!r} was still in /api/ps {timeout}s after unloading it",
-                backend=self.kind,
+            on_timeout=lambda: self._http.errors.fault(
+                ModelLoadFailed,
+                f"{model!r} was still in /api/ps {timeout}s after unloading it",
                 model=model,
-                url=self._http.base_url,
             ),
         )
 
@@ -261,9 +244,7 @@ class OllamaBackend:
         await self._http.cancel_requests()
         await self._http.best_effort(self.unload(model), operation="abort", model=model)
 
-    def _chunk(self, event: Any, model: str, tools_seen: int) -> ChatChunk:
-        if not isinstance(event, Mapping):
-            raise self._protocol_error(f"chat stream sent {event!r:.200}", model)
+    def _chunk(self, event: Mapping[str, Any], tools_seen: int) -> ChatChunk:
         message = event.get("message") or {}
         done = bool(event.get("done"))
         tool_calls = _tool_deltas(message.get("tool_calls"), tools_seen)
@@ -290,8 +271,7 @@ class OllamaBackend:
         options: ChatOptions | None = None,
     ) -> AsyncGenerator[ChatChunk, None]:
         """Stream ``POST /api/chat`` (NDJSON); closing the iterator stops generation."""
-        options = options if options is not None else ChatOptions()
-        reject_unsupported(options, self.chat_parameters, backend=self.kind, model=model)
+        options = checked_options(options, self.chat_parameters, backend=self.kind, model=model)
         if options.tool_choice not in (None, "auto"):
             raise UnsupportedParameter(
                 "tool_choice",
@@ -300,12 +280,13 @@ class OllamaBackend:
                 model=model,
             )
         body = chat_request(model, messages, options, self._keep_alive)
-        lines = self._http.stream_lines("/api/chat", operation="chat", model=model, json_body=body)
+        events = self._http.stream_events(
+            "/api/chat", iter_ndjson, operation="chat", model=model, json_body=body
+        )
         tools_seen = 0
-        async with aclosing(lines), aclosing(iter_ndjson(lines)) as events:
-            async for line in events:
-                event = self._http.decode_event(line, operation="chat", model=model)
-                chunk = self._chunk(event, model, tools_seen)
+        async with aclosing(events):
+            async for event in events:
+                chunk = self._chunk(event, tools_seen)
                 tools_seen += len(chunk.tool_calls)
                 if chunk.tool_calls and chunk.finish_reason is not None:
                     chunk = replace(chunk, finish_reason="tool_calls")
@@ -332,11 +313,15 @@ class OllamaBackend:
         try:
             vectors = [[float(x) for x in row] for row in answer["embeddings"]]
         except (KeyError, TypeError, ValueError) as exc:
-            raise self._protocol_error(
-                f"unexpected /api/embed answer {answer!r:.200}", model
+            raise self._http.errors.fault(
+                BackendProtocolError, f"unexpected /api/embed answer {answer!r:.200}", model=model
             ) from exc
         if len(vectors) != len(texts):
-            raise self._protocol_error(f"{len(vectors)} embeddings for {len(texts)} texts", model)
+            raise self._http.errors.fault(
+                BackendProtocolError,
+                f"{len(vectors)} embeddings for {len(texts)} texts",
+                model=model,
+            )
         return vectors
 
     # --- model management: Ollama's own routes, not part of LlmBackend ------------------
@@ -356,22 +341,16 @@ class OllamaBackend:
             json_body=dict(body),
         )
 
-    async def manage_stream(
+    def manage_stream(
         self, path: str, body: Mapping[str, Any], *, operation: str, model: str
     ) -> AsyncGenerator[Mapping[str, Any], None]:
         """POST a streaming model-management request and yield its progress objects.
 
         For ``/api/pull`` and ``/api/create``; an ``{"error": ...}`` line raises.
         """
-        lines = self._http.stream_lines(
-            path, operation=operation, model=model, json_body={**body, "stream": True}
+        return self._http.stream_events(
+            path, iter_ndjson, operation=operation, model=model, json_body={**body, "stream": True}
         )
-        async with aclosing(lines), aclosing(iter_ndjson(lines)) as events:
-            async for line in events:
-                event = self._http.decode_event(line, operation=operation, model=model)
-                if not isinstance(event, Mapping):
-                    raise self._protocol_error(f"{operation} sent {event!r:.200}", model)
-                yield event
 
     async def aclose(self) -> None:
         """Close the connection pool."""
