@@ -86,9 +86,6 @@ KNOWN_LARGE = {
     "gpuguard/embed/_bulk.py",
     "gpuguard/gateway/_gateway.py",
     "gpuguard/guard/scopes/redis/_arbiter.py",
-    "gpuguard/llm/_http.py",
-    "gpuguard/llm/llama_cpp_embedded.py",
-    "gpuguard/llm/openai_compat.py",
     "gpuguard/server/_ollama_schemas.py",
 }
 
