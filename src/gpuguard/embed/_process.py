@@ -14,14 +14,11 @@ import numpy as np
 
 from .._exceptions import ConfigError, EmbedderUnavailable, EmbeddingError
 from ..worker import WorkerProcess
-from ._local import LocalEmbedder
+from ._engines import LOCAL_ENGINES, create_local_embedder
 from ._protocol import Vectors
 from ._tokens import check_token_ids
 
-__all__ = ["LOCAL_ENGINES", "EngineHost", "ProcessEmbedder"]
-
-LOCAL_ENGINES = ("sentence-transformers", "fastembed")
-"""The engines that can run in a worker process."""
+__all__ = ["EngineHost", "ProcessEmbedder"]
 
 _HOST = "gpuguard.embed._process:EngineHost"
 
@@ -30,13 +27,8 @@ class EngineHost:
     """The child's half: builds the engine and loads its model when the worker starts."""
 
     def __init__(self, engine: str, model: str | None, device: str) -> None:
-        from ._factory import create_embedder
-
-        embedder = create_embedder(engine, model=model, device=device)
-        if not isinstance(embedder, LocalEmbedder):
-            raise ConfigError(f"the {engine!r} engine cannot run in a worker process")
-        self._embedder = embedder
-        self._dimension = embedder.load_blocking()
+        self._embedder = create_local_embedder(engine, model=model, device=device)
+        self._dimension = self._embedder.load_blocking()
 
     def dimension(self) -> int:
         """The loaded model's vector size."""
