@@ -87,7 +87,6 @@ KNOWN_LARGE = {
     "gpuguard/llm/_http.py",
     "gpuguard/llm/llama_cpp_embedded.py",
     "gpuguard/llm/openai_compat.py",
-    "gpuguard/server/_ollama_schemas.py",
 }
 
 
