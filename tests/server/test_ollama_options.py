@@ -12,7 +12,8 @@ import pytest
 
 from gpuguard.llm import ChatMessage, ChatOptions
 from gpuguard.llm._protocol import OPENAI_CHAT_PARAMETERS
-from gpuguard.server._ollama_schemas import OllamaMessage, chat_parameters, conversation
+from gpuguard.server._ollama_conversation import OllamaMessage, conversation
+from gpuguard.server._ollama_schemas import chat_parameters
 from gpuguard.testing import FakeBackend
 
 from .conftest import MODEL, Live, LiveFactory

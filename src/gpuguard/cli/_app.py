@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,17 +16,24 @@ from .. import __version__
 from .._exceptions import GpuGuardError
 from ..settings import load_settings
 from ._chat import chat
-from ._client import ServerClient, ServerError
+from ._client import DEFAULT_URL, ServerClient, connected
 from ._help import PlainCommand, PlainGroup
 from ._index import index_app
 from ._models import models_app, ps
-from ._output import JsonOption, TokenOption, UrlOption, console, fail, interactive, print_json
+from ._output import (
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    console,
+    fail,
+    interactive,
+    print_json,
+    repeated,
+)
 from ._render import holder_text, jobs_lines, queue_text, status_view
 from ._run import run
 
 __all__ = ["app", "main"]
-
-DEFAULT_URL = "http://127.0.0.1:8765"
 
 app = typer.Typer(
     cls=PlainGroup,
@@ -87,19 +94,14 @@ def serve(
     ] = None,
     document_root: Annotated[
         list[Path] | None,
-        typer.Option(
-            metavar="DIR", help="A folder callers may index (repeat; default: the current one)."
-        ),
+        repeated("DIR", "A folder callers may index", default="the current one"),
     ] = None,
     database_host: Annotated[
-        list[str] | None,
-        typer.Option(metavar="HOST", help="A database host or network callers may name (repeat)."),
+        list[str] | None, repeated("HOST", "A database host or network callers may name")
     ] = None,
     allowed_host: Annotated[
         list[str] | None,
-        typer.Option(
-            metavar="NAME", help="A name the server answers to besides the loopback ones (repeat)."
-        ),
+        repeated("NAME", "A name the server answers to besides the loopback ones"),
     ] = None,
     backend: Annotated[
         str | None,
@@ -207,7 +209,7 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """The backend, the current model, running jobs and the GPU lane (holder, queue)."""
-    with ServerClient(url, token=token) as client:
+    with connected(url, token) as client:
         try:
             state = _status(client)
             if as_json:
@@ -216,22 +218,17 @@ def status(
             if not watch:
                 console.print(status_view(state))
                 return
-            refresh = functools.partial(_status, client)
+            states = _states(functools.partial(_status, client), state, interval, count)
             if interactive():
-                _watch_live(refresh, state, interval, count)
+                _watch_live(states)
             else:
-                _watch_lines(refresh, state, interval, count)
-        except ServerError as exc:
-            raise fail(str(exc)) from exc
+                _watch_lines(states)
         except KeyboardInterrupt:
             return
 
 
 app.add_typer(models_app, name="models")
 app.add_typer(index_app, name="index")
-
-
-Refresh = Callable[[], dict[str, Any]]
 
 
 def _status(client: ServerClient) -> dict[str, Any]:
@@ -242,24 +239,28 @@ def _status(client: ServerClient) -> dict[str, Any]:
     return {**status, "current": gpu.get("current"), "jobs": jobs}
 
 
-def _watch_live(
-    refresh: Refresh, state: dict[str, Any], interval: float, count: int | None
-) -> None:
-    with Live(status_view(state), console=console, refresh_per_second=8) as live:
-        refreshes = 1
-        while count is None or refreshes < count:
-            time.sleep(interval)
-            live.update(status_view(refresh()))
-            refreshes += 1
+def _states(
+    refresh: Callable[[], dict[str, Any]], state: dict[str, Any], interval: float, count: int | None
+) -> Iterator[dict[str, Any]]:
+    """``state``, then a fresh one every ``interval`` seconds: ``count`` in all (None: no end)."""
+    yield state
+    seen = 1
+    while count is None or seen < count:
+        time.sleep(interval)
+        yield refresh()
+        seen += 1
 
 
-def _watch_lines(
-    refresh: Refresh, state: dict[str, Any], interval: float, count: int | None
-) -> None:
+def _watch_live(states: Iterator[dict[str, Any]]) -> None:
+    with Live(status_view(next(states)), console=console, refresh_per_second=8) as live:
+        for state in states:
+            live.update(status_view(state))
+
+
+def _watch_lines(states: Iterator[dict[str, Any]]) -> None:
     """Piped: a timestamped line whenever the holder, the queue or the jobs change."""
     last = ""
-    refreshes = 0
-    while True:
+    for state in states:
         snapshot = state["gpu"]
         running = [job for job in state["jobs"] if job.get("status") == "running"]
         # The holder's held time changes every refresh: compare without it.
@@ -276,8 +277,3 @@ def _watch_lines(
                 soft_wrap=True,
             )
             last = key
-        refreshes += 1
-        if count is not None and refreshes >= count:
-            return
-        time.sleep(interval)
-        state = refresh()

@@ -8,12 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from ._client import ServerClient, ServerError
-from ._output import TokenOption, UrlOption, errors, fail
+from ._client import DEFAULT_URL, ServerClient, ServerError, connected
+from ._output import TokenOption, UrlOption, errors
 
 __all__ = ["chat"]
 
-DEFAULT_URL = "http://127.0.0.1:8765"
 QUIT = frozenset({"/bye", "/exit", "/quit"})
 CLEAR = "/clear"
 
@@ -40,16 +39,13 @@ def chat(
     ] = None,
 ) -> None:
     """Ask the running server and stream the answer (and any "Waiting for GPU...")."""
-    with ServerClient(url, token=token, timeout=None) as client:
-        try:
-            chosen = model or _current_model(client)
-            options = {"model": chosen, "retrieval": retrieval, "max_tokens": max_tokens}
-            if message is not None:
-                _ask(client, options, [{"role": "user", "content": message}])
-            else:
-                _converse(client, options)
-        except ServerError as exc:
-            raise fail(str(exc)) from exc
+    with connected(url, token, timeout=None) as client:
+        chosen = model or _current_model(client)
+        options = {"model": chosen, "retrieval": retrieval, "max_tokens": max_tokens}
+        if message is not None:
+            _ask(client, options, [{"role": "user", "content": message}])
+        else:
+            _converse(client, options)
 
 
 def _converse(client: ServerClient, options: dict[str, Any]) -> None:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
-__all__ = ["ServerClient", "ServerError"]
+from ._output import fail
+
+__all__ = ["DEFAULT_URL", "ServerClient", "ServerError", "connected"]
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+"""Where ``gpuguard serve`` listens unless told otherwise."""
 
 
 class ServerError(Exception):
@@ -84,3 +90,18 @@ class ServerClient:
             message = error.get("message") or response.reason_phrase
             raise ServerError(f"{response.status_code}: {message}")
         return body
+
+
+@contextmanager
+def connected(
+    url: str, token: str | None, *, timeout: float | None = 30.0
+) -> Iterator[ServerClient]:
+    """A client of the server at ``url`` for one command's body.
+
+    A :class:`ServerError` out of the body ends the command: ``error: ...`` and exit 1.
+    """
+    with ServerClient(url, token=token, timeout=timeout) as client:
+        try:
+            yield client
+        except ServerError as exc:
+            raise fail(str(exc)) from exc

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .._events import GpuEvent, GpuStatus
-from ..embed._bulk import MODEL_LOADING_REASON
+from ..embed._fallback import MODEL_LOADING_REASON
 from ..index import VectorStore
 from ..server import create_app, open_runtime, running_server
 from ..settings import (

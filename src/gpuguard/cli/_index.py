@@ -11,13 +11,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from ._client import ServerClient, ServerError
+from ._client import DEFAULT_URL, ServerClient, connected
 from ._help import PlainCommand, PlainGroup
-from ._output import JsonOption, TokenOption, UrlOption, console, fail, interactive, print_json
+from ._output import JsonOption, TokenOption, UrlOption, console, interactive, print_json, repeated
 
 __all__ = ["index_app"]
 
-DEFAULT_URL = "http://127.0.0.1:8765"
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 index_app = typer.Typer(
@@ -37,10 +36,7 @@ def index_db(
         ),
     ],
     schema: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--schema", metavar="SCHEMA", help="A schema to index (repeat; default: every one)."
-        ),
+        list[str] | None, repeated("SCHEMA", "A schema to index", default="every one")
     ] = None,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
@@ -65,17 +61,14 @@ def index_docs(
 
 
 def _run_job(url: str, token: str | None, path: str, body: dict[str, Any], as_json: bool) -> None:
-    with ServerClient(url, token=token) as client:
-        try:
-            job = client.post(path, body)
-            if as_json:
-                job = _wait(client, job, lambda _: None)
-            elif interactive():
-                job = _follow_with_bar(client, job)
-            else:
-                job = _wait(client, job, _line_printer())
-        except ServerError as exc:
-            raise fail(str(exc)) from exc
+    with connected(url, token) as client:
+        job = client.post(path, body)
+        if as_json:
+            job = _wait(client, job, lambda _: None)
+        elif interactive():
+            job = _follow_with_bar(client, job)
+        else:
+            job = _wait(client, job, _line_printer())
     if as_json:
         print_json(job)
     else:

@@ -9,14 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ._client import ServerClient, ServerError
+from ._client import DEFAULT_URL, ServerClient, ServerError, connected
 from ._help import PlainCommand, PlainGroup
 from ._output import JsonOption, TokenOption, UrlOption, console, fail, interactive, print_json
 from ._render import holder_text, model_size, ps_rows, ps_table, queue_text, size_text
 
 __all__ = ["models_app", "ps"]
-
-DEFAULT_URL = "http://127.0.0.1:8765"
 
 models_app = typer.Typer(
     cls=PlainGroup, help="List, load and unload the backend's models.", no_args_is_help=True
@@ -26,11 +24,8 @@ ModelArgument = Annotated[str, typer.Argument(metavar="MODEL", help="The model's
 
 
 def _get(url: str, token: str | None, *paths: str) -> list[dict[str, Any]]:
-    with ServerClient(url, token=token) as client:
-        try:
-            return [client.get(path) for path in paths]
-        except ServerError as exc:
-            raise fail(str(exc)) from exc
+    with connected(url, token) as client:
+        return [client.get(path) for path in paths]
 
 
 @models_app.command("list", cls=PlainCommand)

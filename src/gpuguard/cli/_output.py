@@ -24,6 +24,7 @@ __all__ = [
     "fail",
     "interactive",
     "print_json",
+    "repeated",
 ]
 
 console = Console(highlight=False)
@@ -45,6 +46,12 @@ TokenOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")
 ]
+
+
+def repeated(metavar: str, help: str, *, default: str | None = None) -> Any:
+    """A list option, given once per value; its help says so, and what giving none means."""
+    note = "repeat" if default is None else f"repeat; default: {default}"
+    return typer.Option(metavar=metavar, help=f"{help} ({note}).")
 
 
 def interactive() -> bool:

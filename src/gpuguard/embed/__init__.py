@@ -17,16 +17,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_getattr
-from ._bulk import (
-    FALLBACK_MESSAGE,
-    BulkEmbedder,
-    BulkRun,
-    BulkStats,
-    EmbeddedBatch,
-    report_fallback,
-)
+from ._batches import BulkStats, EmbeddedBatch
+from ._bulk import BulkEmbedder, BulkRun
 from ._bundled import DEFAULT_MODEL, bundled_model_path
 from ._factory import ENGINES, create_embedder
+from ._fallback import FALLBACK_MESSAGE, report_fallback
 from ._lease import LeaseGuard
 from ._pair import EmbedderPair
 from ._process import ProcessEmbedder

@@ -5,9 +5,9 @@ For every batch the bulk embedder asks the guard for the GPU without waiting
 anyone is queued for it, that batch is embedded on the CPU and a ``fallback`` event is
 published on the guard's bus; the next batch tries the GPU again, so bulk work returns to it
 as soon as it frees. A chat therefore waits for at most one batch, never for a whole job.
-The log says "GPU busy, falling back to CPU embeddings" once per switch from GPU to CPU (and
-once per switch back), with counts, not once per batch. A GPU batch runs as tracked work of
-its lease (:meth:`~gpuguard.Lease.run`): the lease is held until the encode has really ended.
+The log and the bus hear of each switch and each CPU batch (:mod:`._fallback`). A GPU batch
+runs as tracked work of its lease (:meth:`~gpuguard.Lease.run`): the lease is held until
+the encode has really ended.
 
 Batches come out in input order whichever device embedded them, and memory stays bounded:
 at most ``max_in_flight`` batches exist between the input and the consumer.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -29,66 +28,20 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
-from .._events import GpuEvent, GpuStatus, Priority
+from .._events import Priority
 from .._exceptions import ConfigError, WouldBlock
 from ..guard import DEFAULT, Timeout, run_to_end
+from ._batches import BulkStats, Device, EmbeddedBatch, chunked
+from ._fallback import MODEL_LOADING_REASON, DeviceSwitches
 from ._lease import LeaseGuard
 from ._pair import EmbedderPair
-from ._protocol import Embedder, Vectors
+from ._protocol import Embedder
 
-__all__ = ["BulkEmbedder", "BulkRun", "BulkStats", "EmbeddedBatch", "report_fallback"]
-
-logger = logging.getLogger("gpuguard.embed")
-
-FALLBACK_MESSAGE = "GPU busy, falling back to CPU embeddings"
-MODEL_LOADING_REASON = "the GPU embedding model is still loading"
-"""Why a batch fell back while the GPU model waited for, or held, the lease to load."""
+__all__ = ["BulkEmbedder", "BulkRun"]
 
 T = TypeVar("T")
-
-Device = Literal["gpu", "cpu"]
-
-
-@dataclass(frozen=True, slots=True)
-class EmbeddedBatch(Generic[T]):
-    """One batch out of a :class:`BulkRun`.
-
-    ``index`` counts batches from 0 in input order; ``device`` says where it ran;
-    ``fallback`` is True when it was meant for the GPU but the GPU was busy; ``seconds`` is
-    the time spent embedding it.
-    """
-
-    index: int
-    items: list[T]
-    vectors: Vectors
-    device: Device
-    fallback: bool
-    seconds: float
-
-
-@dataclass(slots=True)
-class BulkStats:
-    """Running totals of one :class:`BulkRun`."""
-
-    texts: int = 0
-    gpu_batches: int = 0
-    cpu_batches: int = 0
-    fallback_batches: int = 0
-    gpu_seconds: float = 0.0
-    cpu_seconds: float = 0.0
-
-    def add(self, batch: EmbeddedBatch[Any]) -> None:
-        """Count one finished batch."""
-        self.texts += len(batch.items)
-        if batch.device == "gpu":
-            self.gpu_batches += 1
-            self.gpu_seconds += batch.seconds
-        else:
-            self.cpu_batches += 1
-            self.cpu_seconds += batch.seconds
-            self.fallback_batches += batch.fallback
 
 
 class BulkEmbedder:
@@ -198,8 +151,6 @@ class BulkRun(Generic[T]):
         self._text = text
         self._operation = operation
         self._batch_size = batch_size
-        self._on_cpu = False  # whether the last GPU-bound batch had to fall back
-        self._since_switch = 0  # GPU-bound batches on the current device since the last switch
         self._gpu_loading: asyncio.Task[None] | None = None
         self._batches = self._run()
 
@@ -257,7 +208,7 @@ class BulkRun(Generic[T]):
         loop = asyncio.get_running_loop()
         index = 0
         try:
-            async for items in _chunked(self._items, self._batch_size, slots):
+            async for items in chunked(self._items, self._batch_size, slots):
                 if index == 0:
                     await self._start_models()
                 result: asyncio.Future[EmbeddedBatch[T]] = loop.create_future()
@@ -285,10 +236,12 @@ class BulkRun(Generic[T]):
             self._gpu_loading = asyncio.create_task(pair.load_gpu(self._bulk.guard))
 
     async def _gpu_first_worker(self, work: asyncio.Queue[_Work[T] | None]) -> None:
-        gpu = self._bulk.pair.gpu
+        gpu, guard = self._bulk.pair.gpu, self._bulk.guard
         assert gpu is not None
+        assert guard is not None
+        switches = DeviceSwitches(guard, self._operation, gpu.name)
         while (job := await work.get()) is not None:
-            await self._settle(job, self._gpu_or_fallback(gpu, job))
+            await self._settle(job, self._gpu_or_fallback(gpu, guard, switches, job))
 
     async def _cpu_worker(self, work: asyncio.Queue[_Work[T] | None]) -> None:
         while (job := await work.get()) is not None:
@@ -300,11 +253,11 @@ class BulkRun(Generic[T]):
         except Exception as exc:
             job.result.set_exception(exc)
 
-    async def _gpu_or_fallback(self, gpu: Embedder, job: _Work[T]) -> EmbeddedBatch[T]:
-        guard = self._bulk.guard
-        assert guard is not None
+    async def _gpu_or_fallback(
+        self, gpu: Embedder, guard: LeaseGuard, switches: DeviceSwitches, job: _Work[T]
+    ) -> EmbeddedBatch[T]:
         if not self._gpu_loaded():
-            self._note_device("cpu", gpu, job, MODEL_LOADING_REASON)
+            switches.note("cpu", job.index, len(job.items), MODEL_LOADING_REASON)
             return await self._embed_timed(self._bulk.pair.cpu, job, "cpu", True)
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -317,9 +270,9 @@ class BulkRun(Generic[T]):
                     )
                 )
             except WouldBlock as busy:
-                self._note_device("cpu", gpu, job, str(busy))
+                switches.note("cpu", job.index, len(job.items), str(busy))
             else:
-                self._note_device("gpu", gpu, job, "")
+                switches.note("gpu", job.index, len(job.items), "")
                 return await lease.run(self._embed_timed(gpu, job, "gpu", False), stop=gpu.abort)
         return await self._embed_timed(self._bulk.pair.cpu, job, "cpu", True)
 
@@ -331,36 +284,6 @@ class BulkRun(Generic[T]):
         loading.result()
         return True
 
-    def _note_device(self, device: Device, gpu: Embedder, job: _Work[T], why: str) -> None:
-        """Count a GPU-bound batch; log each switch between GPU and CPU; report fallbacks."""
-        on_cpu = device == "cpu"
-        if on_cpu != self._on_cpu:
-            before, self._since_switch = self._since_switch, 0
-            if on_cpu:
-                logger.info(
-                    "%s (%s: %s; %d batch(es) on the GPU before)",
-                    FALLBACK_MESSAGE,
-                    self._operation,
-                    why,
-                    before,
-                )
-            else:
-                logger.info(
-                    "GPU free again, back to GPU embeddings (%s; %d batch(es) on the CPU before)",
-                    self._operation,
-                    before,
-                )
-            self._on_cpu = on_cpu
-        self._since_switch += 1
-        if on_cpu:
-            assert self._bulk.guard is not None
-            report_fallback(
-                self._bulk.guard,
-                self._operation,
-                model=gpu.name,
-                detail=f"batch {job.index} ({len(job.items)} texts) embedded on the CPU: {why}",
-            )
-
     async def _embed_timed(
         self, embedder: Embedder, job: _Work[T], device: Device, fallback: bool
     ) -> EmbeddedBatch[T]:
@@ -369,49 +292,6 @@ class BulkRun(Generic[T]):
         return EmbeddedBatch(
             job.index, job.items, vectors, device, fallback, time.perf_counter() - started
         )
-
-
-def report_fallback(guard: LeaseGuard, operation: str, *, model: str | None, detail: str) -> None:
-    """Publish a ``fallback`` event: ``operation`` ran on the CPU because the GPU was busy."""
-    current = guard.current
-    guard.events.publish(
-        GpuEvent(
-            guard=guard.name,
-            operation=operation,
-            model=model,
-            status=GpuStatus.FALLBACK,
-            timestamp=guard.clock.time(),
-            lease_id=0,
-            priority=Priority.BACKGROUND,
-            holder=None if current is None else current.label,
-            detail=detail,
-        )
-    )
-
-
-async def _chunked(
-    items: Iterable[T] | AsyncIterable[T], size: int, slots: asyncio.Semaphore
-) -> AsyncIterator[list[T]]:
-    """Lists of ``size`` items; each waits for a free slot before it starts filling."""
-    await slots.acquire()
-    batch: list[T] = []
-    async for item in _aiter(items):
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            await slots.acquire()
-            batch = []
-    if batch:
-        yield batch
-
-
-async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
 
 
 def _discard(order: asyncio.Queue[asyncio.Future[EmbeddedBatch[T]] | None]) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import cast
 
 from .._exceptions import ConfigError
-from ._process import LOCAL_ENGINES, ProcessEmbedder
+from ._engines import LOCAL_ENGINES, create_local_embedder
+from ._process import ProcessEmbedder
 from ._protocol import Embedder
 
 __all__ = ["ENGINES", "create_embedder"]
@@ -41,21 +41,11 @@ def create_embedder(
     Raises :class:`ConfigError` for an unknown engine or missing settings, and
     :class:`~gpuguard.EmbedderUnavailable` for a device this machine does not have.
     """
-    if process and engine in LOCAL_ENGINES:
-        local = create_embedder(engine, model=model, device=device)
+    if engine in LOCAL_ENGINES:
+        local = create_local_embedder(engine, model=model, device=device)
+        if not process:
+            return local
         return ProcessEmbedder(engine, name=local.name, model=model, device=local.device)
-    if engine == "sentence-transformers":
-        from .sentence_transformers import SentenceTransformerEmbedder
-
-        return SentenceTransformerEmbedder(model, device=device)
-    if engine == "fastembed":
-        from .onnx import FastEmbedEmbedder
-
-        if model is not None and Path(model).is_dir():
-            return FastEmbedEmbedder(model_path=model, device=device)
-        if model is None:
-            raise ConfigError("the fastembed engine needs model= (an export_onnx directory)")
-        return FastEmbedEmbedder(model, device=device)
     if engine == "remote":
         from .remote import RemoteApi, RemoteEmbedder
 

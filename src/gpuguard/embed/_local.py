@@ -6,10 +6,9 @@ import abc
 import threading
 from collections.abc import Sequence
 
-import numpy as np
-
-from .._exceptions import EmbedderUnavailable, EmbeddingError
+from .._exceptions import EmbeddingError
 from ..guard import in_thread
+from ._on_device import ModelOnDevice
 from ._protocol import Vectors
 from ._tokens import check_token_ids
 from ._vectors import as_normalised_vectors
@@ -17,7 +16,7 @@ from ._vectors import as_normalised_vectors
 __all__ = ["LocalEmbedder"]
 
 
-class LocalEmbedder(abc.ABC):
+class LocalEmbedder(ModelOnDevice, abc.ABC):
     """An in-process :class:`~gpuguard.embed.Embedder` whose library blocks.
 
     It loads and encodes in a worker thread so that the event loop keeps serving.
@@ -25,37 +24,15 @@ class LocalEmbedder(abc.ABC):
     Subclasses implement :meth:`_load_sync` (returning the dimension), :meth:`_encode_sync`,
     :meth:`_unload_sync`, and their tokenizer's :meth:`_vocab_size_sync` and
     :meth:`_decode_sync`; this class makes loading idempotent and concurrency-safe,
-    maps library failures to :class:`EmbedderUnavailable`/:class:`EmbeddingError` and
-    normalises every output.
+    maps library failures to :class:`~gpuguard.EmbedderUnavailable` and
+    :class:`~gpuguard.EmbeddingError`, and normalises every output.
     """
 
     def __init__(self, *, name: str, device: str) -> None:
-        self._name = name
-        self._device = device
-        self._dimension: int | None = None
+        super().__init__(name=name, device=device)
         # A thread lock, not an asyncio one: loading happens in worker threads, and one
         # embedder may serve several event loops (tests, CLI runs) in its lifetime.
         self._load_lock = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        """The model's name."""
-        return self._name
-
-    @property
-    def device(self) -> str:
-        """``cuda``, ``mps`` or ``cpu``."""
-        return self._device
-
-    @property
-    def dimension(self) -> int | None:
-        """Vector size once loaded."""
-        return self._dimension
-
-    @property
-    def loaded(self) -> bool:
-        """True once :meth:`load` has succeeded."""
-        return self._dimension is not None
 
     async def load(self) -> int:
         """Load the model in a worker thread (once) and return its dimension."""
@@ -76,9 +53,7 @@ class LocalEmbedder(abc.ABC):
                 except EmbeddingError:
                     raise
                 except Exception as exc:
-                    raise EmbedderUnavailable(
-                        f"cannot load embedding model {self._name!r} on {self._device}: {exc}"
-                    ) from exc
+                    raise self._load_failed(exc) from exc
             return self._dimension
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
@@ -86,7 +61,7 @@ class LocalEmbedder(abc.ABC):
         await self.load()
         batch = list(texts)
         if not batch:
-            return np.zeros((0, self._dimension or 0), dtype=np.float32)
+            return self._no_vectors()
         return await in_thread(self.embed_blocking, batch)
 
     def embed_blocking(self, texts: list[str]) -> Vectors:
@@ -94,9 +69,7 @@ class LocalEmbedder(abc.ABC):
         try:
             raw = self._encode_sync(texts)
         except Exception as exc:
-            raise EmbeddingError(
-                f"{self._name!r} on {self._device} failed to embed {len(texts)} text(s): {exc}"
-            ) from exc
+            raise self._embed_failed(len(texts), exc) from exc
         return as_normalised_vectors(raw, expected_rows=len(texts))
 
     async def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
@@ -118,7 +91,7 @@ class LocalEmbedder(abc.ABC):
         self.load_blocking()
         return self._decode_sync(ids)
 
-    async def abort(self) -> None:  # noqa: B027 - deliberately nothing, for every engine
+    async def abort(self) -> None:
         """Nothing: a thread inside a C library cannot be stopped, so its work runs to its end.
 
         Run the engine in a worker process (:class:`~gpuguard.embed.ProcessEmbedder`) to make

@@ -10,18 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import numpy as np
-
 from .._exceptions import ConfigError, EmbedderUnavailable, EmbeddingError
 from ..worker import WorkerProcess
-from ._local import LocalEmbedder
+from ._engines import LOCAL_ENGINES, create_local_embedder
+from ._on_device import ModelOnDevice
 from ._protocol import Vectors
 from ._tokens import check_token_ids
 
-__all__ = ["LOCAL_ENGINES", "EngineHost", "ProcessEmbedder"]
-
-LOCAL_ENGINES = ("sentence-transformers", "fastembed")
-"""The engines that can run in a worker process."""
+__all__ = ["EngineHost", "ProcessEmbedder"]
 
 _HOST = "gpuguard.embed._process:EngineHost"
 
@@ -30,13 +26,8 @@ class EngineHost:
     """The child's half: builds the engine and loads its model when the worker starts."""
 
     def __init__(self, engine: str, model: str | None, device: str) -> None:
-        from ._factory import create_embedder
-
-        embedder = create_embedder(engine, model=model, device=device)
-        if not isinstance(embedder, LocalEmbedder):
-            raise ConfigError(f"the {engine!r} engine cannot run in a worker process")
-        self._embedder = embedder
-        self._dimension = embedder.load_blocking()
+        self._embedder = create_local_embedder(engine, model=model, device=device)
+        self._dimension = self._embedder.load_blocking()
 
     def dimension(self) -> int:
         """The loaded model's vector size."""
@@ -59,7 +50,7 @@ class EngineHost:
         self._embedder.unload_blocking()
 
 
-class ProcessEmbedder:
+class ProcessEmbedder(ModelOnDevice):
     """Runs a local engine (``sentence-transformers``, ``fastembed``) in a worker process.
 
     ``name`` and ``device`` describe the model (as the in-process engine would);
@@ -85,32 +76,10 @@ class ProcessEmbedder:
             )
         if load_timeout_s <= 0 or (embed_timeout_s is not None and embed_timeout_s <= 0):
             raise ConfigError("load_timeout_s and embed_timeout_s must be positive")
-        self._name = name
-        self._device = device
+        super().__init__(name=name, device=device)
         self._load_timeout_s = load_timeout_s
         self._embed_timeout_s = embed_timeout_s
-        self._dimension: int | None = None
         self._worker = WorkerProcess(_HOST, (engine, model, device), name=f"embedder:{name}")
-
-    @property
-    def name(self) -> str:
-        """The model's name."""
-        return self._name
-
-    @property
-    def device(self) -> str:
-        """The device the child runs the model on."""
-        return self._device
-
-    @property
-    def dimension(self) -> int | None:
-        """Vector size once loaded."""
-        return self._dimension
-
-    @property
-    def loaded(self) -> bool:
-        """True once :meth:`load` has succeeded (a killed worker reloads on the next call)."""
-        return self._dimension is not None
 
     @property
     def worker(self) -> WorkerProcess:
@@ -132,9 +101,7 @@ class ProcessEmbedder:
         except EmbeddingError:
             raise
         except Exception as exc:
-            raise EmbedderUnavailable(
-                f"cannot load embedding model {self._name!r} on {self._device}: {exc}"
-            ) from exc
+            raise self._load_failed(exc) from exc
         dimension: int = await self._worker.call("dimension")
         self._dimension = dimension
         return dimension
@@ -144,7 +111,7 @@ class ProcessEmbedder:
         await self.load()
         batch = list(texts)
         if not batch:
-            return np.zeros((0, self._dimension or 0), dtype=np.float32)
+            return self._no_vectors()
         try:
             vectors: Vectors = await self._worker.call(
                 "encode", batch, timeout_s=self._embed_timeout_s
@@ -157,9 +124,7 @@ class ProcessEmbedder:
         except EmbeddingError:
             raise
         except Exception as exc:  # the worker crashed or was killed meanwhile
-            raise EmbeddingError(
-                f"{self._name!r} on {self._device} failed to embed {len(batch)} text(s): {exc}"
-            ) from exc
+            raise self._embed_failed(len(batch), exc) from exc
         return vectors
 
     async def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:

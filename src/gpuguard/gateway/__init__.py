@@ -1,7 +1,8 @@
 """The model gateway: owns the guard, the LLM backend and the embedders."""
 
 from ._embed_sizes import Embedded, EmbeddingSizes, EmbedSize
-from ._gateway import GatewayStatus, GatewayTimeouts, GpuWaiting, ModelGateway, ModelInfo
+from ._gateway import ModelGateway
+from ._values import GatewayStatus, GatewayTimeouts, GpuWaiting, ModelInfo
 
 __all__ = [
     "EmbedSize",

@@ -93,7 +93,7 @@ async def chat_completions(
             )
 
         opening = chunk_payload(completion_id, body.model, delta={"role": "assistant"})
-        return _stream(completion_id, body, first, stream, payload, opening)
+        return _stream(_sse_frames(completion_id, body, first, stream, payload, opening))
     answer = await _collect(first, stream)
     return JSONResponse(answer.chat_payload(completion_id, body.model, with_logprobs=body.logprobs))
 
@@ -113,7 +113,7 @@ async def completions(
         def payload(chunk: ChatChunk) -> dict[str, Any]:
             return text_chunk_payload(completion_id, body.model, chunk.content, chunk.finish_reason)
 
-        return _stream(completion_id, body, first, stream, payload, None)
+        return _stream(_sse_frames(completion_id, body, first, stream, payload, None))
     answer = await _collect(first, stream)
     return JSONResponse(answer.text_payload(completion_id, body.model))
 
@@ -194,15 +194,7 @@ async def _start(
     return stream, await first_item(stream)
 
 
-def _stream(
-    completion_id: str,
-    body: ChatCompletionRequest | CompletionRequest,
-    first: ChatChunk | GpuWaiting | None,
-    stream: ChatStream,
-    payload: Payload,
-    opening: dict[str, Any] | None,
-) -> StreamingResponse:
-    frames = _sse_frames(completion_id, body, first, stream, payload, opening)
+def _stream(frames: AsyncGenerator[str, None]) -> StreamingResponse:
     return ClosingStreamingResponse(frames, media_type="text/event-stream")
 
 

@@ -8,6 +8,7 @@ neither documented here nor harmless metadata (:data:`IGNORED_FIELDS`) is refuse
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
@@ -171,10 +172,22 @@ class OpenAIRequest(BaseModel):
             if name not in IGNORED_FIELDS:
                 raise UnsupportedParameter(name, "is not a parameter gpuguard supports")
 
-    def _stop(self) -> tuple[str, ...]:
+    def _sampling(self, max_tokens: int | None) -> ChatOptions:
+        """The options every generation request shares, at most ``max_tokens`` tokens."""
         if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+            stop: tuple[str, ...] = ()
+        else:
+            stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        return ChatOptions(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=stop,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            n=self.n,
+        )
 
 
 class ChatCompletionRequest(OpenAIRequest):
@@ -204,20 +217,13 @@ class ChatCompletionRequest(OpenAIRequest):
         if self.response_format is not None and self.response_format.type != "text":
             response_format = self.response_format.model_dump(by_alias=True, exclude_none=True)
         choice = self.tool_choice
-        return ChatOptions(
-            max_tokens=max_tokens if max_tokens is not None else self.token_limit,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=self._stop(),
-            seed=self.seed,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
+        return replace(
+            self._sampling(max_tokens if max_tokens is not None else self.token_limit),
             response_format=response_format,
             tools=tuple(tool.model_dump(exclude_none=True) for tool in self.tools or ()),
             tool_choice=choice.model_dump() if isinstance(choice, NamedTool) else choice,
             logprobs=self.logprobs,
             top_logprobs=self.top_logprobs,
-            n=self.n,
         )
 
     def chat_messages(self) -> list[ChatMessage]:
@@ -267,16 +273,7 @@ class CompletionRequest(OpenAIRequest):
 
     def options(self) -> ChatOptions:
         """The generation options asked for."""
-        return ChatOptions(
-            max_tokens=self.max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=self._stop(),
-            seed=self.seed,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            n=self.n,
-        )
+        return self._sampling(self.max_tokens)
 
 
 TokenIds = Annotated[list[StrictInt], Field(min_length=1, max_length=MAX_TOKENS_PER_INPUT)]

@@ -1,0 +1,131 @@
+"""The gateway's embedders: GPU work under the lease, the CPU one beside it, requests by size.
+
+An embedding request is scheduled by its size (:mod:`._embed_sizes`): a query is
+interactive, a mid-size request normal, a large one goes through the bulk embedder at
+background priority per batch, falling back to the CPU whenever the GPU is busy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._events import Priority
+from .._exceptions import ConfigError
+from ..embed._bulk import BulkEmbedder
+from ..embed._pair import EmbedderPair
+from ..embed._protocol import Embedder, Vectors
+from ._embed_sizes import Embedded, EmbeddingSizes, EmbedSize
+from ._lane import Lane
+from ._values import GatewayTimeouts
+
+__all__ = ["Embeddings"]
+
+
+class Embeddings:
+    """The GPU embedder (optional), the CPU one, their pair and the bulk embedder over it.
+
+    One pair serves every path, so the GPU model loads once whoever uses it first.
+    """
+
+    def __init__(
+        self,
+        lane: Lane,
+        timeouts: GatewayTimeouts,
+        *,
+        gpu: Embedder | None,
+        cpu: Embedder | None,
+        sizes: EmbeddingSizes,
+        bulk_batch_size: int,
+    ) -> None:
+        if gpu is not None and cpu is None:
+            raise ConfigError("a GPU embedder needs a CPU embedder to fall back to")
+        self.gpu = gpu
+        self.cpu = cpu
+        self.sizes = sizes
+        self.pair = None if cpu is None else EmbedderPair(gpu, cpu)
+        self.bulk = (
+            None
+            if self.pair is None
+            else BulkEmbedder(
+                self.pair,
+                lane.guard,
+                batch_size=bulk_batch_size,
+                hold_timeout=timeouts.embed_hold_s,
+            )
+        )
+        self._lane = lane
+        self._timeouts = timeouts
+
+    async def load_gpu(self) -> Embedder:
+        """The GPU embedder, loaded under the lease (normal priority) on first use."""
+        pair, embedder = self.pair, self.gpu
+        if pair is None or embedder is None:
+            raise ConfigError("no GPU embedder is configured")
+        if not pair.gpu_ready:
+            self._lane.publish(embedder.name, "loading")
+            try:
+                await pair.load_gpu(self._lane.guard, hold_timeout=self._timeouts.load_hold_s)
+            except Exception as exc:
+                self._lane.publish(embedder.name, "failed", detail=str(exc))
+                raise
+            self._lane.publish(embedder.name, "loaded")
+        return embedder
+
+    async def embed(self, texts: Sequence[str], *, use_gpu: bool, priority: Priority) -> Vectors:
+        """Embed on the GPU embedder under the lease, or on the CPU one."""
+        if use_gpu and self.gpu is not None:
+            embedder = await self.load_gpu()
+            timeouts = self._timeouts
+            async with self._lane.hold(
+                "embed", embedder.name, priority, timeouts.embed_hold_s, timeouts.wait_s
+            ) as lease:
+                return await lease.run(embedder.embed(texts), stop=embedder.abort)
+        if self.cpu is None:
+            raise ConfigError("no embedder is configured")
+        return await self.cpu.embed(texts)
+
+    async def embed_request(self, texts: Sequence[str]) -> Embedded:
+        """Embed one API request's texts, scheduled by its size."""
+        pair, bulk = self.pair, self.bulk
+        if pair is None or bulk is None:
+            raise ConfigError("no embedder is configured")
+        size = self.sizes.classify(texts)
+        if size is not EmbedSize.BULK:
+            load_ns = await self._load_for_request(pair, gpu=True)
+            vectors = await self.embed(texts, use_gpu=True, priority=size.priority)
+            return Embedded(vectors, size, load_ns)
+        # The GPU model, if not loaded yet, loads in the background while batches run on
+        # the CPU: only the CPU model's load is this request's to wait for.
+        load_ns = await self._load_for_request(pair, gpu=False)
+        rows = []
+        async with bulk.embed_batches(texts, operation="embed-bulk") as run:
+            async for batch in run:
+                rows.append(batch.vectors)
+        return Embedded(np.concatenate(rows), size, load_ns)
+
+    async def _load_for_request(self, pair: EmbedderPair, *, gpu: bool) -> int:
+        """Load the embedder a request will use if it is not loaded; the load's nanoseconds."""
+        started = time.perf_counter_ns()
+        if gpu and pair.gpu is not None:
+            if pair.gpu_ready:
+                return 0
+            await self.load_gpu()
+        else:
+            if pair.cpu.loaded:
+                return 0
+            await pair.start_cpu()
+        return time.perf_counter_ns() - started
+
+    async def decode_tokens(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Decode token arrays with the CPU embedder's tokenizer (no lease)."""
+        if self.cpu is None:
+            raise ConfigError("no embedder is configured")
+        return await self.cpu.decode(ids)
+
+    async def aclose(self) -> None:
+        """Free the models."""
+        if self.pair is not None:
+            await self.pair.aclose()

@@ -1,0 +1,151 @@
+"""The LLM's model operations under the lease: prewarm, load, unload, and which are loaded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from functools import partial
+
+from .._events import Priority
+from .._exceptions import ConfigError
+from ..guard import Hold, Lease
+from ..llm._protocol import LlmBackend
+from ._lane import Lane
+from ._values import GatewayTimeouts, ModelInfo
+
+__all__ = ["LlmModels"]
+
+logger = logging.getLogger("gpuguard.gateway")
+
+_KEPT_ERRORS = 20
+"""How many background prewarm failures the status keeps (the newest)."""
+
+
+class LlmModels:
+    """Loads and unloads the backend's models, each under the lease at normal priority.
+
+    ``current`` is the model chats default to; ``loaded`` the models known to be loaded
+    (what this gateway loaded, corrected whenever the backend is asked); ``errors`` the
+    newest failures of background prewarms, which are reported, never raised.
+    """
+
+    def __init__(
+        self, backend: LlmBackend, lane: Lane, timeouts: GatewayTimeouts, current: str | None
+    ) -> None:
+        self.current = current
+        self.loaded: set[str] = set()
+        self.errors: list[str] = []
+        self.prewarm_task: asyncio.Task[None] | None = None
+        self._backend = backend
+        self._lane = lane
+        self._timeouts = timeouts
+
+    def name(self, model: str | None) -> str:
+        """``model``, or the current one when it is not given."""
+        name = model or self.current
+        if not name:
+            raise ConfigError("no model given and no current model configured")
+        return name
+
+    @property
+    def prewarming(self) -> bool:
+        """Whether a background prewarm is running."""
+        return self.prewarm_task is not None and not self.prewarm_task.done()
+
+    async def prewarm(self, model: str | None, *, operation: str) -> None:
+        """Load ``model`` (default: the current one) under the lease, with status events."""
+        name = self.name(model)
+        async with self._hold(operation, name, self._timeouts.load_hold_s) as lease:
+            self._lane.publish(name, "prewarming")
+            await self.load_held(lease, name)
+            self._lane.publish(name, "ready")
+
+    def prewarm_in_background(self, model: str | None) -> asyncio.Task[None]:
+        """Start :meth:`prewarm` as a task (cancelling one still running)."""
+        name = self.name(model)
+        if self.prewarm_task is not None and not self.prewarm_task.done():
+            self.prewarm_task.cancel()
+        self.prewarm_task = asyncio.create_task(self._prewarm_quietly(name), name="prewarm")
+        return self.prewarm_task
+
+    async def _prewarm_quietly(self, model: str) -> None:
+        try:
+            await self.prewarm(model, operation="prewarm")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            message = f"prewarm of {model!r} failed: {exc}"
+            self.errors.append(message)
+            del self.errors[:-_KEPT_ERRORS]
+            self._lane.publish(model, "failed", detail=str(exc))
+            logger.error("%s", message)
+
+    def adopt_when_loaded(self, model: str) -> asyncio.Task[None]:
+        """Prewarm ``model`` in the background; it becomes ``current`` once it is loaded."""
+        task = self.prewarm_in_background(model)
+
+        def adopt(done: asyncio.Task[None]) -> None:
+            if not done.cancelled() and model in self.loaded:
+                self.current = model
+
+        task.add_done_callback(adopt)
+        return task
+
+    async def stop_prewarm(self) -> None:
+        """Cancel a running background prewarm and wait for it to end."""
+        if self.prewarm_task is not None and not self.prewarm_task.done():
+            self.prewarm_task.cancel()
+            await asyncio.gather(self.prewarm_task, return_exceptions=True)
+
+    async def load(self, model: str) -> int:
+        """Load ``model`` under the lease; how long the load took (nanoseconds)."""
+        async with self._hold("load", model, self._timeouts.load_hold_s) as lease:
+            return await self.load_held(lease, model)
+
+    async def unload(self, model: str) -> None:
+        """Unload ``model`` under the lease."""
+        async with self._hold("unload", model, self._timeouts.unload_hold_s) as lease:
+            self._lane.publish(model, "unloading")
+            try:
+                await lease.run(
+                    self._backend.unload(model), stop=partial(self._backend.abort, model)
+                )
+            except Exception as exc:
+                self._lane.publish(model, "failed", detail=str(exc))
+                raise
+            self.loaded.discard(model)
+            self._lane.publish(model, "unloaded")
+
+    async def load_held(self, lease: Lease, model: str) -> int:
+        """Load ``model`` as work of ``lease``; how long it took (nanoseconds)."""
+        self._lane.publish(model, "loading")
+        started = time.perf_counter_ns()
+        try:
+            await lease.run(self._backend.load(model), stop=partial(self._backend.abort, model))
+        except Exception as exc:
+            self._lane.publish(model, "failed", detail=str(exc))
+            raise
+        took = time.perf_counter_ns() - started
+        self.loaded.add(model)
+        self._lane.publish(model, "loaded")
+        return took
+
+    async def infos(self) -> list[ModelInfo]:
+        """Every model the backend knows, with its loaded state (which corrects ``loaded``)."""
+        known = await self._backend.list_models()
+        loaded = {m.id: m for m in await self._backend.loaded_models()}
+        self.loaded = set(loaded)
+        names = list(dict.fromkeys([*known, *loaded]))
+        return [
+            ModelInfo(
+                id=name,
+                loaded=name in loaded,
+                current=name == self.current,
+                vram_bytes=loaded[name].vram_bytes if name in loaded else None,
+            )
+            for name in names
+        ]
+
+    def _hold(self, operation: str, model: str, hold_s: float | None) -> Hold:
+        return self._lane.hold(operation, model, Priority.NORMAL, hold_s, self._timeouts.wait_s)
