@@ -122,7 +122,8 @@ async def completions(
 async def embeddings(body: EmbeddingRequest, context: Context) -> dict[str, Any]:
     """Embed the inputs with the configured embedder, scheduled by the request's size.
 
-    Token arrays are ids of the embedding model's own tokenizer, decoded by it first.
+    Token arrays are decoded to their texts first, as ``[embeddings] token_arrays`` says
+    (``cl100k_base`` ids by default, OpenAI's meaning).
     ``dimensions`` keeps the first N values of each vector and renormalises them (as
     OpenAI's shortened embeddings do); more dimensions than the model has is a 400.
     """

@@ -282,8 +282,8 @@ TokenIds = Annotated[list[StrictInt], Field(min_length=1, max_length=MAX_TOKENS_
 class EmbeddingRequest(BaseModel):
     """``POST /v1/embeddings``: a string, or 1 to 2048 strings or token arrays.
 
-    Token arrays are ids of the embedding model's own tokenizer (OpenAI's meaning, as vLLM
-    reads them): at most 8192 per input and 300,000 per request, as OpenAI allows.
+    Token arrays are read as ``[embeddings] token_arrays`` says (``cl100k_base`` ids, OpenAI's
+    meaning, by default): at most 8192 per input and 300,000 per request, as OpenAI allows.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -185,6 +185,7 @@ def build_gateway(settings: Settings) -> ModelGateway:
             bulk_above_chars=spec.bulk_above_chars,
         ),
         bulk_batch_size=spec.batch_size,
+        token_arrays=spec.token_arrays,
     )
 
 
