@@ -11,13 +11,23 @@ from __future__ import annotations
 import gzip
 import hashlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import httpx
 import pytest
 
+from gpuguard import GpuGuard
 from gpuguard.embed import SentenceTransformerEmbedder
+from gpuguard.gateway import ModelGateway
+from gpuguard.llm import LlamaCppBackend, write_tiny_gguf
+from gpuguard.server import create_app, running_server
+from gpuguard.settings import LlmSettings, Settings
 from tests.server.conftest import Live, live_server
+
+TINY = "tiny"
+"""The generated tiny GGUF's model name (meaningless text, real llama.cpp)."""
 
 # Where tiktoken fetches cl100k_base from; its cache file is named by this URL's SHA-1.
 _CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
@@ -52,3 +62,37 @@ async def minilm_live(minilm: SentenceTransformerEmbedder) -> AsyncIterator[Live
     await minilm.load()  # seconds: before any client's timeout starts
     async with live_server(cpu_embedder=minilm) as live:
         yield live
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@dataclass
+class LlamaLive:
+    """A live server over real llama.cpp (the tiny model) and the real MiniLM."""
+
+    url: str
+    gateway: ModelGateway
+    http: httpx.AsyncClient
+
+
+@pytest.fixture
+async def llama_live(
+    tiny_gguf: Path, minilm: SentenceTransformerEmbedder
+) -> AsyncIterator[LlamaLive]:
+    await minilm.load()
+    backend = LlamaCppBackend(tiny_gguf, model_name=TINY, n_gpu_layers=0, n_ctx=512)
+    gateway = ModelGateway(backend, model=TINY, guard=GpuGuard(), cpu_embedder=minilm)
+    app = create_app(Settings(llm=LlmSettings(backend="llama-cpp")), gateway=gateway)
+    try:
+        async with (
+            running_server(app) as url,
+            httpx.AsyncClient(base_url=url, timeout=60) as http,
+        ):
+            yield LlamaLive(url, gateway, http)
+    finally:
+        # The session's MiniLM stays loaded for the next test; the model's worker stops.
+        await backend.aclose()
+        await gateway.guard.aclose()

@@ -1,0 +1,52 @@
+"""The official ``ollama`` client over real llama.cpp: llama.cpp's samplers in ``options``
+reach the model, and what it cannot honour is refused by its Ollama name."""
+
+from __future__ import annotations
+
+import ollama
+import pytest
+
+from .conftest import TINY, LlamaLive
+
+SAMPLERS = {
+    "top_k": 1,
+    "min_p": 0.05,
+    "typical_p": 0.95,
+    "repeat_penalty": 1.1,
+    "repeat_last_n": 32,
+    "mirostat": 0,
+    "mirostat_tau": 5.0,
+    "mirostat_eta": 0.1,
+}
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+async def test_llama_cpp_samplers_in_options_reach_the_model(llama_live: LlamaLive) -> None:
+    client = ollama.AsyncClient(host=llama_live.url)
+    answers = set()
+    for seed in (1, 2, 3):
+        options = {**SAMPLERS, "seed": seed, "temperature": 1.5, "num_predict": 6}
+        reply = await client.chat(model=TINY, messages=HELLO, options=options)
+        answers.add(reply.message.content)
+    assert len(answers) == 1  # top_k = 1: greedy whatever the seed
+    streamed = [
+        part
+        async for part in await client.generate(
+            model=f"{TINY}:latest", prompt="hi", options={**SAMPLERS, "mirostat": 2}, stream=True
+        )
+    ]
+    assert streamed[-1].done
+
+
+async def test_what_llama_cpp_cannot_honour_is_refused_by_its_ollama_name(
+    llama_live: LlamaLive,
+) -> None:
+    client = ollama.AsyncClient(host=llama_live.url)
+    for option, named in (
+        ({"num_keep": 4}, "options.num_keep is not supported by the llama-cpp backend"),
+        ({"tfs_z": 0.9}, "options.tfs_z is not supported: tail-free sampling"),
+    ):
+        with pytest.raises(ollama.ResponseError) as refused:
+            await client.chat(model=TINY, messages=HELLO, options=option)
+        assert refused.value.status_code == 400
+        assert named in refused.value.error
