@@ -3,8 +3,11 @@ reach the model, and what it cannot honour is refused by its Ollama name."""
 
 from __future__ import annotations
 
+import numpy as np
 import ollama
 import pytest
+
+from gpuguard.embed import SentenceTransformerEmbedder
 
 from .conftest import TINY, LlamaLive
 
@@ -50,3 +53,22 @@ async def test_what_llama_cpp_cannot_honour_is_refused_by_its_ollama_name(
             await client.chat(model=TINY, messages=HELLO, options=option)
         assert refused.value.status_code == 400
         assert named in refused.value.error
+
+
+async def test_the_embedder_answers_to_ollamas_names_and_is_listed_running_with_its_size(
+    llama_live: LlamaLive, minilm: SentenceTransformerEmbedder
+) -> None:
+    client = ollama.AsyncClient(host=llama_live.url)
+    truth = (await minilm.embed(["hello world"]))[0]
+    for name in ("all-minilm", "all-minilm:latest", "all-MiniLM-L6-v2", minilm.name):
+        answer = await client.embed(model=name, input=["hello world"])
+        np.testing.assert_allclose(answer.embeddings[0], truth, atol=1e-5)
+    running = {m.model: m for m in (await client.ps()).models}
+    assert running[minilm.name].size is not None
+    assert running[minilm.name].size > 20_000_000  # the weights on disk, as Ollama's size is
+    shown = await client.show("all-minilm")
+    assert shown.capabilities == ["embedding"]
+    with pytest.raises(ollama.ResponseError) as refused:
+        await client.chat(model="all-minilm", messages=HELLO)
+    assert refused.value.status_code == 400
+    assert "embedding model" in refused.value.error

@@ -108,3 +108,14 @@ async def test_the_model_list_it_builds_reads_tags_and_ps(llama_live: LlamaLive)
     assert all(model["model"] for model in tags)
     expires = {m["model"]: int(dt.datetime.fromisoformat(m["expires_at"]).timestamp()) for m in ps}
     assert f"{TINY}" in {name.removesuffix(":latest") for name in expires}
+
+
+async def test_its_ollama_embedding_request_for_rag(llama_live: LlamaLive) -> None:
+    # Open WebUI's RAG with the Ollama engine and the model set to "all-minilm".
+    texts = ["Why is the sky blue?", "Rayleigh scattering."]
+    response = await llama_live.http.post(
+        "/api/embed", json={"input": texts, "model": "all-minilm"}
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["embeddings"]) == 2
+    assert len(response.json()["embeddings"][0]) == 384

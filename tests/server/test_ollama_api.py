@@ -84,7 +84,7 @@ async def test_tags_show_and_version_through_the_client(live: Live) -> None:
     names = [m.model for m in (await client.list()).models]
     assert names == [MODEL, "other-llm", EMBEDDER]
     shown = await client.show(MODEL)
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]  # the fake backend calls tools
     assert shown.modelinfo is not None
     assert (await client.show(EMBEDDER)).capabilities == ["embedding"]
     with pytest.raises(ollama.ResponseError) as missing:
