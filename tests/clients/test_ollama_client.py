@@ -64,8 +64,9 @@ async def test_the_embedder_answers_to_ollamas_names_and_is_listed_running_with_
         answer = await client.embed(model=name, input=["hello world"])
         np.testing.assert_allclose(answer.embeddings[0], truth, atol=1e-5)
     running = {m.model: m for m in (await client.ps()).models}
-    assert running[minilm.name].size is not None
-    assert running[minilm.name].size > 20_000_000  # the weights on disk, as Ollama's size is
+    size = running[minilm.name].size
+    assert size is not None
+    assert size > 20_000_000  # the weights on disk, as Ollama's size is
     shown = await client.show("all-minilm")
     assert shown.capabilities == ["embedding"]
     with pytest.raises(ollama.ResponseError) as refused:

@@ -192,7 +192,7 @@ async def _model_entries(context: ServerContext) -> list[dict[str, Any]]:
         entries.append(
             {"id": name, "object": "model", "created": 0, "owned_by": owner, "gpuguard": flags}
         )
-    return entries + _embedder_entries(context.gateway, {entry["id"] for entry in entries})
+    return entries + _embedder_entries(context.gateway, {str(entry["id"]) for entry in entries})
 
 
 def _embedder_entries(gateway: ModelGateway, listed: set[str]) -> list[dict[str, Any]]:
