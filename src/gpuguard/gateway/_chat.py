@@ -71,6 +71,7 @@ class Chats:
         async with hold as lease:
             if name not in self._models.loaded:
                 await self._load(lease, name, on_load)
+            self._models.used(name)
             for attempt in (1, 2):
                 started = False
                 try:

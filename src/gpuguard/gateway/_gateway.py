@@ -63,6 +63,8 @@ class ModelGateway:
             default: ``cl100k_base`` ids, as OpenAI's, LangChain's and LlamaIndex's clients
             send them) or ``"model"`` (ids of the embedding model's own tokenizer, vLLM's
             reading).
+        max_loaded_models: how many LLM models may be loaded at once (``None``: no bound);
+            loading one more first unloads the least recently used, under the same lease.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class ModelGateway:
         embedding_sizes: EmbeddingSizes | None = None,
         bulk_batch_size: int = 32,
         token_arrays: TokenMeaning = "openai",
+        max_loaded_models: int | None = None,
     ) -> None:
         self.backend = backend
         self.guard = guard if guard is not None else GpuGuard()
@@ -93,7 +96,7 @@ class ModelGateway:
             bulk_batch_size=bulk_batch_size,
             token_arrays=token_arrays,
         )
-        self._models = LlmModels(backend, lane, self._timeouts, model)
+        self._models = LlmModels(backend, lane, self._timeouts, model, max_loaded_models)
         self._chats = Chats(backend, self._models, lane, self._timeouts, chat_priorities)
 
     # --- what it holds ---------------------------------------------------------------------------

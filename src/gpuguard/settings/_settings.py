@@ -109,6 +109,12 @@ class LlmSettings(Section):
         ge=16,
         description="llama-cpp context size (default 4096).",
     )
+    max_loaded_models: int | None = Field(
+        default=1,
+        ge=1,
+        description="How many models may be loaded at once; loading one more first unloads "
+        "the least recently used, under the GPU lease (None: no bound).",
+    )
 
     @model_validator(mode="after")
     def _remote_needs_model(self) -> LlmSettings:
