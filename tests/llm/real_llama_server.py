@@ -44,6 +44,10 @@ def _free_port() -> int:
         return port
 
 
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:]
+
+
 @asynccontextmanager
 async def llama_server(*arguments: str | Path, log: Path) -> AsyncIterator[str]:
     """Run ``llama-server`` on a free loopback port until the block ends; yields its URL.
@@ -69,14 +73,14 @@ async def llama_server(*arguments: str | Path, log: Path) -> AsyncIterator[str]:
         async with httpx.AsyncClient(base_url=url, timeout=2) as http:
             for _ in range(600):
                 if process.returncode is not None:
-                    raise RuntimeError(f"llama-server exited: {log.read_text()[-2000:]}")
+                    raise RuntimeError(f"llama-server exited: {_tail(log)}")
                 try:
                     await http.get("/health")
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.05)  # the process is starting: poll its socket
             else:
-                raise RuntimeError(f"llama-server never answered: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"llama-server never answered: {_tail(log)}")
         yield url
     finally:
         if process.returncode is None:

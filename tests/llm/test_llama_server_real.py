@@ -6,6 +6,7 @@ router load, a hung load."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -104,8 +105,8 @@ async def test_router_mode_loads_and_unloads_through_models(
 ) -> None:
     models = tmp_path / "models"
     models.mkdir()
-    (models / "tiny.gguf").write_bytes(tiny_gguf.read_bytes())
-    (models / "other.gguf").write_bytes(tiny_gguf.read_bytes())
+    for name in ("tiny", "other"):
+        shutil.copyfile(tiny_gguf, models / f"{name}.gguf")
     arguments = ("--models-dir", models, "-c", "512", "--models-max", "1")
     async with llama_server(*arguments, log=tmp_path / "router.log") as url:
         backend = LlamaServerBackend(url, timeouts=TIMEOUTS)
