@@ -16,6 +16,7 @@ from typing import Any
 
 from .._exceptions import InvalidRequest, UnsupportedParameter
 from ..llm import ChatOptions
+from ..llm.ollama import OPTION_NAMES
 from ._openai_schemas import ToolSpec
 
 __all__ = [
@@ -51,22 +52,8 @@ SERVER_OPTIONS = frozenset(
 #: refuses it by its Ollama name (embedded llama.cpp and llama-server take them all, but
 #: ``num_keep`` embedded).
 FORWARDED_OPTIONS = {
-    "num_predict": "max_tokens",
-    "temperature": "temperature",
-    "top_p": "top_p",
+    **{ollama: field for field, ollama in OPTION_NAMES.items()},
     "stop": "stop",
-    "seed": "seed",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "typical_p": "typical_p",
-    "repeat_penalty": "repeat_penalty",
-    "repeat_last_n": "repeat_last_n",
-    "mirostat": "mirostat",
-    "mirostat_tau": "mirostat_tau",
-    "mirostat_eta": "mirostat_eta",
-    "num_keep": "n_keep",
 }
 
 #: Options llama.cpp no longer has, refused with the reason (Ollama's engine ignores them).
