@@ -26,8 +26,8 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-unit: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+unit: install  ## the llama-server tests use the binary install.sh built beside the wheels
+	WHEELS=$(WHEELS) $(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit  ## installs, then ruff, mypy --strict and the whole pytest suite
 

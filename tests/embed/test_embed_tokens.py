@@ -41,7 +41,7 @@ async def _check_minilm_tokenizer(embedder: Embedder) -> None:
     assert refused.value.param == "input"
     assert f"token id {VOCAB}" in str(refused.value)
     assert f"{VOCAB} tokens" in str(refused.value)
-    assert "this model's tokenizer" in str(refused.value)
+    assert "model's own tokenizer" in str(refused.value)
 
 
 async def test_sentence_transformers_decodes_with_its_tokenizer(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gpuguard import ConfigError, Priority
+from gpuguard.embed._tokens import TokenMeaning
 from gpuguard.gateway import EmbeddingSizes, EmbedSize, ModelGateway
 from gpuguard.llm import ChatMessage
 from gpuguard.server._runtime import build_gateway
@@ -73,7 +74,7 @@ def test_thresholds_are_settings_with_strict_keys() -> None:
         load_settings(embeddings={"bulk_above_text": 3})
 
 
-def _gateway() -> ModelGateway:
+def _gateway(token_arrays: TokenMeaning = "openai") -> ModelGateway:
     return ModelGateway(
         FakeBackend(["m"]),
         model="m",
@@ -81,6 +82,7 @@ def _gateway() -> ModelGateway:
         cpu_embedder=HashEmbedder(name="e"),
         embedding_sizes=SIZES,
         bulk_batch_size=2,
+        token_arrays=token_arrays,
     )
 
 
@@ -123,7 +125,15 @@ async def test_load_and_chat_report_how_long_a_load_took() -> None:
     await gateway.aclose()
 
 
-async def test_token_arrays_decode_with_the_cpu_embedders_tokenizer() -> None:
+async def test_token_arrays_are_cl100k_ids_unless_the_model_is_said_to_own_them() -> None:
     gateway = _gateway()
+    assert await gateway.decode_tokens([[15339, 1917], [9906]]) == ["hello world", "Hello"]
+    await gateway.aclose()
+    gateway = _gateway(token_arrays="model")
     assert await gateway.decode_tokens([[1, 2], [3]]) == ["tok1 tok2", "tok3"]
     await gateway.aclose()
+
+
+def test_an_unknown_token_meaning_is_refused_at_once() -> None:
+    with pytest.raises(ConfigError, match="token_arrays"):
+        _gateway(token_arrays="vllm")  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ import pytest
 
 from gpuguard import ContextLengthExceeded, UnsupportedParameter
 from gpuguard.llm import ChatMessage, ChatOptions, LlamaCppBackend
+from gpuguard.llm._llama_host import LlamaHost
 from gpuguard.llm.llama_cpp_embedded import completion_arguments
 
 from ._support import HELLO, collect
@@ -86,3 +87,78 @@ def test_every_option_becomes_a_create_chat_completion_argument() -> None:
     assert arguments["response_format"] == {"type": "json_object"}
     assert (arguments["logprobs"], arguments["top_logprobs"]) == (True, 2)
     assert arguments["stream"] is True
+
+
+def test_llama_cpp_samplers_become_its_own_arguments() -> None:
+    options = ChatOptions(
+        top_k=7,
+        min_p=0.1,
+        typical_p=0.9,
+        repeat_penalty=1.3,
+        repeat_last_n=16,
+        mirostat=2,
+        mirostat_tau=4.0,
+        mirostat_eta=0.2,
+    )
+    arguments = completion_arguments(HELLO, options)
+    assert arguments["mirostat_mode"] == 2  # llama-cpp-python's name for the mode
+    assert "mirostat" not in arguments
+    assert {k: arguments[k] for k in ("top_k", "min_p", "typical_p", "repeat_penalty")} == {
+        "top_k": 7,
+        "min_p": 0.1,
+        "typical_p": 0.9,
+        "repeat_penalty": 1.3,
+    }
+    assert arguments["repeat_last_n"] == 16  # applied by the worker's host, not an argument
+
+
+async def test_top_k_reaches_the_sampler(tiny: LlamaCppBackend) -> None:
+    async def answer(seed: int, top_k: int | None = None) -> str:
+        options = ChatOptions(max_tokens=8, seed=seed, temperature=1.5, top_k=top_k)
+        return "".join(c.content for c in await collect(tiny.chat("tiny", HELLO, options)))
+
+    free = {await answer(seed) for seed in range(1, 5)}
+    greedy = {await answer(seed, top_k=1) for seed in range(1, 5)}
+    assert len(free) > 1  # the seed matters when sampling from every token...
+    assert len(greedy) == 1  # ...and not once top_k = 1 leaves one token to pick
+
+
+async def test_every_sampler_of_llama_cpp_runs(tiny: LlamaCppBackend) -> None:
+    options = ChatOptions(
+        max_tokens=4,
+        top_k=5,
+        min_p=0.1,
+        typical_p=0.9,
+        repeat_penalty=1.2,
+        repeat_last_n=-1,
+        mirostat=2,
+        mirostat_tau=4.0,
+        mirostat_eta=0.2,
+    )
+    chunks = await collect(tiny.chat("tiny", HELLO, options))
+    assert chunks[-1].finish_reason in ("stop", "length")
+    with pytest.raises(UnsupportedParameter) as refused:
+        await collect(tiny.chat("tiny", HELLO, ChatOptions(n_keep=4)))
+    assert refused.value.param == "n_keep"
+
+
+def test_repeat_last_n_is_set_for_one_chat(llama_cpp: ModuleType, tiny_gguf: Path) -> None:
+    host = LlamaHost(str(tiny_gguf), 0, 128, False)
+    try:
+        loaded = host._llama.last_n_tokens_size
+        list(
+            host.chat(
+                {"messages": [m.to_dict() for m in HELLO], "max_tokens": 2, "repeat_last_n": 9}
+            )
+        )
+        assert host._llama.last_n_tokens_size == 9
+        list(host.chat({"messages": [m.to_dict() for m in HELLO], "max_tokens": 2}))
+        assert host._llama.last_n_tokens_size == loaded
+        list(
+            host.chat(
+                {"messages": [m.to_dict() for m in HELLO], "max_tokens": 2, "repeat_last_n": -1}
+            )
+        )
+        assert host._llama.last_n_tokens_size == host._llama.n_ctx()  # the whole context
+    finally:
+        host.close()

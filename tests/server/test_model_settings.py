@@ -14,7 +14,7 @@ from gpuguard.server import open_runtime
 from gpuguard.settings import load_settings
 from gpuguard.testing import FakeBackend
 
-from .conftest import LiveFactory, until
+from .conftest import EMBEDDER, LiveFactory, until
 
 BACKEND_ID = "qwen2.5:0.5b-instruct-q4_K_M"
 
@@ -72,7 +72,7 @@ async def test_names_and_aliases_reach_the_backend_by_its_id(make_live: LiveFact
     models = {"chat": {"id": BACKEND_ID, "aliases": ["gpt-4o-mini"], "context_size": 4096}}
     async with make_live(backend=backend, models=models) as live:
         listed = [m.id for m in (await live.client.models.list()).data]
-        assert listed == ["chat", "other"]
+        assert listed == ["chat", "other", EMBEDDER]
         by_alias = await live.client.models.retrieve("gpt-4o-mini")
         assert by_alias.id == "chat"
         assert by_alias.model_extra is not None

@@ -14,7 +14,8 @@ import pytest
 
 from gpuguard import GpuEvent, GpuGuard
 from gpuguard.llm import ChatOptions
-from gpuguard.server._ollama_schemas import chat_parameters, keep_alive_seconds
+from gpuguard.server._ollama_options import chat_parameters
+from gpuguard.server._ollama_schemas import keep_alive_seconds
 
 from .conftest import EMBEDDER, MODEL, Live, LiveFactory, gpu_held
 
@@ -83,7 +84,7 @@ async def test_tags_show_and_version_through_the_client(live: Live) -> None:
     names = [m.model for m in (await client.list()).models]
     assert names == [MODEL, "other-llm", EMBEDDER]
     shown = await client.show(MODEL)
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]  # the fake backend calls tools
     assert shown.modelinfo is not None
     assert (await client.show(EMBEDDER)).capabilities == ["embedding"]
     with pytest.raises(ollama.ResponseError) as missing:
@@ -294,7 +295,8 @@ def test_options_map_in_one_table() -> None:
 @pytest.mark.parametrize(
     ("body", "named"),
     [
-        ({"options": {"top_k": 20}}, "options.top_k"),
+        ({"options": {"top_k": 20}}, "options.top_k"),  # the fake backend has no top_k
+        ({"options": {"tfs_z": 0.9}}, "options.tfs_z"),
         ({"options": {"typical_p": 0.5, "seed": 1}}, "options.typical_p"),
         ({"think": True}, "think"),
         ({"keep_alive": "soon"}, "keep_alive"),

@@ -11,9 +11,9 @@ import ollama
 import pytest
 
 from gpuguard.llm import ChatMessage, ChatOptions
-from gpuguard.llm._protocol import OPENAI_CHAT_PARAMETERS
+from gpuguard.llm._protocol import LLAMA_CPP_SAMPLERS, OPENAI_CHAT_PARAMETERS
 from gpuguard.server._ollama_conversation import OllamaMessage, conversation
-from gpuguard.server._ollama_schemas import chat_parameters
+from gpuguard.server._ollama_options import chat_parameters
 from gpuguard.testing import FakeBackend
 
 from .conftest import MODEL, Live, LiveFactory
@@ -35,6 +35,15 @@ EVERY_OPTION = {
     "seed": 42,
     "presence_penalty": 0.5,
     "frequency_penalty": -0.5,
+    "top_k": 20,
+    "min_p": 0.05,
+    "typical_p": 0.9,
+    "repeat_penalty": 1.1,
+    "repeat_last_n": 64,
+    "mirostat": 2,
+    "mirostat_tau": 5.0,
+    "mirostat_eta": 0.1,
+    "num_keep": 4,
 }
 EVERY_CHAT_OPTION = ChatOptions(
     max_tokens=5,
@@ -44,6 +53,15 @@ EVERY_CHAT_OPTION = ChatOptions(
     seed=42,
     presence_penalty=0.5,
     frequency_penalty=-0.5,
+    top_k=20,
+    min_p=0.05,
+    typical_p=0.9,
+    repeat_penalty=1.1,
+    repeat_last_n=64,
+    mirostat=2,
+    mirostat_tau=5.0,
+    mirostat_eta=0.1,
+    n_keep=4,
 )
 
 
@@ -52,13 +70,13 @@ def _ndjson(text: str) -> list[dict[str, Any]]:
 
 
 def _open_backend() -> FakeBackend:
-    """A fake that takes every option an OpenAI-style server takes."""
-    return FakeBackend([MODEL], chat_parameters=OPENAI_CHAT_PARAMETERS)
+    """A fake that takes every option llama-server takes: OpenAI's and llama.cpp's samplers."""
+    return FakeBackend([MODEL], chat_parameters=OPENAI_CHAT_PARAMETERS | LLAMA_CPP_SAMPLERS)
 
 
 def test_one_mapping_of_options_format_and_tools() -> None:
     parameters = chat_parameters(
-        {**EVERY_OPTION, "num_ctx": 4096, "top_k": None}, format=SCHEMA, tools=None
+        {**EVERY_OPTION, "num_ctx": 4096, "tfs_z": None}, format=SCHEMA, tools=None
     )
     assert parameters.ignored == ("num_ctx",)
     assert parameters.options == ChatOptions(
@@ -170,7 +188,14 @@ def test_a_tool_round_trip_keeps_calls_and_answers_paired() -> None:
 @pytest.mark.parametrize(
     ("route", "body", "named"),
     [
-        ("chat", {"options": {"top_k": 20, "mirostat": 1}}, "options.mirostat, options.top_k"),
+        ("chat", {"options": {"bogus": 1, "new_topic_penalty": 1}}, "options.bogus, options.new"),
+        ("chat", {"options": {"tfs_z": 0.9}}, "options.tfs_z is not supported: tail-free"),
+        ("chat", {"options": {"penalize_newline": True}}, "options.penalize_newline is not"),
+        ("chat", {"options": {"mirostat": 3}}, "options.mirostat must be between 0 and 2"),
+        ("chat", {"options": {"top_k": 1.5}}, "options.top_k must be an integer"),
+        # The fake takes none of llama.cpp's samplers: refused by the backend, by its name.
+        ("chat", {"options": {"top_k": 20}}, "options.top_k is not supported by the fake"),
+        ("chat", {"options": {"num_keep": 4}}, "options.num_keep is not supported by the fake"),
         ("chat", {"options": {"top_p": 2}}, "options.top_p must be between 0.0 and 1.0"),
         ("chat", {"options": {"stop": [1]}}, "options.stop must be a list"),
         (

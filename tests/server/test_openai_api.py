@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 
+import openai
+import pytest
+
 from gpuguard.llm import ChatChunk, ChatMessage, ChatOptions
 from gpuguard.testing import FakeBackend
 
@@ -12,8 +15,32 @@ from .conftest import EMBEDDER, MODEL, Live, LiveFactory
 
 async def test_models_lists_the_backend_models(live: Live) -> None:
     models = await live.client.models.list()
-    assert [m.id for m in models.data] == [MODEL, "other-llm"]
+    assert [m.id for m in models.data] == [MODEL, "other-llm", EMBEDDER]
     assert models.data[0].owned_by == "fake"
+
+
+async def test_models_say_what_each_can_do_and_a_chat_with_the_embedder_is_a_400(
+    live: Live,
+) -> None:
+    models = {m.id: m.model_extra or {} for m in (await live.client.models.list()).data}
+    assert models[MODEL]["gpuguard"]["capabilities"] == ["chat"]
+    assert models[EMBEDDER]["gpuguard"]["capabilities"] == ["embeddings"]
+    assert (await live.client.models.retrieve(f"{EMBEDDER}:latest")).id == EMBEDDER
+    for name in (EMBEDDER, f"{EMBEDDER}:latest"):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await live.client.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "hi"}]
+            )
+        error = refused.value.body
+        assert isinstance(error, dict)
+        assert error["param"] == "model"
+        assert "embedding model" in error["message"]
+    ollama_chat = await live.http.post(
+        "/api/chat", json={"model": EMBEDDER, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert ollama_chat.status_code == 400
+    assert "embedding model" in ollama_chat.json()["error"]
+    assert live.backend.calls == []
 
 
 async def test_chat_completion_not_streamed(live: Live) -> None:

@@ -72,6 +72,8 @@ async def test_readme_curl_examples_run(curl: str, tmp_path: Path) -> None:
     assert len(chat) > 1
     assert generate[0]["done"] is True
     assert len(embed[0]["embeddings"]) == 2
-    assert [m["name"] for m in ps[0]["models"]] == ["tiny-random"]
+    running = {m["name"]: m for m in ps[0]["models"]}
+    assert list(running) == ["tiny-random", "all-MiniLM-L6-v2"]
+    assert running["all-MiniLM-L6-v2"]["size"] > 20_000_000
     assert unload[0]["done_reason"] == "unload"
     assert version[0]["version"]

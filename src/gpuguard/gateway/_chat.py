@@ -10,7 +10,7 @@ from functools import partial
 from .._events import Priority
 from .._exceptions import ModelNotLoaded
 from ..guard import Lease
-from ..llm._protocol import ChatChunk, ChatMessage, ChatOptions, LlmBackend
+from ..llm._protocol import ChatChunk, ChatMessage, ChatOptions, LlmBackend, reject_unsupported
 from ._lane import Lane
 from ._models import LlmModels
 from ._values import GatewayTimeouts, GpuWaiting
@@ -50,8 +50,14 @@ class Chats:
         options: ChatOptions | None,
         on_load: OnLoad | None,
     ) -> AsyncGenerator[ChatChunk | GpuWaiting, None]:
-        """The answer's chunks, after a :class:`GpuWaiting` when the GPU is busy."""
+        """The answer's chunks, after a :class:`GpuWaiting` when the GPU is busy.
+
+        An option the backend cannot honour is refused first, before the lease or a load.
+        """
         name = self._models.name(model)
+        if options is not None:
+            backend = self._backend
+            reject_unsupported(options, backend.chat_parameters, backend=backend.kind, model=name)
         priority = self.priorities.get(name, Priority.INTERACTIVE)
         hold = self._lane.hold(
             "chat", name, priority, self._timeouts.chat_hold_s, self._timeouts.chat_wait_s
@@ -65,6 +71,7 @@ class Chats:
         async with hold as lease:
             if name not in self._models.loaded:
                 await self._load(lease, name, on_load)
+            self._models.used(name)
             for attempt in (1, 2):
                 started = False
                 try:

@@ -15,8 +15,10 @@ import numpy as np
 from .._events import Priority
 from .._exceptions import ConfigError
 from ..embed._bulk import BulkEmbedder
+from ..embed._openai_tokens import OpenAITokens
 from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder, Vectors
+from ..embed._tokens import TOKEN_MEANINGS, TokenMeaning
 from ._embed_sizes import Embedded, EmbeddingSizes, EmbedSize
 from ._lane import Lane
 from ._values import GatewayTimeouts
@@ -39,9 +41,13 @@ class Embeddings:
         cpu: Embedder | None,
         sizes: EmbeddingSizes,
         bulk_batch_size: int,
+        token_arrays: TokenMeaning,
     ) -> None:
         if gpu is not None and cpu is None:
             raise ConfigError("a GPU embedder needs a CPU embedder to fall back to")
+        if token_arrays not in TOKEN_MEANINGS:
+            raise ConfigError(f"token_arrays must be one of {TOKEN_MEANINGS}, not {token_arrays!r}")
+        self._openai_tokens = OpenAITokens() if token_arrays == "openai" else None
         self.gpu = gpu
         self.cpu = cpu
         self.sizes = sizes
@@ -120,7 +126,9 @@ class Embeddings:
         return time.perf_counter_ns() - started
 
     async def decode_tokens(self, ids: Sequence[Sequence[int]]) -> list[str]:
-        """Decode token arrays with the CPU embedder's tokenizer (no lease)."""
+        """Decode token arrays as ``cl100k_base`` ids, or with the CPU embedder's tokenizer."""
+        if self._openai_tokens is not None:
+            return await self._openai_tokens.decode(ids)
         if self.cpu is None:
             raise ConfigError("no embedder is configured")
         return await self.cpu.decode(ids)

@@ -33,6 +33,7 @@ from .._events import EventBus, Priority
 from ..embed._bulk import BulkEmbedder
 from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder, Vectors
+from ..embed._tokens import TokenMeaning
 from ..guard import GpuGuard
 from ..llm._protocol import ChatChunk, ChatMessage, ChatOptions, LlmBackend
 from ._chat import Chats
@@ -58,6 +59,12 @@ class ModelGateway:
         chat_priorities: the lease priority of chats per model (interactive if not listed).
         embedding_sizes: how :meth:`embed_request` tells a query from bulk work.
         bulk_batch_size: texts per batch of bulk embedding (:attr:`bulk`).
+        token_arrays: what the ids of token-array embedding input mean: ``"openai"`` (the
+            default: ``cl100k_base`` ids, as OpenAI's, LangChain's and LlamaIndex's clients
+            send them) or ``"model"`` (ids of the embedding model's own tokenizer, vLLM's
+            reading).
+        max_loaded_models: how many LLM models may be loaded at once (``None``: no bound);
+            loading one more first unloads the least recently used, under the same lease.
     """
 
     def __init__(
@@ -72,6 +79,8 @@ class ModelGateway:
         chat_priorities: Mapping[str, Priority] | None = None,
         embedding_sizes: EmbeddingSizes | None = None,
         bulk_batch_size: int = 32,
+        token_arrays: TokenMeaning = "openai",
+        max_loaded_models: int | None = None,
     ) -> None:
         self.backend = backend
         self.guard = guard if guard is not None else GpuGuard()
@@ -85,8 +94,9 @@ class ModelGateway:
             cpu=cpu_embedder,
             sizes=embedding_sizes if embedding_sizes is not None else EmbeddingSizes(),
             bulk_batch_size=bulk_batch_size,
+            token_arrays=token_arrays,
         )
-        self._models = LlmModels(backend, lane, self._timeouts, model)
+        self._models = LlmModels(backend, lane, self._timeouts, model, max_loaded_models)
         self._chats = Chats(backend, self._models, lane, self._timeouts, chat_priorities)
 
     # --- what it holds ---------------------------------------------------------------------------
@@ -250,11 +260,13 @@ class ModelGateway:
         return await self._embeddings.embed_request(texts)
 
     async def decode_tokens(self, ids: Sequence[Sequence[int]]) -> list[str]:
-        """The texts that arrays of the embedding model's own token ids stand for.
+        """The texts that arrays of token ids stand for, read as ``token_arrays`` says.
 
-        Decoded by the CPU embedder's tokenizer (the GPU embedder runs the same model, and
-        tokenizing needs no GPU, so no lease). Errors name ``input``: an id outside the
-        vocabulary, or an engine without a tokenizer (:meth:`Embedder.decode`).
+        ``"openai"``: ``cl100k_base`` ids, decoded from the tables shipped offline;
+        ``"model"``: the embedding model's own ids, decoded by the CPU embedder's tokenizer
+        (the GPU embedder runs the same model). Tokenizing needs no GPU, so no lease. Ids
+        that cannot be decoded for sure raise :class:`~gpuguard.InvalidRequest` naming
+        ``input``.
         """
         return await self._embeddings.decode_tokens(ids)
 

@@ -28,13 +28,27 @@ class LlmModels:
     ``current`` is the model chats default to; ``loaded`` the models known to be loaded
     (what this gateway loaded, corrected whenever the backend is asked); ``errors`` the
     newest failures of background prewarms, which are reported, never raised.
+
+    ``max_loaded`` bounds the models loaded at once (``None``: no bound). Loading one more
+    first unloads the least recently used other, in the same lease, as llama-swap swaps
+    models and Ollama evicts them; a background prewarm of a model that is not the current
+    one never unloads another: it is skipped (and logged), and the model loads on first use.
     """
 
     def __init__(
-        self, backend: LlmBackend, lane: Lane, timeouts: GatewayTimeouts, current: str | None
+        self,
+        backend: LlmBackend,
+        lane: Lane,
+        timeouts: GatewayTimeouts,
+        current: str | None,
+        max_loaded: int | None = None,
     ) -> None:
+        if max_loaded is not None and max_loaded < 1:
+            raise ConfigError(f"max_loaded_models must be at least 1, not {max_loaded}")
         self.current = current
+        self.max_loaded = max_loaded
         self.loaded: set[str] = set()
+        self._used: dict[str, None] = {}  # loaded models, least recently used first
         self.errors: list[str] = []
         self.prewarm_task: asyncio.Task[None] | None = None
         self._backend = backend
@@ -56,6 +70,14 @@ class LlmModels:
     async def prewarm(self, model: str | None, *, operation: str) -> None:
         """Load ``model`` (default: the current one) under the lease, with status events."""
         name = self.name(model)
+        if operation == "prewarm" and name != self.current and self._full(name):
+            logger.info(
+                "not prewarming %r: %s models are loaded already (max_loaded_models); it "
+                "loads on first use",
+                name,
+                len(self.loaded),
+            )
+            return
         async with self._hold(operation, name, self._timeouts.load_hold_s) as lease:
             self._lane.publish(name, "prewarming")
             await self.load_held(lease, name)
@@ -106,19 +128,41 @@ class LlmModels:
     async def unload(self, model: str) -> None:
         """Unload ``model`` under the lease."""
         async with self._hold("unload", model, self._timeouts.unload_hold_s) as lease:
-            self._lane.publish(model, "unloading")
-            try:
-                await lease.run(
-                    self._backend.unload(model), stop=partial(self._backend.abort, model)
-                )
-            except Exception as exc:
-                self._lane.publish(model, "failed", detail=str(exc))
-                raise
-            self.loaded.discard(model)
-            self._lane.publish(model, "unloaded")
+            await self._unload_held(lease, model)
+
+    async def _unload_held(self, lease: Lease, model: str) -> None:
+        self._lane.publish(model, "unloading")
+        try:
+            await lease.run(self._backend.unload(model), stop=partial(self._backend.abort, model))
+        except Exception as exc:
+            self._lane.publish(model, "failed", detail=str(exc))
+            raise
+        self.loaded.discard(model)
+        self._used.pop(model, None)
+        self._lane.publish(model, "unloaded")
+
+    def used(self, model: str) -> None:
+        """Note that ``model`` served a request now (it is the last to be unloaded)."""
+        if model in self._used:
+            self._used[model] = self._used.pop(model)
+
+    def _full(self, model: str) -> bool:
+        """Whether loading ``model`` needs another model unloaded first."""
+        if self.max_loaded is None or model in self.loaded:
+            return False
+        return len(self.loaded) >= self.max_loaded
 
     async def load_held(self, lease: Lease, model: str) -> int:
-        """Load ``model`` as work of ``lease``; how long it took (nanoseconds)."""
+        """Load ``model`` as work of ``lease``; how long it took (nanoseconds).
+
+        Past ``max_loaded``, the least recently used other models are unloaded first, in
+        this same lease (so nothing else runs on the GPU between the unload and the load).
+        """
+        while self._full(model):
+            others = [name for name in self._used if name != model and name in self.loaded]
+            victim = others[0] if others else next(iter(self.loaded - {model}))
+            logger.info("unloading %r to make room for %r (max_loaded_models)", victim, model)
+            await self._unload_held(lease, victim)
         self._lane.publish(model, "loading")
         started = time.perf_counter_ns()
         try:
@@ -128,6 +172,8 @@ class LlmModels:
             raise
         took = time.perf_counter_ns() - started
         self.loaded.add(model)
+        self._used.pop(model, None)
+        self._used[model] = None
         self._lane.publish(model, "loaded")
         return took
 
@@ -136,6 +182,7 @@ class LlmModels:
         known = await self._backend.list_models()
         loaded = {m.id: m for m in await self._backend.loaded_models()}
         self.loaded = set(loaded)
+        self._used = {name: None for name in [*self._used, *loaded] if name in loaded}
         names = list(dict.fromkeys([*known, *loaded]))
         return [
             ModelInfo(

@@ -30,6 +30,7 @@ from ._timeouts import Timeouts
 if TYPE_CHECKING:
     from .foundry import FoundryLocalBackend, discover_foundry_endpoint
     from .llama_cpp_embedded import LlamaCppBackend
+    from .llama_cpp_models import LlamaCppModels
     from .llama_server import LlamaServerBackend
     from .lmstudio import LmStudioBackend
     from .ollama import OllamaBackend
@@ -45,6 +46,7 @@ __all__ = [
     "ChatOptions",
     "FoundryLocalBackend",
     "LlamaCppBackend",
+    "LlamaCppModels",
     "LlamaServerBackend",
     "LlmBackend",
     "LmStudioBackend",
@@ -64,6 +66,7 @@ _LAZY = {
     "FoundryLocalBackend": ".foundry",
     "discover_foundry_endpoint": ".foundry",
     "LlamaCppBackend": ".llama_cpp_embedded",
+    "LlamaCppModels": ".llama_cpp_models",
     "OllamaBackend": ".ollama",
     "LlamaServerBackend": ".llama_server",
     "LmStudioBackend": ".lmstudio",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .._exceptions import ConfigError
 from ._protocol import LlmBackend
 from ._timeouts import Timeouts
@@ -30,6 +32,7 @@ def create_backend(
     n_ctx: int = 4096,
     embedding: bool = False,
     timeouts: Timeouts | None = None,
+    more_models: Mapping[str, tuple[str, int, int]] | None = None,
 ) -> LlmBackend:
     """The backend for ``kind`` (one of :data:`BACKEND_KINDS`).
 
@@ -37,7 +40,9 @@ def create_backend(
     vLLM 8000, LM Studio 1234); Foundry Local without it discovers its port with the
     ``foundry`` CLI; ``openai`` requires it. ``llama-cpp`` requires ``model_path`` and uses
     ``model_name`` (default: the file's stem), ``n_gpu_layers``, ``n_ctx`` and
-    ``embedding``. ``timeouts`` bounds every call (loads long, health checks short).
+    ``embedding``; ``more_models`` (name to GGUF path, context size and GPU layers) makes it
+    serve those too, each loaded on demand in a worker of its own (:class:`LlamaCppModels`).
+    ``timeouts`` bounds every call (loads long, health checks short).
     Raises :class:`~gpuguard.ConfigError` for an unknown kind or a missing required option.
     """
     if kind not in BACKEND_KINDS:
@@ -49,16 +54,27 @@ def create_backend(
         if not model_path:
             raise ConfigError("the llama-cpp backend needs model_path (a .gguf file)")
         from .llama_cpp_embedded import LlamaCppBackend
+        from .llama_cpp_models import LlamaCppModels
 
-        return LlamaCppBackend(
-            model_path,
-            model_name=model_name,
-            n_gpu_layers=n_gpu_layers,
-            n_ctx=n_ctx,
-            embedding=embedding,
-            load_timeout_s=timeouts.load_s,
-            token_timeout_s=timeouts.read_s,
-        )
+        def engine(path: str, name: str | None, context: int, layers: int) -> LlamaCppBackend:
+            return LlamaCppBackend(
+                path,
+                model_name=name,
+                n_gpu_layers=layers,
+                n_ctx=context,
+                embedding=embedding,
+                load_timeout_s=timeouts.load_s,
+                token_timeout_s=timeouts.read_s,
+            )
+
+        main = engine(model_path, model_name, n_ctx, n_gpu_layers)
+        if not more_models:
+            return main
+        others = {
+            name: engine(path, name, context, layers)
+            for name, (path, context, layers) in more_models.items()
+        }
+        return LlamaCppModels({main.model_name: main, **others})
     if kind == "foundry":
         from .foundry import FoundryLocalBackend
 

@@ -14,7 +14,13 @@ __all__ = ["LlamaHost"]
 
 
 class LlamaHost:
-    """One ``llama_cpp.Llama``, loaded when the worker starts."""
+    """One ``llama_cpp.Llama``, loaded when the worker starts.
+
+    ``repeat_last_n`` (how far back the repeat penalty looks) is the model's
+    ``last_n_tokens_size`` in llama-cpp-python, read each time a generation builds its
+    sampler: a chat that asks for it sets it for its own generation, and the next chat
+    finds the loaded value again.
+    """
 
     def __init__(self, model_path: str, n_gpu_layers: int, n_ctx: int, embedding: bool) -> None:
         import llama_cpp
@@ -26,10 +32,16 @@ class LlamaHost:
             embedding=embedding,
             verbose=False,
         )
+        self._last_n = self._llama.last_n_tokens_size
 
     def chat(self, options: dict[str, Any]) -> Iterator[Any]:
         """``create_chat_completion(stream=True)``: the worker streams its chunks."""
-        chunks: Iterator[Any] = self._llama.create_chat_completion(**options)
+        arguments = dict(options)
+        last_n = arguments.pop("repeat_last_n", None)
+        if last_n is not None and last_n < 0:
+            last_n = self._llama.n_ctx()  # -1: the whole context, as in llama.cpp
+        self._llama.last_n_tokens_size = self._last_n if last_n is None else last_n
+        chunks: Iterator[Any] = self._llama.create_chat_completion(**arguments)
         return chunks
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:

@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 from .._exceptions import UnsupportedParameter
 
 __all__ = [
+    "LLAMA_CPP_SAMPLERS",
     "OPENAI_CHAT_PARAMETERS",
     "BackendHealth",
     "ChatChunk",
@@ -53,6 +54,12 @@ class ChatOptions:
     honour (:attr:`LlmBackend.chat_parameters`) and rejects any other one that was asked
     for with :class:`~gpuguard.UnsupportedParameter`, so nothing is dropped silently.
     ``n`` above 1 is never supported (one answer per request).
+
+    The fields after ``n`` are llama.cpp's own samplers, under llama-server's names
+    (:data:`LLAMA_CPP_SAMPLERS`): Ollama's ``options`` and the extra fields that
+    llama-server, vLLM and LM Studio take on their OpenAI routes. ``mirostat`` is the mode
+    (0 off, 1 or 2), ``repeat_last_n`` the tokens the repeat penalty looks back over (-1:
+    the whole context), ``n_keep`` the prompt tokens kept when the context shifts.
     """
 
     max_tokens: int | None = None
@@ -68,6 +75,15 @@ class ChatOptions:
     logprobs: bool = False
     top_logprobs: int | None = None
     n: int = 1
+    top_k: int | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = None
+    mirostat: int | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    n_keep: int | None = None
 
     def given(self) -> list[str]:
         """The names of the parameters asked for (not at their defaults), in field order."""
@@ -110,6 +126,23 @@ OPENAI_CHAT_PARAMETERS = frozenset(
         "tool_choice",
         "logprobs",
         "top_logprobs",
+    }
+)
+
+
+#: llama.cpp's samplers beyond OpenAI's options, as llama-server's ``/v1/chat/completions``
+#: takes them (embedded llama-cpp-python takes all but ``n_keep``).
+LLAMA_CPP_SAMPLERS = frozenset(
+    {
+        "top_k",
+        "min_p",
+        "typical_p",
+        "repeat_penalty",
+        "repeat_last_n",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "n_keep",
     }
 )
 

@@ -33,6 +33,7 @@ from ..worker import WorkerProcess
 from ._llama_tokens import KIND, LlamaTokenizer, import_llama_cpp, llama_cpp_missing
 from ._openai_chunks import decode_chunk
 from ._protocol import (
+    LLAMA_CPP_SAMPLERS,
     OPENAI_CHAT_PARAMETERS,
     BackendHealth,
     ChatChunk,
@@ -59,8 +60,9 @@ class LlamaCppBackend:
     """
 
     kind = KIND
-    chat_parameters: frozenset[str] = OPENAI_CHAT_PARAMETERS
-    """``create_chat_completion`` takes every OpenAI option but ``n`` > 1."""
+    chat_parameters: frozenset[str] = OPENAI_CHAT_PARAMETERS | LLAMA_CPP_SAMPLERS - {"n_keep"}
+    """``create_chat_completion`` takes every OpenAI option but ``n`` > 1, and llama.cpp's
+    samplers (``repeat_last_n`` set on the model for the one request); not ``n_keep``."""
 
     def __init__(
         self,
@@ -307,8 +309,15 @@ class LlamaCppBackend:
 
 
 def completion_arguments(messages: Sequence[ChatMessage], options: ChatOptions) -> dict[str, Any]:
-    """``create_chat_completion`` keyword arguments for ``options`` (already checked)."""
-    return {"messages": [m.to_dict() for m in messages], "stream": True, **options.to_dict()}
+    """``create_chat_completion`` keyword arguments for ``options`` (already checked).
+
+    llama-cpp-python calls the mirostat mode ``mirostat_mode``; ``repeat_last_n`` is no
+    argument of it, and :class:`~gpuguard.llm._llama_host.LlamaHost` applies it.
+    """
+    asked = options.to_dict()
+    if "mirostat" in asked:
+        asked["mirostat_mode"] = asked.pop("mirostat")
+    return {"messages": [m.to_dict() for m in messages], "stream": True, **asked}
 
 
 def _to_chunk(event: Any) -> ChatChunk | None:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from .._exceptions import BackendError, BackendProtocolError, ModelLoadFailed
-from ._protocol import BackendHealth, LoadedModel
+from ._protocol import LLAMA_CPP_SAMPLERS, OPENAI_CHAT_PARAMETERS, BackendHealth, LoadedModel
 from .openai_compat import OpenAICompatBackend
 
 __all__ = ["LlamaServerBackend"]
@@ -39,6 +39,8 @@ class LlamaServerBackend(OpenAICompatBackend):
     """
 
     kind = "llama-server"
+    chat_parameters = OPENAI_CHAT_PARAMETERS | LLAMA_CPP_SAMPLERS
+    """OpenAI's options and llama.cpp's samplers, which its chat route takes as extra fields."""
     _router: bool | None = None  # the mode, once a /models answer showed it
 
     @property

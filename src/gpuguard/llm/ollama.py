@@ -33,19 +33,29 @@ from ._protocol import (
 )
 from ._timeouts import Timeouts
 
-__all__ = ["DEFAULT_OLLAMA_URL", "OllamaBackend", "chat_request"]
+__all__ = ["DEFAULT_OLLAMA_URL", "OPTION_NAMES", "OllamaBackend", "chat_request"]
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 
 
-#: ChatOptions fields that go into Ollama's ``options`` object, under Ollama's names.
-_OPTION_NAMES = {
+#: ChatOptions fields that go into Ollama's ``options`` object, under Ollama's names (the
+#: server's Ollama routes read ``options`` with the same table, the other way round).
+OPTION_NAMES = {
     "max_tokens": "num_predict",
     "temperature": "temperature",
     "top_p": "top_p",
     "seed": "seed",
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "typical_p": "typical_p",
+    "repeat_penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n",
+    "mirostat": "mirostat",
+    "mirostat_tau": "mirostat_tau",
+    "mirostat_eta": "mirostat_eta",
+    "n_keep": "num_keep",
 }
 
 
@@ -78,7 +88,7 @@ def chat_request(
 ) -> dict[str, Any]:
     """The ``POST /api/chat`` body for ``options`` (already checked against what Ollama takes)."""
     asked = options.to_dict()
-    settings = {wire: asked[name] for name, wire in _OPTION_NAMES.items() if name in asked}
+    settings = {wire: asked[name] for name, wire in OPTION_NAMES.items() if name in asked}
     if "stop" in asked:
         settings["stop"] = asked["stop"]
     body: dict[str, Any] = {
@@ -131,7 +141,7 @@ class OllamaBackend:
     """
 
     kind = "ollama"
-    chat_parameters = frozenset({*_OPTION_NAMES, "stop", "response_format", "tools", "tool_choice"})
+    chat_parameters = frozenset({*OPTION_NAMES, "stop", "response_format", "tools", "tool_choice"})
     """Forwarded as ``options``, ``format`` and ``tools``; ``tool_choice`` only as ``auto``."""
 
     def __init__(

@@ -18,26 +18,22 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from .._exceptions import GpuGuardError, ModelNotFound, NotSupportedByBackend
+from ..embed._protocol import Embedder
 from ..gateway import ModelGateway
 from ..llm import OllamaBackend
-from ._catalog import embedder_aliases
+from ._catalog import canonical, embedder_aliases, embedders_of, weights_size
 from ._context import ServerContext, get_context
 from ._errors import ollama_error
 from ._ollama_schemas import CopyRequest, ModelNameRequest
 from ._ollama_wire import FOREVER, created_at, digest, line
 from ._streaming import ClosingStreamingResponse
 
-__all__ = ["embedder_names", "resolve_model", "router"]
+__all__ = ["chat_capabilities", "embedder_names", "resolve_model", "router"]
 
 router = APIRouter(tags=["ollama"])
 """Included under ``/api`` by the Ollama router."""
 
 Context = Annotated[ServerContext, Depends(get_context)]
-
-
-def _canonical(name: str) -> str:
-    """``llama3.2`` and ``llama3.2:latest`` name the same model in Ollama."""
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 async def resolve_model(gateway: ModelGateway, name: str) -> str:
@@ -51,15 +47,17 @@ async def resolve_model(gateway: ModelGateway, name: str) -> str:
     known = [model.id for model in await gateway.models()]
     if name in known:
         return name
-    return next((m for m in known if _canonical(m) == _canonical(name)), name)
+    return next((m for m in known if canonical(m) == canonical(name)), name)
 
 
 def embedder_names(gateway: ModelGateway) -> dict[str, str]:
-    """Every name an embedding request may use (full and short), mapped to the full one."""
-    names = embedder_aliases(gateway.gpu_embedder, gateway.cpu_embedder)
-    for alias, full in list(names.items()):
-        names.setdefault(_canonical(alias), full)
-    return names
+    """Every name an embedding request may use, mapped to the full one (see _catalog)."""
+    return embedder_aliases(gateway.gpu_embedder, gateway.cpu_embedder)
+
+
+def chat_capabilities(gateway: ModelGateway) -> list[str]:
+    """What the backend's models can do, in Ollama's words (``/api/show``, ``/api/tags``)."""
+    return ["completion", *(["tools"] if "tools" in gateway.backend.chat_parameters else [])]
 
 
 def _details(backend: str, *, family: str = "") -> dict[str, Any]:
@@ -73,36 +71,49 @@ def _details(backend: str, *, family: str = "") -> dict[str, Any]:
     }
 
 
-def _describe(name: str, backend: str, size: int, *, family: str = "") -> dict[str, Any]:
+def _describe(
+    name: str, backend: str, size: int, capabilities: list[str], *, family: str = ""
+) -> dict[str, Any]:
+    """One model in Ollama's list shape; ``capabilities`` as ``/api/show`` says them."""
     return {
         "name": name,
         "model": name,
         "size": size,
         "digest": digest(name),
         "details": _details(backend, family=family),
+        "capabilities": capabilities,
     }
+
+
+def _embedder_entry(embedder: Embedder) -> dict[str, Any]:
+    size = weights_size(embedder.name)
+    return _describe(embedder.name, "embedder", size, ["embedding"], family="embedding")
 
 
 @router.get("/tags")
 async def tags(context: Context) -> dict[str, Any]:
-    """The backend's models and the embedding models, in Ollama's list shape."""
+    """The backend's models and the embedding models, in Ollama's list shape.
+
+    Each entry says what the model can do in an extra ``capabilities`` field, in the words
+    of Ollama's ``/api/show`` (``completion``, ``tools``; ``embedding``).
+    """
     gateway = context.gateway
     now = created_at()
+    can = chat_capabilities(gateway)
     models = [
-        {**_describe(m.id, gateway.backend.kind, m.vram_bytes or 0), "modified_at": now}
+        {**_describe(m.id, gateway.backend.kind, m.vram_bytes or 0, can), "modified_at": now}
         for m in await gateway.models()
     ]
     listed = {m["name"] for m in models}
-    for embedder in dict.fromkeys(embedder_names(gateway).values()):
-        if embedder not in listed:
-            entry = _describe(embedder, "embedder", 0, family="embedding")
-            models.append({**entry, "modified_at": now})
+    for embedder, _ in embedders_of(gateway):
+        if embedder.name not in listed:
+            models.append({**_embedder_entry(embedder), "modified_at": now})
     return {"models": models}
 
 
 @router.get("/ps")
 async def ps(context: Context) -> dict[str, Any]:
-    """The loaded models with ``size``, ``size_vram`` and ``expires_at``.
+    """The loaded models, embedders included, with ``size``, ``size_vram``, ``expires_at``.
 
     gpuguard's lease state is in the extra ``gpuguard`` fields: per model, and for the GPU.
     """
@@ -110,10 +121,11 @@ async def ps(context: Context) -> dict[str, Any]:
     report = await gateway.status()
     forever = created_at(dt.datetime.now(dt.UTC) + FOREVER)
     holder = report.gpu.holder
+    can = chat_capabilities(gateway)
     models = []
     for loaded in report.loaded:
         size = loaded.details.get("size") or loaded.vram_bytes or 0
-        entry = _describe(loaded.id, gateway.backend.kind, size)
+        entry = _describe(loaded.id, gateway.backend.kind, size, can)
         entry["expires_at"] = loaded.details.get("expires_at") or forever
         entry["size_vram"] = loaded.vram_bytes or 0
         entry["gpuguard"] = {
@@ -121,6 +133,17 @@ async def ps(context: Context) -> dict[str, Any]:
             "holding_gpu": holder is not None and holder.model == loaded.id,
         }
         models.append(entry)
+    for embedder, loaded_now in embedders_of(gateway):
+        if loaded_now:
+            entry = _embedder_entry(embedder)
+            on_gpu = embedder.device not in ("cpu", "remote")
+            entry["expires_at"] = forever
+            entry["size_vram"] = entry["size"] if on_gpu else 0
+            entry["gpuguard"] = {
+                "device": embedder.device,
+                "holding_gpu": holder is not None and holder.model == embedder.name,
+            }
+            models.append(entry)
     return {"models": models, "gpuguard": {"gpu": report.gpu.to_dict()}}
 
 
@@ -144,7 +167,7 @@ async def show(body: ModelNameRequest, context: Context) -> dict[str, Any]:
     resolved = await resolve_model(gateway, name)
     if resolved not in {m.id for m in await gateway.models()}:
         raise ModelNotFound(f"model '{name}' not found", backend=gateway.backend.kind, model=name)
-    return _shown(resolved, gateway.backend.kind, ["completion"])
+    return _shown(resolved, gateway.backend.kind, chat_capabilities(gateway))
 
 
 def _shown(name: str, backend: str, capabilities: list[str], *, family: str = "") -> dict[str, Any]:

@@ -29,6 +29,7 @@ from .._exceptions import GpuGuardError, ModelNotFound, UnsupportedParameter
 from ..gateway import GpuWaiting, ModelGateway
 from ..llm import ChatChunk, ChatMessage
 from . import _ollama_models
+from ._catalog import refuse_chat_with_embedder
 from ._context import ServerContext, get_context
 from ._dimensions import shorten
 from ._errors import ollama_error
@@ -96,6 +97,7 @@ async def _answer(
 ) -> Response:
     parameters = body.parameters()
     gateway = context.gateway
+    refuse_chat_with_embedder(body.model, gateway.gpu_embedder, gateway.cpu_embedder)
     model = await resolve_model(gateway, body.model)
     reply = _Reply(shape, body.model, model, gateway, unload_after=body.keep_alive_s == 0)
     if load_only:

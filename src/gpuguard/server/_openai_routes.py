@@ -16,7 +16,13 @@ from starlette.responses import StreamingResponse
 from .._exceptions import GpuGuardError, ModelNotFound, UnsupportedParameter
 from ..gateway import GpuWaiting, ModelGateway, ModelInfo
 from ..llm import ChatChunk, ChatMessage, ChatOptions
-from ._catalog import embedder_aliases
+from ._catalog import (
+    CHAT,
+    EMBEDDINGS,
+    embedder_aliases,
+    embedders_of,
+    refuse_chat_with_embedder,
+)
 from ._context import ServerContext, get_context
 from ._dimensions import shorten
 from ._errors import error_body, kind_of
@@ -39,14 +45,20 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 @router.get("/models")
 async def list_models(context: Context) -> dict[str, Any]:
-    """The backend's models, with gpuguard's loaded/current flags as an extra field."""
+    """The chat models and the embedding models.
+
+    Each entry's extra ``gpuguard`` field says what the model can do (``capabilities``:
+    ``chat`` or ``embeddings``), whether it is loaded, and its aliases.
+    """
     return {"object": "list", "data": await _model_entries(context)}
 
 
 @router.get("/models/{model_id:path}", responses=_NOT_FOUND)
 async def get_model(model_id: str, context: Context) -> dict[str, Any]:
     """One model, by its name or an alias."""
-    wanted = context.models.public_name(context.models.backend_id(model_id))
+    gateway = context.gateway
+    embedder = embedder_aliases(gateway.gpu_embedder, gateway.cpu_embedder).get(model_id)
+    wanted = embedder or context.models.public_name(context.models.backend_id(model_id))
     for entry in await _model_entries(context):
         if entry["id"] == wanted:
             return entry
@@ -64,6 +76,8 @@ async def chat_completions(
     started, an error goes out as a final ``{"error": ...}`` frame.
     """
     body.refuse_unknown()
+    gateway = context.gateway
+    refuse_chat_with_embedder(body.model, gateway.gpu_embedder, gateway.cpu_embedder)
     model = context.models.backend_id(body.model)
     messages = body.chat_messages()
     if body.retrieval:
@@ -104,6 +118,8 @@ async def completions(
 ) -> JSONResponse | StreamingResponse:
     """The legacy text completion: the prompt is sent as one user turn of a chat."""
     body.refuse_unknown()
+    gateway = context.gateway
+    refuse_chat_with_embedder(body.model, gateway.gpu_embedder, gateway.cpu_embedder)
     model = context.models.backend_id(body.model)
     messages = [ChatMessage("user", body.text)]
     stream, first = await _start(context.gateway, messages, model, body.options())
@@ -122,7 +138,8 @@ async def completions(
 async def embeddings(body: EmbeddingRequest, context: Context) -> dict[str, Any]:
     """Embed the inputs with the configured embedder, scheduled by the request's size.
 
-    Token arrays are ids of the embedding model's own tokenizer, decoded by it first.
+    Token arrays are decoded to their texts first, as ``[embeddings] token_arrays`` says
+    (``cl100k_base`` ids by default, OpenAI's meaning).
     ``dimensions`` keeps the first N values of each vector and renormalises them (as
     OpenAI's shortened embeddings do); more dimensions than the model has is a 400.
     """
@@ -164,6 +181,7 @@ async def _model_entries(context: ServerContext) -> list[dict[str, Any]]:
         found = infos.get(name)
         configured = context.models.entry(name)
         flags: dict[str, Any] = {
+            "capabilities": [CHAT],
             "loaded": bool(found and found.loaded),
             "current": bool(found and found.current),
             "vram_bytes": found.vram_bytes if found else None,
@@ -174,6 +192,20 @@ async def _model_entries(context: ServerContext) -> list[dict[str, Any]]:
         entries.append(
             {"id": name, "object": "model", "created": 0, "owned_by": owner, "gpuguard": flags}
         )
+    return entries + _embedder_entries(context.gateway, {str(entry["id"]) for entry in entries})
+
+
+def _embedder_entries(gateway: ModelGateway, listed: set[str]) -> list[dict[str, Any]]:
+    """The embedding models not listed already, each with every name it answers to."""
+    aliases = embedder_aliases(gateway.gpu_embedder, gateway.cpu_embedder)
+    entries = []
+    for embedder, loaded in embedders_of(gateway):
+        if embedder.name in listed:
+            continue
+        others = [alias for alias, full in aliases.items() if full == embedder.name != alias]
+        flags = {"capabilities": [EMBEDDINGS], "loaded": loaded, "aliases": others}
+        entry = {"id": embedder.name, "object": "model", "created": 0, "owned_by": "gpuguard"}
+        entries.append({**entry, "gpuguard": flags})
     return entries
 
 

@@ -1,9 +1,11 @@
 """Request bodies of the OpenAI-compatible routes.
 
 Every documented chat-completions parameter has a field here and becomes part of
-:class:`~gpuguard.llm.ChatOptions`; the backend forwards it or refuses it. A field that is
-neither documented here nor harmless metadata (:data:`IGNORED_FIELDS`) is refused with a
-400 naming it (:meth:`OpenAIRequest.refuse_unknown`), never dropped silently.
+:class:`~gpuguard.llm.ChatOptions`; the backend forwards it or refuses it. So do llama.cpp's
+samplers (``top_k``, ``min_p``, ``repeat_penalty``, ``mirostat``...), which llama-server and
+vLLM take as extra fields of the same request and clients such as Open WebUI send there. A
+field that is neither documented here nor harmless metadata (:data:`IGNORED_FIELDS`) is
+refused with a 400 naming it (:meth:`OpenAIRequest.refuse_unknown`), never dropped silently.
 """
 
 from __future__ import annotations
@@ -165,6 +167,15 @@ class OpenAIRequest(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     n: int = Field(default=1, ge=1, le=128)
+    top_k: StrictInt | None = Field(default=None, ge=0)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    typical_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(default=None, ge=0.0)
+    repeat_last_n: StrictInt | None = Field(default=None, ge=-1)
+    mirostat: StrictInt | None = Field(default=None, ge=0, le=2)
+    mirostat_tau: float | None = Field(default=None, ge=0.0)
+    mirostat_eta: float | None = Field(default=None, ge=0.0)
+    n_keep: StrictInt | None = Field(default=None, ge=-1)
 
     def refuse_unknown(self) -> None:
         """Raise :class:`UnsupportedParameter` for a field gpuguard does not know."""
@@ -187,6 +198,15 @@ class OpenAIRequest(BaseModel):
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             n=self.n,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            typical_p=self.typical_p,
+            repeat_penalty=self.repeat_penalty,
+            repeat_last_n=self.repeat_last_n,
+            mirostat=self.mirostat,
+            mirostat_tau=self.mirostat_tau,
+            mirostat_eta=self.mirostat_eta,
+            n_keep=self.n_keep,
         )
 
 
@@ -282,8 +302,8 @@ TokenIds = Annotated[list[StrictInt], Field(min_length=1, max_length=MAX_TOKENS_
 class EmbeddingRequest(BaseModel):
     """``POST /v1/embeddings``: a string, or 1 to 2048 strings or token arrays.
 
-    Token arrays are ids of the embedding model's own tokenizer (OpenAI's meaning, as vLLM
-    reads them): at most 8192 per input and 300,000 per request, as OpenAI allows.
+    Token arrays are read as ``[embeddings] token_arrays`` says (``cl100k_base`` ids, OpenAI's
+    meaning, by default): at most 8192 per input and 300,000 per request, as OpenAI allows.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -21,7 +21,7 @@ from ..gateway import EmbeddingSizes, GatewayTimeouts, ModelGateway
 from ..index import VectorStore
 from ..jobs import JobManager
 from ..llm import LlmBackend
-from ..settings import Settings, build_guard
+from ..settings import LlmSettings, ModelSettings, Settings, build_guard
 from ._catalog import ModelCatalog, ModelEntry
 from ._context import Retriever, ServerContext
 from ._idle_unload import IdleUnloader
@@ -185,6 +185,8 @@ def build_gateway(settings: Settings) -> ModelGateway:
             bulk_above_chars=spec.bulk_above_chars,
         ),
         bulk_batch_size=spec.batch_size,
+        token_arrays=spec.token_arrays,
+        max_loaded_models=settings.llm.max_loaded_models,
     )
 
 
@@ -214,6 +216,13 @@ def _build_backend(settings: Settings) -> LlmBackend:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_tiny_gguf(path)
         model_path = str(path)
+    more = {
+        model.id or name: (str(model.path), model.context_size or n_ctx, _layers(model, llm))
+        for name, model in settings.models.items()
+        if llm.backend == "llama-cpp"
+        and model.path is not None
+        and (model.id or name) != settings.model_name
+    }
     return create_backend(
         llm.backend,
         base_url=llm.base_url,
@@ -222,7 +231,12 @@ def _build_backend(settings: Settings) -> LlmBackend:
         api_key=llm.api_key.get_secret_value() if llm.api_key else None,
         n_gpu_layers=n_gpu_layers,
         n_ctx=n_ctx,
+        more_models=more,
     )
+
+
+def _layers(model: ModelSettings, llm: LlmSettings) -> int:
+    return model.gpu_layers if model.gpu_layers is not None else llm.n_gpu_layers
 
 
 def _resolve_device(engine: str, device: str) -> str:

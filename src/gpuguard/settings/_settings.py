@@ -109,6 +109,12 @@ class LlmSettings(Section):
         ge=16,
         description="llama-cpp context size (default 4096).",
     )
+    max_loaded_models: int | None = Field(
+        default=1,
+        ge=1,
+        description="How many models may be loaded at once; loading one more first unloads "
+        "the least recently used, under the GPU lease (None: no bound).",
+    )
 
     @model_validator(mode="after")
     def _remote_needs_model(self) -> LlmSettings:
@@ -151,6 +157,12 @@ class EmbeddingSettings(Section):
         "bulk_above_chars) is bulk: background priority per batch, CPU when the GPU is busy.",
     )
     bulk_above_chars: int = Field(default=200_000, ge=1)
+    token_arrays: Literal["openai", "model"] = Field(
+        default="openai",
+        description='What the ids of token-array input to /v1/embeddings mean: "openai" '
+        "(cl100k_base ids, as the openai client, LangChain and LlamaIndex send them) or "
+        '"model" (ids of the embedding model\'s own tokenizer, as vLLM reads them).',
+    )
 
     @model_validator(mode="after")
     def _a_query_is_never_bulk(self) -> EmbeddingSettings:
