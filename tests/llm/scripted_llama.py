@@ -22,6 +22,7 @@ class Llama:
 
     def __init__(self, *, model_path: str, vocab_only: bool = False, **options: Any) -> None:
         self.script: dict[str, Any] = json.loads(Path(model_path).read_text())
+        self.last_n_tokens_size = int(options.get("last_n_tokens_size", 64))  # as llama_cpp
         if vocab_only:  # the backend's tokenizer, in the test process: no script
             return
         if "options_log" in self.script:

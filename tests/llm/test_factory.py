@@ -34,6 +34,7 @@ def test_public_names_are_exactly_these() -> None:
         "ChatOptions",
         "FoundryLocalBackend",
         "LlamaCppBackend",
+        "LlamaCppModels",
         "LlamaServerBackend",
         "LlmBackend",
         "LmStudioBackend",

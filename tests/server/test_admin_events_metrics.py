@@ -87,7 +87,12 @@ async def test_models_load_unload_prewarm_and_status(live: Live) -> None:
     assert prewarmed.json() == {"model": "other-llm", "status": "ready"}
     models = (await live.client.models.list()).data
     flags = {m.id: m.model_extra["gpuguard"] for m in models if m.model_extra}
-    assert flags["other-llm"] == {"loaded": True, "current": False, "vram_bytes": None}
+    assert flags["other-llm"] == {
+        "loaded": True,
+        "current": False,
+        "vram_bytes": None,
+        "capabilities": ["chat"],
+    }
     bad = await http.post("/admin/models/load", json={})
     assert bad.status_code == 400
 

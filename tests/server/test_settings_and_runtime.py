@@ -66,7 +66,12 @@ async def test_app_built_from_settings_chats_with_embedded_llama_cpp(tmp_path: P
         openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client,
     ):
         models = await client.models.list()
-        assert [m.id for m in models.data] == ["tiny-random"]
+        chat_models = [
+            m.id
+            for m in models.data
+            if "chat" in (m.model_extra or {}).get("gpuguard", {}).get("capabilities", [])
+        ]
+        assert chat_models == ["tiny-random"]
         stream = await client.chat.completions.create(
             model="tiny-random",
             messages=[{"role": "user", "content": "hello"}],

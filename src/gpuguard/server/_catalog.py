@@ -135,13 +135,17 @@ def embedders_of(gateway: ModelGateway) -> list[tuple[Embedder, bool]]:
     return list(found.values())
 
 
-def refuse_chat_with_embedder(name: str, *embedders: Embedder | None) -> None:
-    """Raise :class:`InvalidRequest` (a 400 naming ``model``) if ``name`` is an embedding model.
+def refuse_chat_with_embedder(name: str, gateway: ModelGateway, catalog: ModelCatalog) -> None:
+    """Raise :class:`InvalidRequest` (a 400 naming ``model``) if ``name`` only embeds.
 
     Clients that list every model (Open WebUI) offer the embedder for chats too; the answer
-    says what it is for instead of a 404 naming whatever the backend calls it.
+    says what it is for instead of a 404 naming whatever the backend calls it. A name that is
+    also a chat model of this server (the current model, a configured one: a server such as
+    Foundry Local or Ollama serves one model for both) chats.
     """
-    full = embedder_aliases(*embedders).get(name)
+    if catalog.entry(name) is not None or catalog.backend_id(name) == gateway.model:
+        return
+    full = embedder_aliases(gateway.gpu_embedder, gateway.cpu_embedder).get(name)
     if full is not None:
         raise InvalidRequest(
             "model",

@@ -97,7 +97,7 @@ async def _answer(
 ) -> Response:
     parameters = body.parameters()
     gateway = context.gateway
-    refuse_chat_with_embedder(body.model, gateway.gpu_embedder, gateway.cpu_embedder)
+    refuse_chat_with_embedder(body.model, gateway, context.models)
     model = await resolve_model(gateway, body.model)
     reply = _Reply(shape, body.model, model, gateway, unload_after=body.keep_alive_s == 0)
     if load_only:

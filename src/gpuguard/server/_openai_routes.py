@@ -77,7 +77,7 @@ async def chat_completions(
     """
     body.refuse_unknown()
     gateway = context.gateway
-    refuse_chat_with_embedder(body.model, gateway.gpu_embedder, gateway.cpu_embedder)
+    refuse_chat_with_embedder(body.model, gateway, context.models)
     model = context.models.backend_id(body.model)
     messages = body.chat_messages()
     if body.retrieval:
@@ -119,7 +119,7 @@ async def completions(
     """The legacy text completion: the prompt is sent as one user turn of a chat."""
     body.refuse_unknown()
     gateway = context.gateway
-    refuse_chat_with_embedder(body.model, gateway.gpu_embedder, gateway.cpu_embedder)
+    refuse_chat_with_embedder(body.model, gateway, context.models)
     model = context.models.backend_id(body.model)
     messages = [ChatMessage("user", body.text)]
     stream, first = await _start(context.gateway, messages, model, body.options())

@@ -186,7 +186,7 @@ def build_gateway(settings: Settings) -> ModelGateway:
         ),
         bulk_batch_size=spec.batch_size,
         token_arrays=spec.token_arrays,
-        max_loaded_models=settings.llm.max_loaded_models,
+        max_loaded_models=settings.llm.loaded_models_bound,
     )
 
 

@@ -110,11 +110,19 @@ class LlmSettings(Section):
         description="llama-cpp context size (default 4096).",
     )
     max_loaded_models: int | None = Field(
-        default=1,
+        default=None,
         ge=1,
         description="How many models may be loaded at once; loading one more first unloads "
-        "the least recently used, under the GPU lease (None: no bound).",
+        "the least recently used, under the GPU lease (default: 1 for the embedded llama-cpp "
+        "backend; no bound for LLM servers, which evict by their own rules).",
     )
+
+    @property
+    def loaded_models_bound(self) -> int | None:
+        """``max_loaded_models``, or its default for this backend."""
+        if self.max_loaded_models is not None:
+            return self.max_loaded_models
+        return 1 if self.backend == "llama-cpp" else None
 
     @model_validator(mode="after")
     def _remote_needs_model(self) -> LlmSettings:
