@@ -121,6 +121,11 @@ class Lease:
         return self.state is LeaseState.HUNG
 
     @property
+    def stopping(self) -> bool:
+        """True once hung or lost: its work is being stopped, and only then does it end."""
+        return self.state in (LeaseState.HUNG, LeaseState.LOST)
+
+    @property
     def waited_s(self) -> float:
         """Seconds between the request and the grant (0 if never granted)."""
         return 0.0 if self.granted_at is None else self.granted_at - self.requested_at
@@ -151,14 +156,14 @@ class Lease:
             raise
         finally:
             del self.works[token]
-            if self.hung and not self.works:
+            if self.stopping and not self.works:
                 self.keeper.work_stopped(self)
 
     def _if_hung(self, stop: StopWork) -> StopWork:
-        """``stop``, called only when this lease hung (not for a plain cancellation)."""
+        """``stop``, called only when this lease hung or was lost (not for a plain cancel)."""
 
         async def stop_if_hung() -> None:
-            if self.hung:
+            if self.stopping:
                 result = stop()
                 if result is not None:
                     await result

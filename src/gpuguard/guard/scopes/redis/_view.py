@@ -29,12 +29,18 @@ class Mine:
     """A ticket of this process: waiting (``future`` unresolved) or holding (``fence``)."""
 
     ticket: Ticket
+    json: str
+    """The ticket as Redis keeps it (:func:`~._mirror.ticket_json`)."""
     requested_at: float
     future: asyncio.Future[None]
     fence: str | None = None
+    version: int = 0
+    """The version of the state in Redis that granted it (or queued it)."""
     grant: Grant | None = None
     asking: asyncio.Future[Any] | None = None
     """What its task awaits while Redis decides: cancelled with that task, at once."""
+    leaving: bool = False
+    """Withdrawing: Redis's answer will no longer list it, and that is no loss."""
 
     @property
     def gave_up(self) -> bool:
