@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from gpuguard import GpuGuard
+from gpuguard import GpuGuard, LeaseLost
 
 from .redis_support import PrivateRedis, private_redis
 
@@ -140,3 +141,43 @@ def test_a_restart_that_lost_every_key_gives_no_second_holder(tmp_path: Path) ->
     assert "released" in a_lines, a_lines
     after_ns = int((tmp_path / "after").read_text())
     assert after_ns >= _at(tmp_path / "a", "work-end")
+
+
+async def test_a_holder_cut_off_from_redis_stops_its_work_before_reporting_the_loss(
+    tmp_path: Path,
+) -> None:
+    # Redis is frozen (SIGSTOP): no renewal can land. The holder fences itself: its work is
+    # asked to stop and has ended before LeaseLost reaches the holder.
+    with private_redis(tmp_path) as server:
+        guard = GpuGuard.redis(server.url, "gpu0", ttl_s=1.5)
+        steps: list[str] = []
+        working = asyncio.Event()
+
+        async def gpu_work() -> None:
+            working.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                steps.append("work ended")
+
+        def stop() -> None:
+            steps.append("stop called")
+
+        try:
+            async with guard.hold("chat") as lease:
+                holding = asyncio.create_task(lease.run(gpu_work(), stop=stop))
+                await working.wait()
+                assert server.process is not None
+                server.process.send_signal(signal.SIGSTOP)
+                try:
+                    with pytest.raises(LeaseLost) as lost:
+                        await asyncio.wait_for(holding, 10.0)
+                    steps.append("lease lost")
+                finally:
+                    server.process.send_signal(signal.SIGCONT)
+        except LeaseLost:
+            pass
+        finally:
+            await guard.aclose()
+        assert steps == ["stop called", "work ended", "lease lost"]
+        assert "fenced before the TTL could lapse" in str(lost.value)

@@ -46,8 +46,12 @@ async def _forge(name: str, message: str, *guards: GpuGuard) -> None:
 async def _queued(guard: GpuGuard) -> None:
     """Wait (bounded) until Redis has ``guard``'s request in line."""
     async with asyncio.timeout(20):
-        while not guard.snapshot().waiters:
+        for _ in range(10_000):
+            if guard.snapshot().waiters:
+                break
+            await asyncio.sleep(0)  # let the request go out, then wait for Redis's answer
             await _arbiter(guard).settle()
+        await _arbiter(guard).settle()
 
 
 async def test_a_forged_grant_with_a_huge_fence_does_not_stop_the_holder() -> None:

@@ -6,8 +6,9 @@ See :mod:`gpuguard.guard.scopes.redis` for how the lease works.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
-from typing import Any, Final
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -23,7 +24,7 @@ from ._link import RedisLink
 from ._listener import GrantListener
 from ._mirror import ticket_json
 from ._pending import PendingCalls, told_too_late
-from ._view import LeaseView, Mine
+from ._view import PLACE_GONE, LeaseView, Mine
 
 __all__ = ["RedisArbiter"]
 
@@ -82,10 +83,10 @@ class RedisArbiter:
         self._view = LeaseView(self._client_id, aging_s)
         self._pending = PendingCalls()
         self._listener = GrantListener(self._link, on_change=self._look)
-        self._looking = self._look_again = False
+        ttl_ms = str(int(ttl_s * 1000))
         self._heartbeat = Heartbeat(
             self._view.mine.copy,
-            self._beat_now,
+            functools.partial(self._link.beat, client_id=self._client_id, ttl_ms=ttl_ms),
             ttl_s=ttl_s,
             every_s=self.heartbeat_s,
             margin_s=self.fence_margin_s,
@@ -127,9 +128,7 @@ class RedisArbiter:
         self._start_tasks()
         tid, mine = self._track(ticket, now)
         try:
-            state = self._call_now(
-                "acquire", tid, ticket_json(ticket, self._client_id, self.ttl_s), "0"
-            )
+            state = self._call_now("acquire", tid, mine.json, "0")
         except RedisError as exc:
             self._view.mine.pop(tid, None)
             raise self._unavailable(ticket, exc) from exc
@@ -161,7 +160,7 @@ class RedisArbiter:
         # Tracked (and counted in the line) from the start: its grant may be published at
         # once, and a later request of this process must see it ahead of itself.
         tid, mine = self._track(ticket, now)
-        call = asyncio.ensure_future(self._send(op, tid, ticket, str(limit)))
+        call = asyncio.ensure_future(self._send(op, tid, mine, str(limit)))
         mine.asking = asyncio.shield(call)
         try:
             state = await mine.asking
@@ -188,9 +187,9 @@ class RedisArbiter:
         self._view.mine.pop(tid, None)
         return None
 
-    async def _send(self, op: str, tid: str, ticket: Ticket, limit: str) -> dict[str, Any]:
-        await self._start(ticket)
-        return await self._call(op, tid, ticket_json(ticket, self._client_id, self.ttl_s), limit)
+    async def _send(self, op: str, tid: str, mine: Mine, limit: str) -> dict[str, Any]:
+        await self._start(mine.ticket)
+        return await self._call(op, tid, mine.json, limit)
 
     def _track(self, ticket: Ticket, now: float) -> tuple[str, Mine]:
         """Start keeping ``ticket`` as one of this process's: its Redis id and its record."""
@@ -229,28 +228,17 @@ class RedisArbiter:
             mine.future.set_result(None)
 
     def _reconcile(self, state: dict[str, Any]) -> None:
-        """Hold this process's tickets to what Redis says (it decides, not messages).
-
-        A waiting ticket that Redis names as holder is granted; a held one that a later
-        state no longer names has lost its grant, and a queued one that a later state no
-        longer lists has lost its place; a grant to a ticket this process gave up on without
-        Redis hearing it is given back (the fence makes that a no-op if it was released
-        meanwhile).
-        """
-        h, newer = state["h"], state["v"]
-        named = (h["t"], h["f"]) if h else None
-        listed = {w["id"] for w in state["w"]} if isinstance(state["w"], list) else set()
-        for tid, mine in list(self._view.mine.items()):
-            if mine.fence is None and named is not None and named[0] == tid:
-                waited = self._clock.monotonic() - mine.requested_at
-                self._granted(tid, mine, state, waited_s=waited, notify=True)
-            elif mine.fence is not None and named != (tid, mine.fence) and newer > mine.version:
-                now_held = "another holds it" if named else "nobody holds it"
-                self._lose(tid, f"its grant was gone or taken over in Redis ({now_held})")
-            elif _place_gone(mine, tid, newer, listed):
-                self._drop_waiter(tid, mine, _PLACE_GONE)
-        if named is not None and self._view.is_mine(named[0]) and named[0] not in self._view.mine:
-            self._pending.spawn(self._call("release", named[0], named[1], ""))
+        """Hold this process's tickets to what Redis says (:meth:`LeaseView.verdicts`)."""
+        verdicts = self._view.verdicts(state)
+        for tid, mine in verdicts.granted:
+            waited = self._clock.monotonic() - mine.requested_at
+            self._granted(tid, mine, state, waited_s=waited, notify=True)
+        for tid, reason in verdicts.lost:
+            self._lose(tid, reason)
+        for tid, mine in verdicts.gone:
+            self._drop_waiter(tid, mine, PLACE_GONE)
+        if verdicts.unwanted is not None:
+            self._pending.spawn(self._call("release", *verdicts.unwanted, ""))
 
     # --- giving it back (one synchronous round trip) -----------------------------------------
 
@@ -324,15 +312,7 @@ class RedisArbiter:
 
     async def settle(self) -> None:
         """Wait until Redis has heard every give-back and this view caught up (tests, bench)."""
-        while True:
-            await self._pending.drain()
-            if not self._listener.running:
-                return
-            await self._listener.sync()
-            for _ in range(3):
-                await asyncio.sleep(0)
-            if not self._pending.busy:
-                return
+        await self._listener.settle(self._pending)
 
     # --- talking to Redis -----------------------------------------------------------------
 
@@ -372,22 +352,8 @@ class RedisArbiter:
             raise self._unavailable(ticket, exc) from exc
 
     def _look(self) -> None:
-        """A message says the lease changed: read the state (at most one read queued)."""
-        if self._looking:
-            self._look_again = True
-            return
-        self._looking = True
-        self._pending.spawn(self._reads())
-
-    async def _reads(self) -> None:
-        try:
-            while True:
-                self._look_again = False
-                await self._call("state", "", "", "")
-                if not self._look_again:
-                    return
-        finally:
-            self._looking = False
+        """A message says the lease changed: read the state in Redis (which decides)."""
+        self._pending.coalesce(lambda: self._call("state", "", "", ""))
 
     def _lose(self, tid: str, reason: str) -> None:
         mine = self._view.mine.pop(tid, None)
@@ -414,14 +380,9 @@ class RedisArbiter:
         if not mine.future.done():
             mine.future.set_exception(self._unavailable(mine.ticket, reason))
 
-    def _beat_now(self, tid: str, fence: str, ticket: str) -> dict[str, Any]:
-        ttl_ms = str(int(self.ttl_s * 1000))
-        return self._link.beat(tid, self._client_id, ttl_ms, fence, ticket)
-
     def _unavailable(self, ticket: Ticket, why: object) -> GuardUnavailable:
-        return GuardUnavailable(
-            operation=ticket.operation, model=ticket.model, scope=self.scope, reason=str(why)
-        )
+        op, model = ticket.operation, ticket.model
+        return GuardUnavailable(operation=op, model=model, scope=self.scope, reason=str(why))
 
     async def aclose(self) -> None:
         """Stop listening and beating, tell Redis what is still pending, close the client."""
@@ -433,19 +394,6 @@ class RedisArbiter:
 
     def __repr__(self) -> str:
         return f"<RedisArbiter {self.key!r} mine={len(self._view.mine)}>"
-
-
-_PLACE_GONE: Final = (
-    "its place in line is gone from Redis (its process did not renew it in time, "
-    "or Redis lost its data)"
-)
-
-
-def _place_gone(mine: Mine, tid: str, version: int, listed: set[str]) -> bool:
-    """A state newer than ``mine``'s place in line no longer lists it (a withdrawal is no loss)."""
-    return (
-        mine.fence is None and not mine.leaving and 0 < mine.version < version and tid not in listed
-    )
 
 
 def _ignore(ticket: Ticket, value: Any) -> None:

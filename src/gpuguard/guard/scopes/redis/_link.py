@@ -109,7 +109,7 @@ class RedisLink:
         return _decode(raw, sent)
 
     def beat(
-        self, tid: str, client_id: str, ttl_ms: str, fence: str, ticket: str
+        self, tid: str, fence: str, ticket: str, *, client_id: str, ttl_ms: str
     ) -> dict[str, Any]:
         """Renew (``beat``) on the heartbeat's own connection; called from its thread."""
         sent = time.monotonic()

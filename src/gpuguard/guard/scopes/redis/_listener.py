@@ -20,6 +20,7 @@ from typing import Final
 from redis.exceptions import RedisError
 
 from ._link import RedisLink
+from ._pending import PendingCalls
 
 __all__ = ["RECONNECT_S", "GrantListener"]
 
@@ -64,6 +65,18 @@ class GrantListener:
         heard = self._syncs[token] = asyncio.get_running_loop().create_future()
         await self._link.publish(f"sync {token}")
         await heard
+
+    async def settle(self, pending: PendingCalls) -> None:
+        """Wait until ``pending`` calls have landed and every message before was handled."""
+        while True:
+            await pending.drain()
+            if not self.running:
+                return
+            await self.sync()
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if not pending.busy:
+                return
 
     async def stop(self) -> None:
         """Stop listening."""
