@@ -18,8 +18,9 @@ Every grant is published on ``P:events`` as ``grant <ticket> <fence>``: waiters 
 that push, never by polling (the push only makes them read the state: this script decides).
 A ``beat`` of a holder whose grant Redis forgot with every key (no ``P:fence``: nobody was
 granted since) re-asserts that grant. Times come from Redis ``TIME`` unless the caller
-passes ``now`` (tests on a fake clock). Service order mirrors :func:`gpuguard.guard._queue.effective_priority`:
-a waiter rises one level per ``aging_ms`` waited (capped at interactive); FIFO within a level.
+passes ``now`` (tests on a fake clock). Service order mirrors
+:func:`gpuguard.guard._queue.effective_priority`: a waiter rises one level per ``aging_ms``
+waited (capped at interactive); FIFO within a level.
 """
 
 from __future__ import annotations
