@@ -335,9 +335,7 @@ class RedisArbiter:
     def _apply(self, state: dict[str, Any]) -> None:
         """Take Redis's view of the lease."""
         self._view.read(state, self._clock.monotonic())
-        h = state["h"]
-        others = h and not self._view.is_mine(h["t"])
-        self._heartbeat.holder_expires(state["sent"] + state["pttl"] / 1000.0 if others else None)
+        self._heartbeat.saw(state, self._view.is_mine)
 
     def _start_tasks(self) -> None:
         """Start listening for grants and beating, if not yet (or after a failed start)."""
@@ -369,6 +367,8 @@ class RedisArbiter:
 
     def _expired(self, reason: str) -> None:
         """No beat confirmed this process in time: fence its grant, fail its waiters."""
+        if not self._heartbeat.lapsed:
+            return  # confirmed since (a grant or a place taken just now, on a fresh answer)
         for tid, mine in list(self._view.mine.items()):
             if mine.fence is not None:
                 self._lose(tid, reason)

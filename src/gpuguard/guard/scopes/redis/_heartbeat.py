@@ -76,15 +76,22 @@ class Heartbeat:
         on_answer: Callable[[dict[str, Any], str, str], None],
         on_expired: Callable[[str], None],
     ) -> None:
-        """Start both threads (once), reporting to the running event loop."""
-        if self._threads:
+        """Start both threads (unless they run), reporting to the running event loop."""
+        self._loop = asyncio.get_running_loop()  # a guard used on a later loop reports there
+        if self._threads and all(thread.is_alive() for thread in self._threads):
             return
-        self._loop = asyncio.get_running_loop()
+        self._threads.clear()
         self._on_answer, self._on_expired = on_answer, on_expired
         for target, name in ((self._beats, "beat"), (self._fence, "fence")):
             thread = threading.Thread(target=target, name=f"gpuguard-redis-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    @property
+    def lapsed(self) -> bool:
+        """True from an expiry until the next confirmation (an expiry reported, then undone)."""
+        with self._cond:
+            return self._lapsed
 
     def confirm(self, until: float) -> None:
         """Redis keeps this process's grant (or place in line) until ``until`` (monotonic)."""
@@ -92,11 +99,16 @@ class Heartbeat:
             self._until, self._lapsed = until, False
             self._cond.notify_all()
 
-    def holder_expires(self, at: float | None) -> None:
-        """Another process's grant expires at ``at`` (monotonic): beat then, if waiting."""
+    def saw(self, state: dict[str, Any], is_mine: Callable[[str], bool]) -> None:
+        """A state read from Redis: if another process holds, beat as its grant expires."""
         with self._cond:
-            self._holder_expires = at
-            self._cond.notify_all()
+            self._holder_seen(state, is_mine)
+
+    def _holder_seen(self, state: dict[str, Any], is_mine: Callable[[str], bool]) -> None:
+        h = state["h"]
+        others = bool(h) and not is_mine(h["t"])
+        self._holder_expires = state["sent"] + state["pttl"] / 1000.0 if others else None
+        self._cond.notify_all()
 
     def poke(self) -> None:
         """Look again: this process's tickets changed."""
@@ -149,14 +161,12 @@ class Heartbeat:
                 return
 
     def _answered(self, state: dict[str, Any], tid: str, sent: float) -> None:
-        h = state["h"]
         with self._cond:
-            holding = _holding(self._tickets())
+            tickets = self._tickets()
+            holding = _holding(tickets)
             if state["r"] == "ok" and (holding[0] if holding else "") == tid:
                 self._until, self._lapsed = sent + self.ttl_s, False
-            others = h and h["t"] != tid
-            self._holder_expires = sent + state["pttl"] / 1000.0 if others else None
-            self._cond.notify_all()
+            self._holder_seen(state, tickets.__contains__)
 
     # --- the fencing thread --------------------------------------------------------------
 
