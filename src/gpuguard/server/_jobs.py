@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from .._events import EventBus
 from .._exceptions import SourceUnavailable
-from .._redact import redact
+from .._redact import mask_url
 from ..embed import BulkEmbedder
 from ..index import DatabaseTimeouts, SourcePolicy, VectorStore, resolve_source
 from ..jobs import JobInfo, JobManager, process_rag_documents, refresh_database_schemas
@@ -68,7 +69,7 @@ class IndexingJobs:
                 policy=self.policy,
                 timeouts=self.timeouts,
             ),
-            source=redact(database_url),
+            source=mask_url(database_url),
         )
 
     async def start_rag(self, path: Path) -> JobInfo:
@@ -105,5 +106,5 @@ class IndexingJobs:
 
 def _check_document_path(policy: SourcePolicy, path: Path) -> None:
     resolved = policy.check_path(path)
-    if not resolved.exists():
+    if not os.path.lexists(resolved):  # never raises, whatever the name
         raise SourceUnavailable(f"no such file or folder: {str(path)!r}")
