@@ -57,6 +57,7 @@ def test_public_names_are_exactly_these() -> None:
             "describe_database",
             "extract_text",
             "find_documents",
+            "private_directory",
             "read_document",
         ]
     )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._connect import DatabaseTimeouts, resolve_source
 from ._isolated import describe_database_isolated
+from ._private import private_directory
 from .documents import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_CHARS,
@@ -70,6 +71,7 @@ __all__ = [
     "describe_database_isolated",
     "extract_text",
     "find_documents",
+    "private_directory",
     "read_document",
     "resolve_source",
     "survey_documents",
