@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .._exceptions import DocumentError
 from ._docx import docx_text
+from ._opened import opened_refusal
 from .policy import SourcePolicy, is_hidden_name
 
 __all__ = [
@@ -120,18 +121,25 @@ def _sort_file(path: Path, survey: DocumentSurvey, policy: SourcePolicy | None) 
         survey.files.append(path)
 
 
-def read_document(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+def read_document(
+    path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, policy: SourcePolicy | None = None
+) -> bytes:
     """The file's bytes; :class:`DocumentError` if unreadable, irregular, too large or empty.
 
     Never blocks on a FIFO: the file is opened non-blocking and checked before reading.
+    Under ``policy``, what was opened is checked, not the path: the opened descriptor's
+    own file must lie inside the roots, so a file (or folder) swapped for a link after
+    the job's first check is not read (:func:`~gpuguard.index._opened.opened_path`).
     """
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise DocumentError(f"{path}: cannot read: {exc.strerror or exc}", path=str(path)) from exc
     with os.fdopen(descriptor, "rb") as file:
         try:
             info = os.fstat(descriptor)
+            if policy is not None and (refusal := opened_refusal(descriptor, path, policy)):
+                raise DocumentError(f"{path}: {refusal}", path=str(path))
             if not stat.S_ISREG(info.st_mode):
                 raise DocumentError(f"{path}: not a regular file", path=str(path))
             if info.st_size > max_bytes:

@@ -87,7 +87,7 @@ async def process_rag_documents(
                     continue
                 try:
                     source = await asyncio.to_thread(
-                        _prepare, path, stored.get(str(path)), chunking, budget, errors
+                        _prepare, path, stored.get(str(path)), chunking, budget, errors, policy
                     )
                 except DocumentError as exc:
                     issue = JobIssue(str(path), str(exc))
@@ -199,9 +199,10 @@ def _prepare(
     chunking: _Chunking,
     budget: _TextBudget,
     errors: list[JobIssue],
+    policy: SourcePolicy | None,
 ) -> PendingSource | None:
     """The file's chunks, or ``None`` when the stored ones are up to date."""
-    data = read_document(path, max_bytes=chunking.max_bytes)
+    data = read_document(path, max_bytes=chunking.max_bytes, policy=policy)
     digest = content_hash(data, chunking.size, chunking.overlap, chunking.model, chunking.max_chars)
     if digest == stored_hash:
         return None
