@@ -219,3 +219,16 @@ async def test_admin_logs_show_callers_the_jobs_words_not_the_drivers(
             assert error.removeprefix("SourceUnavailable: ") in shown
         # The operator still has the driver's words, in the server's own log.
         assert "does not exist" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "url", ["mssql+pymssql://sa@127.0.0.1/db", "postgresql+psycopg2://postgres@127.0.0.1/db"]
+)
+async def test_a_driver_that_is_not_installed_is_refused_before_any_job(
+    serve: ServeFactory, url: str
+) -> None:
+    async with serve() as server:
+        response = await server.http.post("/admin/jobs/schema-refresh", json={"database_url": url})
+        assert response.status_code == 400
+        assert "No module named" in response.json()["error"]["message"]
+        assert (await server.http.get("/admin/jobs")).json()["jobs"] == []
