@@ -52,7 +52,7 @@ class IndexingJobs:
         )
 
     async def start_schema_refresh(
-        self, database_url: str, *, schemas: Sequence[str] | None = None
+        self, database_url: str, *, schemas: Sequence[str] | None = None, caller: str = ""
     ) -> JobInfo:
         """Start refreshing ``schemas`` (default: every non-system one) of one database."""
         await asyncio.to_thread(resolve_source, database_url, self.policy)
@@ -70,9 +70,10 @@ class IndexingJobs:
                 timeouts=self.timeouts,
             ),
             source=mask_url(database_url),
+            caller=caller,
         )
 
-    async def start_rag(self, path: Path) -> JobInfo:
+    async def start_rag(self, path: Path, *, caller: str = "") -> JobInfo:
         """Start indexing the documents under ``path`` (then re-warm the LLM)."""
         await asyncio.to_thread(_check_document_path, self.policy, path)
         return self.manager.start(
@@ -89,6 +90,7 @@ class IndexingJobs:
                 max_chars_per_job=self.sources.max_chars_per_job,
             ),
             source=str(path),
+            caller=caller,
         )
 
     def list(self) -> list[JobInfo]:

@@ -69,7 +69,12 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
         # by an indexing job.
         bulk = gateway.bulk
         assert bulk is not None  # build_gateway always configures a CPU embedder
-        manager = JobManager(events=gateway.events, max_running=settings.sources.max_running_jobs)
+        manager = JobManager(
+            events=gateway.events,
+            max_running=settings.sources.max_running_jobs,
+            max_queued=settings.sources.max_queued_jobs,
+            max_queued_per_caller=settings.sources.max_queued_jobs_per_caller,
+        )
         stack.push_async_callback(manager.aclose)
         jobs = IndexingJobs(
             manager,
