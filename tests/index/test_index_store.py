@@ -32,6 +32,8 @@ def test_public_names_are_exactly_these() -> None:
         [
             "DEFAULT_MAX_BYTES",
             "DEFAULT_MAX_CHARS",
+            "ISOLATED_SUFFIXES",
+            "TextExtractor",
             "LOOPBACK_HOSTS",
             "SAFE_DRIVER_OPTIONS",
             "SUPPORTED_SUFFIXES",

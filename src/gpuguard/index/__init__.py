@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._connect import DatabaseTimeouts, resolve_source
+from ._extraction import ISOLATED_SUFFIXES, TextExtractor
 from ._isolated import describe_database_isolated
 from ._private import private_directory
 from .documents import (
@@ -48,6 +49,7 @@ _STORE_NAMES = frozenset({"Chunk", "SearchHit", "SourceKind", "StoreStats", "Vec
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_CHARS",
+    "ISOLATED_SUFFIXES",
     "LOOPBACK_HOSTS",
     "SAFE_DRIVER_OPTIONS",
     "SUPPORTED_SUFFIXES",
@@ -63,6 +65,7 @@ __all__ = [
     "StoreStats",
     "TableDescription",
     "TextChunk",
+    "TextExtractor",
     "VectorStore",
     "chunk_text",
     "content_hash",

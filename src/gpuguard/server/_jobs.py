@@ -88,6 +88,7 @@ class IndexingJobs:
                 policy=self.policy,
                 max_chars_per_file=self.sources.max_chars_per_file,
                 max_chars_per_job=self.sources.max_chars_per_job,
+                extract_timeout_s=self.sources.extract_timeout_s,
             ),
             source=str(path),
             caller=caller,
