@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
@@ -44,9 +45,17 @@ class TextExtractor:
         self._child: Any = None
         self._connection: Connection | None = None
 
-    async def extract(self, path: Path, data: bytes, *, max_chars: int) -> str:
+    async def extract(
+        self,
+        path: Path,
+        data: bytes,
+        *,
+        max_chars: int,
+        on_sent: Callable[[], None] | None = None,
+    ) -> str:
         """The text of ``data`` (the bytes of ``path``), as :func:`extract_text` gives it.
 
+        ``on_sent`` is called once the child has the document (it is working on it now).
         Raises :class:`DocumentError` as :func:`extract_text` does, and when the isolated
         extraction took longer than ``timeout_s`` or its child died.
         """
@@ -54,6 +63,8 @@ class TextExtractor:
             return await asyncio.to_thread(extract_text, path, data, max_chars=max_chars)
         connection = await self._started()
         await asyncio.to_thread(connection.send, (str(path), data, max_chars))
+        if on_sent is not None:
+            on_sent()
         receiving = asyncio.ensure_future(asyncio.to_thread(_receive, connection))
         try:
             status, value = await asyncio.wait_for(asyncio.shield(receiving), self.timeout_s)

@@ -16,7 +16,6 @@ from ..embed import BulkEmbedder
 from ..index import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_CHARS,
-    ISOLATED_SUFFIXES,
     Chunk,
     SourcePolicy,
     TextExtractor,
@@ -81,7 +80,7 @@ async def process_rag_documents(
             reporter.publish("progress", f"{removed} deleted file(s) removed")
         chunking = _Chunking(chunk_size, chunk_overlap, bulk.name, max_bytes, max_chars_per_file)
         budget = _TextBudget(max_chars_per_job)
-        reading = _Reading(policy, TextExtractor(timeout_s=extract_timeout_s))
+        reading = _Reading(policy, TextExtractor(timeout_s=extract_timeout_s), reporter)
         embedded: list[str] = []
         unchanged: list[str] = []
 
@@ -91,8 +90,6 @@ async def process_rag_documents(
                     errors.append(JobIssue(str(path), budget.refusal()))
                     reporter.advance(f"skipped {path}: {budget.refusal()}")
                     continue
-                if path.suffix.lower() in ISOLATED_SUFFIXES:
-                    reporter.publish("progress", f"extracting the text of {path}")
                 try:
                     source = await _prepare(
                         path, stored.get(str(path)), chunking, budget, errors, reading
@@ -215,7 +212,12 @@ async def _prepare(
     if digest == stored_hash:
         return None
     allowance = budget.allowance(chunking.max_chars)
-    text = await reading.extractor.extract(path, data, max_chars=allowance)
+    text = await reading.extractor.extract(
+        path,
+        data,
+        max_chars=allowance,
+        on_sent=lambda: reading.reporter.publish("progress", f"extracting the text of {path}"),
+    )
     budget.spend(len(text))
     if len(text) >= allowance:
         limit = "file" if allowance == chunking.max_chars else "job"
@@ -241,7 +243,8 @@ def _read(path: Path, chunking: _Chunking, policy: SourcePolicy | None) -> tuple
 
 @dataclass(frozen=True, slots=True)
 class _Reading:
-    """How a job reads its files: under which policy, extracting text where."""
+    """How a job reads its files: under which policy, extracting text where, told to whom."""
 
     policy: SourcePolicy | None
     extractor: TextExtractor
+    reporter: JobReporter
