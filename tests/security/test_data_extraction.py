@@ -100,3 +100,9 @@ def test_html_text_stops_at_the_text_bound() -> None:
         tracemalloc.stop()
     assert len(text) == 10_000
     assert peak < 2_000_000
+
+
+def test_a_word_cut_by_the_stream_stays_whole() -> None:
+    boundary = 64 * 1024
+    data = b"<p>" + b" " * (boundary - 3 - 4) + b"splitword</p>"
+    assert extract_text(Path("cut.html"), data) == "splitword"

@@ -21,7 +21,11 @@ _HIDDEN = frozenset({"script", "style", "noscript", "template"})
 
 
 class _TextCollector(HTMLParser):
-    """Keeps the visible text of what it is fed, up to ``max_chars`` characters."""
+    """Keeps the visible text of what it is fed, up to ``max_chars`` characters.
+
+    Text between two tags is one piece, however the feeding cut it: a run of text is kept
+    until the next tag (or until it alone would pass the bound) and then stripped.
+    """
 
     def __init__(self, max_chars: int) -> None:
         super().__init__(convert_charrefs=True)
@@ -29,27 +33,40 @@ class _TextCollector(HTMLParser):
         self.pieces: list[str] = []
         self.size = 0
         self._hidden = 0
+        self._run: list[str] = []
+        self._run_size = 0
 
     @property
     def full(self) -> bool:
         return self.size >= self.max_chars
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.flush()
         if tag in _HIDDEN:
             self._hidden += 1
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         """A self-closed tag (``<br/>``, ``<script/>``) opens nothing."""
+        self.flush()
 
     def handle_endtag(self, tag: str) -> None:
+        self.flush()
         if tag in _HIDDEN and self._hidden:
             self._hidden -= 1
 
     def handle_data(self, data: str) -> None:
         if self._hidden or self.full:
             return
-        piece = data.strip()
-        if piece:
+        self._run.append(data)
+        self._run_size += len(data)
+        if self.size + self._run_size >= self.max_chars:
+            self.flush()
+
+    def flush(self) -> None:
+        """End the current run of text: keep it, stripped, as one piece."""
+        piece = "".join(self._run).strip()
+        self._run, self._run_size = [], 0
+        if piece and not self.full:
             self.size += len(piece) + (1 if self.pieces else 0)  # the joining space
             self.pieces.append(piece)
 
@@ -69,4 +86,5 @@ def html_text(data: bytes, max_chars: int) -> str:
     else:
         collector.feed(decoder.decode(b"", final=True))
         collector.close()
+    collector.flush()
     return " ".join(collector.pieces)
