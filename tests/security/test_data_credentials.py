@@ -7,6 +7,7 @@ port, or a PostgreSQL double of the test's own that asks for a cleartext passwor
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,24 @@ async def test_a_driver_that_is_not_installed_is_refused_before_any_job(
         assert response.status_code == 400
         assert "No module named" in response.json()["error"]["message"]
         assert (await server.http.get("/admin/jobs")).json()["jobs"] == []
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql+mysqldb://root@localhost/test", "mariadb+pymysql://root@LOCALHOST/test"]
+)
+def test_mysql_localhost_means_tcp_for_a_caller(url: str) -> None:
+    from gpuguard.index._connect import url_only_args
+
+    assert url_only_args(make_url(url)) == {"host": "127.0.0.1", "port": 3306}
+
+
+def test_libpq_is_given_nothing_to_look_up() -> None:
+    from gpuguard.index._connect import url_only_args
+
+    forced = url_only_args(make_url("postgresql+psycopg://postgres@localhost/test"))
+    assert forced["passfile"] == os.devnull
+    assert (forced["password"], forced["port"], forced["gssencmode"]) == ("", 5432, "disable")
+    assert not Path(forced["sslcert"]).exists()
+    given = url_only_args(make_url("postgresql+psycopg://postgres:pw@localhost:5433/test"))
+    assert "password" not in given
+    assert given["port"] == 5433

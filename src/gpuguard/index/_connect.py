@@ -143,12 +143,17 @@ def url_only_args(parsed: Any) -> dict[str, Any]:
     port or the default one (never ``PGPORT``), no client certificate, no GSSAPI. Variables
     libpq reads for what is not given (``PGSERVICE``, ``PGOPTIONS``...) are cleared by the
     process that connects (:func:`gpuguard.index._isolated`). PyMySQL reads no option file
-    unless asked (``read_default_file`` is not an allowed option) and no environment.
+    unless asked (``read_default_file`` is not an allowed option) and no environment; for
+    MySQL and MariaDB ``localhost`` is ``127.0.0.1``, since libmysqlclient (mysqlclient)
+    takes ``localhost`` for its Unix socket, where ``unix_socket`` authentication needs no
+    password.
     """
     backend = parsed.get_backend_name()
     if backend not in _DEFAULT_PORTS:
         return {}
     forced: dict[str, Any] = {"port": parsed.port or _DEFAULT_PORTS[backend]}
+    if backend != "postgresql" and str(parsed.host).lower() == "localhost":
+        forced["host"] = "127.0.0.1"
     if backend == "postgresql":
         forced |= {
             "passfile": os.devnull,
