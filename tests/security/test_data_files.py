@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +93,46 @@ async def test_the_servers_data_dir_and_index_are_owner_only(serve: ServeFactory
     assert {path.name: mode(path) & 0o077 for path in written} == dict.fromkeys(
         [path.name for path in written], 0
     )
+
+
+@pytest.fixture
+def traversable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder every local user may enter (as a home or /srv would be); removed after."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="gpuguard-local-users-", dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def as_another_user(*command: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``command`` as the unprivileged ``nobody`` (the tests run as root in CI)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the local-user attacks need root to run a command as another user")
+        pytest.skip("needs root to run a command as another user")
+    return subprocess.run(
+        ["runuser", "-u", "nobody", "--", *command], capture_output=True, check=False
+    )
+
+
+def test_another_local_user_cannot_read_the_index_back(traversable: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        path = traversable / "state" / "index.db"
+        store = VectorStore(path)
+        write_one(store)  # "the private note", as if from a 0600 file of the operator's
+    finally:
+        os.umask(previous)
+    try:
+        for target in (path, path.with_name("index.db-wal"), path.parent):
+            attempt = as_another_user("cat" if target.is_file() else "ls", str(target))
+            assert attempt.returncode != 0, target
+            assert b"private note" not in attempt.stdout
+            assert b"Permission denied" in attempt.stderr
+    finally:
+        store.close()
