@@ -9,7 +9,8 @@ its own children (the text extractor) and the wall time:
 2. a PDF whose pages re-run one content stream of empty text objects (no text, CPU on
    every page), extracted by :class:`~gpuguard.index.TextExtractor` with a 1 s limit: the
    time until the child was stopped;
-3. a RAG job over a folder of unsupported files: the size of its JSON view.
+3. RAG jobs (the job's process is the server's side, its child the extractor): over those
+   two hostile files, and over a folder of unsupported files; the size of the job's view.
 
 Usage: ``python bench/indexing_bounds.py [--quick]``.
 """
@@ -129,6 +130,12 @@ def main() -> None:
         pdf = folder / "burn.pdf"
         write_pdf(pdf, pages=200)
         row("PDF 200 pages re-running one stream, 1 s limit", pdf, measure("extractor", pdf))
+        hostile = folder / "hostile" / "files"
+        hostile.mkdir(parents=True)
+        for source in (folder / "nested-4.html", pdf):
+            (hostile / source.name).write_bytes(source.read_bytes())
+        job = measure("job", folder / "hostile")
+        row("RAG job over that HTML and that PDF, 30 s limit", None, job, unit="bytes")
         files = folder / "job" / "files"
         files.mkdir(parents=True)
         count = 4_000 if args.quick else 40_000
