@@ -183,7 +183,7 @@ class JobManager:
 
     def _claim(self, job: str, job_id: str) -> asyncio.Future[None] | None:
         """``None`` when the job may run now; else the future that says its turn came."""
-        if self.max_running is None or self._running[job] < self.max_running:
+        if self._may_run_now(job):
             self._running[job] += 1
             self._holding[job_id] = job
             return None

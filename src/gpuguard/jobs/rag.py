@@ -228,11 +228,15 @@ async def _prepare(
                 f"(the {limit} limit on extracted text)",
             )
         )
-    chunks = [
+    chunks = await asyncio.to_thread(_chunks, path, text, chunking)
+    return PendingSource("document", str(path), digest, chunks)
+
+
+def _chunks(path: Path, text: str, chunking: _Chunking) -> list[Chunk]:
+    return [
         Chunk(piece.text, {"path": str(path), "start": piece.start, "end": piece.end})
         for piece in chunk_text(text, size=chunking.size, overlap=chunking.overlap)
     ]
-    return PendingSource("document", str(path), digest, chunks)
 
 
 def _read(path: Path, chunking: _Chunking, policy: SourcePolicy | None) -> tuple[bytes, str]:
