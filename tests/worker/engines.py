@@ -64,6 +64,11 @@ class Engine:
     def unpicklable(self) -> object:
         return lambda: None
 
+    def hold_gil(self, marker: str, seconds: int) -> None:
+        """Sleep in C *with* the GIL held (a PyDLL call): no other Python thread here runs."""
+        Path(marker).write_text(str(os.getpid()))
+        ctypes.PyDLL(None).sleep(seconds)
+
     def close(self) -> None:
         self.closed = True
 
