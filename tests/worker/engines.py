@@ -38,6 +38,13 @@ class Engine:
             yield i
             i += 1
 
+    def count_until_closed(self, marker: str) -> Iterator[int]:
+        """Count for ever; ``marker`` appears once the iterator has been closed."""
+        try:
+            yield from self.count()
+        finally:
+            Path(marker).touch()
+
     def how_many(self) -> int:
         return self.produced
 
