@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import functools
 import os
 import queue
 import signal
@@ -30,15 +31,21 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once: a child forked after the first call only calls into it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _prctl(option: int, value: int) -> bool:
     """``prctl(option, value)``; False where there is no ``prctl`` or it refused."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return False
-    return int(libc.prctl(option, value, 0, 0, 0)) == 0
+    libc = _libc()
+    return libc is not None and int(libc.prctl(option, value, 0, 0, 0)) == 0
 
 
 def die_with_parent(parent_pid: int) -> bool:
