@@ -26,6 +26,12 @@ def gone(pid: int) -> bool:
     return stat is None or stat[0] == "Z"
 
 
+def state_of(pid: int) -> str | None:
+    """``/proc``'s one-letter state of ``pid`` (``T``: stopped); None once it is gone."""
+    stat = _stat(pid)
+    return None if stat is None else stat[0]
+
+
 def parent_of(pid: int) -> int | None:
     """The parent of a living ``pid``; None once it is gone."""
     stat = _stat(pid)

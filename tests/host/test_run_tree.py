@@ -9,13 +9,14 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from gpuguard import GpuGuard
 
-from ._trees import parent_of, wait_for
+from ._trees import gone, parent_of, state_of, wait_for
 from .conftest import GPUGUARD, ROOT, Processes, child_env, line
 
 # Says who it is, then runs until the file named by argv[1] exists.
@@ -43,6 +44,22 @@ if os.fork() == 0:
     os._exit(0)
 os.wait()
 sys.exit(4)
+"""
+
+# Runs a tree and cancels its wait when a line comes on stdin: the tree must be gone first.
+CANCELLED_WAIT = """
+import asyncio, os, sys
+from gpuguard.cli._tree import ProgramTree
+async def main():
+    tree = ProgramTree([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+    waiting = asyncio.ensure_future(tree.wait())
+    await asyncio.to_thread(sys.stdin.readline)
+    waiting.cancel()
+    try:
+        await waiting
+    except asyncio.CancelledError:
+        os.write(1, b"cancelled\\n")
+asyncio.run(main())
 """
 
 # Reports the first signal it gets and exits 9; a second one would kill it (default action).
@@ -163,18 +180,15 @@ async def test_signals_are_passed_on_and_the_programs_status_returned(
     assert await asyncio.wait_for(run.wait(), 30) == 9
 
 
-async def test_ctrl_c_at_the_terminal_reaches_the_program_once(
-    processes: Processes, strays: list[int]
-) -> None:
-    # A shell runs the job in a process group of its own, and the terminal sends SIGINT to
-    # that whole group: the program must get it once (through gpuguard), not twice.
+def stopped(pid: int) -> bool:
+    return state_of(pid) == "T"
+
+
+async def start_as_a_job(processes: Processes, *argv: str) -> asyncio.subprocess.Process:
+    """``gpuguard ARGV`` in a process group of its own, as a shell runs a job."""
     run = await asyncio.create_subprocess_exec(
         str(GPUGUARD),
-        "run",
-        "--",
-        sys.executable,
-        "-c",
-        REPORTER,
+        *argv,
         cwd=ROOT,
         env=child_env(),
         stdin=asyncio.subprocess.PIPE,
@@ -183,6 +197,31 @@ async def test_ctrl_c_at_the_terminal_reaches_the_program_once(
         start_new_session=True,
     )
     processes.started.append(run)
+    return run
+
+
+async def test_ctrl_z_stops_the_job_and_fg_continues_it(
+    processes: Processes, strays: list[int]
+) -> None:
+    run = await start_as_a_job(processes, "run", "--", sys.executable, "-c", REPORTER)
+    program = int((await line(run)).split()[1])
+    strays.append(program)
+    os.killpg(run.pid, signal.SIGTSTP)  # Ctrl-Z: the terminal signals the job's group
+    for pid in (program, run.pid):
+        await asyncio.to_thread(wait_for, partial(stopped, pid), f"{pid} to stop")
+    os.killpg(run.pid, signal.SIGCONT)  # fg
+    await asyncio.to_thread(wait_for, lambda: state_of(program) != "T", "the program to go on")
+    run.send_signal(signal.SIGTERM)
+    assert await line(run) == f"got {int(signal.SIGTERM)}"
+    assert await asyncio.wait_for(run.wait(), 30) == 9
+
+
+async def test_ctrl_c_at_the_terminal_reaches_the_program_once(
+    processes: Processes, strays: list[int]
+) -> None:
+    # A shell runs the job in a process group of its own, and the terminal sends SIGINT to
+    # that whole group: the program must get it once (through gpuguard), not twice.
+    run = await start_as_a_job(processes, "run", "--", sys.executable, "-c", REPORTER)
     program = int((await line(run)).split()[1])
     strays.append(program)
     assert os.getpgid(program) != os.getpgid(run.pid), "the program shares the terminal's group"
@@ -191,3 +230,16 @@ async def test_ctrl_c_at_the_terminal_reaches_the_program_once(
     assert await asyncio.wait_for(run.wait(), 30) == 9  # the program's code, not 130
     assert run.stdout is not None
     assert await run.stdout.read() == b""
+
+
+async def test_a_cancelled_wait_kills_the_whole_tree_and_returns_once_it_is_gone(
+    processes: Processes, release: Path
+) -> None:
+    runner = await processes.start(sys.executable, "-c", CANCELLED_WAIT, DOUBLE_FORK, str(release))
+    said = dict(((await line(runner)).split(), (await line(runner)).split()))
+    worker = int(said["worker"])  # setsid'd, out of the program's group, its parent gone
+    assert not gone(worker)
+    assert runner.stdin is not None
+    runner.stdin.write(b"stop\n")
+    assert await line(runner) == "cancelled"
+    assert gone(worker), "the wait returned while a process of the tree still ran"

@@ -39,7 +39,7 @@ PASSED_SIGNALS = tuple(
 )
 """Passed on to the program; before it starts, nothing to do."""
 PAUSING_SIGNALS = tuple(signal.Signals[name] for name in ("SIGTSTP",) if hasattr(signal, name))
-"""Passed on to the program, then gpuguard stops too, so the shell sees the job stopped."""
+"""Stop the program (as SIGSTOP), then gpuguard stops too, so the shell sees the job stopped."""
 FORWARDED_SIGNALS = ENDING_SIGNALS + PASSED_SIGNALS + PAUSING_SIGNALS
 
 
@@ -76,10 +76,14 @@ async def run_under_lease(
 
     def on_signal(signum: int) -> None:
         nonlocal interrupted_by
-        if tree is not None:
+        if signum in PAUSING_SIGNALS:
+            if tree is not None:
+                # The program's group has no parent in its session (an orphaned group): the
+                # kernel drops a SIGTSTP sent to it, so it is stopped with SIGSTOP instead.
+                tree.signal(signal.SIGSTOP)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        elif tree is not None:
             tree.signal(signum)
-            if signum in PAUSING_SIGNALS:
-                os.kill(os.getpid(), signal.SIGSTOP)
         elif signum in ENDING_SIGNALS:
             interrupted_by = signum
             task.cancel(f"signal {signum} while waiting for the GPU")
