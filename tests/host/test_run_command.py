@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gpuguard import GpuGuard, Priority
 
-from ._trees import gone, wait_for
+from .._processes import gone, wait_for
 from .conftest import Processes, entries, line
 
 # A child that says it runs, then waits; SIGTERM makes it report and exit 7.

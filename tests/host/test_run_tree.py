@@ -16,7 +16,7 @@ import pytest
 
 from gpuguard import GpuGuard
 
-from ._trees import gone, parent_of, state_of, wait_for
+from .._processes import gone, parent_of, state_of, wait_for
 from .conftest import GPUGUARD, ROOT, Processes, child_env, line
 
 # Says who it is, then runs until the file named by argv[1] exists.

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,26 +17,9 @@ import pytest
 from gpuguard import ConfigError, WorkerCrashed, WorkerKilled
 from gpuguard.worker import WorkerProcess
 
+from .._processes import gone, wait_for
+
 ENGINE = "tests.worker.engines:build"
-POLL_LIMIT_S = 30.0
-
-
-def gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie counts: it holds no memory)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def wait_for(condition_met: object, what: str) -> None:
-    """A bounded readiness poll of another process (it has no event to wait on)."""
-    deadline = time.monotonic() + POLL_LIMIT_S
-    while not condition_met():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Looking at other processes of a tree from outside: alive or not, whose child."""
+"""Looking at other processes from outside: alive or not, stopped or not, whose child."""
 
 from __future__ import annotations
 
