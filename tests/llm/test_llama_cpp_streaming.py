@@ -22,7 +22,7 @@ from gpuguard import (
 )
 from gpuguard.llm import LlamaCppBackend
 
-from ..worker.test_worker_process import gone
+from .._processes import gone
 from ._support import HELLO, collect
 
 Script = Callable[..., Path]
