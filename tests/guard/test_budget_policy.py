@@ -275,3 +275,29 @@ def test_a_shared_scope_refuses_the_budget_naming_the_limit(scope: str) -> None:
 def test_impossible_budgets_are_refused_at_once() -> None:
     with pytest.raises(ValueError, match="headroom"):
         Budget(lambda: FakeDevices.with_gpus(1).info(0), headroom_bytes=-1)
+
+
+async def test_memory_declared_by_the_caller_counts_over_the_models_figure(
+    guard: GpuGuard,
+) -> None:
+    order: list[str] = []
+    chat = await start(guard, "chat", order, model="chat-8g", memory_bytes=70 * GIB)
+    embed = await start(guard, "embed", order, model="embed-2g")  # 72: fits
+    late = await start(guard, "late", order, memory_bytes=5 * GIB)  # 77: waits
+    assert embed.holding
+    assert not late.holding
+    with pytest.raises(WouldBlock):
+        async with guard.try_hold("peek", memory_bytes=0):
+            pass  # pragma: no cover - someone waits: no queue jumping
+    embed.finish()
+    await late.until_holding()
+    await finish_all(chat, embed, late)
+    lease = guard.acquire_nowait("declared", memory_bytes=GIB)
+    assert lease.ticket.memory_bytes == GIB
+    lease.release()
+
+
+async def test_a_negative_declaration_is_refused_at_once(guard: GpuGuard) -> None:
+    with pytest.raises(ValueError, match="memory_bytes"):
+        await guard.acquire("chat", memory_bytes=-1)
+    assert not guard.locked

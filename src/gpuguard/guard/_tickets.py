@@ -42,8 +42,6 @@ class Ticket:
     owner: Owner
     memory_bytes: int | None = None
     """The GPU memory the operation declares it needs (``None``: the policy's own figure)."""
-    transition: bool | None = None
-    """True for a load or unload; ``None``: the policy decides from :attr:`operation`."""
 
 
 @dataclass(frozen=True, slots=True)

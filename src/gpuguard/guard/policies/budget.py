@@ -9,8 +9,8 @@ that do not use gpuguard, and models kept loaded outside a lease).
 
 Rules beside the sum:
 
-* Loads and unloads (:data:`TRANSITIONS`, or :attr:`Ticket.transition`) never overlap each
-  other: those are the steps that allocate or free big blocks at once.
+* Loads and unloads (the operations in :data:`TRANSITIONS`) never overlap each other: those
+  are the steps that allocate or free big blocks at once.
 * With nobody holding, the head of the line is always admitted: the budget never waits
   longer than the exclusive policy would, and an operation too big to share (or whose size
   is unknown) runs alone.
@@ -36,7 +36,7 @@ __all__ = ["TRANSITIONS", "Budget", "GpuMemory"]
 _log = logging.getLogger("gpuguard.guard.budget")
 
 TRANSITIONS: Final = frozenset({"load", "unload", "prewarm", "rewarm", "embed-load"})
-"""The operations that load or unload a model, when a ticket does not say."""
+"""The operations that load or unload a model (the gateway's names for them)."""
 
 
 class GpuMemory(Protocol):
@@ -123,9 +123,7 @@ class Budget:
 
 
 def is_transition(ticket: Ticket) -> bool:
-    """True if ``ticket`` loads or unloads a model (it says so, or its operation does)."""
-    if ticket.transition is not None:
-        return ticket.transition
+    """True if ``ticket`` loads or unloads a model."""
     return ticket.operation in TRANSITIONS
 
 
