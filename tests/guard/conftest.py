@@ -52,7 +52,8 @@ async def make_guard(scope: str, clock: FakeClock, tmp_path: Path) -> AsyncItera
         if scope == "in-process-budget":
             gpu = FakeDevices.with_gpus(80 * 1024)
             policy = Budget(lambda: gpu.info(0), headroom_bytes=1024**3)
-            local = LocalArbiter(aging_s=options.pop("aging_s", 30.0), policy=policy)
+            aging_s = options.pop("aging_s", 30.0)
+            local = LocalArbiter(aging_s=aging_s, policy=policy, clock=clock)
             return GpuGuard(clock=clock, arbiter=local, **options)
         if scope == "host":
             host_guard = GpuGuard.host(lock_dir=tmp_path / "locks", clock=clock, **options)

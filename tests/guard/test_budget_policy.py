@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from gpuguard import ConfigError, FakeClock, GpuGuard, Priority, WouldBlock
+from gpuguard import ConfigError, FakeClock, GpuGuard, Priority, WaitTimeout, WouldBlock
 from gpuguard.devices import FakeDevices, GpuProcess
 from gpuguard.guard.policies import Budget
 from gpuguard.guard.scopes import make_arbiter
@@ -34,7 +34,7 @@ def budget_guard(
 ) -> GpuGuard:
     """A guard on an 80 GiB fake GPU with 4 GiB headroom (76 GiB to share)."""
     policy = Budget(lambda: devices.info(0), headroom_bytes=4 * GIB, footprints=FOOTPRINTS)
-    arbiter = LocalArbiter(aging_s=aging_s, policy=policy)
+    arbiter = LocalArbiter(aging_s=aging_s, policy=policy, clock=clock)
     return GpuGuard(clock=clock, arbiter=arbiter, wait_timeout=None)
 
 
@@ -301,3 +301,24 @@ async def test_a_negative_declaration_is_refused_at_once(guard: GpuGuard) -> Non
     with pytest.raises(ValueError, match="memory_bytes"):
         await guard.acquire("chat", memory_bytes=-1)
     assert not guard.locked
+
+
+@pytest.mark.parametrize("leaves", ["cancelled", "timed out"])
+async def test_when_the_big_waiter_leaves_the_line_those_behind_it_start_if_they_fit(
+    devices: FakeDevices, leaves: str
+) -> None:
+    clock = FakeClock()
+    guard = budget_guard(clock, devices)
+    order: list[str] = []
+    holder = await start(guard, "holder", order, model="big-60g")
+    big = await start(guard, "big", order, model="big-60g", wait_timeout=10.0)
+    smalls = [await start(guard, f"small{i}", order, model="small-1g") for i in range(2)]
+    assert not any(s.holding for s in smalls)
+    if leaves == "cancelled":
+        big.task.cancel()
+    else:
+        clock.advance(11.0)
+    await until(lambda: all(s.holding for s in smalls))  # not only at the holder's release
+    with pytest.raises(asyncio.CancelledError if leaves == "cancelled" else WaitTimeout):
+        await big.task
+    await finish_all(holder, *smalls)

@@ -49,7 +49,7 @@ def make_arbiter(
     if scope == "process":
         from .local import LocalArbiter
 
-        return LocalArbiter(aging_s=aging_s, policy=policy)
+        return LocalArbiter(aging_s=aging_s, policy=policy, clock=clock)
     if policy is not EXCLUSIVE and scope in SCOPES:
         raise ConfigError(
             f"the {policy.name} policy works in the process scope only: the {scope} scope "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+from ..._clock import Clock, SystemClock
 from .._arbiter import OnGrant, OnLost
 from .._queue import QueueEntry, WaiterQueue
 from .._tickets import Grant, Queued, Ticket
@@ -32,8 +33,12 @@ class LocalArbiter:
     decides_locally = True
     issues_fences = False
 
-    def __init__(self, *, aging_s: float | None, policy: Policy = EXCLUSIVE) -> None:
+    def __init__(
+        self, *, aging_s: float | None, policy: Policy = EXCLUSIVE, clock: Clock | None = None
+    ) -> None:
         self.policy = policy
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        """The guard's clock: the line's order when a waiter leaves it (aging)."""
         self._queue: WaiterQueue[_Waiter] = WaiterQueue(aging_s=aging_s)
         self._entries: dict[int, QueueEntry[_Waiter]] = {}
         self._holders: dict[int, Grant] = {}
@@ -68,9 +73,12 @@ class LocalArbiter:
         return future
 
     def withdraw(self, ticket: Ticket) -> bool:
-        """Leave the line (cancelled or timed out while waiting)."""
+        """Leave the line (cancelled or timed out); those behind may start if the policy admits."""
         entry = self._entries.pop(ticket.lease_id, None)
-        return entry is not None and self._queue.remove(entry)
+        if entry is None or not self._queue.remove(entry):
+            return False
+        self._grant_heads(self._clock.monotonic())
+        return True
 
     def release(self, ticket: Ticket, now: float) -> None:
         """Give ``ticket``'s grant back; grant waiters in line order while the policy admits."""
