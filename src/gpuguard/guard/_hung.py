@@ -68,8 +68,17 @@ class HungLeases:
             ),
         )
         _interrupt(lease, "hung")
-        if release or (lease.tracked and not lease.works):
-            self.end_quarantine(lease, "no GPU work was running" if not release else "")
+        if release:
+            self.end_quarantine(lease, "")
+        else:
+            self._end_if_idle(lease)
+
+    def _end_if_idle(self, lease: Lease) -> None:
+        """An interrupted lease with nothing left running on the GPU ends at once."""
+        if not lease.in_flight and lease.tracked:
+            self.end_quarantine(lease, "no GPU work was running")
+        elif not lease.in_flight and (lease.owner_task is None or lease.owner_task.done()):
+            self.end_quarantine(lease, "the task that held it has ended")
 
     def lost(self, lease: Lease, reason: str) -> None:
         """The arbiter says a granted lease of this process lost the GPU: stop its work.
@@ -86,8 +95,7 @@ class HungLeases:
             lease.timer.cancel()
             lease.timer = None
         _interrupt(lease, "lost its lease")
-        if lease.tracked and not lease.works:
-            self.end_quarantine(lease, "no GPU work was running")
+        self._end_if_idle(lease)
 
     def end_quarantine(self, lease: Lease, why: str) -> None:
         """A hung lease's work has really ended (or is let go): free the GPU."""
@@ -142,3 +150,4 @@ def _interrupt(lease: Lease, why: str) -> None:
         if not task.done():
             lease.interrupted.add(task)
             task.cancel(f"gpuguard: {lease.operation!r} {why}")
+    lease.close_idle_streams()
