@@ -7,6 +7,11 @@ and appends ``start``/``end`` lines (fence, system-wide monotonic time) to ``LED
 ``... URL NAME LEDGER wait`` queues for it, writes ``queued`` and waits to be killed.
 ``... URL NAME LEDGER brief`` queues for it (lease TTL 60 s), writes ``queued``, and once
 granted releases it and exits at once, without closing the guard: a short script's life.
+``... URL NAME LEDGER work KIND`` takes the lease (TTL 3 s) and does 4 s of GPU work: in a
+thread through ``lease.run(in_thread(...))`` (KIND ``thread``) or blocking the event loop
+(KIND ``blocking``); it writes ``working``, then ``work-end <ns>`` and how the hold ended.
+``... URL NAME LEDGER next`` queues for it (TTL 3 s), writes ``queued``, then
+``granted <ns>`` or ``refused <error>``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import random
 import sys
 import time
 
-from gpuguard import GpuGuard, GuardError, Priority
+from gpuguard import GpuGuard, GuardError, Priority, in_thread
 
 
 def log(ledger: str, line: str) -> None:
@@ -81,6 +86,38 @@ async def brief(url: str, name: str, ledger: str) -> None:
     # No aclose(): asyncio.run cancels whatever this process left to do in the background.
 
 
+async def work(url: str, name: str, ledger: str, kind: str) -> None:
+    guard = GpuGuard.redis(url, name, prefix="gpuguard-test-procs", ttl_s=3.0)
+    try:
+        async with guard.hold("long-work") as lease:
+            log(ledger, f"working {lease.fence}")
+            if kind == "thread":
+                await lease.run(in_thread(time.sleep, 4.0))
+            else:
+                time.sleep(4.0)  # noqa: ASYNC251  # blocks the event loop, on purpose
+            log(ledger, f"work-end {time.monotonic_ns()}")
+        log(ledger, "released")
+    except GuardError as exc:
+        log(ledger, f"work-end {time.monotonic_ns()}")
+        log(ledger, f"failed {type(exc).__name__}: {exc}")
+    finally:
+        await guard.aclose()
+
+
+async def next_(url: str, name: str, ledger: str) -> None:
+    guard = GpuGuard.redis(url, name, prefix="gpuguard-test-procs", ttl_s=3.0)
+    try:
+        hold = guard.hold("next", wait_timeout=30.0)
+        assert await hold.reserve()
+        log(ledger, "queued")
+        async with hold:
+            log(ledger, f"granted {time.monotonic_ns()}")
+    except GuardError as exc:
+        log(ledger, f"refused {type(exc).__name__}")
+    finally:
+        await guard.aclose()
+
+
 if __name__ == "__main__":
     url, name, ledger = sys.argv[1:4]
     if sys.argv[4] == "hold":
@@ -89,5 +126,9 @@ if __name__ == "__main__":
         asyncio.run(wait(url, name, ledger))
     elif sys.argv[4] == "brief":
         asyncio.run(brief(url, name, ledger))
+    elif sys.argv[4] == "work":
+        asyncio.run(work(url, name, ledger, sys.argv[5]))
+    elif sys.argv[4] == "next":
+        asyncio.run(next_(url, name, ledger))
     else:
         asyncio.run(hammer(url, name, ledger, int(sys.argv[4]), int(sys.argv[5])))

@@ -66,9 +66,12 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    """A ``redis-server`` of the test's own, on a free port, that the test may kill."""
+    """A ``redis-server`` of the test's own, on a free port, that the test may kill.
 
-    def __init__(self, directory: Path) -> None:
+    With ``tls`` (CA, certificate, key files) it speaks TLS only, on that port.
+    """
+
+    def __init__(self, directory: Path, tls: tuple[Path, Path, Path] | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             if os.environ.get("CI") == "true":
@@ -77,28 +80,40 @@ class PrivateRedis:
         self.binary = binary
         self.directory = directory
         self.port = free_port()
+        self.tls = tls
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start (or restart) the server, empty, and wait until it answers (bounded)."""
+        listen = ["--port", str(self.port)]
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        if self.tls is not None:
+            ca, cert, key = (str(path) for path in self.tls)
+            listen = [
+                *("--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert),
+                *("--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no"),
+            ]
+            client = redis.Redis(
+                "127.0.0.1", self.port, socket_timeout=0.5, ssl=True, ssl_ca_certs=ca
+            )
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *listen,
                 "--bind",
                 "127.0.0.1",
                 "--save",
                 "",
                 "--appendonly",
                 "no",
+                "--enable-debug-command",
+                "local",
                 "--dir",
                 str(self.directory),
             ],
             stdout=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         for _ in range(100):
             try:
                 client.ping()

@@ -70,29 +70,32 @@ class HungLeases:
         _interrupt(lease, "hung")
         if release:
             self.end_quarantine(lease, "")
-        elif not lease.in_flight and lease.tracked:
+        else:
+            self._end_if_idle(lease)
+
+    def _end_if_idle(self, lease: Lease) -> None:
+        """An interrupted lease with nothing left running on the GPU ends at once."""
+        if not lease.in_flight and lease.tracked:
             self.end_quarantine(lease, "no GPU work was running")
         elif not lease.in_flight and (lease.owner_task is None or lease.owner_task.done()):
             self.end_quarantine(lease, "the task that held it has ended")
 
     def lost(self, lease: Lease, reason: str) -> None:
-        """The arbiter says a granted lease of this process lost the GPU: stop its work."""
-        if lease.granted_at is None:
-            return
-        now = self._clock.monotonic()
-        if lease.state is LeaseState.HELD:
-            lease.state = LeaseState.LOST
-            lease.lost_reason = reason
-            self._telemetry.ended(
-                lease.ticket,
-                GpuStatus.FAILED,
-                waited_s=lease.waited_s,
-                held_s=now - lease.granted_at,
-                detail=f"lease lost: {reason}",
-            )
-            _interrupt(lease, "lost its lease")
-        lease.quarantined = False  # the GPU is no longer this lease's to keep
-        self._forget(lease)
+        """The arbiter says a granted lease of this process lost the GPU: stop its work.
+
+        As for a hung lease, its work is stopped (``stop`` called, tasks interrupted) and
+        awaited: the lease ends, and the loss is reported, only once that work has ended.
+        """
+        if lease.state is not LeaseState.HELD or lease.granted_at is None:
+            return  # a hung lease is being stopped already
+        lease.state = LeaseState.LOST
+        lease.lost_reason = reason
+        lease.quarantined = True
+        if lease.timer is not None:
+            lease.timer.cancel()
+            lease.timer = None
+        _interrupt(lease, "lost its lease")
+        self._end_if_idle(lease)
 
     def end_quarantine(self, lease: Lease, why: str) -> None:
         """A hung lease's work has really ended (or is let go): free the GPU."""
@@ -101,8 +104,16 @@ class HungLeases:
         lease.quarantined = False
         now = self._clock.monotonic()
         self._forget(lease)
-        detail = f"GPU free again: {why}" if why else "GPU handed on while its work may run"
-        self._telemetry.recovered(lease.ticket, held_s=now - lease.granted_at, detail=detail)
+        held_s = now - lease.granted_at
+        if lease.state is LeaseState.LOST:
+            detail = f"lease lost: {lease.lost_reason}; its work has ended ({why})"
+            waited_s = lease.waited_s
+            self._telemetry.ended(
+                lease.ticket, GpuStatus.FAILED, waited_s=waited_s, held_s=held_s, detail=detail
+            )
+        else:
+            detail = f"GPU free again: {why}" if why else "GPU handed on while its work may run"
+            self._telemetry.recovered(lease.ticket, held_s=held_s, detail=detail)
         self._arbiter.release(lease.ticket, now)
 
     def release(self, lease: Lease) -> NoReturn:

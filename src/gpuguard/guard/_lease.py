@@ -129,6 +129,11 @@ class Lease:
         return self.state is LeaseState.HUNG
 
     @property
+    def stopping(self) -> bool:
+        """True once hung or lost: its work is being stopped, and only then does it end."""
+        return self.state in (LeaseState.HUNG, LeaseState.LOST)
+
+    @property
     def in_flight(self) -> bool:
         """True while tracked work runs or a stream of this lease is open."""
         return bool(self.works or self.streams)
@@ -167,15 +172,15 @@ class Lease:
             self._if_all_stopped()
 
     def _if_all_stopped(self) -> None:
-        """Tell the keeper when a hung lease's last work (step or stream) has ended."""
-        if self.hung and not self.in_flight:
+        """Tell the keeper when a hung or lost lease's last work (step or stream) has ended."""
+        if self.stopping and not self.in_flight:
             self.keeper.work_stopped(self)
 
     def _if_hung(self, stop: StopWork) -> StopWork:
-        """``stop``, called only when this lease hung (not for a plain cancellation)."""
+        """``stop``, called only when this lease hung or was lost (not for a plain cancel)."""
 
         async def stop_if_hung() -> None:
-            if self.hung:
+            if self.stopping:
                 result = stop()
                 if result is not None:
                     await result

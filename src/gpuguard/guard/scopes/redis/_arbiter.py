@@ -6,7 +6,7 @@ See :mod:`gpuguard.guard.scopes.redis` for how the lease works.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import uuid
 from typing import Any
 
@@ -22,9 +22,9 @@ from ...policies import EXCLUSIVE
 from ._heartbeat import Heartbeat
 from ._link import RedisLink
 from ._listener import GrantListener
-from ._mirror import Mirror, ticket_json
+from ._mirror import ticket_json
 from ._pending import PendingCalls, told_too_late
-from ._view import LeaseView, Mine
+from ._view import PLACE_GONE, LeaseView, Mine
 
 __all__ = ["RedisArbiter"]
 
@@ -66,32 +66,31 @@ class RedisArbiter:
         if not ttl_s > 0:
             raise ValueError("ttl_s must be > 0")
         self.key = f"{prefix}:{{{name}}}"
-        self._link = RedisLink(
-            client, sync_client, self.key, aging_s=aging_s, queue_clock=queue_clock
-        )
         self.ttl_s = ttl_s
-        self.heartbeat_s = ttl_s / 3
+        self.heartbeat_s = ttl_s / 5
+        self.fence_margin_s = ttl_s / 4
+        self._link = RedisLink(
+            client,
+            sync_client,
+            self.key,
+            aging_s=aging_s,
+            beat_timeout_s=self.fence_margin_s,
+            queue_clock=queue_clock,
+        )
         self._clock = clock if clock is not None else SystemClock()
         self._client_id = uuid.uuid4().hex[:12]
         self._ids: dict[int, str] = {}
         self._view = LeaseView(self._client_id, aging_s)
         self._pending = PendingCalls()
-        self._listener = GrantListener(
-            self._link,
-            on_grant=self._on_published_grant,
-            on_change=self._on_published_change,
-            on_lost=self._connection_lost,
-        )
-        self._wake = asyncio.Event()
+        self._listener = GrantListener(self._link, on_change=self._look)
+        ttl_ms = str(int(ttl_s * 1000))
         self._heartbeat = Heartbeat(
-            self._view,
-            self._wake,
-            self._beat_once,
+            self._view.mine.copy,
+            functools.partial(self._link.beat, client_id=self._client_id, ttl_ms=ttl_ms),
+            ttl_s=ttl_s,
             every_s=self.heartbeat_s,
-            on_failed=self._connection_lost,
-            on_lost=self._renewal_lost,
+            margin_s=self.fence_margin_s,
         )
-        self._beater: asyncio.Task[None] | None = None
         self._on_grant: OnGrant = _ignore
         self._on_lost: OnLost = _ignore
 
@@ -129,16 +128,14 @@ class RedisArbiter:
         self._start_tasks()
         tid, mine = self._track(ticket, now)
         try:
-            state = self._call_now(
-                "acquire", tid, ticket_json(ticket, self._client_id, self.ttl_s), "0"
-            )
+            state = self._call_now("acquire", tid, mine.json, "0")
         except RedisError as exc:
             self._view.mine.pop(tid, None)
             raise self._unavailable(ticket, exc) from exc
         if state["r"] != "granted":
             self._view.mine.pop(tid, None)
             return False
-        self._granted(tid, mine, state["x"], waited_s=0.0, notify=False)
+        self._granted(tid, mine, state, waited_s=0.0, notify=False)
         return True
 
     async def try_acquire(self, ticket: Ticket, now: float) -> bool:
@@ -163,7 +160,7 @@ class RedisArbiter:
         # Tracked (and counted in the line) from the start: its grant may be published at
         # once, and a later request of this process must see it ahead of itself.
         tid, mine = self._track(ticket, now)
-        call = asyncio.ensure_future(self._send(op, tid, ticket, str(limit)))
+        call = asyncio.ensure_future(self._send(op, tid, mine, str(limit)))
         mine.asking = asyncio.shield(call)
         try:
             state = await mine.asking
@@ -181,22 +178,26 @@ class RedisArbiter:
             raise self._unavailable(ticket, exc) from exc
         result = state["r"]
         if result == "granted":
-            self._granted(tid, mine, state["x"], waited_s=0.0, notify=op == "enqueue")
+            self._granted(tid, mine, state, waited_s=0.0, notify=op == "enqueue")
             return mine.future
         if result == "queued":
-            self._wake.set()
+            mine.version = state["v"]
+            self._heartbeat.confirm(state["sent"] + self.ttl_s)
             return mine.future
         self._view.mine.pop(tid, None)
         return None
 
-    async def _send(self, op: str, tid: str, ticket: Ticket, limit: str) -> dict[str, Any]:
-        await self._start(ticket)
-        return await self._call(op, tid, ticket_json(ticket, self._client_id, self.ttl_s), limit)
+    async def _send(self, op: str, tid: str, mine: Mine, limit: str) -> dict[str, Any]:
+        await self._start(mine.ticket)
+        return await self._call(op, tid, mine.json, limit)
 
     def _track(self, ticket: Ticket, now: float) -> tuple[str, Mine]:
         """Start keeping ``ticket`` as one of this process's: its Redis id and its record."""
         tid = self._ids.setdefault(ticket.lease_id, f"{self._client_id}:{ticket.lease_id}")
-        mine = self._view.mine[tid] = Mine(ticket, now, asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        tk = ticket_json(ticket, self._client_id, self.ttl_s)
+        mine = self._view.mine[tid] = Mine(ticket, tk, now, future)
+        self._heartbeat.poke()
         return tid, mine
 
     def _abandoned(self, tid: str, mine: Mine) -> None:
@@ -205,9 +206,13 @@ class RedisArbiter:
             del self._view.mine[tid]
         self._give_back("drop", tid, "")
 
-    def _granted(self, tid: str, mine: Mine, fence: str, *, waited_s: float, notify: bool) -> None:
+    def _granted(
+        self, tid: str, mine: Mine, state: dict[str, Any], *, waited_s: float, notify: bool
+    ) -> None:
+        """Redis's answer ``state`` names ``mine`` as the holder: take the grant here."""
         if mine.fence is not None:
-            return  # both the answer and the published grant say so; the first one counts
+            return  # both a request's answer and a later read say so; the first one counts
+        fence, mine.version = state["h"]["f"], state["v"]
         if mine.gave_up:
             # Its task gave up before the grant reached this process: hand the GPU on.
             if self._view.mine.get(tid) is mine:
@@ -216,19 +221,24 @@ class RedisArbiter:
             return
         mine.fence = fence
         mine.grant = Grant(mine.ticket, self._clock.monotonic(), fence=int(fence))
+        self._heartbeat.confirm(state["sent"] + max(0, state["pttl"]) / 1000.0)
         if notify:
             self._on_grant(mine.ticket, waited_s)
         if not mine.future.done():
             mine.future.set_result(None)
-        self._wake.set()
 
-    def _take_grant(self, state: dict[str, Any]) -> None:
-        """If Redis names a waiting ticket of this process as the holder, grant it here."""
-        h = state["h"]
-        mine = self._view.mine.get(h["t"]) if h else None
-        if mine is not None and mine.fence is None:
+    def _reconcile(self, state: dict[str, Any]) -> None:
+        """Hold this process's tickets to what Redis says (:meth:`LeaseView.verdicts`)."""
+        verdicts = self._view.verdicts(state)
+        for tid, mine in verdicts.granted:
             waited = self._clock.monotonic() - mine.requested_at
-            self._granted(h["t"], mine, h["f"], waited_s=waited, notify=True)
+            self._granted(tid, mine, state, waited_s=waited, notify=True)
+        for tid, reason in verdicts.lost:
+            self._lose(tid, reason)
+        for tid, mine in verdicts.gone:
+            self._drop_waiter(tid, mine, PLACE_GONE)
+        if verdicts.unwanted is not None:
+            self._pending.spawn(self._call("release", *verdicts.unwanted, ""))
 
     # --- giving it back (one synchronous round trip) -----------------------------------------
 
@@ -241,6 +251,7 @@ class RedisArbiter:
             return False
         if mine.fence is not None:
             return False
+        mine.leaving = True
         try:
             state = self._call_now("withdraw", tid, "", "")
         except RedisError as exc:
@@ -248,7 +259,7 @@ class RedisArbiter:
         else:
             if state["r"] == "granted":  # by another's release, and not yet heard here
                 waited = self._clock.monotonic() - mine.requested_at
-                self._granted(tid, mine, state["x"], waited_s=waited, notify=True)
+                self._granted(tid, mine, state, waited_s=waited, notify=True)
                 if mine.fence is not None:
                     return False
         self._view.mine.pop(tid, None)
@@ -301,15 +312,7 @@ class RedisArbiter:
 
     async def settle(self) -> None:
         """Wait until Redis has heard every give-back and this view caught up (tests, bench)."""
-        while True:
-            await self._pending.drain()
-            if not self._listener.running:
-                return
-            await self._listener.sync()
-            for _ in range(3):
-                await asyncio.sleep(0)
-            if not self._pending.busy:
-                return
+        await self._listener.settle(self._pending)
 
     # --- talking to Redis -----------------------------------------------------------------
 
@@ -326,19 +329,18 @@ class RedisArbiter:
         """Read a transition's answer: the newest view of the lease, and any grant it names."""
         if state["v"] >= self._view.mirror.version:
             self._apply(state)
-            self._take_grant(state)
+            self._reconcile(state)
         return state
 
     def _apply(self, state: dict[str, Any]) -> None:
         """Take Redis's view of the lease."""
         self._view.read(state, self._clock.monotonic())
-        self._wake.set()
+        self._heartbeat.saw(state, self._view.is_mine)
 
     def _start_tasks(self) -> None:
         """Start listening for grants and beating, if not yet (or after a failed start)."""
         self._listener.start()
-        if self._beater is None:
-            self._beater = asyncio.create_task(self._heartbeat.run(), name="gpuguard-redis-beat")
+        self._heartbeat.start(self._beaten, self._expired)
 
     async def _start(self, ticket: Ticket) -> None:
         self._start_tasks()
@@ -347,58 +349,46 @@ class RedisArbiter:
         except RedisError as exc:
             raise self._unavailable(ticket, exc) from exc
 
-    def _on_published_grant(self, tid: str, fence: str) -> None:
-        for mine_id, mine in list(self._view.mine.items()):
-            if mine_id == tid and mine.fence is None:
-                waited = self._clock.monotonic() - mine.requested_at
-                self._granted(tid, mine, fence, waited_s=waited, notify=True)
-            elif mine_id != tid and mine.fence is not None and int(fence) > int(mine.fence):
-                self._lose(mine_id, "its grant expired and the GPU was granted to another")
-        if self._view.is_mine(tid) and tid not in self._view.mine:
-            # Granted to a ticket this process gave up on without Redis hearing it: give
-            # it back (the fence makes this a no-op if it was released meanwhile).
-            self._pending.spawn(self._call("release", tid, fence, ""))
-        self._on_published_change()
-
-    def _on_published_change(self) -> None:
-        self._pending.spawn(self._call("state", "", "", ""))
+    def _look(self) -> None:
+        """A message says the lease changed: read the state in Redis (which decides)."""
+        self._pending.coalesce(lambda: self._call("state", "", "", ""))
 
     def _lose(self, tid: str, reason: str) -> None:
         mine = self._view.mine.pop(tid, None)
         if mine is not None and mine.fence is not None:
             self._on_lost(mine.ticket, reason)
 
-    def _renewal_lost(self, tid: str) -> None:
-        self._lose(tid, "its grant was gone or taken over when it renewed it")
+    def _beaten(self, state: dict[str, Any], tid: str, fence: str) -> None:
+        """The heartbeat thread's answer, in the loop: the state, and a grant found gone."""
+        self._answer(state)
+        mine = self._view.mine.get(tid)
+        if state["r"] == "lost" and mine is not None and mine.fence == fence:
+            self._lose(tid, "its grant was gone or taken over when it renewed it")
 
-    def _connection_lost(self, reason: str) -> None:
-        """Redis is gone or restarted: no grant here can be trusted, no waiter will be served."""
+    def _expired(self, reason: str) -> None:
+        """No beat confirmed this process in time: fence its grant, fail its waiters."""
+        if not self._heartbeat.lapsed:
+            return  # confirmed since (a grant or a place taken just now, on a fresh answer)
         for tid, mine in list(self._view.mine.items()):
             if mine.fence is not None:
                 self._lose(tid, reason)
-            else:
-                del self._view.mine[tid]
-                if not mine.future.done():
-                    mine.future.set_exception(self._unavailable(mine.ticket, reason))
-        self._view.mirror = Mirror()
+            elif mine.asking is None or mine.asking.done():
+                self._drop_waiter(tid, mine, f"Redis did not answer in time ({reason})")
 
-    async def _beat_once(self, tid: str, fence: str) -> dict[str, Any]:
-        ttl_ms = str(int(self.ttl_s * 1000))
-        return await self._call("beat", tid, self._client_id, ttl_ms, fence)
+    def _drop_waiter(self, tid: str, mine: Mine, reason: str) -> None:
+        del self._view.mine[tid]
+        if not mine.future.done():
+            mine.future.set_exception(self._unavailable(mine.ticket, reason))
 
     def _unavailable(self, ticket: Ticket, why: object) -> GuardUnavailable:
-        return GuardUnavailable(
-            operation=ticket.operation, model=ticket.model, scope=self.scope, reason=str(why)
-        )
+        op, model = ticket.operation, ticket.model
+        return GuardUnavailable(operation=op, model=model, scope=self.scope, reason=str(why))
 
     async def aclose(self) -> None:
         """Stop listening and beating, tell Redis what is still pending, close the client."""
         self._pending.closed = True
         await self._listener.stop()
-        if self._beater is not None:
-            self._beater.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError):
-                await self._beater
+        await self._heartbeat.stop()
         await self._pending.drain(requests=False)
         await self._link.aclose()
 

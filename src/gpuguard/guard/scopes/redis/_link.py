@@ -1,19 +1,30 @@
-"""The Redis scope's connections: the lease script, in order, on two clients, and pub/sub.
+"""The Redis scope's connections: the lease script, in order, on three clients, and pub/sub.
 
 One asyncio client carries requests (one at a time, in the order they were made: a pool would
 let a later request of this process overtake an earlier one on another connection, breaking
 FIFO within a priority) and the pub/sub subscription; one synchronous client, with a short
-socket timeout, carries give-backs that must land before they return.
+socket timeout, carries give-backs that must land before they return; a third, synchronous,
+is the heartbeat thread's own. The URL may name an ACL user and password
+(``redis://user:password@host``) and TLS (``rediss://``, with ``ssl_ca_certs=...`` and the
+other ``ssl_*`` options redis-py reads from the query); all three clients use them.
+
+Every answer carries ``sent``: this host's monotonic time when the call was sent. Redis
+renewed or granted nothing before then, so a TTL it reports is counted from there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, Final
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 from ...._clock import Clock
 from ._lua import LEASE_SCRIPT
@@ -27,8 +38,9 @@ GIVE_BACK_TIMEOUT_S: Final = 0.25
 class RedisLink:
     """Runs the lease script for one GPU's keys (``key``) and listens on its channel.
 
-    ``aging_s`` is passed to every transition; ``queue_clock`` (tests on a fake clock, one
-    process only) replaces Redis ``TIME`` for the queue's times.
+    ``aging_s`` is passed to every transition; ``beat_timeout_s`` bounds each call of the
+    heartbeat's connection; ``queue_clock`` (tests on a fake clock, one process only)
+    replaces Redis ``TIME`` for the queue's times.
     """
 
     def __init__(
@@ -38,12 +50,15 @@ class RedisLink:
         key: str,
         *,
         aging_s: float | None,
+        beat_timeout_s: float,
         queue_clock: Clock | None = None,
     ) -> None:
         self._client = client
         self._script = client.register_script(LEASE_SCRIPT)
         self._sync = sync_client
         self._sync_script = sync_client.register_script(LEASE_SCRIPT)
+        self._beat_client = _like(sync_client, beat_timeout_s)
+        self._beat_script = self._beat_client.register_script(LEASE_SCRIPT)
         self.key = key
         self.channel = f"{key}:events"
         self._aging_ms = "0" if aging_s is None else repr(aging_s * 1000.0)
@@ -59,11 +74,23 @@ class RedisLink:
         :data:`GIVE_BACK_TIMEOUT_S`.
         """
         timeout = ttl_s / 3
+        # A connection Redis closed (a restart, CLIENT KILL) is replaced and the call sent
+        # once more: Redis ran nothing of it. A timeout is not retried (it may have run).
         client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=AsyncRetry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         quick = min(timeout, GIVE_BACK_TIMEOUT_S)
-        sync_client = redis.Redis.from_url(url, socket_timeout=quick, socket_connect_timeout=quick)
+        sync_client = redis.Redis.from_url(
+            url,
+            socket_timeout=quick,
+            socket_connect_timeout=quick,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
+        )
         return client, sync_client
 
     async def call(
@@ -71,13 +98,23 @@ class RedisLink:
     ) -> dict[str, Any]:
         """Run transition ``op``; calls of this process reach Redis in the order made."""
         async with self._in_order:
+            sent = time.monotonic()
             raw = await self._script(keys=[self.key], args=self._args(op, tid, arg, extra, fence))
-        return _decode(raw)
+        return _decode(raw, sent)
 
     def call_now(self, op: str, tid: str, arg: str, extra: str) -> dict[str, Any]:
         """:meth:`call` on the synchronous connection: done when it returns."""
+        sent = time.monotonic()
         raw = self._sync_script(keys=[self.key], args=self._args(op, tid, arg, extra, ""))
-        return _decode(raw)
+        return _decode(raw, sent)
+
+    def beat(
+        self, tid: str, fence: str, ticket: str, *, client_id: str, ttl_ms: str
+    ) -> dict[str, Any]:
+        """Renew (``beat``) on the heartbeat's own connection; called from its thread."""
+        sent = time.monotonic()
+        args = [*self._args("beat", tid, client_id, ttl_ms, fence), ticket]
+        return _decode(self._beat_script(keys=[self.key], args=args), sent)
 
     def pubsub(self) -> aioredis.client.PubSub:
         """A new subscription connection (subscribe it to :attr:`channel`)."""
@@ -91,12 +128,24 @@ class RedisLink:
         """Close both clients."""
         await self._client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
         self._sync.close()
+        self._beat_client.close()
 
     def _args(self, op: str, tid: str, arg: str, extra: str, fence: str) -> list[str]:
         now = "" if self._queue_clock is None else repr(self._queue_clock.monotonic() * 1000.0)
         return [op, tid, now, self._aging_ms, arg, extra, fence]
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
+def _decode(raw: bytes, sent: float) -> dict[str, Any]:
     state: dict[str, Any] = json.loads(raw)
+    state["v"], state["sent"] = int(state["v"]), sent
     return state
+
+
+def _like(client: redis.Redis[bytes], timeout_s: float) -> redis.Redis[bytes]:
+    """A client to the same Redis as ``client`` (user, password, TLS), with its own timeouts."""
+    pool = client.connection_pool
+    options = {**pool.connection_kwargs, "socket_timeout": timeout_s}
+    options["socket_connect_timeout"] = timeout_s
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options)
+    )

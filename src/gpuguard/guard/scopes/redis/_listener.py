@@ -1,9 +1,12 @@
 """The Redis scope's subscription: what Redis publishes on a lease's channel, as calls.
 
-Every grant is published as ``grant <ticket> <fence>``, any other change as ``changed``;
-``sync <token>`` messages are this process's own markers (:meth:`GrantListener.sync`: every
-message published before has been handled). A dropped subscription is reported once per
-drop, then re-established.
+Every grant is published as ``grant <ticket> <fence>``, any other change as ``changed``.
+A message is only a hint to look: any client of the same Redis can publish on the channel,
+so nothing is granted or taken away on a message's word; ``on_change`` reads the state in
+Redis, which decides. ``sync <token>`` messages are this process's own markers
+(:meth:`GrantListener.sync`: every message published before has been handled). A dropped
+subscription is re-established, and then ``on_change`` runs too (messages may have been
+missed meanwhile).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Final
 from redis.exceptions import RedisError
 
 from ._link import RedisLink
+from ._pending import PendingCalls
 
 __all__ = ["RECONNECT_S", "GrantListener"]
 
@@ -27,22 +31,13 @@ RECONNECT_S: Final = 0.1
 class GrantListener:
     """Listens on ``link``'s channel in a task of its own.
 
-    ``on_grant(ticket, fence)`` runs for every published grant, ``on_change()`` for any other
-    change, ``on_lost(reason)`` when the subscription drops after it had been established.
+    ``on_change()`` runs for every message but this process's own markers, and after the
+    subscription was re-established.
     """
 
-    def __init__(
-        self,
-        link: RedisLink,
-        *,
-        on_grant: Callable[[str, str], None],
-        on_change: Callable[[], None],
-        on_lost: Callable[[str], None],
-    ) -> None:
+    def __init__(self, link: RedisLink, *, on_change: Callable[[], None]) -> None:
         self._link = link
-        self._on_grant = on_grant
         self._on_change = on_change
-        self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
         self._subscribed: asyncio.Future[None] | None = None
         self._syncs: dict[str, asyncio.Future[None]] = {}
@@ -71,6 +66,18 @@ class GrantListener:
         await self._link.publish(f"sync {token}")
         await heard
 
+    async def settle(self, pending: PendingCalls) -> None:
+        """Wait until ``pending`` calls have landed and every message before was handled."""
+        while True:
+            await pending.drain()
+            if not self.running:
+                return
+            await self.sync()
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if not pending.busy:
+                return
+
     async def stop(self) -> None:
         """Stop listening."""
         if self._task is not None:
@@ -84,7 +91,9 @@ class GrantListener:
             pubsub = self._link.pubsub()
             try:
                 await pubsub.subscribe(self._link.channel)
-                if not self._subscribed.done():
+                if self._subscribed.done():
+                    self._on_change()  # back after a drop: what was missed is in Redis
+                else:
                     self._subscribed.set_result(None)
                 async for message in pubsub.listen():
                     if message["type"] == "message":
@@ -93,7 +102,6 @@ class GrantListener:
                 if not self._subscribed.done():
                     self._subscribed.set_exception(exc)
                     return
-                self._on_lost(f"connection to Redis lost: {exc}")
             finally:
                 with contextlib.suppress(RedisError):
                     await pubsub.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
@@ -101,12 +109,9 @@ class GrantListener:
 
     def _dispatch(self, data: str) -> None:
         kind, _, rest = data.partition(" ")
-        if kind == "sync":
-            future = self._syncs.pop(rest, None)
-            if future is not None and not future.done():
+        future = self._syncs.pop(rest, None) if kind == "sync" else None
+        if future is not None:
+            if not future.done():
                 future.set_result(None)
-        elif kind == "grant":
-            ticket, _, fence = rest.partition(" ")
-            self._on_grant(ticket, fence)
         else:
             self._on_change()

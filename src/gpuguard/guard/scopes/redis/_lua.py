@@ -11,12 +11,16 @@ Keys, all under one prefix ``P`` (a hash tag, so a cluster keeps them in one slo
 * ``P:tickets``  ticket id -> JSON (owner, operation, priority, arrival time, TTL to grant).
 * ``P:client:<c>`` a waiting process's liveness (TTL, heartbeat); a waiter whose process
   stopped beating is dropped from the line when its turn comes.
-* ``P:ver``      bumped on every change, so readers keep the newest view.
+* ``P:ver``      bumped on every change, so readers keep the newest view; it starts from
+  Redis ``TIME`` in microseconds, so it keeps increasing across a restart that lost it.
 
 Every grant is published on ``P:events`` as ``grant <ticket> <fence>``: waiters are woken by
-that push, never by polling. Times come from Redis ``TIME`` unless the caller passes ``now``
-(tests on a fake clock). Service order mirrors :func:`gpuguard.guard._queue.effective_priority`:
-a waiter rises one level per ``aging_ms`` waited (capped at interactive); FIFO within a level.
+that push, never by polling (the push only makes them read the state: this script decides).
+A ``beat`` of a holder whose grant Redis forgot with every key (no ``P:fence``: nobody was
+granted since) re-asserts that grant. Times come from Redis ``TIME`` unless the caller
+passes ``now`` (tests on a fake clock). Service order mirrors
+:func:`gpuguard.guard._queue.effective_priority`: a waiter rises one level per ``aging_ms``
+waited (capped at interactive); FIFO within a level.
 """
 
 from __future__ import annotations
@@ -58,8 +62,11 @@ local function alive(tk)
   return redis.call('EXISTS', P .. ':client:' .. tk.c) == 1
 end
 
+-- Versions start from Redis TIME (in us) when the key is missing, so a Redis that lost its
+-- data still reports versions newer than any it reported before.
 local dirty, announced = false, false
 local function changed()
+  if not dirty then redis.call('SET', P .. ':ver', string.format('%d', real_ms * 1000), 'NX') end
   redis.call('INCR', P .. ':ver')
   dirty = true
 end
@@ -170,7 +177,7 @@ local function state(result, extra)
   end)
   return cjson.encode({
     r = result, x = extra or false, now = now, h = h or false, pttl = pttl,
-    w = waiters, v = tonumber(redis.call('GET', P .. ':ver')) or 0,
+    w = waiters, v = redis.call('GET', P .. ':ver') or '0',
   })
 end
 
@@ -180,6 +187,15 @@ local function enter(tk)
   redis.call('SET', P .. ':client:' .. tk.c, '1', 'PX', tk.ttl)
 end
 
+if op == 'beat' and tid ~= '' and redis.call('EXISTS', HOLDER) == 0
+    and redis.call('EXISTS', P .. ':fence') == 0 then
+  -- Redis lost its data (restarted without persistence) and granted nobody since: the
+  -- holder's renewal re-asserts its grant, so nobody is granted beside its running work.
+  redis.call('SET', P .. ':fence', ARGV[7])
+  redis.call('HSET', TICKETS, tid, ARGV[8])
+  redis.call('SET', HOLDER, cjson.encode({t = tid, f = ARGV[7], g = now, h = false}), 'PX', ARGV[6])
+  changed()
+end
 promote()
 if op == 'acquire' or op == 'enqueue' then
   local tk = cjson.decode(arg)

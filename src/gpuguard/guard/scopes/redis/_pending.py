@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 __all__ = ["PendingCalls", "told_too_late"]
@@ -26,6 +26,7 @@ class PendingCalls:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inflight: set[asyncio.Future[None]] = set()
+        self._coalescing = self._again = False
         self.closed = False
 
     @property
@@ -52,6 +53,28 @@ class PendingCalls:
         task = asyncio.ensure_future(step)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+
+    def coalesce(self, step: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        """Run ``step()`` in the background; asked again meanwhile, once more after it.
+
+        However many asks arrive while one runs, at most one more run follows: a flood of
+        messages costs two reads, not one per message.
+        """
+        if self._coalescing:
+            self._again = True
+            return
+        self._coalescing = True
+        self.spawn(self._coalesced(step))
+
+    async def _coalesced(self, step: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        try:
+            while True:
+                self._again = False
+                await step()
+                if not self._again:
+                    return
+        finally:
+            self._coalescing = False
 
     async def drain(self, *, requests: bool = True) -> None:
         """Wait for the background calls (and, with ``requests``, the requests in flight)."""

@@ -14,14 +14,19 @@ import asyncio
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ...._events import Priority
 from ..._queue import effective_priority
 from ..._tickets import Grant, Queued, Ticket
 from ._mirror import Mirror
 
-__all__ = ["LeaseView", "Mine"]
+__all__ = ["PLACE_GONE", "LeaseView", "Mine", "Verdicts"]
+
+PLACE_GONE: Final = (
+    "its place in line is gone from Redis (its process did not renew it in time, "
+    "or Redis lost its data)"
+)
 
 
 @dataclass(slots=True)
@@ -29,17 +34,37 @@ class Mine:
     """A ticket of this process: waiting (``future`` unresolved) or holding (``fence``)."""
 
     ticket: Ticket
+    json: str
+    """The ticket as Redis keeps it (:func:`~._mirror.ticket_json`)."""
     requested_at: float
     future: asyncio.Future[None]
     fence: str | None = None
+    version: int = 0
+    """The version of the state in Redis that granted it (or queued it)."""
     grant: Grant | None = None
     asking: asyncio.Future[Any] | None = None
     """What its task awaits while Redis decides: cancelled with that task, at once."""
+    leaving: bool = False
+    """Withdrawing: Redis's answer will no longer list it, and that is no loss."""
 
     @property
     def gave_up(self) -> bool:
         """Its task was cancelled before the grant reached it (it may not have run since)."""
         return self.future.cancelled() or (self.asking is not None and self.asking.cancelled())
+
+
+@dataclass(slots=True)
+class Verdicts:
+    """What a state read from Redis means for this process's tickets (Redis decides)."""
+
+    granted: list[tuple[str, Mine]] = field(default_factory=list)
+    """Waiting tickets that Redis names as the holder."""
+    lost: list[tuple[str, str]] = field(default_factory=list)
+    """Held tickets (and why) that a later state no longer names as the holder."""
+    gone: list[tuple[str, Mine]] = field(default_factory=list)
+    """Queued tickets that a later state no longer lists (:data:`PLACE_GONE`)."""
+    unwanted: tuple[str, str] | None = None
+    """A grant (ticket, fence) to a ticket this process gave up on: to give back."""
 
 
 @dataclass(slots=True)
@@ -55,6 +80,31 @@ class LeaseView:
         """Take a newer state from Redis (its times converted to this process's clock)."""
         requested = {tid: m.requested_at for tid, m in self.mine.items()}
         self.mirror = Mirror.read(state, local_now, requested)
+
+    def verdicts(self, state: dict[str, Any]) -> Verdicts:
+        """Judge this process's tickets by ``state``, read from Redis after each of them.
+
+        Only states newer than a ticket's grant or place in line (``Mine.version``) judge
+        it; a withdrawal in flight (``leaving``) is no loss.
+        """
+        h, newer = state["h"], state["v"]
+        named = (h["t"], h["f"]) if h else None
+        listed = {w["id"] for w in state["w"]} if isinstance(state["w"], list) else set()
+        verdicts = Verdicts()
+        for tid, mine in self.mine.items():
+            if mine.fence is None and named is not None and named[0] == tid:
+                verdicts.granted.append((tid, mine))
+            elif mine.fence is not None and named != (tid, mine.fence) and newer > mine.version:
+                now_held = "another holds it" if named else "nobody holds it"
+                reason = f"its grant was gone or taken over in Redis ({now_held})"
+                verdicts.lost.append((tid, reason))
+            elif (
+                mine.fence is None and not mine.leaving and 0 < mine.version < newer
+            ) and tid not in listed:
+                verdicts.gone.append((tid, mine))
+        if named is not None and self.is_mine(named[0]) and named[0] not in self.mine:
+            verdicts.unwanted = named
+        return verdicts
 
     def holding(self) -> tuple[str, Mine] | None:
         """The ticket of this process that holds the GPU (its Redis id and record), if any."""
