@@ -181,9 +181,9 @@ def test_index_db_and_docs_print_plain_progress(server: Server, tmp_path: Path) 
     assert "rag-indexing" in out
     assert re.search(r"^  skipped .*broken\.pdf", out, re.MULTILINE), out
 
-    code, out = invoke("index", "docs", str(documents), "--url", server.url, "--json")
-    assert code == 0
-    job = json.loads(out)
+    result = runner.invoke(app, ["index", "docs", str(documents), "--url", server.url, "--json"])
+    assert result.exit_code == 0
+    job = json.loads(result.stdout)
     assert (job["job"], job["status"], job["source"]) == (
         "rag-indexing",
         "completed",
@@ -203,11 +203,11 @@ def test_a_successful_run_does_not_colour_its_error_count(
 
     from rich.console import Console
 
-    import gpuguard.cli._index
+    import gpuguard.cli._jobs
 
     screen = io.StringIO()
     terminal = Console(file=screen, force_terminal=True, width=300, highlight=False)
-    monkeypatch.setattr(gpuguard.cli._index, "console", terminal)
+    monkeypatch.setattr(gpuguard.cli._jobs, "console", terminal)
     url = write_sample_database(tmp_path / "shop.sqlite")
     code, out = invoke("index", "db", url, "--url", server.url)
     assert code == 0, out

@@ -10,6 +10,7 @@ an overall time limit (:mod:`gpuguard.index._isolated`).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,9 @@ from .._redact import redact
 from .policy import SourcePolicy
 
 __all__ = ["DatabaseTimeouts", "connect_args", "parse_url", "resolve_source"]
+
+# What a configured source's name looks like: a word, never a URL (no scheme, no "/").
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 _SCHEMES = {
     "postgres": "postgresql+psycopg",
@@ -70,6 +74,13 @@ def resolve_source(url_or_name: str, policy: SourcePolicy | None) -> str:
         url = policy.databases[url_or_name]
         _check_driver(parse_url(url))
         return url
+    if _SOURCE_NAME.fullmatch(url_or_name):
+        # A bare word is a source's name, never a URL: say which names there are.
+        names = ", ".join(sorted(policy.databases)) if policy is not None else ""
+        raise SourceUnavailable(
+            f"no database source named {url_or_name!r} (configured: {names or 'none'}; "
+            "see sources.databases), and it is not a database URL"
+        )
     parsed = parse_url(url_or_name)
     backend = parsed.get_backend_name()
     database = parsed.database

@@ -23,6 +23,7 @@ from . import (
     _openai_routes,
 )
 from ._auth import BearerToken, HostCheck, allowed_host_names
+from ._console import EventLog, log_start_up
 from ._context import JobRunner, Retriever, ServerContext
 from ._errors import install_error_handlers
 from ._limits import BodySizeLimit
@@ -71,6 +72,10 @@ def create_app(
             if context is None:
                 runtime = await stack.enter_async_context(open_runtime(settings))
                 context = runtime.context()
+            log_start_up(settings, context.gateway)
+            event_log = EventLog()
+            context.gateway.events.add_listener(event_log)
+            stack.callback(context.gateway.events.remove_listener, event_log)
             metrics = GuardMetrics(context.gateway.guard)
             metrics.start()
             stack.push_async_callback(metrics.aclose)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .._clock import SystemClock
 from ..guard import GpuGuard
 from ..guard.scopes import make_arbiter
+from ..guard.scopes.host import default_lock_dir
 from ._settings import GuardSettings
 
-__all__ = ["build_guard"]
+__all__ = ["build_guard", "lock_dir_of"]
+
+
+def lock_dir_of(limits: GuardSettings) -> Path | None:
+    """Where a host-scope lease meets the other processes (None for other scopes)."""
+    if limits.scope != "host":
+        return None
+    return limits.lock_dir if limits.lock_dir is not None else default_lock_dir()
 
 
 def build_guard(limits: GuardSettings) -> GpuGuard:
