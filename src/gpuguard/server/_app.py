@@ -116,6 +116,11 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(str(STATIC_DIR / "index.html"))
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        # Browsers ask for /favicon.ico whatever the page links; the icon is an SVG.
+        return FileResponse(str(STATIC_DIR / "favicon.svg"), media_type="image/svg+xml")
+
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     _bound_bodies(app, settings)
     _answer_own_names_only(app, settings)

@@ -173,7 +173,7 @@ async function refreshJobs() {
 }
 
 // --- the server log ---------------------------------------------------------------------
-const logs = { lines: [], after: 0, keep: 1000, levels: ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], pending: null };
+const logs = { lines: [], after: 0, keep: 1000, levels: ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], pending: null, inflight: null };
 
 /** Something happened (an event arrived): its log lines follow shortly. */
 function scheduleLogRefresh() {
@@ -184,12 +184,19 @@ function scheduleLogRefresh() {
   }, 300);
 }
 
-async function refreshLogs() {
+/** Fetch the lines after the last one kept; one fetch at a time, each line kept once (by seq). */
+function refreshLogs() {
+  logs.inflight ??= fetchLogs().finally(() => { logs.inflight = null; });
+  return logs.inflight;
+}
+
+async function fetchLogs() {
   try {
     const body = await api(`/admin/logs?after=${logs.after}&limit=500`);
-    if (!body.lines.length) return;
-    logs.after = body.lines[body.lines.length - 1].seq;
-    logs.lines.push(...body.lines);
+    const fresh = body.lines.filter((line) => line.seq > logs.after);
+    if (!fresh.length) return;
+    logs.after = fresh[fresh.length - 1].seq;
+    logs.lines.push(...fresh);
     logs.lines.splice(0, Math.max(0, logs.lines.length - logs.keep));
     drawLogs();
   } catch (error) {
