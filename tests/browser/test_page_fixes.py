@@ -33,3 +33,34 @@ async def test_the_favicon_is_served(open_page: OpenPage) -> None:
         assert link is not None
         linked = await page.page.request.get(f"{page.url}{link}")
         assert linked.status == 200
+
+
+async def test_running_jobs_stay_on_top_whatever_order_they_arrive_in(
+    open_page: OpenPage,
+) -> None:
+    async with open_page() as page:
+        tab = page.page
+        # After a reload, jobs arrive in the order the replayed events and the list give:
+        # an old completed one, the running one, a later completed one, a queued one.
+        await tab.evaluate(
+            """() => {
+              const job = (id, status, started_at) =>
+                ({ id, job: "rag-indexing", status, started_at, done: 0, issues: [] });
+              renderJob(job("old", "completed", 1));
+              renderJob(job("running", "running", 2));
+              renderJob(job("later", "completed", 3));
+              renderJob(job("queued", "queued", 4));
+            }"""
+        )
+        order = await tab.eval_on_selector_all(
+            "#jobs li[data-job]", "xs => xs.map(x => x.dataset.job)"
+        )
+        assert order == ["running", "queued", "later", "old"]
+        # The queued one starts: it joins the running ones, newest first.
+        await tab.evaluate(
+            "renderJob({ id: 'queued', job: 'rag-indexing', status: 'progress', kind: 'job' })"
+        )
+        order = await tab.eval_on_selector_all(
+            "#jobs li[data-job]", "xs => xs.map(x => x.dataset.job)"
+        )
+        assert order == ["queued", "running", "later", "old"]

@@ -113,6 +113,7 @@ function renderJob(job) {
   if (job.issue) issues.add(job.issue);
   merged.issues = [...issues];
   merged.done = Math.max(previous.done || 0, job.done || 0);
+  merged.started_at ??= job.timestamp;  // an event before the job's own view: first seen
   state.jobs.set(id, merged);
   onJobForTimeline(merged, displayStatus(job.status));
   drawJob(id, merged);
@@ -121,6 +122,24 @@ function renderJob(job) {
     merged.final = true;
     api(`/admin/jobs/${encodeURIComponent(id)}`).then(renderJob).catch(() => {});
   }
+}
+
+/** Where a job stands in the list: running ones first, then queued, then finished; newest first in each. */
+function jobRank(job) {
+  const group = job.status === "running" ? 0 : job.status === "queued" ? 1 : 2;
+  return [group, -(job.started_at || 0)];
+}
+
+/** Put the list in jobRank order, whatever order the jobs were first seen in. */
+function orderJobs() {
+  const list = $("jobs");
+  const rank = (item) => jobRank(state.jobs.get(item.dataset.job) || {});
+  const items = [...list.children].sort((a, b) => {
+    const [ga, ta] = rank(a);
+    const [gb, tb] = rank(b);
+    return ga - gb || ta - tb;
+  });
+  if (items.some((item, i) => list.children[i] !== item)) list.replaceChildren(...items);
 }
 
 function drawJob(id, job) {
@@ -149,6 +168,7 @@ function drawJob(id, job) {
     bar,
     el("div", { class: `job-detail${job.status === "failed" ? " bad" : ""}` }, detail),
     issues.length ? el("ul", { class: "job-issues" }, ...issues.map((issue) => el("li", {}, issue))) : "");
+  orderJobs();
 }
 
 async function startJob(event, path, json, errorId, clearOnStart = null) {
