@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from .conftest import OpenPage
 
@@ -64,3 +65,44 @@ async def test_running_jobs_stay_on_top_whatever_order_they_arrive_in(
             "#jobs li[data-job]", "xs => xs.map(x => x.dataset.job)"
         )
         assert order == ["queued", "running", "later", "old"]
+
+
+async def test_cancelling_the_token_prompt_asks_once_and_says_so(open_page: OpenPage) -> None:
+    async with open_page(token="s3cret-token") as page:
+        tab = page.page
+        prompts: list[str] = []
+
+        async def dismiss(dialog: Any) -> None:
+            prompts.append(dialog.message)
+            await dialog.dismiss()
+
+        tab.on("dialog", dismiss)
+        await tab.goto(page.url)
+        await tab.wait_for_function(
+            "document.getElementById('conn-label').textContent === 'token needed (click)'"
+        )
+        # Every view refreshes again (as its timer would): none asks a second time.
+        await tab.evaluate(
+            "Promise.all([refreshLane(), refreshLogs(), refreshJobs(), refreshModels()])"
+        )
+        assert prompts == ["This server needs its bearer token:"]
+        holder = await tab.inner_text("#lane-holder-value")
+        assert holder == "unknown: this server needs its token"
+
+
+async def test_the_token_answered_once_serves_every_view(open_page: OpenPage) -> None:
+    async with open_page(token="s3cret-token") as page:
+        tab = page.page
+        prompts: list[str] = []
+
+        async def answer(dialog: Any) -> None:
+            prompts.append(dialog.message)
+            await dialog.accept("s3cret-token")
+
+        tab.on("dialog", answer)
+        await tab.goto(page.url)
+        await tab.wait_for_function(
+            "document.getElementById('lane-holder-value').textContent === 'free'"
+        )
+        await tab.evaluate("Promise.all([refreshLane(), refreshLogs(), refreshJobs()])")
+        assert prompts == ["This server needs its bearer token:"]
