@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from gpuguard.embed import BulkEmbedder
 from gpuguard.gateway import ModelGateway
@@ -111,7 +112,7 @@ def open_page(tmp_path: Path) -> OpenPage:
             rewarm=gateway.rewarm,
             sources=SourceSettings(document_roots=[tmp_path]),
         )
-        server = ServerSettings(token=token)
+        server = ServerSettings(token=None if token is None else SecretStr(token))
         settings = Settings(llm=LlmSettings(backend="fake"), server=server)
         app = create_app(settings, gateway=gateway, jobs=jobs)
         async with running_server(app) as url, async_playwright() as playwright:
