@@ -311,6 +311,12 @@ def test_demo_exit_runs_the_start_up_scenario(tmp_path: Path) -> None:
     assert "verdict: GOOD" in out
     assert "prewarm" in out
     assert "schema-refresh" in out
+    # The second act: the documents' batches on the GPU while it is free, a chat asking for it.
+    assert "2. the GPU is free" in out
+    assert "rag-indexing: completed" in out
+    gpu_batches = re.search(r"ran under its own GPU lease \((\d+)\)", " ".join(out.split()))
+    assert gpu_batches is not None and int(gpu_batches.group(1)) > 0, out
+    assert "without the guard:" in out
 
 
 def test_holder_text_shows_where_and_whether_hung() -> None:
