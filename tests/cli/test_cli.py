@@ -315,7 +315,8 @@ def test_demo_exit_runs_the_start_up_scenario(tmp_path: Path) -> None:
     assert "2. the GPU is free" in out
     assert "rag-indexing: completed" in out
     gpu_batches = re.search(r"ran under its own GPU lease \((\d+)\)", " ".join(out.split()))
-    assert gpu_batches is not None and int(gpu_batches.group(1)) > 0, out
+    assert gpu_batches is not None, out
+    assert int(gpu_batches.group(1)) > 0, out
     assert "without the guard:" in out
 
 
