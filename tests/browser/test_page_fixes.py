@@ -106,3 +106,32 @@ async def test_the_token_answered_once_serves_every_view(open_page: OpenPage) ->
         )
         await tab.evaluate("Promise.all([refreshLane(), refreshLogs(), refreshJobs()])")
         assert prompts == ["This server needs its bearer token:"]
+
+
+async def test_a_queued_jobs_row_has_only_its_own_batches_and_time(open_page: OpenPage) -> None:
+    async with open_page() as page:
+        tab = page.page
+        facts = await tab.evaluate(
+            """() => {
+              const now = serverNow();
+              const job = (id, status, extra = {}) => ({
+                id, job: "rag-indexing", status, started_at: now - 100, done: 0, issues: [],
+                kind: "job", timestamp: now - 100, ...extra });
+              renderJob(job("a", "started"));
+              renderJob(job("b", "queued", { started_at: now - 50, timestamp: now - 50 }));
+              // Job a's batches: two fall back to the CPU.
+              for (const n of [1, 2]) onGpuEvent({ operation: "rag-indexing", status: "fallback",
+                lease_id: 0, priority: "background", timestamp: now - 10 + n, holder: "chat" });
+              const text = (id) => document.querySelector(
+                `#timeline li[data-key="${timeline.jobRows.get(id)}"] .facts`).textContent;
+              const before = { a: text("a"), b: text("b") };
+              // Job b starts running ten seconds ago, after fifty queued.
+              renderJob(job("b", "progress", { started_at: now - 50, timestamp: now - 10 }));
+              return { ...before, bRunning: text("b") };
+            }"""
+        )
+        assert "2 fallbacks" in facts["a"], facts
+        assert "0 fallbacks" in facts["b"], facts
+        assert not facts["b"].endswith(" s"), facts  # queued: no run time yet
+        seconds_run = float(facts["bRunning"].rsplit(" \u00b7 ", 1)[-1].split()[0])
+        assert 9 <= seconds_run < 30, facts  # from when it began to run, not from its queueing

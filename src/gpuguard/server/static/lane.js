@@ -158,19 +158,27 @@ function onJobForTimeline(job, status) {
   const id = jobId(job);
   if (!name || !id) return;
   state.jobNames.add(name);
+  const running = status === "running";
   let key = timeline.jobRows.get(id);
   if (!key) {
-    // Batches that arrived before the job's first event already opened a fold: adopt it.
+    // Batches that arrived before a running job's first event already opened a fold: adopt
+    // it. A queued job has no batches yet: the fold is the running one's.
     const live = timeline.folds.get(name);
-    key = live && !timeline.rows.get(live).data.jobId ? live : `job-${id}`;
+    key = running && live && !timeline.rows.get(live).data.jobId ? live : `job-${id}`;
     timeline.jobRows.set(id, key);
   }
   const finished = FINISHED.includes(status);
-  if (!finished) timeline.folds.set(name, key);
+  // Only a running job's batches fold into its row (one job of a name runs at a time).
+  if (running) timeline.folds.set(name, key);
   upsertRow(key, "job", (d) => {
     d.job = name;
     d.jobId = id;
     d.first = d.first || job.started_at || job.timestamp;
+    // Its time runs from when it began to run, not from when it was queued.
+    if (running && !d.ran) {
+      const wasQueued = d.status === "queued";
+      d.ran = (wasQueued ? job.timestamp : job.started_at || job.timestamp) || serverNow();
+    }
     d.source = job.source || d.source;
     if (!FINISHED.includes(d.status)) d.status = status;
     if (finished) d.end = d.end || job.finished_at || job.timestamp || serverNow();
@@ -214,8 +222,10 @@ function drawRow(row) {
     facts.push(`${d.gpu || 0} GPU batch${d.gpu === 1 ? "" : "es"}`);
     facts.push(`${d.cpu || 0} on CPU`);
     facts.push(`${d.fallbacks || 0} fallback${d.fallbacks === 1 ? "" : "s"}`);
-    const end = d.end || (status === "running" ? serverNow() : d.last || d.first);
-    facts.push(seconds(Math.max(0, end - d.first)));
+    if (status !== "queued") {
+      const end = d.end || (status === "running" ? serverNow() : d.last || d.first);
+      facts.push(seconds(Math.max(0, end - (d.ran || d.first))));
+    }
   } else {
     what = `${d.operation}${d.model ? ` \u00b7 ${d.model}` : ""}`;
     if (status === "fallback") what += " \u2192 CPU";
