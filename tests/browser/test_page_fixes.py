@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from .conftest import OpenPage
@@ -135,3 +136,20 @@ async def test_a_queued_jobs_row_has_only_its_own_batches_and_time(open_page: Op
         assert not facts["b"].endswith(" s"), facts  # queued: no run time yet
         seconds_run = float(facts["bRunning"].rsplit(" \u00b7 ", 1)[-1].split()[0])
         assert 9 <= seconds_run < 30, facts  # from when it began to run, not from its queueing
+
+
+async def test_a_running_job_shows_its_pace_and_time_left(open_page: OpenPage) -> None:
+    async with open_page() as page:
+        tab = page.page
+        count = await tab.evaluate(
+            """() => {
+              const now = serverNow();
+              renderJob({ id: "p", job: "rag-indexing", status: "running", started_at: now - 10,
+                          done: 20, total: 60, issues: [] });
+              return document.querySelector('#jobs li[data-job="p"] .job-count').textContent;
+            }"""
+        )
+        pace = re.search(r"20 / 60 \u00b7 ([\d.]+)/s, about (\d+) s left", count)
+        assert pace is not None, count
+        assert 1.5 <= float(pace.group(1)) <= 2.0, count  # 20 done in about 10 s
+        assert 15 <= int(pace.group(2)) <= 30, count  # 40 more at that pace

@@ -114,6 +114,10 @@ function renderJob(job) {
   merged.issues = [...issues];
   merged.done = Math.max(previous.done || 0, job.done || 0);
   merged.started_at ??= job.timestamp;  // an event before the job's own view: first seen
+  if (merged.status === "running" && !merged.ran) {
+    // Its pace counts from when it began to run, not from when it was queued.
+    merged.ran = (previous.status === "queued" && job.timestamp) || merged.started_at;
+  }
   state.jobs.set(id, merged);
   onJobForTimeline(merged, displayStatus(job.status));
   drawJob(id, merged);
@@ -122,6 +126,22 @@ function renderJob(job) {
     merged.final = true;
     api(`/admin/jobs/${encodeURIComponent(id)}`).then(renderJob).catch(() => {});
   }
+}
+
+/** "2.5/s, about 40 s left" for a running job with progress; "" before there is any. */
+function pace(job) {
+  if (job.status !== "running" || !job.done || !job.ran) return "";
+  const elapsed = serverNow() - job.ran;
+  if (elapsed <= 0) return "";
+  const rate = job.done / elapsed;
+  const shown = rate >= 10 ? Math.round(rate) : rate.toFixed(1);
+  if (!job.total || job.done >= job.total) return `${shown}/s`;
+  return `${shown}/s, about ${seconds((job.total - job.done) / rate)} left`;
+}
+
+/** Redraw the running jobs, so that their pace and time left move. */
+function tickJobs() {
+  for (const [id, job] of state.jobs) if (job.status === "running") drawJob(id, job);
 }
 
 /** Where a job stands in the list: running ones first, then queued, then finished; newest first in each. */
@@ -156,7 +176,7 @@ function drawJob(id, job) {
   bar.firstChild.style.width = `${percent}%`;
   const cancel = finished ? "" :
     el("button", { class: "small", type: "button", onclick: () => api(`/admin/jobs/${id}/cancel`, { method: "POST" }).catch((e) => { $("docs-error").textContent = e.message; }) }, "Cancel");
-  const count = total ? `${done} / ${total}` : done ? String(done) : "";
+  const count = [total ? `${done} / ${total}` : done ? String(done) : "", pace(job)].filter(Boolean).join(" \u00b7 ");
   const detail = job.status === "failed" && job.error ? job.error : job.detail || "";
   const issues = job.issues || [];
   item.className = `job st-${job.status}`;

@@ -55,6 +55,7 @@ function init() {
   setInterval(() => {
     tickTimeline();
     tickModels();
+    tickJobs();
   }, 1000);
 }
 
