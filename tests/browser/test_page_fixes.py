@@ -153,3 +153,30 @@ async def test_a_running_job_shows_its_pace_and_time_left(open_page: OpenPage) -
         assert pace is not None, count
         assert 1.5 <= float(pace.group(1)) <= 2.0, count  # 20 done in about 10 s
         assert 15 <= int(pace.group(2)) <= 30, count  # 40 more at that pace
+
+
+async def test_a_run_of_embedding_requests_is_one_row(open_page: OpenPage) -> None:
+    async with open_page() as page:
+        tab = page.page
+        rows = await tab.evaluate(
+            """() => {
+              clearTimeline();
+              const now = serverNow();
+              const gpu = (lease_id, operation, status, extra = {}) => onGpuEvent({
+                lease_id, operation, status, model: "all-MiniLM-L6-v2", priority: "interactive",
+                timestamp: now + lease_id, waited_s: 0, held_s: 0, ...extra });
+              for (const id of [1, 2, 3, 4, 5]) {
+                gpu(id, "embed", "started");
+                gpu(id, "embed", "completed", { held_s: 0.02 });
+              }
+              gpu(6, "chat", "started");  // something else happens: the next run is a new row
+              gpu(7, "embed", "started");
+              gpu(7, "embed", "completed", { held_s: 0.01 });
+              return [...document.querySelectorAll('#timeline li')].map(li => li.textContent);
+            }"""
+        )
+        assert len(rows) == 3, rows
+        assert "1 request" in rows[0], rows
+        assert "chat" in rows[1], rows
+        assert "5 requests" in rows[2], rows
+        assert "held 0.1 s in all" in " ".join(rows[2].split()), rows
