@@ -11,15 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from gpuguard._events import GpuEvent, GpuStatus, JobEvent, ModelEvent, Priority
-from gpuguard.cli import app
 from gpuguard.server._console import EventLog
 
 from .conftest import CHILD_DEADLINE_S, read_line
-
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -37,10 +33,10 @@ def fake_server_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str
     return {**os.environ, **settings}
 
 
-def _serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _serve(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     code = "from gpuguard.cli import main; main()"
     return subprocess.Popen(
-        [sys.executable, "-c", code, "serve"],
+        [sys.executable, "-c", code, "serve", *args],
         env=env,
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -69,24 +65,32 @@ def test_the_console_says_what_started_and_where(fake_server_env: dict[str, str]
     assert process.returncode == 0, rest
 
 
+def _serve_once(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Run ``gpuguard serve ARGS`` to its end (a child that would serve instead is killed)."""
+    process = _serve(env, *args)
+    try:
+        out, err = process.communicate(timeout=CHILD_DEADLINE_S)
+    finally:
+        process.kill()
+    return process.returncode, (out + err).decode()
+
+
 def test_a_port_in_use_is_an_error_and_never_serving_on(fake_server_env: dict[str, str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = runner.invoke(app, ["serve", "--port", str(port)])
-    assert result.exit_code == 1, result.output
-    assert f"cannot serve on 127.0.0.1:{port}: Address already in use" in result.output
-    assert "serving on" not in result.output
+        code, output = _serve_once(fake_server_env, "--port", str(port))
+    assert code == 1, output
+    assert f"cannot serve on 127.0.0.1:{port}: Address already in use" in output
+    assert "serving on" not in output
 
 
-def test_a_missing_model_file_is_named_at_start(
-    fake_server_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("GPUGUARD_LLM__BACKEND", "llama-cpp")
-    result = runner.invoke(app, ["serve", "--model", "nope.gguf"])
-    assert result.exit_code == 2
-    assert "the model file 'nope.gguf' does not exist" in result.output
+def test_a_missing_model_file_is_named_at_start(fake_server_env: dict[str, str]) -> None:
+    env = {**fake_server_env, "GPUGUARD_LLM__BACKEND": "llama-cpp"}
+    code, output = _serve_once(env, "--model", "nope.gguf")
+    assert code == 2, output
+    assert "the model file 'nope.gguf' does not exist" in output
 
 
 def _gpu(status: GpuStatus, **fields: object) -> GpuEvent:
