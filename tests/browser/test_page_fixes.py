@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
 
+from ..server.conftest import gpu_held
 from .conftest import OpenPage
 
 
@@ -180,3 +182,30 @@ async def test_a_run_of_embedding_requests_is_one_row(open_page: OpenPage) -> No
         assert "chat" in rows[1], rows
         assert "5 requests" in rows[2], rows
         assert "held 0.1 s in all" in " ".join(rows[2].split()), rows
+
+
+async def test_the_waiting_bubble_goes_once_the_chat_has_the_gpu(open_page: OpenPage) -> None:
+    async with open_page() as page:
+        tab = page.page
+        # The chat's model loads after the grant, and only when the test says: no token yet.
+        gate = asyncio.Event()
+        load = page.backend.load
+
+        async def gated_load(model: str) -> None:
+            await gate.wait()
+            await load(model)
+
+        page.backend.load = gated_load  # type: ignore[method-assign]
+        await tab.wait_for_selector("#chat-model option[value='other-llm']", state="attached")
+        await tab.select_option("#chat-model", "other-llm")
+        async with gpu_held(page.gateway.guard, "rag-indexing") as release:
+            await tab.fill("#chat-input", "are you there?")
+            await tab.click("#chat-send")
+            waiting = tab.locator("#gpu-waiting")
+            await waiting.wait_for()
+            assert await waiting.inner_text() == "Waiting for GPU... (held by rag-indexing)"
+            release.set()
+        await waiting.wait_for(state="detached")  # while the model still loads
+        assert await tab.locator(".msg.assistant").count() == 0
+        gate.set()
+        await tab.wait_for_selector(".msg.assistant")
