@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._client import ServerClient, ServerError, connected
+from ._client import connected
 from ._help import PlainCommand, PlainGroup
 from ._jobs import follow, print_outcome
 from ._output import JsonOption, TokenOption, UrlOption, console, errors, print_json, repeated
@@ -77,7 +77,6 @@ def _run_job(
     as_json: bool,
 ) -> None:
     with connected(url, token) as client:
-        mark = _log_mark(client)
         job = client.post(path, body)
         errors.print(
             f"{job.get('job', 'job')} {job['id']} {job.get('status', 'started')}: "
@@ -90,37 +89,12 @@ def _run_job(
             print_json(job) if as_json else console.print(job["id"], soft_wrap=True)
             return
         job = follow(client, job, as_json=as_json)
-        reasons = _server_reasons(client, mark) if job.get("status") == "failed" else []
     if as_json:
         print_json(job)
     else:
         print_outcome(job)
-        for reason in reasons:
-            errors.print(f"  server log: {reason}", soft_wrap=True, highlight=False, markup=False)
+        if job.get("status") == "failed":
+            # A driver's own words are for the operator: the server's console, not the API.
+            errors.print("  the server's console has the full reason", highlight=False)
     if job.get("status") != "completed":
         raise typer.Exit(1)
-
-
-def _log_mark(client: ServerClient) -> int | None:
-    """The server log's newest line number now (None: this caller may not read the log)."""
-    try:
-        lines = client.get("/admin/logs?limit=1")["lines"]
-    except ServerError:
-        return None
-    return int(lines[-1]["seq"]) if lines else 0
-
-
-def _server_reasons(client: ServerClient, mark: int | None) -> list[str]:
-    """What the jobs logged since ``mark`` at WARNING and worse: a failure's own reason.
-
-    A job's error says what failed, for any caller; the reason (a driver's words) is only
-    in the server's log, which the operator reads (``GET /admin/logs`` and the console).
-    """
-    if mark is None:
-        return []
-    try:
-        query = f"/admin/logs?level=WARNING&logger=gpuguard.jobs&after={mark}"
-        lines = client.get(query)["lines"]
-    except ServerError:
-        return []
-    return [str(line["message"]) for line in lines]

@@ -68,7 +68,11 @@ class Chats:
         if waited:
             notice = GpuWaiting("chat", self._lane.holder_name(), self._lane.guard.queue_length)
             logger.info("%s for chat on %s", notice.message, name)
-            yield notice
+            try:
+                yield notice
+            except BaseException:  # closed while waiting (the client left): leave the line
+                await hold.aclose()
+                raise
         async with hold as lease:
             if waited:
                 yield GpuWaiting("chat", None, 0, granted_after_s=lease.waited_s)

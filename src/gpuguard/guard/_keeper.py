@@ -12,6 +12,7 @@ handle them: queued leases (:mod:`gpuguard.guard._waiting`), hung and lost ones
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from dataclasses import dataclass
 from functools import partial
@@ -143,11 +144,20 @@ class Leases:
         """A lease not yet asked for, with its own ticket."""
         hold_s = self.limits.hold_timeout if hold_timeout is DEFAULT else hold_timeout
         ticket = Ticket(next(self._ids), operation, model, Priority(priority), Owner.this_process())
-        return Lease(self, ticket, check_timeout(hold_s, "hold_timeout"), self.clock.monotonic())
+        return Lease(self, ticket, check_timeout(hold_s, "hold_timeout"), self.clock)
 
     async def await_grant(self, lease: Lease, pending: asyncio.Future[None]) -> None:
         """Wait for a queued lease's grant; cancellation leaves nothing behind."""
         await self.waiting.await_grant(lease, pending)
+
+    def give_up(self, lease: Lease) -> None:
+        """A lease asked for and never used: leave the line, or hand its grant on."""
+        if lease.state is LeaseState.WAITING:
+            self.waiting.abandon(lease)
+        elif lease.state is LeaseState.HELD:
+            self.finish(lease, GpuStatus.CANCELLED, "given up before it started")
+        elif lease.state in INTERRUPTED:
+            self.hung.end_quarantine(lease, "it was given up before it started")
 
     # --- grants ------------------------------------------------------------------------------
 
@@ -169,12 +179,14 @@ class Leases:
                 lease.fence = grant.fence
         self._leases[lease.lease_id] = lease
         self.telemetry.started(lease.ticket, waited_s=waited_s, queued=queued)
+        lease.timer = None
         if lease.hold_timeout is not None:
-            lease.timer = self.clock.call_later(
-                lease.hold_timeout, partial(self._on_hold_timeout, lease)
-            )
-        else:
-            lease.timer = None
+            # Granted to synchronous code (acquire_nowait outside an event loop), the clock
+            # has no loop to run the timer on, and a hang would have no task to interrupt.
+            with contextlib.suppress(RuntimeError):
+                lease.timer = self.clock.call_later(
+                    lease.hold_timeout, partial(self._on_hold_timeout, lease)
+                )
 
     # --- endings (the Keeper a lease is handed) ------------------------------------------------
 

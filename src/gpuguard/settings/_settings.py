@@ -247,7 +247,14 @@ class SourceSettings(Section):
     refresh_timeout_s: float = Field(default=600.0, gt=0)
     max_chars_per_file: int = Field(default=2_000_000, ge=1000)
     max_chars_per_job: int = Field(default=20_000_000, ge=1000)
+    extract_timeout_s: float = Field(
+        default=30.0, gt=0, description="Per PDF, HTML or DOCX file; then it is skipped."
+    )
     max_running_jobs: int = Field(default=1, ge=1, description="Per job kind; more are queued.")
+    max_queued_jobs: int = Field(default=32, ge=0, description="Waiting jobs, in all; then 503.")
+    max_queued_jobs_per_caller: int = Field(
+        default=8, ge=0, description="Waiting jobs of one caller (one token); then 503."
+    )
 
 
 class Settings(BaseSettings):
