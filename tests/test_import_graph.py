@@ -33,7 +33,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "devices": {"shared"},
     "worker": {"shared"},
     "gpuguard": {"shared", "guard.front", "guard.vocabulary", "guard.machinery"},
-    "settings": {"shared", "guard.front", "guard.scopes"},
+    "settings": {"shared", "guard.front", "guard.policies", "guard.scopes", "devices"},
     "llm": {"shared", "guard.front", "guard.vocabulary", "worker"},
     "embed": {"shared", "guard.front", "guard.vocabulary", "worker"},
     "index": {"shared", "embed"},

@@ -38,6 +38,7 @@ class Hold:
         wait_timeout: Timeout,
         hold_timeout: Timeout,
         nowait: bool,
+        memory_bytes: int | None = None,
     ) -> None:
         self._leases = leases
         self._operation = operation
@@ -46,6 +47,7 @@ class Hold:
         self._wait_timeout = wait_timeout
         self._hold_timeout = hold_timeout
         self._nowait = nowait
+        self._memory_bytes = memory_bytes
         self._lease: Lease | None = None
         self._pending: asyncio.Future[None] | None = None
         self._entered = False
@@ -61,6 +63,7 @@ class Hold:
                 model=self._model,
                 priority=self._priority,
                 hold_timeout=self._hold_timeout,
+                memory_bytes=self._memory_bytes,
             )
             return False
         self._lease, self._pending = await self._leases.request(
@@ -69,6 +72,7 @@ class Hold:
             priority=self._priority,
             wait_timeout=self._wait_timeout,
             hold_timeout=self._hold_timeout,
+            memory_bytes=self._memory_bytes,
         )
         return self._pending is not None
 

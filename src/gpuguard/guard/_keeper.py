@@ -77,6 +77,7 @@ class Leases:
         priority: Priority,
         wait_timeout: Timeout,
         hold_timeout: Timeout,
+        memory_bytes: int | None = None,
     ) -> tuple[Lease, asyncio.Future[None] | None]:
         """Take the GPU at once, or a place in the queue (``QueueFull`` when there is none).
 
@@ -84,7 +85,7 @@ class Leases:
         """
         limit = self.limits.wait_timeout if wait_timeout is DEFAULT else wait_timeout
         wait_s = check_timeout(limit, "wait_timeout")
-        lease = self.new_lease(operation, model, priority, hold_timeout)
+        lease = self.new_lease(operation, model, priority, hold_timeout, memory_bytes)
         ticket, now = lease.ticket, lease.requested_at
         try:
             arbiter = self.arbiter
@@ -113,10 +114,16 @@ class Leases:
         return lease, pending
 
     async def request_nowait(
-        self, operation: str, *, model: str | None, priority: Priority, hold_timeout: Timeout
+        self,
+        operation: str,
+        *,
+        model: str | None,
+        priority: Priority,
+        hold_timeout: Timeout,
+        memory_bytes: int | None = None,
     ) -> Lease:
         """Take the GPU if it is free and nobody waits, on any scope; else :class:`WouldBlock`."""
-        lease = self.new_lease(operation, model, priority, hold_timeout)
+        lease = self.new_lease(operation, model, priority, hold_timeout, memory_bytes)
         ticket, now = lease.ticket, lease.requested_at
         arbiter = self.arbiter
         granted = (
@@ -139,11 +146,19 @@ class Leases:
         return lease
 
     def new_lease(
-        self, operation: str, model: str | None, priority: Priority, hold_timeout: Timeout
+        self,
+        operation: str,
+        model: str | None,
+        priority: Priority,
+        hold_timeout: Timeout,
+        memory_bytes: int | None = None,
     ) -> Lease:
-        """A lease not yet asked for, with its own ticket."""
+        """A lease not yet asked for, with its own ticket (``memory_bytes``: as declared)."""
         hold_s = self.limits.hold_timeout if hold_timeout is DEFAULT else hold_timeout
-        ticket = Ticket(next(self._ids), operation, model, Priority(priority), Owner.this_process())
+        if memory_bytes is not None and memory_bytes < 0:
+            raise ValueError("memory_bytes must be >= 0")
+        owner = Owner.this_process()
+        ticket = Ticket(next(self._ids), operation, model, Priority(priority), owner, memory_bytes)
         return Lease(self, ticket, check_timeout(hold_s, "hold_timeout"), self.clock)
 
     async def await_grant(self, lease: Lease, pending: asyncio.Future[None]) -> None:
