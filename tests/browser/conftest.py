@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from gpuguard.embed import BulkEmbedder
 from gpuguard.gateway import ModelGateway
@@ -24,7 +25,7 @@ from gpuguard.index import VectorStore
 from gpuguard.jobs import JobManager
 from gpuguard.server import create_app, running_server
 from gpuguard.server._jobs import IndexingJobs
-from gpuguard.settings import LlmSettings, Settings, SourceSettings
+from gpuguard.settings import LlmSettings, ServerSettings, Settings, SourceSettings
 from gpuguard.testing import FakeBackend, HashEmbedder
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -83,7 +84,7 @@ def open_page(tmp_path: Path) -> OpenPage:
 
     @asynccontextmanager
     async def opened(
-        *, viewport: Any = DESKTOP, load_delay_s: float = 0.0
+        *, viewport: Any = DESKTOP, load_delay_s: float = 0.0, token: str | None = None
     ) -> AsyncIterator[PageUnderTest]:
         from playwright.async_api import async_playwright
 
@@ -111,15 +112,18 @@ def open_page(tmp_path: Path) -> OpenPage:
             rewarm=gateway.rewarm,
             sources=SourceSettings(document_roots=[tmp_path]),
         )
-        app = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway, jobs=jobs)
+        server = ServerSettings(token=None if token is None else SecretStr(token))
+        settings = Settings(llm=LlmSettings(backend="fake"), server=server)
+        app = create_app(settings, gateway=gateway, jobs=jobs)
         async with running_server(app) as url, async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 tab = await browser.new_page(viewport=viewport)
                 script_errors: list[str] = []
                 tab.on("pageerror", lambda error: script_errors.append(str(error)))
-                await tab.goto(url)
-                await tab.wait_for_selector("#conn.live")
+                if token is None:  # with a token, the test answers the page's prompt itself
+                    await tab.goto(url)
+                    await tab.wait_for_selector("#conn.live")
                 yield PageUnderTest(tab, gateway, backend, url, shots)
                 assert script_errors == [], script_errors  # the page's own scripts never threw
             finally:

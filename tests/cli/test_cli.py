@@ -181,9 +181,9 @@ def test_index_db_and_docs_print_plain_progress(server: Server, tmp_path: Path) 
     assert "rag-indexing" in out
     assert re.search(r"^  skipped .*broken\.pdf", out, re.MULTILINE), out
 
-    code, out = invoke("index", "docs", str(documents), "--url", server.url, "--json")
-    assert code == 0
-    job = json.loads(out)
+    result = runner.invoke(app, ["index", "docs", str(documents), "--url", server.url, "--json"])
+    assert result.exit_code == 0
+    job = json.loads(result.stdout)
     assert (job["job"], job["status"], job["source"]) == (
         "rag-indexing",
         "completed",
@@ -203,11 +203,11 @@ def test_a_successful_run_does_not_colour_its_error_count(
 
     from rich.console import Console
 
-    import gpuguard.cli._index
+    import gpuguard.cli._jobs
 
     screen = io.StringIO()
     terminal = Console(file=screen, force_terminal=True, width=300, highlight=False)
-    monkeypatch.setattr(gpuguard.cli._index, "console", terminal)
+    monkeypatch.setattr(gpuguard.cli._jobs, "console", terminal)
     url = write_sample_database(tmp_path / "shop.sqlite")
     code, out = invoke("index", "db", url, "--url", server.url)
     assert code == 0, out
@@ -311,6 +311,13 @@ def test_demo_exit_runs_the_start_up_scenario(tmp_path: Path) -> None:
     assert "verdict: GOOD" in out
     assert "prewarm" in out
     assert "schema-refresh" in out
+    # The second act: the documents' batches on the GPU while it is free, a chat asking for it.
+    assert "2. the GPU is free" in out
+    assert "rag-indexing: completed" in out
+    gpu_batches = re.search(r"ran under its own GPU lease \((\d+)\)", " ".join(out.split()))
+    assert gpu_batches is not None, out
+    assert int(gpu_batches.group(1)) > 0, out
+    assert "without the guard:" in out
 
 
 def test_holder_text_shows_where_and_whether_hung() -> None:

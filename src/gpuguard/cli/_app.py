@@ -1,4 +1,4 @@
-"""The ``gpuguard`` command: serve, demo, chat, ps, status, models, index, run."""
+"""The ``gpuguard`` command: serve, demo, chat, ps, status, models, index, jobs, run."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ import typer
 from rich.live import Live
 
 from .. import __version__
-from .._exceptions import GpuGuardError
-from ..settings import load_settings
+from .._exceptions import ConfigError, GpuGuardError
+from ..settings import Settings, load_settings
 from ._chat import chat
-from ._client import DEFAULT_URL, ServerClient, connected
+from ._client import ServerClient, connected
+from ._console_log import console_logging
 from ._help import PlainCommand, PlainGroup
 from ._index import index_app
+from ._jobs import jobs_app
 from ._models import models_app, ps
 from ._output import (
     JsonOption,
@@ -145,17 +147,29 @@ def serve(
                 sources=settings.sources.model_dump() | sources,
                 llm=settings.llm.model_dump() | llm,
             )
+        _model_file_exists(settings)
         app_ = create_app(settings)
     except GpuGuardError as exc:
         raise fail(str(exc), 2) from exc
-    server_settings = settings.server
-    console.print(f"gpuguard serving on http://{server_settings.host}:{server_settings.port}")
-    ollama_at = server_settings.ollama_port if server_settings.ollama_listen else None
-    if ollama_at is not None:
-        console.print(f"Ollama API also on http://{server_settings.host}:{ollama_at}")
-    asyncio.run(
-        serve_app(app_, host=server_settings.host, port=server_settings.port, ollama_port=ollama_at)
-    )
+    listen = settings.server
+    ollama_at = listen.ollama_port if listen.ollama_listen else None
+    with console_logging():
+        try:
+            asyncio.run(serve_app(app_, host=listen.host, port=listen.port, ollama_port=ollama_at))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise fail(f"cannot serve on {listen.host}:{listen.port}: {reason}") from exc
+        except KeyboardInterrupt:
+            return
+
+
+def _model_file_exists(settings: Settings) -> None:
+    """A GGUF file named for llama-cpp must exist: say so at start, not as a 503 later."""
+    if settings.llm.backend != "llama-cpp":
+        return
+    path = settings.model_path
+    if path != settings.generated_model_path and not path.is_file():
+        raise ConfigError(f"the model file {str(path)!r} does not exist (llm.model_path)")
 
 
 def _llm_overrides(backend: str | None, model: str | None) -> dict[str, object]:
@@ -174,7 +188,10 @@ def demo(
     exit_after: Annotated[
         bool, typer.Option("--exit", help="Stop after the verdict instead of serving the page.")
     ] = False,
-    port: Annotated[int, typer.Option(metavar="PORT", help="Port for the web page.")] = 8765,
+    port: Annotated[
+        int | None,
+        typer.Option(metavar="PORT", help="Port for the web page (default: server.port, 8765)."),
+    ] = None,
     data_dir: Annotated[
         Path,
         typer.Option(metavar="DIR", help="Where the tiny model, sample data and index go."),
@@ -183,6 +200,11 @@ def demo(
     """The start-up scenario on embedded defaults: prewarm and at once refresh the schemas."""
     from ._demo import run_demo
 
+    if port is None:
+        try:
+            port = load_settings().server.port
+        except GpuGuardError as exc:
+            raise fail(str(exc), 2) from exc
     good = asyncio.run(run_demo(console, data_dir=data_dir, port=port, serve=not exit_after))
     raise typer.Exit(0 if good else 1)
 
@@ -194,7 +216,7 @@ app.command(cls=PlainCommand, context_settings={"allow_interspersed_args": False
 
 @app.command(cls=PlainCommand)
 def status(
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token: TokenOption = None,
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Keep watching (a line per change when piped).")
@@ -229,6 +251,7 @@ def status(
 
 app.add_typer(models_app, name="models")
 app.add_typer(index_app, name="index")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _status(client: ServerClient) -> dict[str, Any]:

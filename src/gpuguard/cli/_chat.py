@@ -8,13 +8,22 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from ._client import DEFAULT_URL, ServerClient, ServerError, connected
+from ._client import ServerClient, ServerError, connected
 from ._output import TokenOption, UrlOption, errors
 
 __all__ = ["chat"]
 
+# The conversation's slash commands, as Ollama's REPL names them; a line starting with "/"
+# is always a command, never a question for the model.
+COMMANDS = {
+    "/clear": "forget the conversation so far",
+    "/load MODEL": "talk to another model from now on",
+    "/show": "the model and how many turns the conversation has",
+    "/bye": "end the conversation (or Ctrl-D; /exit and /quit too)",
+    "/?, /help": "this list",
+}
 QUIT = frozenset({"/bye", "/exit", "/quit"})
-CLEAR = "/clear"
+HELP = frozenset({"/?", "/help"})
 
 
 def chat(
@@ -24,7 +33,7 @@ def chat(
             metavar="MESSAGE", help="What to ask; leave it out for a conversation (/bye ends it)."
         ),
     ] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token: TokenOption = None,
     model: Annotated[
         str | None,
@@ -52,9 +61,7 @@ def _converse(client: ServerClient, options: dict[str, Any]) -> None:
     """Read questions line by line; every answer joins the history sent with the next one."""
     prompting = sys.stdin.isatty()
     if prompting:
-        errors.print(
-            Text(f"chatting with {options['model']}: /clear forgets, /bye (or Ctrl-D) ends", "dim")
-        )
+        errors.print(Text(f"chatting with {options['model']}: /? for help, /bye ends", "dim"))
     history: list[dict[str, str]] = []
     while True:
         try:
@@ -64,15 +71,37 @@ def _converse(client: ServerClient, options: dict[str, Any]) -> None:
         text = line.strip()
         if not text:
             continue
-        if text in QUIT:
-            break
-        if text == CLEAR:
-            history = []
-            errors.print(Text("(a new conversation)", "dim"))
+        if text.startswith("/"):
+            if text.split()[0] in QUIT:
+                break
+            history = _command(text, options, history)
             continue
         turns = [*history, {"role": "user", "content": text}]
         answer = _ask(client, options, turns)
         history = [*turns, {"role": "assistant", "content": answer}]
+
+
+def _command(text: str, options: dict[str, Any], history: list[dict[str, str]]) -> list[Any]:
+    """Carry out one slash command; the history to go on with."""
+    name, _, argument = text.partition(" ")
+    argument = argument.strip()
+    if name in HELP:
+        for usage, what in COMMANDS.items():
+            errors.print(f"  {usage:<12} {what}", highlight=False)
+    elif name == "/clear":
+        errors.print(Text("(a new conversation)", "dim"))
+        return []
+    elif name == "/load":
+        if not argument:
+            errors.print("usage: /load MODEL", highlight=False)
+        else:
+            options["model"] = argument
+            errors.print(Text(f"(talking to {argument} from now on)", "dim"))
+    elif name == "/show":
+        errors.print(f"model {options['model']}, {len(history) // 2} turn(s)", highlight=False)
+    else:
+        errors.print(f"Unknown command {text!r}. Type /? for help", highlight=False)
+    return history
 
 
 def _ask(client: ServerClient, options: dict[str, Any], turns: list[dict[str, str]]) -> str:

@@ -1,4 +1,9 @@
-"""A small synchronous client for a running gpuguard server, with errors made readable."""
+"""A small synchronous client for a running gpuguard server, with errors made readable.
+
+Every command finds the server the same way (:func:`server_address`): ``--url`` (or
+``GPUGUARD_URL``), else the settings the server itself reads (``GPUGUARD_SERVER__HOST``,
+``GPUGUARD_SERVER__PORT``, the ``GPUGUARD_CONFIG`` file), else ``http://127.0.0.1:8765``.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,42 @@ from typing import Any
 
 import httpx
 
+from .._exceptions import ConfigError
+from ..settings import ServerSettings, load_settings
 from ._output import fail
+from ._probe import stranger
 
-__all__ = ["DEFAULT_URL", "ServerClient", "ServerError", "connected"]
+__all__ = ["ServerClient", "ServerError", "connected", "resolved", "server_address", "url_of"]
 
-DEFAULT_URL = "http://127.0.0.1:8765"
-"""Where ``gpuguard serve`` listens unless told otherwise."""
+# A 404 or 405 on a route every gpuguard server has means the URL names something else.
+_WRONG_PLACE = frozenset({404, 405})
 
 
 class ServerError(Exception):
     """The server could not be reached, or answered with an error."""
+
+
+def url_of(server: ServerSettings) -> str:
+    """The URL a client on this machine reaches ``server`` at (a wildcard bind: loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(server.host, server.host)
+    return f"http://[{host}]:{server.port}" if ":" in host else f"http://{host}:{server.port}"
+
+
+def server_address(url: str | None, token: str | None) -> tuple[str, str | None]:
+    """The server's URL and token: as given, else from the settings; ConfigError if invalid."""
+    if url and token:
+        return url, token
+    server = load_settings().server
+    secret = server.token.get_secret_value() if server.token else None
+    return url or url_of(server), token or secret
+
+
+def resolved(url: str | None, token: str | None) -> tuple[str, str | None]:
+    """:func:`server_address` for a command: invalid settings end it (exit 2)."""
+    try:
+        return server_address(url, token)
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from exc
 
 
 class ServerClient:
@@ -26,9 +57,9 @@ class ServerClient:
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float | None = 30.0) -> None:
         """``timeout`` bounds each request (``None``: no limit, for operations of minutes)."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout)
 
     def get(self, path: str) -> dict[str, Any]:
         """GET ``path`` as JSON."""
@@ -76,31 +107,37 @@ class ServerClient:
         except httpx.TransportError as exc:
             raise ServerError(
                 f"no gpuguard server answers at {self.url} ({exc}); start one with "
-                "`gpuguard serve` or pass --url"
+                "`gpuguard serve`, or pass --url (or set server.port) to find it"
             ) from exc
 
-    @staticmethod
-    def _json(response: httpx.Response) -> dict[str, Any]:
+    def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:
             body: dict[str, Any] = response.json()
         except ValueError:
             body = {}
         if response.is_error:
             error = body.get("error", {}) if isinstance(body, dict) else {}
-            message = error.get("message") or response.reason_phrase
-            raise ServerError(f"{response.status_code}: {message}")
+            message = error.get("message") if isinstance(error, dict) else error
+            reason = f"{response.status_code}: {message or response.reason_phrase}"
+            if response.status_code in _WRONG_PLACE:
+                other = stranger(self.url, self._headers)
+                if other is not None:
+                    raise ServerError(f"{reason} from {response.request.url.path}: {other}")
+            raise ServerError(reason)
         return body
 
 
 @contextmanager
 def connected(
-    url: str, token: str | None, *, timeout: float | None = 30.0
+    url: str | None, token: str | None, *, timeout: float | None = 30.0
 ) -> Iterator[ServerClient]:
-    """A client of the server at ``url`` for one command's body.
+    """A client of the server at ``url`` (None: see :func:`server_address`) for one command.
 
-    A :class:`ServerError` out of the body ends the command: ``error: ...`` and exit 1.
+    A :class:`ServerError` out of the body ends the command: ``error: ...`` and exit 1; a
+    settings error (when the address comes from the settings): exit 2.
     """
-    with ServerClient(url, token=token, timeout=timeout) as client:
+    address, secret = resolved(url, token)
+    with ServerClient(address, token=secret, timeout=timeout) as client:
         try:
             yield client
         except ServerError as exc:

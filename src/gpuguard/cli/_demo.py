@@ -1,23 +1,32 @@
-"""``gpuguard demo``: the start-up scenario on embedded defaults, its timeline and its verdict.
+"""``gpuguard demo``: the start-up scenario on embedded defaults, its timelines and its verdict.
 
-Start the gateway (prewarm of the tiny llama.cpp model in the background) and *at once*
-refresh the schemas of a sample database with the bulk embedder. The guard's events then
-show whether the contract held: no two GPU operations overlapped, and every embedding batch
-either ran under its own GPU lease or fell back to the CPU while the GPU was busy.
+1. Start the gateway (prewarm of the tiny llama.cpp model in the background) and *at once*
+   refresh the schemas of a sample database with the bulk embedder: its batches fall back
+   to the CPU while the prewarm holds the GPU.
+2. With the GPU free, index the sample documents: batches run on the GPU, each under its
+   own lease; once one has, a chat asks for the GPU through the API, waits for that batch
+   ("Waiting for GPU..."), and the batches after it fall back to the CPU until it is done.
+
+The guard's events then show whether the contract held (no two GPU operations overlapped,
+every embedding batch ran under its own lease or fell back while the GPU was busy), and one
+sentence says what would have run at once without the guard.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 from rich.console import Console
 
-from .._events import GpuEvent, GpuStatus
+from .._events import GpuEvent, GpuStatus, Subscription
 from ..embed._fallback import MODEL_LOADING_REASON
 from ..index import VectorStore
-from ..server import create_app, open_runtime, running_server
+from ..server import Runtime, create_app, open_runtime, running_server
 from ..settings import (
     EmbeddingSettings,
     IndexSettings,
@@ -33,6 +42,8 @@ __all__ = ["Verdict", "judge", "run_demo"]
 
 _RELEASED = frozenset({GpuStatus.COMPLETED, GpuStatus.FAILED, GpuStatus.CANCELLED, GpuStatus.HUNG})
 BULK_OPERATIONS = frozenset({"schema-refresh", "rag-indexing"})
+# A tiny model's 8 tokens, after waiting for one embedding batch: a net, not a target.
+_CHAT_TIMEOUT_S = 120.0
 
 
 @dataclass(slots=True)
@@ -42,6 +53,7 @@ class Verdict:
     overlaps: list[str] = field(default_factory=list)
     gpu_batches: int = 0
     cpu_batches: int = 0
+    waits: int = 0
     unexplained: list[str] = field(default_factory=list)
 
     @property
@@ -62,6 +74,7 @@ def judge(events: list[GpuEvent]) -> Verdict:
     """
     verdict = Verdict()
     holding: dict[int, str] = {}
+    waited: set[int] = set()
     for event in events:
         if event.status is GpuStatus.STARTED:
             if holding:
@@ -72,6 +85,9 @@ def judge(events: list[GpuEvent]) -> Verdict:
                 verdict.gpu_batches += 1
         elif event.status in _RELEASED:
             holding.pop(event.lease_id, None)
+        elif event.status is GpuStatus.WAITING and event.lease_id not in waited:
+            waited.add(event.lease_id)
+            verdict.waits += 1
         elif event.status is GpuStatus.FALLBACK and event.operation in BULK_OPERATIONS:
             verdict.cpu_batches += 1
             explained = event.holder or holding or "queued" in event.detail
@@ -97,9 +113,11 @@ def demo_settings(data_dir: Path, port: int) -> Settings:
 
 
 async def run_demo(console: Console, *, data_dir: Path, port: int, serve: bool) -> bool:
-    """Run the scenario, print the timeline and the verdict, then serve unless told not to.
+    """Run the scenario, print the timelines and the verdict, then serve unless told not to.
 
-    Returns True on a good verdict.
+    First the start-up collision (prewarm and a schema refresh at once), then, with the GPU
+    free, the sample documents indexed while a chat asks for the GPU. Returns True on a good
+    verdict.
     """
     settings = demo_settings(data_dir, port)
     database_url = await asyncio.to_thread(write_sample_database, data_dir / "sample-shop.sqlite")
@@ -110,33 +128,38 @@ async def run_demo(console: Console, *, data_dir: Path, port: int, serve: bool) 
     )
     async with open_runtime(settings, start=False) as runtime:
         gateway = runtime.gateway
-        # A fresh store each run, so that every table is embedded (no "unchanged" skips).
-        await asyncio.to_thread(_forget_schemas, runtime.store)
+        # A fresh store each run, so that every table and file is embedded (no "unchanged").
+        await asyncio.to_thread(_forget_indexed, runtime.store)
         # Only the CPU model loads up front: the GPU one loads under the lease during the
         # scenario, as an app's start-up does, where the LLM prewarm and the embedding-model
         # load used to collide.
         console.print("loading the CPU embedding model...")
         await runtime.bulk.pair.start_cpu()
         with gateway.events.subscribe(kinds={"gpu"}, maxsize=10_000) as recorder:
-            console.print("start: prewarm in the background, and at once refresh the schemas")
+            console.print("1. start: prewarm in the background, and at once refresh the schemas")
             await gateway.start()
             job = await runtime.jobs.start_schema_refresh(database_url)
-            finished = await runtime.jobs.manager.wait(job.id)
+            refreshed = await runtime.jobs.manager.wait(job.id)
             if gateway.prewarm_task is not None:
                 await gateway.prewarm_task
-            events = [e for e in recorder.drain() if isinstance(e, GpuEvent)]
-        console.print(timeline_table([e.to_dict() for e in events]))
-        verdict = judge(events)
-        _print_verdict(console, verdict, finished.status, finished.detail)
-        good = verdict.good and finished.status == "completed"
-        if serve:
-            app = create_app(
-                settings,
-                gateway=gateway,
-                retriever=runtime.context().retriever,
-                jobs=runtime.jobs,
-            )
-            async with running_server(app, port=port) as url:
+            first = [e for e in recorder.drain() if isinstance(e, GpuEvent)]
+        _print_timeline(console, first, "1. start-up: prewarm and schema refresh at once")
+        app = create_app(
+            settings, gateway=gateway, retriever=runtime.context().retriever, jobs=runtime.jobs
+        )
+        async with running_server(app, port=port if serve else 0) as url:
+            console.print("2. the GPU is free: index the documents, and a chat asks for the GPU")
+            second, indexed, waited = await _index_while_chatting(runtime, url, documents)
+            _print_timeline(console, second, "2. indexing while a chat asks for the GPU")
+            if waited:
+                console.print(f"   the chat was told: [yellow]{waited}[/]")
+            verdict = judge([*first, *second])
+            jobs: list[tuple[str, str, str]] = [(refreshed.job, refreshed.status, refreshed.detail)]
+            jobs.append((indexed.job, indexed.status, indexed.detail))
+            _print_verdict(console, verdict, jobs)
+            good = verdict.good and verdict.gpu_batches > 0
+            good = good and all(status == "completed" for _, status, _ in jobs)
+            if serve:
                 console.print(
                     f"\nweb page: [bold]{url}/[/]  (index the sample documents from it: "
                     f"{documents.resolve()}); Ctrl-C to stop"
@@ -145,13 +168,73 @@ async def run_demo(console: Console, *, data_dir: Path, port: int, serve: bool) 
     return good
 
 
-def _forget_schemas(store: VectorStore) -> None:
-    store.remove_sources("schema", store.source_hashes("schema"))
+async def _index_while_chatting(
+    runtime: Runtime, url: str, documents: Path
+) -> tuple[list[GpuEvent], Any, str]:
+    """Load the GPU embedder, index ``documents``, and once a batch runs on the GPU, chat.
+
+    Returns the phase's GPU events, the job's end and the chat's waiting notice (if any).
+    """
+    events = runtime.gateway.events
+    with (
+        events.subscribe(kinds={"gpu"}, maxsize=10_000) as recorder,
+        events.subscribe(kinds={"gpu"}, maxsize=10_000) as watch,
+    ):
+        # The GPU is free: the GPU embedding model loads under the lease, before the job.
+        await runtime.bulk.pair.load_gpu(runtime.bulk.guard)
+        job = await runtime.jobs.start_rag(documents)
+        ended = asyncio.ensure_future(runtime.jobs.manager.wait(job.id))
+        on_gpu = asyncio.ensure_future(_first_gpu_batch(watch))
+        await asyncio.wait([ended, on_gpu], return_when=asyncio.FIRST_COMPLETED)
+        on_gpu.cancel()
+        waited = await _chat(url, runtime.gateway.model or "")
+        finished = await ended
+        return [e for e in recorder.drain() if isinstance(e, GpuEvent)], finished, waited
 
 
-def _print_verdict(console: Console, verdict: Verdict, job_status: str, detail: str) -> None:
+async def _first_gpu_batch(watch: Subscription) -> None:
+    async for event in watch:
+        if not isinstance(event, GpuEvent):
+            continue
+        if event.status is GpuStatus.STARTED and event.operation in BULK_OPERATIONS:
+            return
+
+
+async def _chat(url: str, model: str) -> str:
+    """One short streamed chat through the API, as a client sends it; its waiting notice."""
+    body = {"model": model, "stream": True, "max_tokens": 8}
+    body["messages"] = [{"role": "user", "content": "Which tables hold the orders?"}]
+    notice = ""
+    async with (
+        httpx.AsyncClient(timeout=_CHAT_TIMEOUT_S) as client,
+        client.stream("POST", f"{url}/v1/chat/completions", json=body) as response,
+    ):
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                extra = json.loads(line[6:]).get("gpuguard")
+                notice = notice or (extra or {}).get("message", "")
+    return str(notice)
+
+
+def _print_timeline(console: Console, events: list[GpuEvent], title: str) -> None:
+    console.print(timeline_table([e.to_dict() for e in events], title=title))
+    gave_way = any(e.operation == "embed-load" and e.status is GpuStatus.CANCELLED for e in events)
+    if gave_way:
+        console.print(
+            "   (embed-load cancelled: the GPU embedding model's load gave way, because the job "
+            "had finished on the CPU meanwhile; nothing failed)"
+        )
+
+
+def _forget_indexed(store: VectorStore) -> None:
+    for kind in ("schema", "document"):
+        store.remove_sources(kind, store.source_hashes(kind))
+
+
+def _print_verdict(console: Console, verdict: Verdict, jobs: list[tuple[str, str, str]]) -> None:
     ok, bad = "[green]PASS[/]", "[red]FAIL[/]"
-    console.print(f"schema refresh: {job_status} ({detail})")
+    for name, status, detail in jobs:
+        console.print(f"{name}: {status} ({detail})")
     overlap_line = "no overlapping GPU operations"
     console.print(f"{bad if verdict.overlaps else ok} {overlap_line}")
     for overlap in verdict.overlaps:
@@ -160,10 +243,21 @@ def _print_verdict(console: Console, verdict: Verdict, job_status: str, detail: 
         f"every embedding batch either ran under its own GPU lease ({verdict.gpu_batches}) "
         f"or fell back to the CPU while the GPU was busy ({verdict.cpu_batches})"
     )
-    console.print(f"{bad if verdict.unexplained else ok} {batches}")
+    console.print(f"{bad if verdict.unexplained or not verdict.gpu_batches else ok} {batches}")
     for problem in verdict.unexplained:
         console.print(f"   {problem}")
+    console.print(prevented(verdict))
     console.print(f"verdict: {'[bold green]GOOD[/]' if verdict.good else '[bold red]BAD[/]'}")
+
+
+def prevented(verdict: Verdict) -> str:
+    """One sentence: what would have run at once on the GPU without the guard."""
+    return (
+        f"without the guard: {verdict.cpu_batches} embedding batch(es) and {verdict.waits} "
+        "queued operation(s) would have run on the GPU beside the one holding it, the "
+        "contention that evicts a model mid-answer, hangs operations and grows memory "
+        "without bound"
+    )
 
 
 async def _forever() -> None:

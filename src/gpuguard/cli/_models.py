@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ._client import DEFAULT_URL, ServerClient, ServerError, connected
+from ._client import ServerClient, ServerError, connected, resolved
 from ._help import PlainCommand, PlainGroup
 from ._output import JsonOption, TokenOption, UrlOption, console, fail, interactive, print_json
 from ._render import holder_text, model_size, ps_rows, ps_table, queue_text, size_text
@@ -23,14 +23,14 @@ models_app = typer.Typer(
 ModelArgument = Annotated[str, typer.Argument(metavar="MODEL", help="The model's name.")]
 
 
-def _get(url: str, token: str | None, *paths: str) -> list[dict[str, Any]]:
+def _get(url: str | None, token: str | None, *paths: str) -> list[dict[str, Any]]:
     with connected(url, token) as client:
         return [client.get(path) for path in paths]
 
 
 @models_app.command("list", cls=PlainCommand)
 def models_list(
-    url: UrlOption = DEFAULT_URL, token: TokenOption = None, as_json: JsonOption = False
+    url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
 ) -> None:
     """The backend's models: loaded or not, the current one, size and VRAM where known."""
     listing, status = _get(url, token, "/v1/models", "/admin/status")
@@ -63,23 +63,20 @@ def models_list(
 
 
 @models_app.command("load", cls=PlainCommand)
-def models_load(
-    model: ModelArgument, url: UrlOption = DEFAULT_URL, token: TokenOption = None
-) -> None:
+def models_load(model: ModelArgument, url: UrlOption = None, token: TokenOption = None) -> None:
     """Load a model: waits for the GPU lease, showing who holds it and the time so far."""
     _model_operation("load", model, url, token)
 
 
 @models_app.command("unload", cls=PlainCommand)
-def models_unload(
-    model: ModelArgument, url: UrlOption = DEFAULT_URL, token: TokenOption = None
-) -> None:
+def models_unload(model: ModelArgument, url: UrlOption = None, token: TokenOption = None) -> None:
     """Unload a model: waits for the GPU lease, then frees the model's memory."""
     _model_operation("unload", model, url, token)
 
 
-def _model_operation(verb: str, model: str, url: str, token: str | None) -> None:
+def _model_operation(verb: str, model: str, given_url: str | None, given: str | None) -> None:
     """POST the operation in a thread; meanwhile say what it waits for, and for how long."""
+    url, token = resolved(given_url, given)
     outcome: dict[str, Exception | None] = {}
 
     def call() -> None:
@@ -140,9 +137,7 @@ def _phase(watcher: ServerClient, verb: str, model: str) -> str:
     return f"{verb}ing {model}"
 
 
-def ps(
-    url: UrlOption = DEFAULT_URL, token: TokenOption = None, as_json: JsonOption = False
-) -> None:
+def ps(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
     """The loaded models (size, VRAM, processor, until), the GPU lease holder and its queue."""
     (status,) = _get(url, token, "/admin/status")
     rows = ps_rows(status)

@@ -31,8 +31,13 @@ console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
 
 UrlOption = Annotated[
-    str,
-    typer.Option("--url", envvar="GPUGUARD_URL", metavar="URL", help="The running server's URL."),
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="GPUGUARD_URL",
+        metavar="URL",
+        help="The running server's URL (default: from server.host and server.port).",
+    ),
 ]
 TokenOption = Annotated[
     str | None,
@@ -67,5 +72,5 @@ def print_json(data: Any) -> None:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` on stderr; the exit to raise."""
-    errors.print(Text.assemble(("error:", "red"), " ", message))
+    errors.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
     return typer.Exit(code)

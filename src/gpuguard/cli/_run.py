@@ -94,9 +94,12 @@ async def run_under_lease(
         hold = guard.hold(
             operation, priority=priority, wait_timeout=wait_timeout, hold_timeout=None
         )
-        if await hold.reserve():
+        waited = await hold.reserve()
+        if waited:
             notify(waiting_notice(guard))
         async with hold as lease:
+            if waited:
+                notify(f"got the GPU after {lease.waited_s:.1f} s")
             tree = ProgramTree(argv)
             code = await lease.run(tree.wait(), stop=tree.kill)
     except asyncio.CancelledError:

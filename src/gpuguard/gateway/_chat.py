@@ -64,7 +64,8 @@ class Chats:
         )
         # Take the GPU or a place in its queue before yielding anything: a full queue raises
         # QueueFull here, before a server has sent its first byte.
-        if await hold.reserve():
+        waited = await hold.reserve()
+        if waited:
             notice = GpuWaiting("chat", self._lane.holder_name(), self._lane.guard.queue_length)
             logger.info("%s for chat on %s", notice.message, name)
             try:
@@ -73,6 +74,8 @@ class Chats:
                 await hold.aclose()
                 raise
         async with hold as lease:
+            if waited:
+                yield GpuWaiting("chat", None, 0, granted_after_s=lease.waited_s)
             if name not in self._models.loaded:
                 await self._load(lease, name, on_load)
             self._models.used(name)

@@ -28,15 +28,28 @@ class GatewayTimeouts:
 
 @dataclass(frozen=True, slots=True)
 class GpuWaiting:
-    """Yielded by :meth:`~gpuguard.gateway.ModelGateway.chat` before it queues for a busy GPU."""
+    """A notice about a wait for the GPU, yielded by :meth:`~gpuguard.gateway.ModelGateway.chat`.
+
+    Once before the chat queues for a busy GPU, and once more (``granted_after_s`` set) when
+    it got the GPU, so that whoever showed "Waiting for GPU..." can take it down at once, not
+    at the first token (which may come after a model load).
+    """
 
     operation: str
     holder: str | None
     queue_length: int
+    granted_after_s: float | None = None
+
+    @property
+    def status(self) -> str:
+        """``waiting``, or ``granted`` once the wait is over."""
+        return "waiting" if self.granted_after_s is None else "granted"
 
     @property
     def message(self) -> str:
         """What to show the user."""
+        if self.granted_after_s is not None:
+            return f"Got the GPU after {self.granted_after_s:.1f} s"
         held = f" (held by {self.holder})" if self.holder else ""
         return f"Waiting for GPU...{held}"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,9 @@ __all__ = [
     "url_only_args",
     "without_ambient_environment",
 ]
+
+# What a configured source's name looks like: a word, never a URL (no scheme, no "/").
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 _SCHEMES = {
     "postgres": "postgresql+psycopg",
@@ -92,6 +96,13 @@ def resolve_source(url_or_name: str, policy: SourcePolicy | None) -> str:
         url = policy.databases[url_or_name]
         _check_driver(parse_url(url))
         return url
+    if _SOURCE_NAME.fullmatch(url_or_name):
+        # A bare word is a source's name, never a URL: say which names there are.
+        names = ", ".join(sorted(policy.databases)) if policy is not None else ""
+        raise SourceUnavailable(
+            f"no database source named {url_or_name!r} (configured: {names or 'none'}; "
+            "see sources.databases), and it is not a database URL"
+        )
     parsed = parse_url(url_or_name)
     backend = parsed.get_backend_name()
     database = parsed.database

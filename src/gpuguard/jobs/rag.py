@@ -16,6 +16,7 @@ from ..embed import BulkEmbedder
 from ..index import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_CHARS,
+    SUPPORTED_SUFFIXES,
     Chunk,
     SourcePolicy,
     TextExtractor,
@@ -71,8 +72,18 @@ async def process_rag_documents(
     reporter = JobReporter(events, JOB_NAME, job_id)
     given = list(paths)
     errors: list[JobIssue] = []
+    told = 0
+
+    def tell_skipped() -> None:
+        """Publish each issue not published yet: every skipped file is named, once."""
+        nonlocal told
+        for issue in errors[told:]:
+            reporter.publish("progress", f"skipped {issue.line()}", issue=issue.line())
+        told = len(errors)
+
     with reporter.lifecycle(f"indexing {len(given)} path(s)"):
         files, stored = await asyncio.to_thread(_survey, given, store, errors, policy)
+        tell_skipped()
         reporter.total = len(files)
         gone = sorted(stored.keys() - {str(path) for path in files})
         removed = await asyncio.to_thread(store.remove_sources, "document", gone)
@@ -88,17 +99,19 @@ async def process_rag_documents(
             for path in files:
                 if budget.spent:
                     errors.append(JobIssue(str(path), budget.refusal()))
-                    reporter.advance(f"skipped {path}: {budget.refusal()}")
+                    reporter.done += 1
+                    tell_skipped()
                     continue
                 try:
                     source = await _prepare(
                         path, stored.get(str(path)), chunking, budget, errors, reading
                     )
                 except DocumentError as exc:
-                    issue = JobIssue(str(path), str(exc))
-                    errors.append(issue)
-                    reporter.advance(f"skipped {path}: {exc}", issue=issue)
+                    errors.append(JobIssue(str(path), str(exc)))
+                    reporter.done += 1
+                    tell_skipped()
                     continue
+                tell_skipped()  # a file cut at a text limit is indexed, and named
                 if source is None:
                     unchanged.append(str(path))
                     reporter.advance(f"{path} unchanged")
@@ -118,9 +131,8 @@ async def process_rag_documents(
             try:
                 await rewarm()
             except Exception as exc:
-                issue = JobIssue("rewarm", redact(f"re-warming the LLM failed: {exc}"))
-                errors.append(issue)
-                reporter.publish("progress", issue.message, issue=issue.line())
+                errors.append(JobIssue("rewarm", redact(f"re-warming the LLM failed: {exc}")))
+                tell_skipped()
         result = IndexResult(
             embedded=len(embedded),
             skipped=len(unchanged),
@@ -135,8 +147,15 @@ async def process_rag_documents(
             unchanged_sources=tuple(unchanged),
             removed_sources=tuple(gone),
         )
-        reporter.publish("completed", result.summary())
+        found = "" if files or stored else f"{_nothing_found(given)}; "
+        reporter.publish("completed", found + result.summary())
     return result
+
+
+def _nothing_found(paths: list[str | Path]) -> str:
+    where = ", ".join(str(path) for path in paths)
+    kinds = ", ".join(sorted(suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES))
+    return f"nothing to index: no supported document ({kinds}) in {where}"
 
 
 def _survey(

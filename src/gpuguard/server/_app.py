@@ -23,6 +23,7 @@ from . import (
     _openai_routes,
 )
 from ._auth import BearerToken, HostCheck, allowed_host_names
+from ._console import EventLog, log_start_up
 from ._context import JobRunner, Retriever, ServerContext
 from ._errors import install_error_handlers
 from ._limits import BodySizeLimit
@@ -71,6 +72,10 @@ def create_app(
             if context is None:
                 runtime = await stack.enter_async_context(open_runtime(settings))
                 context = runtime.context()
+            log_start_up(settings, context.gateway)
+            event_log = EventLog()
+            context.gateway.events.add_listener(event_log)
+            stack.callback(context.gateway.events.remove_listener, event_log)
             metrics = GuardMetrics(context.gateway.guard)
             metrics.start()
             stack.push_async_callback(metrics.aclose)
@@ -110,6 +115,11 @@ def create_app(
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(str(STATIC_DIR / "index.html"))
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        # Browsers ask for /favicon.ico whatever the page links; the icon is an SVG.
+        return FileResponse(str(STATIC_DIR / "favicon.svg"), media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     _bound_bodies(app, settings)

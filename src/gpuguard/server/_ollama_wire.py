@@ -59,10 +59,10 @@ def line(payload: dict[str, Any]) -> str:
 
 
 def waiting_fields(notice: GpuWaiting) -> dict[str, Any]:
-    """The "Waiting for GPU..." notice as an extra field that Ollama clients ignore."""
+    """The "Waiting for GPU..." notice (or its end) as an extra field Ollama clients ignore."""
     return {
         "gpuguard": {
-            "status": "waiting",
+            "status": notice.status,
             "message": notice.message,
             "holder": notice.holder,
             "queue_length": notice.queue_length,

@@ -270,7 +270,7 @@ async def _sse_frames(
 
 def _waiting(completion_id: str, model: str, item: GpuWaiting) -> dict[str, Any]:
     notice = {
-        "status": "waiting",
+        "status": item.status,
         "message": item.message,
         "holder": item.holder,
         "queue_length": item.queue_length,

@@ -216,7 +216,7 @@ def _build_backend(settings: Settings) -> LlmBackend:
             if embedded[1].gpu_layers is not None:
                 n_gpu_layers = embedded[1].gpu_layers
         path = settings.model_path
-        if path == settings.data_dir / "models" / "tiny-random.gguf" and not path.is_file():
+        if path == settings.generated_model_path and not path.is_file():
             # The generated tiny model (meaningless output, 4096 tokens of context).
             from ..llm.tiny_model import write_tiny_gguf
 

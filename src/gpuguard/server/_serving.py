@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 import threading
@@ -20,6 +21,8 @@ from ._app import ollama_app
 __all__ = ["KEEP_ALIVE_S", "ServerThread", "running_server", "serve"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("gpuguard.server")
 
 KEEP_ALIVE_S = 75
 """How long the server keeps an idle HTTP/1.1 connection open.
@@ -46,16 +49,17 @@ async def serve(
     """Serve ``app`` until interrupted (Ctrl-C, SIGTERM).
 
     With ``ollama_port``, its Ollama API (:func:`~gpuguard.server.ollama_app`) is served on
-    that port too, once ``app`` has started.
+    that port too, once ``app`` has started. "serving on URL" is logged only once the socket
+    is bound and the app has started; a port in use raises ``OSError`` before anything runs.
     """
-    if ollama_port is None:
-        await uvicorn.Server(_config(app, host=host, port=port)).serve()
-        return
-    async with (
-        running_server(app, host=host, port=port),
-        running_server(ollama_app(app), host=host, port=ollama_port),
-    ):
-        await _until_interrupted()
+    async with running_server(app, host=host, port=port) as url:
+        logger.info("gpuguard serving on %s", url)
+        if ollama_port is None:
+            await _until_interrupted()
+            return
+        async with running_server(ollama_app(app), host=host, port=ollama_port) as ollama_url:
+            logger.info("Ollama API also on %s", ollama_url)
+            await _until_interrupted()
 
 
 async def _until_interrupted() -> None:
@@ -93,7 +97,11 @@ async def running_server(
     """
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     bound_port = sock.getsockname()[1]
     server = uvicorn.Server(_config(app, keep_alive_s=keep_alive_s))
     task = asyncio.create_task(server._serve(sockets=[sock]), name="uvicorn")

@@ -5,7 +5,7 @@ The model of every section (:mod:`._settings`, with the shared parts in :mod:`._
 (pydantic-settings).
 """
 
-from ._build import build_guard
+from ._build import build_guard, lock_dir_of
 from ._settings import (
     CONFIG_ENV_VAR,
     EmbeddingSettings,
@@ -33,4 +33,5 @@ __all__ = [
     "build_guard",
     "is_loopback",
     "load_settings",
+    "lock_dir_of",
 ]

@@ -5,19 +5,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 from .._clock import SystemClock
 from ..devices import Devices, detect_devices
 from ..guard import GpuGuard
 from ..guard.policies import choose_policy
 from ..guard.scopes import make_arbiter
+from ..guard.scopes.host import default_lock_dir
 from ._settings import GuardSettings
 
-__all__ = ["build_guard"]
+__all__ = ["build_guard", "lock_dir_of"]
 
 _log = logging.getLogger("gpuguard.guard")
 
 MIB = 1024 * 1024
+
+
+def lock_dir_of(limits: GuardSettings) -> Path | None:
+    """Where a host-scope lease meets the other processes (None for other scopes)."""
+    if limits.scope != "host":
+        return None
+    return limits.lock_dir if limits.lock_dir is not None else default_lock_dir()
 
 
 def build_guard(

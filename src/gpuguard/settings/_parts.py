@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["ModelSettings", "Section", "describe_errors"]
+from ._environment import PREFIX, section_spelling
+
+__all__ = ["ModelSettings", "Section", "describe_errors", "section_names"]
 
 
 class Section(BaseModel):
@@ -61,10 +63,28 @@ def _suggestion(root: type[BaseModel], location: tuple[int | str, ...]) -> str:
     if not fields:
         return ""
     key = str(location[-1]).replace("-", "_").lower()
+    if len(location) == 1:
+        spelling = section_spelling(key, section_names(root))
+        if spelling is not None:
+            return f"; did you mean {spelling} (or {_toml_spelling(spelling)} in a TOML file)?"
     nearest = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
     if nearest:
         return f"; did you mean {nearest[0]!r}?"
     return f"; valid keys here: {', '.join(sorted(fields))}"
+
+
+def section_names(root: type[BaseModel]) -> list[str]:
+    """The top-level keys that are sections (a table of keys), not plain values."""
+    return [
+        name
+        for name, field in root.model_fields.items()
+        if _is_section(field.annotation) or _is_model_dict(field.annotation)
+    ]
+
+
+def _toml_spelling(variable: str) -> str:
+    section, _, key = variable.removeprefix(PREFIX).partition("__")
+    return f"[{section.lower()}] {key.lower()}"
 
 
 def _fields_at(root: type[BaseModel], path: tuple[int | str, ...]) -> list[str]:

@@ -33,8 +33,9 @@ from pydantic_settings import (
 )
 
 from .._exceptions import ConfigError
+from ._environment import misnamed_variables
 from ._guard import GuardSettings
-from ._parts import ModelSettings, Section, describe_errors
+from ._parts import ModelSettings, Section, describe_errors, section_names
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -288,7 +289,12 @@ class Settings(BaseSettings):
         embedded = self.embedded_model
         if embedded is not None and embedded[1].path is not None:
             return embedded[1].path
-        return self.llm.model_path or self.data_dir / "models" / "tiny-random.gguf"
+        return self.llm.model_path or self.generated_model_path
+
+    @property
+    def generated_model_path(self) -> Path:
+        """Where llama-cpp's generated tiny model goes when no GGUF file is configured."""
+        return self.data_dir / "models" / "tiny-random.gguf"
 
     @property
     def model_name(self) -> str:
@@ -313,6 +319,9 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     ``overrides`` are section dicts or values (``server={"port": 0}``), applied over the
     environment and the file.
     """
+    misnamed = misnamed_variables(os.environ, section_names(Settings))
+    if misnamed:
+        raise ConfigError("invalid settings: " + "; ".join(misnamed))
     given = config if config is not None else _env_config_file()
     if given is not None and not given.is_file():
         raise ConfigError(f"settings file {str(given)!r} does not exist")

@@ -5,6 +5,7 @@
 
 const state = {
   token: localStorage.getItem("gpuguard-token") || "",
+  tokenRefused: false, // the user cancelled the token prompt: ask no more until asked to
   jobs: new Map(),
   laneRefresh: null,
   clockOffset: 0, // server time minus this browser's time, in seconds
@@ -78,19 +79,45 @@ async function api(path, options = {}) {
     init.body = JSON.stringify(options.json);
     init.headers["Content-Type"] = "application/json";
   }
+  const used = state.token;
   const response = await fetch(path, init);
-  if (response.status === 401 && askToken()) return api(path, options);
+  // Another request may have asked for the token meanwhile: retry with it, never ask twice.
+  if (response.status === 401 && (state.token !== used || askToken())) return api(path, options);
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
   return body;
 }
 
+/**
+ * Ask once for the server's bearer token. Cancel means "not now": no request asks again
+ * until the user clicks the connection badge, and the page says what it cannot show.
+ */
 function askToken() {
+  if (state.tokenRefused) return false;
   const token = window.prompt("This server needs its bearer token:");
-  if (!token) return false;
+  if (!token) {
+    state.tokenRefused = true;
+    showTokenNeeded();
+    return false;
+  }
   state.token = token;
   localStorage.setItem("gpuguard-token", token);
   return true;
+}
+
+function showTokenNeeded() {
+  $("conn").classList.remove("live");
+  $("conn-label").textContent = "token needed (click)";
+  const holder = $("lane-holder-value");
+  holder.textContent = "unknown: this server needs its token";
+  holder.classList.remove("idle");
+}
+
+/** The badge's click after a Cancel: ask again, and start over with the token. */
+function retryToken() {
+  if (!state.tokenRefused) return;
+  state.tokenRefused = false;
+  if (askToken()) window.location.reload();
 }
 
 /** The JSON payloads of an OpenAI-style SSE response body. */

@@ -70,6 +70,10 @@ async function sendChat(event) {
         showWaiting(payload.gpuguard.message);
         continue;
       }
+      if (payload.gpuguard && payload.gpuguard.status === "granted") {
+        hideWaiting();  // the chat holds the GPU now, before its first token
+        continue;
+      }
       const delta = (payload.choices && payload.choices[0] && payload.choices[0].delta) || {};
       if (delta.content) {
         hideWaiting();

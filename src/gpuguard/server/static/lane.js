@@ -1,13 +1,15 @@
 // gpuguard web page: the GPU lane (holder, queue, counters) and the timeline.
 //
 // The timeline keeps one row per GPU operation (waiting -> started -> completed update the
-// same row, with its wait and hold times), one row per model operation, and folds the many
-// embedding batches of an indexing job into one live row per job.
+// same row, with its wait and hold times), one row per model operation, folds the many
+// embedding batches of an indexing job into one live row per job, and folds a run of
+// embedding requests (each held for milliseconds) into one row that counts them.
 "use strict";
 
 const PRIORITIES = ["interactive", "normal", "background"];
 const MODEL_OPERATIONS = new Set(["load", "unload", "prewarm", "rewarm"]);
 const PROBLEMS = new Set(["failed", "hung", "timed_out", "rejected"]);
+const ROUTINE = new Set(["waiting", "started", "completed"]); // what an embedding fold counts
 const HOLDER_FIELDS = new Set(["lease_id", "operation", "model", "priority", "since", "held_s", "hung", "hung_s"]);
 
 const timeline = {
@@ -15,6 +17,7 @@ const timeline = {
   folds: new Map(), // job name -> the key of its live fold row (where its batches go)
   jobRows: new Map(), // job id -> the key of its row
   openModel: new Map(), // model -> the key of its unfinished model row
+  embedFolds: new Map(), // "operation model" -> the key of its row while it is the newest
   limit: 200,
   sequence: 0,
 };
@@ -115,8 +118,13 @@ function onGpuEvent(event) {
     foldBatch(event);
     return;
   }
+  const category = categoryOf(event.operation);
+  if (category === "embed" && event.operation !== "embed-load" && ROUTINE.has(event.status)) {
+    foldEmbedding(event);
+    return;
+  }
   const key = event.lease_id ? `lease-${event.lease_id}` : `gpu-${++timeline.sequence}`;
-  upsertRow(key, categoryOf(event.operation), (d) => {
+  upsertRow(key, category, (d) => {
     d.first = d.first || event.timestamp;
     d.operation = event.operation;
     d.model = event.model || d.model;
@@ -126,6 +134,25 @@ function onGpuEvent(event) {
     d.holder = event.status === "waiting" ? event.holder : d.holder;
     d.detail = event.detail || d.detail;
     d.position = event.position;
+  });
+}
+
+/** Embedding requests in a row (nothing else in between) share one row: how many, how long. */
+function foldEmbedding(event) {
+  const name = `${event.operation} ${event.model || ""}`;
+  let key = timeline.embedFolds.get(name);
+  if (!key || $("timeline").firstElementChild?.dataset.key !== key) {
+    key = `embeds-${++timeline.sequence}`;
+    timeline.embedFolds.set(name, key);
+  }
+  upsertRow(key, "embed", (d) => {
+    d.first = d.first || event.timestamp;
+    d.operation = event.operation;
+    d.model = event.model || d.model;
+    d.status = event.status;
+    d.requests = (d.requests || 0) + (event.status === "started" ? 1 : 0);
+    d.heldAll = (d.heldAll || 0) + (event.status === "completed" ? event.held_s || 0 : 0);
+    d.waitedAll = (d.waitedAll || 0) + (event.status === "started" ? event.waited_s || 0 : 0);
   });
 }
 
@@ -158,19 +185,27 @@ function onJobForTimeline(job, status) {
   const id = jobId(job);
   if (!name || !id) return;
   state.jobNames.add(name);
+  const running = status === "running";
   let key = timeline.jobRows.get(id);
   if (!key) {
-    // Batches that arrived before the job's first event already opened a fold: adopt it.
+    // Batches that arrived before a running job's first event already opened a fold: adopt
+    // it. A queued job has no batches yet: the fold is the running one's.
     const live = timeline.folds.get(name);
-    key = live && !timeline.rows.get(live).data.jobId ? live : `job-${id}`;
+    key = running && live && !timeline.rows.get(live).data.jobId ? live : `job-${id}`;
     timeline.jobRows.set(id, key);
   }
   const finished = FINISHED.includes(status);
-  if (!finished) timeline.folds.set(name, key);
+  // Only a running job's batches fold into its row (one job of a name runs at a time).
+  if (running) timeline.folds.set(name, key);
   upsertRow(key, "job", (d) => {
     d.job = name;
     d.jobId = id;
     d.first = d.first || job.started_at || job.timestamp;
+    // Its time runs from when it began to run, not from when it was queued.
+    if (running && !d.ran) {
+      const wasQueued = d.status === "queued";
+      d.ran = (wasQueued ? job.timestamp : job.started_at || job.timestamp) || serverNow();
+    }
     d.source = job.source || d.source;
     if (!FINISHED.includes(d.status)) d.status = status;
     if (finished) d.end = d.end || job.finished_at || job.timestamp || serverNow();
@@ -214,8 +249,15 @@ function drawRow(row) {
     facts.push(`${d.gpu || 0} GPU batch${d.gpu === 1 ? "" : "es"}`);
     facts.push(`${d.cpu || 0} on CPU`);
     facts.push(`${d.fallbacks || 0} fallback${d.fallbacks === 1 ? "" : "s"}`);
-    const end = d.end || (status === "running" ? serverNow() : d.last || d.first);
-    facts.push(seconds(Math.max(0, end - d.first)));
+    if (status !== "queued") {
+      const end = d.end || (status === "running" ? serverNow() : d.last || d.first);
+      facts.push(seconds(Math.max(0, end - (d.ran || d.first))));
+    }
+  } else if (d.requests !== undefined) {
+    what = `${d.operation}${d.model ? ` \u00b7 ${d.model}` : ""}`;
+    facts.push(`${d.requests} request${d.requests === 1 ? "" : "s"}`);
+    if (d.waitedAll >= 0.05) facts.push(`waited ${seconds(d.waitedAll)} in all`);
+    facts.push(`held ${seconds(d.heldAll)} in all`);
   } else {
     what = `${d.operation}${d.model ? ` \u00b7 ${d.model}` : ""}`;
     if (status === "fallback") what += " \u2192 CPU";
@@ -255,5 +297,6 @@ function clearTimeline() {
   timeline.folds.clear();
   timeline.jobRows.clear();
   timeline.openModel.clear();
+  timeline.embedFolds.clear();
   $("timeline").replaceChildren();
 }

@@ -113,6 +113,11 @@ function renderJob(job) {
   if (job.issue) issues.add(job.issue);
   merged.issues = [...issues];
   merged.done = Math.max(previous.done || 0, job.done || 0);
+  merged.started_at ??= job.timestamp;  // an event before the job's own view: first seen
+  if (merged.status === "running" && !merged.ran) {
+    // Its pace counts from when it began to run, not from when it was queued.
+    merged.ran = (previous.status === "queued" && job.timestamp) || merged.started_at;
+  }
   state.jobs.set(id, merged);
   onJobForTimeline(merged, displayStatus(job.status));
   drawJob(id, merged);
@@ -121,6 +126,40 @@ function renderJob(job) {
     merged.final = true;
     api(`/admin/jobs/${encodeURIComponent(id)}`).then(renderJob).catch(() => {});
   }
+}
+
+/** "2.5/s, about 40 s left" for a running job with progress; "" before there is any. */
+function pace(job) {
+  if (job.status !== "running" || !job.done || !job.ran) return "";
+  const elapsed = serverNow() - job.ran;
+  if (elapsed <= 0) return "";
+  const rate = job.done / elapsed;
+  const shown = rate >= 10 ? Math.round(rate) : rate.toFixed(1);
+  if (!job.total || job.done >= job.total) return `${shown}/s`;
+  return `${shown}/s, about ${seconds((job.total - job.done) / rate)} left`;
+}
+
+/** Redraw the running jobs, so that their pace and time left move. */
+function tickJobs() {
+  for (const [id, job] of state.jobs) if (job.status === "running") drawJob(id, job);
+}
+
+/** Where a job stands in the list: running ones first, then queued, then finished; newest first in each. */
+function jobRank(job) {
+  const group = job.status === "running" ? 0 : job.status === "queued" ? 1 : 2;
+  return [group, -(job.started_at || 0)];
+}
+
+/** Put the list in jobRank order, whatever order the jobs were first seen in. */
+function orderJobs() {
+  const list = $("jobs");
+  const rank = (item) => jobRank(state.jobs.get(item.dataset.job) || {});
+  const items = [...list.children].sort((a, b) => {
+    const [ga, ta] = rank(a);
+    const [gb, tb] = rank(b);
+    return ga - gb || ta - tb;
+  });
+  if (items.some((item, i) => list.children[i] !== item)) list.replaceChildren(...items);
 }
 
 function drawJob(id, job) {
@@ -137,7 +176,7 @@ function drawJob(id, job) {
   bar.firstChild.style.width = `${percent}%`;
   const cancel = finished ? "" :
     el("button", { class: "small", type: "button", onclick: () => api(`/admin/jobs/${id}/cancel`, { method: "POST" }).catch((e) => { $("docs-error").textContent = e.message; }) }, "Cancel");
-  const count = total ? `${done} / ${total}` : done ? String(done) : "";
+  const count = [total ? `${done} / ${total}` : done ? String(done) : "", pace(job)].filter(Boolean).join(" \u00b7 ");
   const detail = job.status === "failed" && job.error ? job.error : job.detail || "";
   const issues = job.issues || [];
   item.className = `job st-${job.status}`;
@@ -149,6 +188,7 @@ function drawJob(id, job) {
     bar,
     el("div", { class: `job-detail${job.status === "failed" ? " bad" : ""}` }, detail),
     issues.length ? el("ul", { class: "job-issues" }, ...issues.map((issue) => el("li", {}, issue))) : "");
+  orderJobs();
 }
 
 async function startJob(event, path, json, errorId, clearOnStart = null) {
@@ -173,7 +213,7 @@ async function refreshJobs() {
 }
 
 // --- the server log ---------------------------------------------------------------------
-const logs = { lines: [], after: 0, keep: 1000, levels: ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], pending: null };
+const logs = { lines: [], after: 0, keep: 1000, levels: ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], pending: null, inflight: null };
 
 /** Something happened (an event arrived): its log lines follow shortly. */
 function scheduleLogRefresh() {
@@ -184,12 +224,19 @@ function scheduleLogRefresh() {
   }, 300);
 }
 
-async function refreshLogs() {
+/** Fetch the lines after the last one kept; one fetch at a time, each line kept once (by seq). */
+function refreshLogs() {
+  logs.inflight ??= fetchLogs().finally(() => { logs.inflight = null; });
+  return logs.inflight;
+}
+
+async function fetchLogs() {
   try {
     const body = await api(`/admin/logs?after=${logs.after}&limit=500`);
-    if (!body.lines.length) return;
-    logs.after = body.lines[body.lines.length - 1].seq;
-    logs.lines.push(...body.lines);
+    const fresh = body.lines.filter((line) => line.seq > logs.after);
+    if (!fresh.length) return;
+    logs.after = fresh[fresh.length - 1].seq;
+    logs.lines.push(...fresh);
     logs.lines.splice(0, Math.max(0, logs.lines.length - logs.keep));
     drawLogs();
   } catch (error) {

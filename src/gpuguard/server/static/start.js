@@ -26,7 +26,7 @@ function connectEvents() {
   });
   source.onerror = () => {
     $("conn").classList.remove("live");
-    $("conn-label").textContent = "reconnecting";
+    $("conn-label").textContent = state.tokenRefused ? "token needed (click)" : "reconnecting";
   };
 }
 
@@ -36,6 +36,7 @@ function init() {
     if (event.key === "Enter" && !event.shiftKey) sendChat(event);
   });
   $("chat-new").addEventListener("click", newChat);
+  $("conn").addEventListener("click", retryToken);
   $("models-refresh").addEventListener("click", refreshModels);
   $("db-form").addEventListener("submit", (e) => startJob(e, "/admin/jobs/schema-refresh", { database_url: $("db-url").value }, "db-error", $("db-url")));
   $("docs-form").addEventListener("submit", (e) => startJob(e, "/admin/jobs/rag", { path: $("docs-path").value }, "docs-error"));
@@ -54,6 +55,7 @@ function init() {
   setInterval(() => {
     tickTimeline();
     tickModels();
+    tickJobs();
   }, 1000);
 }
 
