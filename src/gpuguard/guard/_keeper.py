@@ -142,8 +142,10 @@ class Leases:
     ) -> Lease:
         """A lease not yet asked for, with its own ticket."""
         hold_s = self.limits.hold_timeout if hold_timeout is DEFAULT else hold_timeout
-        ticket = Ticket(next(self._ids), operation, model, Priority(priority), Owner.this_process())
-        return Lease(self, ticket, check_timeout(hold_s, "hold_timeout"), self.clock.monotonic())
+        hold = check_timeout(hold_s, "hold_timeout")
+        owner = Owner.this_process()
+        ticket = Ticket(next(self._ids), operation, model, Priority(priority), owner, hold)
+        return Lease(self, ticket, hold, self.clock.monotonic())
 
     async def await_grant(self, lease: Lease, pending: asyncio.Future[None]) -> None:
         """Wait for a queued lease's grant; cancellation leaves nothing behind."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from .._events import Priority
@@ -40,6 +40,9 @@ class Ticket:
     model: str | None
     priority: Priority
     owner: Owner
+    hold_timeout_s: float | None = field(default=None, compare=False)
+    """How long it may hold once granted (None: no limit): shared scopes show a holder
+    past it as hung to other processes, whose own timers cannot see it."""
 
 
 @dataclass(frozen=True, slots=True)

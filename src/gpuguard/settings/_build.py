@@ -24,6 +24,7 @@ def build_guard(limits: GuardSettings) -> GpuGuard:
         aging_s=limits.aging_s,
         clock=clock,
         lock_dir=limits.lock_dir,
+        lock_group=limits.lock_group,
         redis_url=redis_url,
         ttl_s=limits.redis_ttl_s,
     )

@@ -1,0 +1,302 @@
+"""One GPU's directory in the lock directory, used only through descriptors.
+
+``<lock_dir>/<gpu>/`` holds ``state`` (the lease, :mod:`._state`) and ``entries/<seq>``, one
+file per request, ``flock``-ed by its process for the request's whole life (the kernel drops
+the lock when the process dies). The directory itself is the lock every decision takes.
+
+Crash-consistency by construction:
+
+* the directory is built aside (with its state and ``entries``) and renamed into place, so a
+  directory without ``state`` was damaged by someone, never half-made by us;
+* the state is replaced whole (written to ``state.new``, every byte checked, then renamed), so
+  a full file system or a crash mid-write leaves the previous state, and an error;
+* the directory, ``entries`` and the lock directory are checked by inode before each
+  decision: removed or replaced under a live lease, they are refused, never silently made anew.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import stat
+import weakref
+from pathlib import Path
+
+from ...._exceptions import ConfigError
+from ._files import LockRoot, make_dir, open_dir, open_lock_dir
+from ._state import State, StateError
+
+__all__ = ["LeaseDir"]
+
+_FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
+_STATE, _NEW_STATE, _ENTRIES = "state", "state.new", "entries"
+_READ_CHUNK = 1 << 16
+_Ident = tuple[int, int]
+
+
+class LeaseDir:
+    """The opened directory of one GPU: its lock, its state and its request entries."""
+
+    def __init__(self, root: LockRoot, name: str) -> None:
+        self.root = root
+        self.path = root.path / name
+        self._name = name
+        self._fds: list[int] = [root.fd]
+        weakref.finalize(self, _close_all, self._fds)
+        self.fd = self._keep(_open_gpu_dir(root, name))
+        self.entries_fd = self._keep(open_dir(_ENTRIES, self.fd, what=f"{self.path}/entries"))
+        self._idents = [(root.fd, _ident(root.fd)), (self.fd, _ident(self.fd))]
+        self._idents.append((self.entries_fd, _ident(self.entries_fd)))
+        self._peeks: dict[int, int] = {}
+        """Open (unlocked) descriptors of other requests' entries, to test their liveness."""
+
+    @staticmethod
+    def open(path: Path, name: str, *, group: str | None) -> LeaseDir:
+        """Open (creating if needed) the directory of GPU ``name`` in the lock directory."""
+        return LeaseDir(open_lock_dir(path, group=group), name)
+
+    def close(self) -> None:
+        """Close every descriptor without unlocking (after a fork the locks are the parent's)."""
+        _close_all([*self._fds, *self._peeks.values()])
+        self._fds.clear()
+        self._peeks.clear()
+
+    # --- the lock and the in-place check ----------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the directory's exclusive lock (every decision runs under it)."""
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def unlock(self) -> None:
+        """Let go of it."""
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def in_place(self) -> bool:
+        """Whether :meth:`check_in_place` passes."""
+        try:
+            self.check_in_place()
+        except StateError:
+            return False
+        return True
+
+    def check_in_place(self) -> None:
+        """:class:`StateError` if a directory of the lease was removed or replaced."""
+        paths = [
+            (self.root.path, None),
+            (Path(self._name), self.root.fd),
+            (Path(_ENTRIES), self.fd),
+        ]
+        for (path, parent), (_, ident) in zip(paths, self._idents, strict=True):
+            try:
+                info = os.stat(path, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                info = None
+            if info is None or (info.st_dev, info.st_ino) != ident:
+                raise StateError(
+                    f"the lock directory {self.path} was removed or replaced while this "
+                    "process used it (another process may now hold a second lease there); "
+                    "refused. Remove it only when no process uses the GPU"
+                )
+
+    # --- the state ----------------------------------------------------------------------
+
+    def read(self) -> State | None:
+        """The state, None if ``state`` is missing; :class:`StateError` if unreadable."""
+        try:
+            fd = os.open(_STATE, os.O_RDONLY | _FILE_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"unreadable ({exc.strerror})") from exc
+        try:
+            chunks = []
+            while chunk := os.read(fd, _READ_CHUNK):
+                chunks.append(chunk)
+        except OSError as exc:
+            raise StateError(f"unreadable ({exc.strerror})") from exc
+        finally:
+            os.close(fd)
+        return State.decode(b"".join(chunks))
+
+    def write(self, state: State) -> None:
+        """Replace the state whole; :class:`StateError` (the old one kept) if it cannot be."""
+        data = memoryview(state.encode())
+        with contextlib.suppress(FileNotFoundError):  # left by a writer killed mid-write
+            os.unlink(_NEW_STATE, dir_fd=self.fd)
+        try:
+            fd = self._create(_NEW_STATE, os.O_WRONLY)
+            try:
+                while data:
+                    written = os.write(fd, data)
+                    if written <= 0:
+                        raise OSError(errno.EIO, "no byte written")
+                    data = data[written:]  # a short write: write the rest, or fail
+            finally:
+                os.close(fd)
+            os.replace(_NEW_STATE, _STATE, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(_NEW_STATE, dir_fd=self.fd)
+            raise StateError(
+                f"the lease state in {self.path} cannot be written ({exc.strerror}); "
+                "nothing was granted"
+            ) from exc
+
+    # --- request entries ------------------------------------------------------------------
+
+    def create_entry(self, seq: int, pid: int) -> int:
+        """Create and lock the entry of request ``seq``; its descriptor."""
+        name = _entry_name(seq)
+        try:
+            fd = self._create(name, os.O_RDWR, dir_fd=self.entries_fd)
+        except FileExistsError:  # left by a process killed before it counted the ticket
+            os.unlink(name, dir_fd=self.entries_fd)
+            fd = self._create(name, os.O_RDWR, dir_fd=self.entries_fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # the pid only helps messages: a full disk is fine
+            os.write(fd, f"{pid}\n".encode())
+        return fd
+
+    def open_entry(self, seq: int) -> int | None:
+        """A new descriptor of entry ``seq`` (to wait on its lock), None if it is gone."""
+        try:
+            return os.open(_entry_name(seq), os.O_RDONLY | _FILE_FLAGS, dir_fd=self.entries_fd)
+        except FileNotFoundError:
+            return None
+
+    def remove_entry(self, seq: int) -> None:
+        """Unlink entry ``seq`` (and stop watching it)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_entry_name(seq), dir_fd=self.entries_fd)
+        self.forget(seq)
+
+    def forget(self, seq: int) -> None:
+        """Close the liveness descriptor of ``seq``, if one is open."""
+        fd = self._peeks.pop(seq, None)
+        if fd is not None:
+            os.close(fd)
+
+    def alive(self, seq: int) -> bool:
+        """Whether some process still locks entry ``seq`` (the kernel drops it on death)."""
+        fd = self._peeks.get(seq)
+        if fd is None:
+            fd = self.open_entry(seq)
+            if fd is None:
+                return False  # its owner was killed as it removed it
+            self._peeks[seq] = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False  # dead: the lock taken here goes when the descriptor is closed
+
+    def entry_seqs(self) -> list[int]:
+        """Every entry file's number (live, dead or orphaned)."""
+        return sorted(int(name) for name in os.listdir(self.entries_fd) if name.isdigit())
+
+    def entry_pid(self, seq: int) -> str:
+        """The pid written in entry ``seq``, for messages ("?" if unknown)."""
+        fd = self.open_entry(seq)
+        if fd is None:
+            return "?"
+        try:
+            return os.read(fd, 32).decode(errors="replace").strip() or "?"
+        finally:
+            os.close(fd)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _create(self, name: str, access: int, *, dir_fd: int | None = None) -> int:
+        flags = access | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
+        fd = os.open(name, flags, self.root.file_mode, dir_fd=self.fd if dir_fd is None else dir_fd)
+        if self.root.gid is not None:
+            os.fchmod(fd, self.root.file_mode)  # the umask may have taken the group's bits
+        return fd
+
+    def _keep(self, fd: int) -> int:
+        self._fds.append(fd)
+        return fd
+
+
+def _open_gpu_dir(root: LockRoot, name: str) -> int:
+    """Open ``root/name``, building it aside and renaming it into place if it is missing."""
+    what = f"GPU lock directory {root.path / name}"
+    for _ in range(3):
+        with contextlib.suppress(FileNotFoundError):
+            fd = open_dir(name, root.fd, what=what)
+            _check_gpu_dir(root, fd, what)
+            return fd
+        _build(root, name)
+    raise StateError(f"{what} keeps disappearing while it is created")
+
+
+def _build(root: LockRoot, name: str) -> None:
+    """Make ``name`` whole (``entries``, a fresh ``state``) under a temporary name, then rename."""
+    aside = f".{name}.new-{os.getpid()}-{secrets.token_hex(4)}"
+    make_dir(aside, root.fd, root)
+    fd = open_dir(aside, root.fd, what=f"{root.path / aside}")
+    try:
+        made = LeaseDirParts(root, fd)
+        made.populate()
+        try:
+            os.rename(aside, name, src_dir_fd=root.fd, dst_dir_fd=root.fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            made.remove(aside)  # another process made it first: use theirs
+    finally:
+        os.close(fd)
+
+
+class LeaseDirParts:
+    """What a new GPU directory holds, made or unmade through its descriptor."""
+
+    def __init__(self, root: LockRoot, fd: int) -> None:
+        self._root, self._fd = root, fd
+
+    def populate(self) -> None:
+        """``entries/`` and a fresh ``state``."""
+        make_dir(_ENTRIES, self._fd, self._root)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
+        state = os.open(_STATE, flags, self._root.file_mode, dir_fd=self._fd)
+        try:
+            if self._root.gid is not None:
+                os.fchmod(state, self._root.file_mode)
+            os.write(state, State(0).encode())
+        finally:
+            os.close(state)
+
+    def remove(self, aside: str) -> None:
+        """Undo :meth:`populate` and remove the directory ``aside`` itself."""
+        os.unlink(_STATE, dir_fd=self._fd)
+        os.rmdir(_ENTRIES, dir_fd=self._fd)
+        os.rmdir(aside, dir_fd=self._root.fd)
+
+
+def _check_gpu_dir(root: LockRoot, fd: int, what: str) -> None:
+    info = os.fstat(fd)
+    group_ok = root.gid is not None and info.st_gid == root.gid
+    if info.st_mode & stat.S_IWOTH or (info.st_mode & stat.S_IWGRP and not group_ok):
+        os.close(fd)
+        raise ConfigError(f"{what} is writable by others (mode {stat.filemode(info.st_mode)})")
+    if info.st_uid not in (0, os.getuid()) and not group_ok:
+        os.close(fd)
+        raise ConfigError(f"{what} belongs to another user (uid {info.st_uid}): remove it")
+
+
+def _ident(fd: int) -> _Ident:
+    info = os.fstat(fd)
+    return (info.st_dev, info.st_ino)
+
+
+def _entry_name(seq: int) -> str:
+    return f"{seq:020d}"
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
