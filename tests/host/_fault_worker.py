@@ -6,7 +6,7 @@ Every hold takes the independent SENTINEL ``flock`` without blocking (``overlap`
 if another holder has it) and appends ``pid start_ns end_ns`` to LEDGER.
 ``fork-holder DIR``: hold (print ``held``), fork a child that keeps running, release on the
 first line of stdin (print ``released``); the child is ended when stdin closes.
-``crash DIR PHASE K``: SIGKILL itself at the K-th system call inside ``try_acquire`` (PHASE
+``crash DIR PHASE K``: SIGKILL itself at the K-th file system call inside ``try_acquire`` (PHASE
 ``hold``), ``enqueue`` (``queue``) or ``release`` (``release``, on the first line of stdin);
 prints ``done`` if the phase had fewer than K calls.
 ``fsize DIR LIMIT``: under ``RLIMIT_FSIZE`` LIMIT bytes, queue long-named requests until one
@@ -30,7 +30,10 @@ from typing import Any
 
 from gpuguard import GpuGuard, GuardError, Priority
 
-_SYSCALL_MODULES = frozenset({"posix", "fcntl"})
+_FILE_CALLS = frozenset(
+    ["open", "close", "read", "write", "pread", "pwrite", "unlink", "replace", "rename", "mkdir", "rmdir", "flock", "fstat", "stat", "listdir", "fchmod", "fchown"]
+)
+"""The system calls that change or read the lease's files: the steps a crash can fall between."""
 
 
 def say(line: str) -> None:
@@ -102,16 +105,16 @@ async def fork_holder(lock_dir: str) -> None:
     say("released")
     await until_stdin_closes()
     os.kill(child, signal.SIGKILL)
-    os.waitpid(child, 0)
+    await asyncio.to_thread(os.waitpid, child, 0)
 
 
 def crash_at(k: int) -> None:
-    """SIGKILL this process at the K-th system call (``posix``/``fcntl``) from now on."""
+    """SIGKILL this process at the K-th file system call from now on."""
     calls = 0
 
     def profile(frame: FrameType, event: str, arg: Any) -> None:
         nonlocal calls
-        if event == "c_call" and getattr(arg, "__module__", None) in _SYSCALL_MODULES:
+        if event == "c_call" and getattr(arg, "__name__", None) in _FILE_CALLS:
             calls += 1
             if calls == k:
                 os.kill(os.getpid(), signal.SIGKILL)

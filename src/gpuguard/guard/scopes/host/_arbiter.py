@@ -99,8 +99,8 @@ class HostArbiter:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         _LIVE.add(self)
-        with self._locked() as lease_dir:
-            sweep(lease_dir, self._read(lease_dir))
+        with contextlib.suppress(StateError), self._locked() as lease_dir:
+            sweep(lease_dir, self._read(lease_dir))  # damage is refused request by request
 
     def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
         """Set the grant callback (the kernel keeps a host-wide lease: it is never lost)."""
