@@ -31,7 +31,25 @@ from typing import Any
 from gpuguard import GpuGuard, GuardError, Priority
 
 _FILE_CALLS = frozenset(
-    ["open", "close", "read", "write", "pread", "pwrite", "unlink", "replace", "rename", "mkdir", "rmdir", "flock", "fstat", "stat", "listdir", "fchmod", "fchown"]
+    [
+        "open",
+        "close",
+        "read",
+        "write",
+        "pread",
+        "pwrite",
+        "unlink",
+        "replace",
+        "rename",
+        "mkdir",
+        "rmdir",
+        "flock",
+        "fstat",
+        "stat",
+        "listdir",
+        "fchmod",
+        "fchown",
+    ]
 )
 """The system calls that change or read the lease's files: the steps a crash can fall between."""
 
