@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ...._clock import Clock
-from ...._exceptions import GuardUnavailable
+from ...._exceptions import ConfigError, GuardUnavailable
 from ..._arbiter import OnGrant, OnLost
 from ..._queue import WaiterQueue
 from ..._tickets import Grant, Queued, Ticket
@@ -361,7 +361,7 @@ class HostArbiter:
                 if holder is None or holder[0] in self._requests:
                     return None
                 return lease_dir.open_entry(holder[0])
-        except (StateError, OSError) as exc:
+        except (StateError, OSError, ConfigError) as exc:  # refused: fail, never strand them
             with self._lock:
                 self._requests.fail_waiting(str(exc), self._dir)
             return None
