@@ -80,7 +80,8 @@ async def test_an_unreadable_state_is_an_error_while_a_holder_lives_never_a_free
 ) -> None:
     holder = await processes.fault("hold", str(tmp_path), "train", "600")
     assert await line(holder) == "held"
-    (tmp_path / "gpu0" / "state").write_bytes(damage)
+    for slot in ("state.0", "state.1"):
+        (tmp_path / "gpu0" / slot).write_bytes(damage)
 
     guard = GpuGuard.host(lock_dir=tmp_path)
     with pytest.raises(GuardUnavailable, match=rf"while requests of pid {holder.pid} are alive"):
@@ -94,10 +95,11 @@ async def test_a_state_removed_under_a_live_holder_refuses_until_it_ends(
 ) -> None:
     holder = await processes.fault("hold", str(tmp_path), "train", "600")
     assert await line(holder) == "held"
-    (tmp_path / "gpu0" / "state").unlink()
+    for slot in ("state.0", "state.1"):
+        (tmp_path / "gpu0" / slot).unlink()
 
-    guard = GpuGuard.host(lock_dir=tmp_path)
-    with pytest.raises(GuardUnavailable, match="was removed while requests of pid"):
+    guard = GpuGuard.host(lock_dir=tmp_path)  # made anew, empty: not a free GPU
+    with pytest.raises(GuardUnavailable, match=rf"is empty while requests of pid {holder.pid}"):
         guard.acquire_nowait("second")
     assert await finish(holder) == 0
     guard.acquire_nowait("then").release()

@@ -1,16 +1,17 @@
 """One GPU's directory in the lock directory, used only through descriptors.
 
-``<lock_dir>/<gpu>/`` holds ``state`` (the lease, :mod:`._state`) and ``entries/<seq>``, one
-file per request, ``flock``-ed by its process for the request's whole life (the kernel drops
-the lock when the process dies). The directory itself is the lock every decision takes.
+``<lock_dir>/<gpu>/`` holds ``state.0`` and ``state.1`` (the lease, :mod:`._slots`) and
+``entries/<seq>``, one file per request, ``flock``-ed by its process for the request's whole
+life (the kernel drops the lock when the process dies). The directory itself is the lock
+every decision takes.
 
 Crash-consistency by construction:
 
 * the directory is built aside (with its state and ``entries``) and renamed into place, so a
   directory without ``state`` was damaged by someone, never half-made by us;
-* the state is replaced whole (written to ``state.new``, every byte checked, then renamed), so
-  a full file system or a crash mid-write leaves the previous state, and an error;
-* the directory, ``entries`` and the lock directory are checked by inode before each
+* the state is written whole into one of two slots by turns (:mod:`._slots`), so a full file
+  system or a crash mid-write leaves the previous state, and an error;
+* the directory, ``entries``, the slots and the lock directory are checked by inode before each
   decision: removed or replaced under a live lease, they are refused, never silently made anew.
 """
 
@@ -27,13 +28,14 @@ from pathlib import Path
 
 from ...._exceptions import ConfigError
 from ._files import LockRoot, make_dir, open_dir, open_lock_dir
+from ._slots import SLOT_NAMES, StateSlots
 from ._state import State, StateError
 
 __all__ = ["LeaseDir"]
 
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
-_STATE, _NEW_STATE, _ENTRIES = "state", "state.new", "entries"
-_READ_CHUNK = 1 << 16
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
+_ENTRIES = "entries"
 _Ident = tuple[int, int]
 
 
@@ -48,8 +50,16 @@ class LeaseDir:
         weakref.finalize(self, _close_all, self._fds)
         self.fd = self._keep(_open_gpu_dir(root, name))
         self.entries_fd = self._keep(open_dir(_ENTRIES, self.fd, what=f"{self.path}/entries"))
-        self._idents = [(root.fd, _ident(root.fd)), (self.fd, _ident(self.fd))]
-        self._idents.append((self.entries_fd, _ident(self.entries_fd)))
+        slot_fds = tuple(self._keep(self._open_slot(name)) for name in SLOT_NAMES)
+        self.slots = StateSlots((slot_fds[0], slot_fds[1]), str(self.path))
+        self._checks: list[tuple[str | Path, int | None, _Ident]] = [
+            (root.path, None, _ident(root.fd)),
+            (name, root.fd, _ident(self.fd)),
+            (_ENTRIES, self.fd, _ident(self.entries_fd)),
+        ]
+        self._checks += [
+            (n, self.fd, _ident(fd)) for n, fd in zip(SLOT_NAMES, slot_fds, strict=True)
+        ]
         self._peeks: dict[int, int] = {}
         """Open (unlocked) descriptors of other requests' entries, to test their liveness."""
 
@@ -84,66 +94,28 @@ class LeaseDir:
 
     def check_in_place(self) -> None:
         """:class:`StateError` if a directory of the lease was removed or replaced."""
-        paths = [
-            (self.root.path, None),
-            (Path(self._name), self.root.fd),
-            (Path(_ENTRIES), self.fd),
-        ]
-        for (path, parent), (_, ident) in zip(paths, self._idents, strict=True):
+        for path, parent, ident in self._checks:
             try:
                 info = os.stat(path, dir_fd=parent, follow_symlinks=False)
             except FileNotFoundError:
                 info = None
             if info is None or (info.st_dev, info.st_ino) != ident:
                 raise StateError(
-                    f"the lock directory {self.path} was removed or replaced while this "
-                    "process used it (another process may now hold a second lease there); "
-                    "refused. Remove it only when no process uses the GPU"
+                    f"the lock directory {self.path} (or its {str(path)!r}) was removed or "
+                    "replaced "
+                    "while this process used it (another process may now hold a second lease "
+                    "there); refused. Remove it only when no process uses the GPU"
                 )
 
     # --- the state ----------------------------------------------------------------------
 
-    def read(self) -> State | None:
-        """The state, None if ``state`` is missing; :class:`StateError` if unreadable."""
-        try:
-            fd = os.open(_STATE, os.O_RDONLY | _FILE_FLAGS, dir_fd=self.fd)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StateError(f"unreadable ({exc.strerror})") from exc
-        try:
-            chunks = []
-            while chunk := os.read(fd, _READ_CHUNK):
-                chunks.append(chunk)
-        except OSError as exc:
-            raise StateError(f"unreadable ({exc.strerror})") from exc
-        finally:
-            os.close(fd)
-        return State.decode(b"".join(chunks))
+    def read(self) -> State:
+        """The state; :class:`StateError` if it is unreadable (:mod:`._slots`)."""
+        return self.slots.read()
 
     def write(self, state: State) -> None:
         """Replace the state whole; :class:`StateError` (the old one kept) if it cannot be."""
-        data = memoryview(state.encode())
-        with contextlib.suppress(FileNotFoundError):  # left by a writer killed mid-write
-            os.unlink(_NEW_STATE, dir_fd=self.fd)
-        try:
-            fd = self._create(_NEW_STATE, os.O_WRONLY)
-            try:
-                while data:
-                    written = os.write(fd, data)
-                    if written <= 0:
-                        raise OSError(errno.EIO, "no byte written")
-                    data = data[written:]  # a short write: write the rest, or fail
-            finally:
-                os.close(fd)
-            os.replace(_NEW_STATE, _STATE, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(_NEW_STATE, dir_fd=self.fd)
-            raise StateError(
-                f"the lease state in {self.path} cannot be written ({exc.strerror}); "
-                "nothing was granted"
-            ) from exc
+        self.slots.write(state)
 
     # --- request entries ------------------------------------------------------------------
 
@@ -216,6 +188,18 @@ class LeaseDir:
             os.fchmod(fd, self.root.file_mode)  # the umask may have taken the group's bits
         return fd
 
+    def _open_slot(self, name: str) -> int:
+        """A state slot, made empty if it is missing (removed: the first read rebuilds it)."""
+        try:
+            return os.open(name, os.O_RDWR | _FILE_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:
+            fd = os.open(
+                name, os.O_RDWR | os.O_CREAT | _FILE_FLAGS, self.root.file_mode, dir_fd=self.fd
+            )
+            if self.root.gid is not None:
+                os.fchmod(fd, self.root.file_mode)
+            return fd
+
     def _keep(self, fd: int) -> int:
         self._fds.append(fd)
         return fd
@@ -258,20 +242,18 @@ class LeaseDirParts:
         self._root, self._fd = root, fd
 
     def populate(self) -> None:
-        """``entries/`` and a fresh ``state``."""
+        """``entries/`` and the two state slots, empty (a fresh lease)."""
         make_dir(_ENTRIES, self._fd, self._root)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
-        state = os.open(_STATE, flags, self._root.file_mode, dir_fd=self._fd)
-        try:
+        for name in SLOT_NAMES:
+            slot = os.open(name, _CREATE, self._root.file_mode, dir_fd=self._fd)
             if self._root.gid is not None:
-                os.fchmod(state, self._root.file_mode)
-            os.write(state, State(0).encode())
-        finally:
-            os.close(state)
+                os.fchmod(slot, self._root.file_mode)
+            os.close(slot)
 
     def remove(self, aside: str) -> None:
         """Undo :meth:`populate` and remove the directory ``aside`` itself."""
-        os.unlink(_STATE, dir_fd=self._fd)
+        for name in SLOT_NAMES:
+            os.unlink(name, dir_fd=self._fd)
         os.rmdir(_ENTRIES, dir_fd=self._fd)
         os.rmdir(aside, dir_fd=self._root.fd)
 

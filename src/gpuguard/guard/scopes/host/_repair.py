@@ -1,8 +1,8 @@
 """Reading the lease's state back, and rebuilding it when that is safe.
 
-A state that is missing (removed under a live lease) or unreadable (cut, corrupt) is rebuilt
-only when no request is alive, which the kernel tells (an entry whose lock can be taken is
-dead). While any request lives, nothing is granted: :class:`.StateError` names the live
+A state that is empty (new, or its slots removed and made anew) or unreadable (cut, corrupt)
+is rebuilt only when no request is alive, which the kernel tells (an entry whose lock can be
+taken is dead). While any request lives, nothing is granted: :class:`.StateError` names the live
 processes, and once they end the next decision rebuilds it. So no crash point and no damage
 wedges the lease, and none lets two processes hold it.
 """
@@ -24,14 +24,11 @@ def read_or_rebuild(lease_dir: LeaseDir, mine: Container[int]) -> tuple[State, s
     if the directory was moved, or the state is damaged while requests live.
     """
     lease_dir.check_in_place()
-    problem = f"the lease state in {lease_dir.path} was removed"
     try:
-        state = lease_dir.read()
+        return lease_dir.read(), f"the lease state in {lease_dir.path} was rewritten"
     except StateError as exc:
-        state, problem = None, f"the lease state in {lease_dir.path} is {exc}"
-    if state is None:
-        state = _rebuild(lease_dir, mine, problem)
-    return state, problem
+        problem = f"the lease state in {lease_dir.path} is {exc}"
+    return _rebuild(lease_dir, mine, problem), problem
 
 
 def _rebuild(lease_dir: LeaseDir, mine: Container[int], problem: str) -> State:
