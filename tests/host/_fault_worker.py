@@ -11,6 +11,8 @@ first line of stdin (print ``released``); the child is ended when stdin closes.
 prints ``done`` if the phase had fewer than K calls.
 ``fsize DIR LIMIT``: under ``RLIMIT_FSIZE`` LIMIT bytes, queue long-named requests until one
 is refused (print ``refused``) or 200 are queued (print ``queued``).
+``release-on-full-disk DIR``: hold (print ``held``); on the first line of stdin, make every
+write fail and release (print ``released``).
 ``hold DIR OP HOLD_S``: hold with a hold timeout (print ``held``) until stdin closes.
 ``wait DIR OP``: queue (print ``queued``), then print ``granted`` or ``refused: <error>``.
 """
@@ -179,6 +181,18 @@ async def fsize(lock_dir: str, limit: int) -> None:
     await until_stdin_closes()
 
 
+async def release_on_full_disk(lock_dir: str) -> None:
+    guard = GpuGuard.host(lock_dir=lock_dir)
+    lease = guard.acquire_nowait("train")
+    say("held")
+    await asyncio.to_thread(stdin_line)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))  # no state write can succeed now
+    lease.release()
+    say("released")
+    await until_stdin_closes()
+
+
 async def hold(lock_dir: str, operation: str, hold_s: float) -> None:
     guard = GpuGuard.host(lock_dir=lock_dir)
     async with guard.hold(operation, hold_timeout=hold_s):
@@ -209,6 +223,8 @@ def main(argv: list[str]) -> None:
         asyncio.run(crash(args[0], args[1], int(args[2])))
     elif mode == "fsize":
         asyncio.run(fsize(args[0], int(args[1])))
+    elif mode == "release-on-full-disk":
+        asyncio.run(release_on_full_disk(args[0]))
     elif mode == "hold":
         asyncio.run(hold(args[0], args[1], float(args[2])))
     elif mode == "wait":

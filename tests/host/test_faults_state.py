@@ -74,6 +74,23 @@ async def test_a_full_file_system_refuses_the_request_and_never_grants_a_second_
     GpuGuard.host(lock_dir=tmp_path).acquire_nowait("then").release()
 
 
+async def test_a_release_that_cannot_write_the_state_still_frees_the_gpu(
+    tmp_path: Path, processes: Processes
+) -> None:
+    """Releasing never fails: the entry is closed whatever happens, and the next process to
+    decide (the waiter, told by the kernel) repairs the state and is granted."""
+    holder = await processes.fault("release-on-full-disk", str(tmp_path))
+    assert await line(holder) == "held"
+    waiter = await processes.fault("wait", str(tmp_path), "next")
+    assert await line(waiter) == "queued"
+    assert holder.stdin is not None
+    holder.stdin.write(b"release\n")
+    assert await line(holder) == "released"
+    assert await line(waiter, timeout=20) == "granted"
+    assert await finish(waiter) == 0
+    assert await finish(holder) == 0
+
+
 @pytest.mark.parametrize("damage", [b"", b'{"next": 3, "holder": [2, 1.0, nu', b"\x00" * 64])
 async def test_an_unreadable_state_is_an_error_while_a_holder_lives_never_a_free_gpu(
     tmp_path: Path, processes: Processes, damage: bytes
