@@ -25,10 +25,14 @@ class Owner:
     process: str
 
     @staticmethod
-    @cache
     def this_process() -> Owner:
-        """The current process."""
-        return Owner(os.getpid(), socket.gethostname(), _process_name())
+        """The current process (a child of ``fork()`` is itself, not its parent)."""
+        return _owner(os.getpid())
+
+
+@cache
+def _owner(pid: int) -> Owner:
+    return Owner(pid, socket.gethostname(), _process_name())
 
 
 @dataclass(frozen=True, slots=True)
