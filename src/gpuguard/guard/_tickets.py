@@ -44,6 +44,8 @@ class Ticket:
     model: str | None
     priority: Priority
     owner: Owner
+    memory_bytes: int | None = None
+    """The GPU memory the operation declares it needs (``None``: the policy's own figure)."""
     hold_timeout_s: float | None = field(default=None, compare=False)
     """How long it may hold once granted (None: no limit): shared scopes show a holder
     past it as hung to other processes, whose own timers cannot see it."""

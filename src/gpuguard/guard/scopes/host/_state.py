@@ -89,17 +89,19 @@ def _fields(entry: Entry) -> list[object]:
         owner.process,
         entry.enqueued_at,
         ticket.hold_timeout_s,
+        ticket.memory_bytes,
     ]
 
 
 def _entry(seq: int, fields: list[Any]) -> Entry:
-    lease_id, operation, model, priority, pid, host, process, enqueued_at, hold_s = fields
+    lease_id, operation, model, priority, pid, host, process, enqueued_at, hold_s, memory = fields
     ticket = Ticket(
         int(lease_id),
         str(operation),
         None if model is None else str(model),
         Priority(int(priority)),
         Owner(int(pid), str(host), str(process)),
-        None if hold_s is None else float(hold_s),
+        None if memory is None else int(memory),
+        hold_timeout_s=None if hold_s is None else float(hold_s),
     )
     return Entry(seq, ticket, float(enqueued_at))
