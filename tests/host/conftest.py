@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -37,6 +38,7 @@ class Processes:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its own group: children it forks are ended with it
         )
         self.started.append(process)
         return process
@@ -49,10 +51,14 @@ class Processes:
         """``python -m tests.host._worker ARGS``."""
         return await self.start(sys.executable, "-m", "tests.host._worker", *args)
 
+    async def fault(self, *args: str) -> asyncio.subprocess.Process:
+        """``python -m tests.host._fault_worker ARGS``."""
+        return await self.start(sys.executable, "-m", "tests.host._fault_worker", *args)
+
     async def kill_all(self) -> None:
         for process in self.started:
-            if process.returncode is None:
-                process.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             # Read the pipes to their end so the transports close inside this event loop.
             await process.communicate()
 

@@ -103,19 +103,22 @@ class GpuGuard:
         name: str = "gpu0",
         *,
         lock_dir: Path | str | None = None,
+        lock_group: str | None = None,
         aging_s: float | None = 30.0,
         clock: Clock | None = None,
         **options: Any,
     ) -> GpuGuard:
         """A guard whose lease is shared by every process on this host (the host scope).
 
-        Processes meet in ``lock_dir`` (default ``$XDG_RUNTIME_DIR/gpuguard``, else
-        ``/dev/shm/gpuguard-<uid>``, created owner-only); ``name`` names the GPU there. A holder
-        or waiter that dies leaves the lease and the queue at once. ``options`` are those of
-        :class:`GpuGuard`.
+        Processes meet in ``lock_dir`` (default the machine's ``/run/gpuguard``, shared with the
+        group ``lock_group``; per-user ``/dev/shm/gpuguard-<uid>`` only where that cannot be
+        made); ``name`` names the GPU there. A holder or waiter that dies leaves the lease and
+        the queue at once. ``options`` are those of :class:`GpuGuard`.
         """
         clock = clock if clock is not None else SystemClock()
-        arbiter = make_arbiter("host", name, lock_dir=lock_dir, aging_s=aging_s, clock=clock)
+        arbiter = make_arbiter(
+            "host", name, lock_dir=lock_dir, lock_group=lock_group, aging_s=aging_s, clock=clock
+        )
         return cls(name, aging_s=aging_s, clock=clock, arbiter=arbiter, **options)
 
     @classmethod

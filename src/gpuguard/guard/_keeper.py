@@ -157,9 +157,18 @@ class Leases:
         hold_s = self.limits.hold_timeout if hold_timeout is DEFAULT else hold_timeout
         if memory_bytes is not None and memory_bytes < 0:
             raise ValueError("memory_bytes must be >= 0")
+        hold = check_timeout(hold_s, "hold_timeout")
         owner = Owner.this_process()
-        ticket = Ticket(next(self._ids), operation, model, Priority(priority), owner, memory_bytes)
-        return Lease(self, ticket, check_timeout(hold_s, "hold_timeout"), self.clock)
+        ticket = Ticket(
+            next(self._ids),
+            operation,
+            model,
+            Priority(priority),
+            owner,
+            memory_bytes,
+            hold_timeout_s=hold,
+        )
+        return Lease(self, ticket, hold, self.clock)
 
     async def await_grant(self, lease: Lease, pending: asyncio.Future[None]) -> None:
         """Wait for a queued lease's grant; cancellation leaves nothing behind."""

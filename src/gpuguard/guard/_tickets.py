@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from .._events import Priority
@@ -25,10 +25,14 @@ class Owner:
     process: str
 
     @staticmethod
-    @cache
     def this_process() -> Owner:
-        """The current process."""
-        return Owner(os.getpid(), socket.gethostname(), _process_name())
+        """The current process (a child of ``fork()`` is itself, not its parent)."""
+        return _owner(os.getpid())
+
+
+@cache
+def _owner(pid: int) -> Owner:
+    return Owner(pid, socket.gethostname(), _process_name())
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,9 @@ class Ticket:
     owner: Owner
     memory_bytes: int | None = None
     """The GPU memory the operation declares it needs (``None``: the policy's own figure)."""
+    hold_timeout_s: float | None = field(default=None, compare=False)
+    """How long it may hold once granted (None: no limit): shared scopes show a holder
+    past it as hung to other processes, whose own timers cannot see it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from .._clock import Clock
 from .._events import GpuStatus
-from .._exceptions import QueueFull, WaitTimeout
+from .._exceptions import GuardError, QueueFull, WaitTimeout
 from ._arbiter import Arbiter
 from ._hung import INTERRUPTED, HungLeases
 from ._lease import Lease, LeaseState
@@ -80,6 +80,10 @@ class WaitingLeases:
                 self.abandon(lease)
             elif lease.state in INTERRUPTED:
                 self._hung.cancelled_before_start(lease)
+            raise
+        except GuardError:  # the arbiter could not keep it in line: it left the line already
+            lease.state = LeaseState.ABANDONED
+            self._forget(lease)
             raise
 
     def reject(self, lease: Lease) -> NoReturn:

@@ -55,6 +55,7 @@ def build_guard(
         aging_s=limits.aging_s,
         clock=clock,
         lock_dir=limits.lock_dir,
+        lock_group=limits.lock_group,
         redis_url=redis_url,
         ttl_s=limits.redis_ttl_s,
         policy=choice.policy,

@@ -22,9 +22,10 @@ GuardPolicy = Literal["auto", "exclusive", "budget"]
 class GuardSettings(Section):
     """The GPU lease: its scope and bounds (seconds; ``None`` means no limit).
 
-    ``scope = "host"`` (the default) shares one lease per GPU ``name`` with every process of
-    this user on this host, through ``lock_dir`` (default ``$XDG_RUNTIME_DIR/gpuguard``, else
-    ``/dev/shm/gpuguard-<uid>``); ``"process"`` keeps it inside this process; ``"redis"``
+    ``scope = "host"`` (the default) shares one lease per GPU ``name`` with every process on
+    this host, through ``lock_dir`` (default the machine's ``/run/gpuguard``, shared by the
+    members of ``lock_group``; per-user ``/dev/shm/gpuguard-<uid>`` only where that does not
+    exist and cannot be created); ``"process"`` keeps it inside this process; ``"redis"``
     shares it with every host that uses the same ``redis_url`` (a holder that dies frees the GPU
     within ``redis_ttl_s``).
 
@@ -36,6 +37,8 @@ class GuardSettings(Section):
     name: str = Field(default="gpu0", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
     scope: GuardScope = "host"
     lock_dir: Path | None = None
+    lock_group: str | None = None
+    """The group whose members share the lock directory this process creates (2770)."""
     wait_timeout_s: float | None = Field(default=600.0, ge=0)
     chat_wait_timeout_s: float | None = Field(default=120.0, ge=0)
     load_hold_timeout_s: float | None = Field(default=900.0, ge=0)

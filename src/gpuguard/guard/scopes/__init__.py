@@ -34,6 +34,7 @@ def make_arbiter(
     aging_s: float | None,
     clock: Clock,
     lock_dir: Path | str | None = None,
+    lock_group: str | None = None,
     redis_url: str | None = None,
     ttl_s: float = 2.0,
     prefix: str = "gpuguard",
@@ -41,10 +42,10 @@ def make_arbiter(
 ) -> Arbiter:
     """The arbiter of ``scope`` for the GPU ``name``, granting under ``policy``.
 
-    ``lock_dir`` is for the host scope (default: see :func:`.host.default_lock_dir`);
-    ``redis_url``, ``ttl_s`` and ``prefix`` for the Redis scope. Only the process scope grants
-    several holders at once: another policy than the exclusive one on a shared scope raises
-    :class:`~gpuguard.ConfigError`.
+    ``lock_dir`` and ``lock_group`` are for the host scope (default: see
+    :func:`.host.default_lock_dir`); ``redis_url``, ``ttl_s`` and ``prefix`` for the Redis
+    scope. Only the process scope grants several holders at once: another policy than the
+    exclusive one on a shared scope raises :class:`~gpuguard.ConfigError`.
     """
     if scope == "process":
         from .local import LocalArbiter
@@ -58,7 +59,9 @@ def make_arbiter(
     if scope == "host":
         from .host import HostArbiter
 
-        return HostArbiter(name, lock_dir=lock_dir, aging_s=aging_s, clock=clock)
+        return HostArbiter(
+            name, lock_dir=lock_dir, lock_group=lock_group, aging_s=aging_s, clock=clock
+        )
     if scope == "redis":
         if redis_url is None:
             raise ValueError("the redis scope needs a redis_url")

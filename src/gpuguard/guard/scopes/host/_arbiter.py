@@ -2,61 +2,63 @@
 
 Same rules as :class:`~gpuguard.guard.scopes.local.LocalArbiter` (one holder, no queue
 jumping, :class:`~gpuguard.guard._queue.WaiterQueue` service order, nobody waits while nobody
-holds), kept in a lock directory, one subdirectory per GPU name (:mod:`._files`):
+holds), kept in one directory per GPU (:mod:`._lease_dir`) of the machine's lock directory
+(:mod:`._files`):
 
-* ``state``: every decision takes an exclusive ``flock`` on it for a few microseconds, so each
-  grant is atomic across processes. It holds the host-wide ticket counter (FIFO across
-  processes), every request (operation, model, priority, pid, host, process, since) and which
-  one holds the GPU, since when, and since when it hangs.
-* ``entries/<ticket>``: one empty file per request (waiting or holding), created and
-  ``flock``-ed by its process for the request's whole life. The kernel drops that lock when the
-  process dies (SIGKILL, OOM kill), so a dead request is recognisable at once (its lock can be
-  taken) and whoever decides next removes it. A holder whose entry is dead holds nothing.
+* every decision takes an exclusive ``flock`` on the GPU's directory for a few microseconds,
+  reads the state, decides and replaces the state whole, so each grant is atomic across
+  processes. The state holds the host-wide ticket counter (FIFO across processes), every
+  request (operation, model, priority, hold timeout, pid, host, process, since) and which one
+  holds the GPU, since when, and since when it hangs.
+* ``entries/<ticket>``: one file per request, created and ``flock``-ed by its process for
+  the request's whole life. The kernel drops that lock when the process dies (SIGKILL, OOM
+  kill), so a dead request is recognisable at once (its lock can be taken) and whoever
+  decides next removes it. A holder whose entry is dead holds nothing.
 
-Liveness therefore comes from the kernel, never from timers. Wake-ups are pushed: a process
-with queued requests runs one watcher thread blocked in ``flock(LOCK_SH)`` on the holder's
-entry; the kernel wakes it the moment the holder releases or dies, and it re-decides. A release
-grants the next waiter in the same step; when that waiter belongs to the releasing guard it is
-told synchronously, as in one process. ``time.monotonic()`` is system-wide on Linux, so waiting
-times (aging) compare across processes.
+Liveness comes from the kernel, never from timers. Wake-ups are pushed: a process with queued
+requests runs one watcher thread blocked in ``flock(LOCK_SH)`` on the holder's entry; the
+kernel wakes it the moment the holder releases or dies, and it re-decides. A release grants
+the next waiter in the same step; when that waiter belongs to the releasing guard it is told
+synchronously, as in one process.
+
+Every descriptor is this process's own: a child made by ``fork()`` closes the ones it
+inherited (without unlocking them: the locks are its parent's) and opens its own, so a guard
+made before the fork keeps processes apart, and a holder that forks does not leave its lock
+in the child. A state that cannot be read or written is an error for the request
+(:class:`~gpuguard.GuardUnavailable`), never a grant; releasing and leaving never fail (the
+request's entry is closed whatever happens, and the next decision repairs the state).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
+import logging
 import os
 import threading
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from ...._clock import Clock
+from ...._exceptions import ConfigError, GuardUnavailable
 from ..._arbiter import OnGrant, OnLost
 from ..._queue import WaiterQueue
 from ..._tickets import Grant, Queued, Ticket
 from ...policies import EXCLUSIVE
-from ._files import Entry, State, default_lock_dir, prepare_lock_dir
+from ._files import SYSTEM_LOCK_DIR, default_lock_dir
+from ._lease_dir import LeaseDir
+from ._marker import GpuMarker
+from ._probe import overdue_since
+from ._repair import read_or_rebuild, sweep
+from ._requests import Request, Requests
+from ._state import Entry, State, StateError
 
 __all__ = ["HostArbiter"]
 
+logger = logging.getLogger("gpuguard.guard")
 
-@dataclass(eq=False)
-class _Request:
-    """A request of this arbiter: its entry file stays locked while it waits or holds."""
-
-    entry: Entry
-    fd: int
-    future: asyncio.Future[None] | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-    delivered: bool = False
-    scheduled: bool = False
-
-    @property
-    def seq(self) -> int:
-        return self.entry.seq
+_LIVE: weakref.WeakSet[HostArbiter] = weakref.WeakSet()
 
 
 class HostArbiter:
@@ -68,32 +70,41 @@ class HostArbiter:
     policy = EXCLUSIVE  # the state file records one holder
 
     def __init__(
-        self, name: str, *, lock_dir: Path | str | None, aging_s: float | None, clock: Clock
+        self,
+        name: str,
+        *,
+        lock_dir: Path | str | None,
+        aging_s: float | None,
+        clock: Clock,
+        lock_group: str | None = None,
     ) -> None:
         if not name or not all(c.isalnum() or c in "._-" for c in name) or name[0] == ".":
             raise ValueError(f"GPU name {name!r} must be letters, digits, '.', '_' or '-'")
         WaiterQueue[Entry](aging_s=aging_s)  # reject an impossible aging_s at once
-        root = prepare_lock_dir(Path(lock_dir) if lock_dir is not None else default_lock_dir())
-        self.directory = root / name
-        self._entries = self.directory / "entries"
-        self.directory.mkdir(mode=0o700, exist_ok=True)
-        self._entries.mkdir(mode=0o700, exist_ok=True)
+        root = Path(lock_dir) if lock_dir is not None else default_lock_dir()
+        if lock_dir is None and root != SYSTEM_LOCK_DIR:
+            logger.warning(
+                "GPU lease in the per-user %s: %s does not exist and this process may not "
+                "create it, so processes of other users (a system service) do not share this "
+                "lease; have the operator create it (2770 root:<group>, see docs/design.md)",
+                root,
+                SYSTEM_LOCK_DIR,
+            )
+        self._name, self._root, self._group = name, root, lock_group
+        self._dir: LeaseDir | None = LeaseDir.open(root, name, group=lock_group)
+        self.directory = self._dir.path
         self._aging_s = aging_s
         self._clock = clock
-        self._state_fd = os.open(self.directory / "state", os.O_RDWR | os.O_CREAT, 0o600)
-        self._peek: dict[int, int] = {}
-        """Open (unlocked) descriptors of other processes' entries, to test their liveness."""
-        weakref.finalize(self, _close_all, [self._state_fd], self._peek)
+        self._requests = Requests(clock, GpuMarker(name, str(self.directory)))
+        self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._mine: dict[int, _Request] = {}
-        self._by_lease: dict[int, int] = {}
-        self._changed = threading.Event()
-        self._watching = False
-        self._on_grant: OnGrant = _ignore_grant
+        _LIVE.add(self)
+        with contextlib.suppress(StateError), self._locked() as lease_dir:
+            sweep(lease_dir, self._read(lease_dir))  # damage is refused request by request
 
     def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
         """Set the grant callback (the kernel keeps a host-wide lease: it is never lost)."""
-        self._on_grant = on_grant
+        self._requests.on_grant = on_grant
 
     # --- the Arbiter protocol --------------------------------------------------------------
 
@@ -103,14 +114,14 @@ class HostArbiter:
 
     def try_acquire_now(self, ticket: Ticket, now: float) -> bool:
         """Grant at once if nobody on this host holds or waits."""
-        with self._locked():
-            state = self._decide(now)
+        with _refusing(ticket), self._locked() as lease_dir:
+            state = self._decide(lease_dir, now)
             if state.holder is not None or len(state.requests) > 0:
                 return False
-            request = self._new_request(state, ticket, now)
-            request.delivered = True
+            request = self._new_request(lease_dir, state, ticket, now)
             state.holder = (request.seq, now, None)
-            state.write(self._state_fd)
+            self._commit(lease_dir, state, request)
+            self._requests.granted(request)
         return True
 
     async def enqueue(
@@ -118,84 +129,84 @@ class HostArbiter:
     ) -> asyncio.Future[None] | None:
         """Queue ``ticket`` host-wide if fewer than ``limit`` wait.
 
-        The bound is checked and the ticket queued under one lock of the state file; the
-        watcher thread learns of the grant.
+        The bound is checked and the ticket queued under one lock of the state; the watcher
+        thread learns of the grant.
         """
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        with self._locked():
-            state = self._decide(now)
+        with _refusing(ticket), self._locked() as lease_dir:
+            state = self._decide(lease_dir, now)
             if len(state.requests) - (state.holder is not None) >= limit:
                 return None
-            request = self._new_request(state, ticket, now)
+            request = self._new_request(lease_dir, state, ticket, now)
             request.future, request.loop = future, loop
-            if state.holder is None:  # the holder left since the caller looked
-                self._schedule(self._grant_next(state, now))
-            state.write(self._state_fd)
-            start = not self._watching
-            self._watching = True
-        self._changed.set()
+            granted = self._grant_next(lease_dir, state, now) if state.holder is None else None
+            self._commit(lease_dir, state, request)
+            self._requests.schedule(granted)
+            start = self._requests.want_watcher()
+        self._requests.wake()
         if start:
-            threading.Thread(target=self._watch, name="gpuguard-host-watch", daemon=True).start()
+            self._requests.start_watcher(self._watch_once)
         return future
 
     def withdraw(self, ticket: Ticket) -> bool:
         """Leave the line; a grant this guard was not told of yet is handed on instead."""
-        with self._locked():
-            request = self._mine.get(self._by_lease.get(ticket.lease_id, -1))
+        with self._locked() as lease_dir:
+            request = self._requests.of(ticket)
             if request is None or request.delivered:
                 return False
-            state = self._decide(self._clock.monotonic())
-            self._drop(request, state)
-            if state.holder is not None and state.holder[0] == request.seq:
-                state.holder = None
-                self._schedule(self._grant_next(state, self._clock.monotonic()))
-            state.write(self._state_fd)
-        self._changed.set()
+            self._leave(lease_dir, request, self._clock.monotonic())
+        self._requests.wake()
         return True
 
     def release(self, ticket: Ticket, now: float) -> None:
-        """Free the GPU and grant the next live waiter on this host."""
-        granted: _Request | None = None
-        with self._locked():
-            request = self._mine.get(self._by_lease.get(ticket.lease_id, -1))
+        """Free the GPU and grant the next live waiter on this host (this never fails)."""
+        with self._locked() as lease_dir:
+            request = self._requests.of(ticket)
             if request is None:
                 return
-            state = self._decide(now)
-            self._drop(request, state)
-            if state.holder is not None and state.holder[0] == request.seq:
-                state.holder = None
-                granted = self._grant_next(state, now)
-                if granted is not None:
-                    granted.delivered = True
-            state.write(self._state_fd)
-        self._changed.set()
+            self._requests.marker.drop()
+            granted = self._leave(lease_dir, request, now)
+            if granted is not None:
+                self._requests.granted(granted)
+        self._requests.wake()
         if granted is not None:
-            self._on_grant(granted.entry.ticket, now - granted.entry.enqueued_at)
-            _resolve(granted)
+            self._requests.on_grant(granted.entry.ticket, now - granted.entry.enqueued_at)
+            granted.resolve()
 
     def mark_hung(self, ticket: Ticket, now: float) -> None:
         """Record since when the holder hangs, for every process to see."""
-        with self._locked():
-            seq = self._by_lease.get(ticket.lease_id)
-            state = self._read()
-            if state.holder is not None and state.holder[0] == seq:
-                state.holder = (seq, state.holder[1], now)
-                state.write(self._state_fd)
+        with contextlib.suppress(StateError), self._locked() as lease_dir:
+            request = self._requests.of(ticket)
+            state = self._decide(lease_dir, now)
+            if request is not None and state.holder is not None:
+                seq, granted_at, _ = state.holder
+                if seq == request.seq:
+                    state.holder = (seq, granted_at, now)
+                    lease_dir.write(state)
 
     def holder(self) -> Grant | None:
-        """The holder, in whichever process it is."""
-        with self._locked():
-            state = self._decide(self._clock.monotonic())
-        if state.holder is None:
+        """The holder, in whichever process it is (None if the state cannot be read).
+
+        A holder in another process past its deadline (stopped, or too busy to notice) is
+        shown hung since then: its own timer could not say so.
+        """
+        now = self._clock.monotonic()
+        state = self._peek(now)
+        if state is None or state.holder is None:
             return None
         seq, granted_at, hung_since = state.holder
-        return Grant(state.requests[seq].ticket, granted_at, hung_since)
+        entry = state.requests[seq]
+        if hung_since is None:
+            hung_since = overdue_since(entry, granted_at, now)
+        return Grant(entry.ticket, granted_at, hung_since)
 
     def waiters(self, now: float) -> list[Queued]:
         """Every waiter on this host, in service order."""
-        with self._locked():
-            queue = self._queue(self._decide(now))
+        state = self._peek(now)
+        if state is None:
+            return []
+        queue = self._queue(state)
         return [
             Queued(e.item.ticket, e.enqueued_at, queue.effective_priority(e, now))
             for e in queue.order(now)
@@ -206,72 +217,73 @@ class HostArbiter:
 
     def queue_length(self) -> int:
         """How many wait on this host."""
-        with self._locked():
-            state = self._decide(self._clock.monotonic())
-        return len(state.requests) - (state.holder is not None)
+        state = self._peek(self._clock.monotonic())
+        return 0 if state is None else len(state.requests) - (state.holder is not None)
 
     def __repr__(self) -> str:
-        return f"<HostArbiter {str(self.directory)!r} requests here={len(self._mine)}>"
+        return f"<HostArbiter {str(self.directory)!r} requests here={len(self._requests)}>"
 
-    # --- decisions (under the state lock) --------------------------------------------------
+    # --- decisions (under the lock) --------------------------------------------------------
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        # The thread lock keeps this process's threads apart (they share the state file's
-        # open file description, which flock does not tell apart); flock keeps processes apart.
+    def _locked(self) -> Iterator[LeaseDir]:
+        # The thread lock keeps this process's threads apart (flock does not tell apart the
+        # threads of one open file description); flock keeps processes apart.
+        if self._pid != os.getpid():  # forked without the at-fork hook (a C-level fork)
+            self._forget_parent()
         with self._lock:
-            fcntl.flock(self._state_fd, fcntl.LOCK_EX)
+            lease_dir = self._dir
+            if lease_dir is None:  # after a fork, or after the directory was replaced
+                lease_dir = self._dir = LeaseDir.open(self._root, self._name, group=self._group)
+            lease_dir.lock()
             try:
-                yield
+                yield lease_dir
+            except StateError:
+                if not len(self._requests) and not lease_dir.in_place():
+                    self._dir = None  # refused once; the next request opens the new one
+                raise
             finally:
-                fcntl.flock(self._state_fd, fcntl.LOCK_UN)
+                lease_dir.unlock()
+                if self._dir is not lease_dir:
+                    lease_dir.close()
 
-    def _decide(self, now: float) -> State:
+    def _peek(self, now: float) -> State | None:
+        """The decided state for a read-only question; None if it cannot be read."""
+        try:
+            with self._locked() as lease_dir:
+                return self._decide(lease_dir, now)
+        except StateError:
+            return None
+
+    def _decide(self, lease_dir: LeaseDir, now: float) -> State:
         """Read the lease; if nobody holds, grant the next waiter (its process is told)."""
-        state = self._read()
-        changed = self._prune(state)
-        if state.holder is None and state.requests:
-            self._schedule(self._grant_next(state, now))
-            changed = True
-        elif state.holder is not None and state.holder[0] in self._mine:
-            self._schedule(self._mine[state.holder[0]])
-        if changed:
-            state.write(self._state_fd)
-        return state
-
-    def _read(self) -> State:
-        state = State.read(self._state_fd)
-        for seq in list(self._peek):
-            if seq not in state.requests:
-                os.close(self._peek.pop(seq))
-        return state
-
-    def _prune(self, state: State) -> bool:
-        """Remove requests whose process is gone; True if any was."""
-        dead = [seq for seq in state.requests if seq not in self._mine and not self._alive(seq)]
+        state = self._read(lease_dir)
+        dead = [
+            seq for seq in state.requests if seq not in self._requests and not lease_dir.alive(seq)
+        ]
         for seq in dead:
             del state.requests[seq]
-            (self._entries / f"{seq:020d}").unlink(missing_ok=True)
-            os.close(self._peek.pop(seq))
+        changed = bool(dead)
         if state.holder is not None and state.holder[0] not in state.requests:
-            state.holder = None
-            return True
-        return bool(dead)
+            state.holder, changed = None, True
+        if state.holder is None and state.requests:
+            self._grant_next(lease_dir, state, now)
+            changed = True
+        if changed:
+            lease_dir.write(state)
+        for seq in dead:
+            lease_dir.remove_entry(seq)
+        if state.holder is not None:
+            self._requests.schedule(self._requests.get(state.holder[0]))
+        return state
 
-    def _alive(self, seq: int) -> bool:
-        """Whether another process still locks entry ``seq`` (the kernel drops it on death)."""
-        fd = self._peek.get(seq)
-        if fd is None:
-            try:
-                fd = os.open(self._entries / f"{seq:020d}", os.O_RDONLY)
-            except FileNotFoundError:
-                return False
-            self._peek[seq] = fd
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False  # dead: the lock taken here goes when the descriptor is closed
+    def _read(self, lease_dir: LeaseDir) -> State:
+        """The state as written (:func:`.read_or_rebuild`); our vanished requests fail."""
+        state, problem = read_or_rebuild(lease_dir, self._requests)
+        for request in self._requests.values():
+            if request.seq not in state.requests:  # someone rewrote the state without it
+                self._requests.fail(request, problem, lease_dir)
+        return state
 
     def _queue(self, state: State) -> WaiterQueue[Entry]:
         holder = None if state.holder is None else state.holder[0]
@@ -282,97 +294,104 @@ class HostArbiter:
                 queue.push(seq, entry.ticket.priority, entry.enqueued_at, entry)
         return queue
 
-    def _grant_next(self, state: State, now: float) -> _Request | None:
+    def _grant_next(self, lease_dir: LeaseDir, state: State, now: float) -> Request | None:
         """Make the next waiter the holder; return it if it is this arbiter's own."""
-        if not state.requests:
-            return None
         queue = self._queue(state)
         while len(queue):
             entry = queue.pop_next(now).item
-            mine = self._mine.get(entry.seq)
+            mine = self._requests.get(entry.seq)
             if mine is not None and mine.future is not None and mine.future.done():
-                self._drop(mine, state)  # its task was cancelled and has not run yet
+                del state.requests[entry.seq]  # its task was cancelled and has not run yet
+                self._requests.close(mine, lease_dir)
                 continue
             state.holder = (entry.seq, now, None)
             return mine
         return None
 
-    def _new_request(self, state: State, ticket: Ticket, now: float) -> _Request:
+    def _new_request(
+        self, lease_dir: LeaseDir, state: State, ticket: Ticket, now: float
+    ) -> Request:
         seq = state.next_seq
         state.next_seq += 1
-        path = self._entries / f"{seq:020d}"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # left by a process killed as it removed it
-            path.unlink()
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        request = _Request(Entry(seq, ticket, now), fd)
+        fd = lease_dir.create_entry(seq, ticket.owner.pid)
+        request = self._requests.add(Entry(seq, ticket, now), fd)
         state.requests[seq] = request.entry
-        self._mine[seq] = request
-        self._by_lease[ticket.lease_id] = seq
         return request
 
-    def _drop(self, request: _Request, state: State) -> None:
-        """Remove this arbiter's request: unlink its entry, then let go of its lock."""
-        state.requests.pop(request.seq, None)
-        (self._entries / f"{request.seq:020d}").unlink(missing_ok=True)
-        os.close(request.fd)  # wakes the watchers blocked on it
-        self._mine.pop(request.seq, None)
-        if self._by_lease.get(request.entry.ticket.lease_id) == request.seq:
-            del self._by_lease[request.entry.ticket.lease_id]
+    def _commit(self, lease_dir: LeaseDir, state: State, request: Request) -> None:
+        """Write ``state`` with the new ``request``; if it cannot be, the request never was."""
+        try:
+            lease_dir.write(state)
+        except StateError:
+            self._requests.close(request, lease_dir)
+            raise
 
-    # --- telling this process's waiters ----------------------------------------------------
+    def _leave(self, lease_dir: LeaseDir, request: Request, now: float) -> Request | None:
+        """Take this arbiter's ``request`` out; the next holder if it is one of ours.
 
-    def _schedule(self, request: _Request | None) -> None:
-        """Tell a waiter of its grant from its event loop, outside whatever runs now."""
-        if request is None or request.delivered or request.scheduled or request.loop is None:
-            return
-        request.scheduled = True
-        with contextlib.suppress(RuntimeError):  # its loop has closed: nobody to tell
-            request.loop.call_soon_threadsafe(self._deliver, request)
+        The entry is closed whatever happens, so other processes see the request gone even
+        when the state cannot be written (they repair it then).
+        """
+        granted = None
+        try:
+            state = self._decide(lease_dir, now)
+            state.requests.pop(request.seq, None)
+            if state.holder is not None and state.holder[0] == request.seq:
+                state.holder = None
+                granted = self._grant_next(lease_dir, state, now)
+            lease_dir.write(state)
+        except StateError:
+            granted = None
+        finally:
+            self._requests.close(request, lease_dir)
+        return granted
 
-    def _deliver(self, request: _Request) -> None:
-        if request.delivered or self._mine.get(request.seq) is not request:
-            return  # withdrawn meanwhile (the grant was handed on), or told already
-        if request.future is not None and request.future.done():
-            return  # cancelled: its withdraw hands the grant on
-        request.delivered = True
-        self._on_grant(request.entry.ticket, self._clock.monotonic() - request.entry.enqueued_at)
-        _resolve(request)
+    # --- the watcher thread ----------------------------------------------------------------
 
-    def _watch(self) -> None:
-        """While this arbiter has waiters: sleep in the kernel until the holder changes."""
-        while True:
-            self._changed.clear()
-            with self._locked():
-                if all(r.delivered for r in self._mine.values()):
-                    self._watching = False
-                    return
-                holder = self._decide(self._clock.monotonic()).holder
-            if holder is None or holder[0] in self._mine:
-                self._changed.wait()  # a release or withdraw here sets it
-                continue
-            try:
-                fd = os.open(self._entries / f"{holder[0]:020d}", os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH)  # returns when the holder releases or dies
-            finally:
-                os.close(fd)
+    def _watch_once(self) -> int | None:
+        """One look for the watcher: the holder's entry to wait on, or None to wait for us.
 
+        Raises :class:`LookupError` when this arbiter has no waiter left (the watcher ends).
+        """
+        try:
+            with self._locked() as lease_dir:
+                if self._requests.idle():
+                    raise LookupError("no waiter left")
+                holder = self._decide(lease_dir, self._clock.monotonic()).holder
+                if holder is None or holder[0] in self._requests:
+                    return None
+                return lease_dir.open_entry(holder[0])
+        except (StateError, OSError, ConfigError) as exc:  # refused: fail, never strand them
+            with self._lock:
+                self._requests.fail_waiting(str(exc), self._dir)
+            return None
 
-def _resolve(request: _Request) -> None:
-    if request.future is not None and not request.future.done():
-        request.future.set_result(None)
+    # --- fork ------------------------------------------------------------------------------
+
+    def _forget_parent(self) -> None:
+        """In a child made by ``fork()``: drop every descriptor and request of the parent."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._requests.forget_parent()
+        if self._dir is not None:
+            self._dir.close()
+            self._dir = None
 
 
-def _close_all(fds: list[int], peek: dict[int, int]) -> None:
-    for fd in [*fds, *peek.values()]:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+def _after_fork_in_child() -> None:
+    for arbiter in list(_LIVE):
+        arbiter._forget_parent()
 
 
-def _ignore_grant(ticket: Ticket, waited_s: float) -> None:
-    """The default grant callback, before a guard binds its own."""
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@contextlib.contextmanager
+def _refusing(ticket: Ticket) -> Iterator[None]:
+    """A state that cannot be trusted refuses ``ticket`` with :class:`GuardUnavailable`."""
+    try:
+        yield
+    except StateError as exc:
+        raise GuardUnavailable(
+            operation=ticket.operation, model=ticket.model, scope="host", reason=str(exc)
+        ) from exc

@@ -1,0 +1,64 @@
+"""What other processes can tell about a holder its own timers cannot: overdue, stopped.
+
+A holder's hold timer runs in its own process; stopped (SIGSTOP, a debugger) or frozen, it
+never fires, and the holder would hold without bound. Every other process sees its grant
+time and hold timeout in the shared state, and where the holder runs on this host, the
+kernel's word on whether it is stopped (``/proc/<pid>/stat``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cache
+
+from ._state import Entry
+
+__all__ = ["GRACE_S", "overdue_since", "process_state"]
+
+GRACE_S = 1.0
+"""How long past its deadline a running holder is given to notice by itself (its grant is
+stamped a moment before its own timer starts)."""
+
+_STOPPED = frozenset("Tt")  # stopped by a signal; stopped by a tracer
+
+
+def overdue_since(entry: Entry, granted_at: float, now: float) -> float | None:
+    """Since when a holder in another process is past its deadline and hung; else None.
+
+    A stopped holder is hung from its deadline on; a running one once ``GRACE_S`` has passed
+    and it has still not marked itself hung.
+    """
+    hold_s = entry.hold_timeout_s
+    owner = entry.ticket.owner
+    if hold_s is None or owner.pid == os.getpid():
+        return None
+    deadline = granted_at + hold_s
+    if now < deadline:
+        return None
+    if now >= deadline + GRACE_S or process_state(owner.pid, owner.host) in _STOPPED:
+        return deadline
+    return None
+
+
+def process_state(pid: int, host: str | None = None) -> str | None:
+    """The kernel's one-letter state of ``pid`` (``R``, ``S``, ``T``...), None if unknown.
+
+    Only for processes of this ``host`` (default: this one); pids of another host or pid
+    namespace mean nothing here.
+    """
+    if host is not None and host != _hostname():
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            raw = stat.read()
+    except OSError:
+        return None
+    # "pid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ')'.
+    fields = raw[raw.rfind(b")") + 1 :].split()
+    return fields[0].decode() if fields else None
+
+
+@cache
+def _hostname() -> str:
+    return socket.gethostname()

@@ -1,0 +1,209 @@
+"""The requests one process made of the host-wide lease, and telling their waiters.
+
+The arbiter (:mod:`._arbiter`) decides under the lock; :class:`Requests` keeps what this
+process has asked for (each request's locked entry descriptor, its future and its event
+loop), tells a waiter of its grant on its own loop, fails it when the lease cannot be
+trusted, and runs the one watcher thread that sleeps in the kernel until the holder changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ...._clock import Clock
+from ...._exceptions import GuardUnavailable
+from ..._arbiter import OnGrant
+from ..._tickets import Ticket
+from ._lease_dir import LeaseDir
+from ._marker import GpuMarker
+from ._state import Entry
+
+__all__ = ["Request", "Requests"]
+
+Look = Callable[[], int | None]
+"""One look of the watcher: a descriptor of the holder's entry to wait on, None to wait
+for this process's own release; raises :class:`LookupError` when nothing is left to watch."""
+
+
+@dataclass(eq=False)
+class Request:
+    """A request of this process: its entry file stays locked while it waits or holds."""
+
+    entry: Entry
+    fd: int
+    future: asyncio.Future[None] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    delivered: bool = False
+    scheduled: bool = False
+
+    @property
+    def seq(self) -> int:
+        """Its host-wide ticket number."""
+        return self.entry.seq
+
+    def resolve(self) -> None:
+        """Wake its waiter: granted."""
+        if self.future is not None and not self.future.done():
+            self.future.set_result(None)
+
+    def refuse(self, error: BaseException) -> None:
+        """Wake its waiter with ``error``."""
+        if self.future is not None and not self.future.done():
+            self.future.set_exception(error)
+
+
+class Requests:
+    """The requests of one process by ticket number and by lease, and their delivery."""
+
+    def __init__(self, clock: Clock, marker: GpuMarker) -> None:
+        self._clock = clock
+        self.marker = marker
+        self.on_grant: OnGrant = _ignore_grant
+        self._by_seq: dict[int, Request] = {}
+        self._by_lease: dict[int, int] = {}
+        self._changed = threading.Event()
+        self._watching = False
+
+    def __len__(self) -> int:
+        return len(self._by_seq)
+
+    def __contains__(self, seq: object) -> bool:
+        return seq in self._by_seq
+
+    def values(self) -> list[Request]:
+        """Every request (a copy: callers close some as they go)."""
+        return list(self._by_seq.values())
+
+    def get(self, seq: int) -> Request | None:
+        """Request ``seq`` if it is this process's."""
+        return self._by_seq.get(seq)
+
+    def of(self, ticket: Ticket) -> Request | None:
+        """The request of ``ticket``'s lease, if it is still open."""
+        return self._by_seq.get(self._by_lease.get(ticket.lease_id, -1))
+
+    def add(self, entry: Entry, fd: int) -> Request:
+        """Keep a new request whose entry ``fd`` is locked."""
+        request = Request(entry, fd)
+        self._by_seq[entry.seq] = request
+        self._by_lease[entry.ticket.lease_id] = entry.seq
+        return request
+
+    def close(self, request: Request, lease_dir: LeaseDir | None) -> None:
+        """Forget ``request``, remove its entry and close it (which wakes its watchers)."""
+        if self._by_seq.pop(request.seq, None) is None:
+            return
+        if self._by_lease.get(request.entry.ticket.lease_id) == request.seq:
+            del self._by_lease[request.entry.ticket.lease_id]
+        if lease_dir is not None:
+            lease_dir.remove_entry(request.seq)
+        os.close(request.fd)
+
+    # --- grants ----------------------------------------------------------------------------
+
+    def granted(self, request: Request) -> None:
+        """``request`` holds from now on: this process bears the GPU's machine-wide mark."""
+        request.delivered = True
+        self.marker.take()
+
+    def schedule(self, request: Request | None) -> None:
+        """Tell a waiter of its grant from its event loop, outside whatever runs now."""
+        if request is None or request.delivered or request.scheduled or request.loop is None:
+            return
+        request.scheduled = True
+        with contextlib.suppress(RuntimeError):  # its loop has closed: nobody to tell
+            request.loop.call_soon_threadsafe(self._deliver, request)
+
+    def _deliver(self, request: Request) -> None:
+        if request.delivered or self._by_seq.get(request.seq) is not request:
+            return  # withdrawn meanwhile (the grant was handed on), or told already
+        if request.future is not None and request.future.done():
+            return  # cancelled: its withdraw hands the grant on
+        self.granted(request)
+        self.on_grant(request.entry.ticket, self._clock.monotonic() - request.entry.enqueued_at)
+        request.resolve()
+
+    def fail(self, request: Request, reason: str, lease_dir: LeaseDir | None) -> None:
+        """Close ``request`` and tell its waiter the lease cannot be trusted."""
+        self.close(request, lease_dir)
+        if request.delivered or request.loop is None:
+            return
+        ticket = request.entry.ticket
+        error = GuardUnavailable(
+            operation=ticket.operation, model=ticket.model, scope="host", reason=reason
+        )
+        with contextlib.suppress(RuntimeError):
+            request.loop.call_soon_threadsafe(request.refuse, error)
+
+    def fail_waiting(self, reason: str, lease_dir: LeaseDir | None) -> None:
+        """Fail every request still waiting (the watcher found the lease untrustworthy)."""
+        for request in self.values():
+            if not request.delivered:
+                self.fail(request, reason, lease_dir)
+
+    # --- the watcher thread ----------------------------------------------------------------
+
+    def want_watcher(self) -> bool:
+        """Called under the lock after queueing: True if a watcher thread must be started."""
+        start = not self._watching
+        self._watching = True
+        return start
+
+    def idle(self) -> bool:
+        """Called under the lock by the watcher: True (and it stops) if nobody here waits."""
+        if all(request.delivered for request in self._by_seq.values()):
+            self._watching = False
+            return True
+        return False
+
+    def wake(self) -> None:
+        """A release or withdraw here: the watcher looks again."""
+        self._changed.set()
+
+    def start_watcher(self, look: Look) -> None:
+        """Run the watcher thread (a daemon: it sleeps in the kernel, never in Python)."""
+        threading.Thread(
+            target=self._watch, args=(look,), name="gpuguard-host-watch", daemon=True
+        ).start()
+
+    def _watch(self, look: Look) -> None:
+        """While this process has waiters: sleep in the kernel until the holder changes."""
+        for fd in self._looks(look):
+            if fd is None:
+                self._changed.wait()  # a release or withdraw here sets it
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # returns when the holder releases or dies
+            finally:
+                os.close(fd)
+
+    def _looks(self, look: Look) -> Iterator[int | None]:
+        while True:
+            self._changed.clear()
+            try:
+                yield look()
+            except LookupError:
+                return
+
+    # --- fork ------------------------------------------------------------------------------
+
+    def forget_parent(self) -> None:
+        """In a forked child: close the parent's entries (never unlock them) and forget them."""
+        for request in self._by_seq.values():
+            with contextlib.suppress(OSError):
+                os.close(request.fd)
+        self._by_seq.clear()
+        self._by_lease.clear()
+        self._changed = threading.Event()
+        self._watching = False
+        self.marker.drop()
+
+
+def _ignore_grant(ticket: Ticket, waited_s: float) -> None:
+    """The default grant callback, before a guard binds its own."""
