@@ -60,7 +60,9 @@ class Budget:
     Args:
         read: the GPU's memory now; may raise :class:`~gpuguard.DevicesUnavailable`.
         headroom_bytes: memory kept free for what nobody declared (allocator slack, drivers).
-        footprints: bytes by model, for tickets that declare no ``memory_bytes``.
+        footprints: bytes by model, for tickets that declare no ``memory_bytes``; kept, not
+            copied, and read at each decision, so a footprint learned later (a
+            :class:`~gpuguard.devices.FootprintBook`) counts at once.
         default_bytes: bytes for a ticket with neither; ``None`` (the default): it runs alone.
     """
 
@@ -80,7 +82,7 @@ class Budget:
             raise ValueError("default_bytes must be >= 0")
         self._read = read
         self.headroom_bytes = headroom_bytes
-        self.footprints: dict[str, int] = dict(footprints or {})
+        self.footprints: Mapping[str, int] = footprints if footprints is not None else {}
         self.default_bytes = default_bytes
         self._unreadable: str | None = None
 
