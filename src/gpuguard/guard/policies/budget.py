@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 from ..._exceptions import DevicesUnavailable
-from .._tickets import Grant, Ticket
+from .._tickets import GpuBudget, Grant, Ticket
 
 __all__ = ["TRANSITIONS", "Budget", "GpuMemory"]
 
@@ -110,6 +110,19 @@ class Budget:
         if ticket.model is not None and ticket.model in self.footprints:
             return self.footprints[ticket.model]
         return self.default_bytes
+
+    def memory(self, holders: Sequence[Grant]) -> GpuBudget | None:
+        """The GPU's memory now, as counted beside ``holders`` (``None``: it cannot be read)."""
+        try:
+            gpu = self._read()
+        except DevicesUnavailable:
+            return None
+        return GpuBudget(
+            total_bytes=gpu.total_bytes,
+            free_bytes=gpu.free_bytes,
+            headroom_bytes=self.headroom_bytes,
+            committed_bytes=committed_bytes(holders, gpu, self),
+        )
 
     def _note_unreadable(self, reason: str | None) -> None:
         if reason == self._unreadable or (reason is not None and self._unreadable is not None):
