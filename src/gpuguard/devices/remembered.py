@@ -69,11 +69,18 @@ class FootprintBook(Mapping[str, int]):
         return None if self._predict is None else self._predict(model)
 
     def remember(self, model: str, used_bytes: int) -> None:
-        """Keep ``used_bytes`` as ``model``'s footprint under this engine, on disk at once."""
+        """Keep ``used_bytes`` as ``model``'s footprint under this engine, on disk at once.
+
+        If the file cannot be written (disk full, read-only) the footprint still counts in
+        this process, the old file stays whole, and the failure is logged.
+        """
         if used_bytes < 0:
             raise ValueError("used_bytes must be >= 0")
         self._measured.setdefault(self.engine, {})[model] = used_bytes
-        self._write()
+        try:
+            self._write()
+        except OSError as exc:
+            _log.warning("footprint of %r not kept in %s (%s)", model, self.path, exc)
 
     def __getitem__(self, model: str) -> int:
         if model in self.overrides:
