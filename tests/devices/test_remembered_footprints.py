@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -103,5 +104,31 @@ def test_the_meter_counts_this_process_and_its_children_only() -> None:
         )
         assert ProcessGpuMemory(devices)() == 5 * GIB
     finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_meter_counts_a_child_started_from_another_thread() -> None:
+    """The kernel lists a child under the thread that started it while that thread lives."""
+    started: list[subprocess.Popen[bytes]] = []
+    spawned, measured = threading.Event(), threading.Event()
+
+    def spawn() -> None:
+        command = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+        started.append(subprocess.Popen(command, stdin=subprocess.PIPE))
+        spawned.set()
+        measured.wait()
+
+    thread = threading.Thread(target=spawn)
+    thread.start()
+    spawned.wait()
+    [child] = started
+    try:
+        devices = FakeDevices.with_gpus(80 * 1024)
+        devices.set_processes(0, GpuProcess(child.pid, 2 * GIB))
+        assert ProcessGpuMemory(devices)() == 2 * GIB
+    finally:
+        measured.set()
+        thread.join()
         child.kill()
         child.wait()

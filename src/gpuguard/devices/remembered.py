@@ -156,17 +156,22 @@ class ProcessGpuMemory:
         """What this process tree uses on the GPU now."""
         return self._devices.info(self._index).used_by(_tree(self._pid))
 
+    def __repr__(self) -> str:
+        return f"<ProcessGpuMemory gpu={self._index} pid={self._pid}>"
+
 
 def _tree(root: int) -> set[int]:
     """``root`` and its descendants (as ``/proc`` lists them; only ``root`` without it)."""
     found, frontier = {root}, [root]
     while frontier:
         pid = frontier.pop()
-        try:
-            text = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
-        except OSError:
-            continue
-        children = {int(child) for child in text.split()} - found
+        children: set[int] = set()
+        for listing in Path(f"/proc/{pid}/task").glob("*/children"):  # each thread's children
+            try:
+                children.update(int(child) for child in listing.read_text("ascii").split())
+            except OSError:
+                continue  # the thread or process has just ended
+        children -= found
         found |= children
         frontier.extend(children)
     return found
