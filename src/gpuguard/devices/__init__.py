@@ -5,7 +5,8 @@ management library (the ``nvml`` extra, ``nvidia-ml-py``), :class:`FakeDevices` 
 hand for tests, as :class:`~gpuguard.FakeClock` is for time. :func:`detect_devices` returns
 NVML where it works and ``None`` otherwise (no NVIDIA driver, no GPU, unified memory).
 :func:`predict_gguf_footprint` (:mod:`.footprint`) predicts a llama.cpp model's memory from
-its GGUF header, before it is first loaded.
+its GGUF header, before it is first loaded; :class:`FootprintBook` (:mod:`.remembered`)
+keeps what loads measured (:class:`ProcessGpuMemory`) in the data dir.
 """
 
 from .._exceptions import DevicesUnavailable
@@ -13,15 +14,18 @@ from ._protocol import Devices, GpuInfo, GpuProcess
 from .fake import FakeDevices
 from .footprint import Footprint, predict_gguf_footprint
 from .nvml import NvmlDevices, detect_devices
+from .remembered import FootprintBook, ProcessGpuMemory
 
 __all__ = [
     "Devices",
     "DevicesUnavailable",
     "FakeDevices",
     "Footprint",
+    "FootprintBook",
     "GpuInfo",
     "GpuProcess",
     "NvmlDevices",
+    "ProcessGpuMemory",
     "detect_devices",
     "predict_gguf_footprint",
 ]

@@ -27,6 +27,7 @@ drives it, and a hung operation is stopped through its work.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
 from .._events import EventBus, Priority
@@ -39,6 +40,7 @@ from ..llm._protocol import ChatChunk, ChatMessage, ChatOptions, LlmBackend
 from ._chat import Chats
 from ._embed_sizes import Embedded, EmbeddingSizes
 from ._embeddings import Embeddings
+from ._footprints import FootprintMeter
 from ._lane import Lane
 from ._models import LlmModels
 from ._values import GatewayStatus, GatewayTimeouts, GpuWaiting, ModelInfo
@@ -65,6 +67,8 @@ class ModelGateway:
             reading).
         max_loaded_models: how many LLM models may be loaded at once (``None``: no bound);
             loading one more first unloads the least recently used, under the same lease.
+        footprints: measures each model load on the GPU and remembers it, for the budget
+            policy and for the loaded models' reported memory (``None``: not measured).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class ModelGateway:
         bulk_batch_size: int = 32,
         token_arrays: TokenMeaning = "openai",
         max_loaded_models: int | None = None,
+        footprints: FootprintMeter | None = None,
     ) -> None:
         self.backend = backend
         self.guard = guard if guard is not None else GpuGuard()
@@ -96,7 +101,9 @@ class ModelGateway:
             bulk_batch_size=bulk_batch_size,
             token_arrays=token_arrays,
         )
-        self._models = LlmModels(backend, lane, self._timeouts, model, max_loaded_models)
+        self._models = LlmModels(
+            backend, lane, self._timeouts, model, max_loaded_models, footprints
+        )
         self._chats = Chats(backend, self._models, lane, self._timeouts, chat_priorities)
 
     # --- what it holds ---------------------------------------------------------------------------
@@ -278,7 +285,8 @@ class ModelGateway:
     async def status(self) -> GatewayStatus:
         """Backend health, loaded models and the GPU lane, in one object."""
         health = await self.backend.health()
-        loaded = await self.backend.loaded_models() if health.ok else []
+        reported = await self.backend.loaded_models() if health.ok else []
+        loaded = [dataclasses.replace(m, vram_bytes=self._models.vram_bytes(m)) for m in reported]
         gpu, cpu = self.gpu_embedder, self.cpu_embedder
         return GatewayStatus(
             backend=health,

@@ -10,7 +10,8 @@ from functools import partial
 from .._events import Priority
 from .._exceptions import ConfigError
 from ..guard import Hold, Lease
-from ..llm._protocol import LlmBackend
+from ..llm._protocol import LlmBackend, LoadedModel
+from ._footprints import FootprintMeter
 from ._lane import Lane
 from ._values import GatewayTimeouts, ModelInfo
 
@@ -33,6 +34,9 @@ class LlmModels:
     first unloads the least recently used other, in the same lease, as llama-swap swaps
     models and Ollama evicts them; a background prewarm of a model that is not the current
     one never unloads another: it is skipped (and logged), and the model loads on first use.
+
+    With a ``meter``, every load is measured (this process's GPU memory before and after)
+    and the footprint remembered for the budget policy (:mod:`._footprints`).
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class LlmModels:
         timeouts: GatewayTimeouts,
         current: str | None,
         max_loaded: int | None = None,
+        meter: FootprintMeter | None = None,
     ) -> None:
         if max_loaded is not None and max_loaded < 1:
             raise ConfigError(f"max_loaded_models must be at least 1, not {max_loaded}")
@@ -54,6 +59,7 @@ class LlmModels:
         self._backend = backend
         self._lane = lane
         self._timeouts = timeouts
+        self.meter = meter
 
     def name(self, model: str | None) -> str:
         """``model``, or the current one when it is not given."""
@@ -165,8 +171,15 @@ class LlmModels:
             await self._unload_held(lease, victim)
         self._lane.publish(model, "loading")
         started = time.perf_counter_ns()
-        try:
+
+        async def run_load() -> None:
             await lease.run(self._backend.load(model), stop=partial(self._backend.abort, model))
+
+        try:
+            if self.meter is None:
+                await run_load()
+            else:
+                await self.meter.measure(model, run_load)
         except Exception as exc:
             self._lane.publish(model, "failed", detail=str(exc))
             raise
@@ -189,10 +202,16 @@ class LlmModels:
                 id=name,
                 loaded=name in loaded,
                 current=name == self.current,
-                vram_bytes=loaded[name].vram_bytes if name in loaded else None,
+                vram_bytes=self.vram_bytes(loaded[name]) if name in loaded else None,
             )
             for name in names
         ]
+
+    def vram_bytes(self, loaded: LoadedModel) -> int | None:
+        """GPU memory of a loaded model: as the backend reports it, else its known footprint."""
+        if loaded.vram_bytes is not None or self.meter is None:
+            return loaded.vram_bytes
+        return self.meter.book.get(loaded.id)
 
     def _hold(self, operation: str, model: str, hold_s: float | None) -> Hold:
         return self._lane.hold(operation, model, Priority.NORMAL, hold_s, self._timeouts.wait_s)

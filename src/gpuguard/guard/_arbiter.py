@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ._tickets import Grant, Queued, Ticket
 from .policies import Policy
 
-__all__ = ["Arbiter", "OnGrant", "OnLost"]
+__all__ = ["Arbiter", "OnGrant", "OnLost", "holders_of"]
 
 
 OnGrant = Callable[[Ticket, float], None]
@@ -99,3 +99,19 @@ class Arbiter(Protocol):
 
     async def aclose(self) -> None:
         """Let go of connections and background tasks (a no-op in-process)."""
+
+
+@runtime_checkable
+class _Sharing(Protocol):
+    """An arbiter that may grant several holders at once (a sharing policy)."""
+
+    def holders(self) -> tuple[Grant, ...]:
+        """Every current grant, oldest first."""
+
+
+def holders_of(arbiter: Arbiter) -> tuple[Grant, ...]:
+    """Every grant that holds the GPU now, oldest first (one at most, unless it shares)."""
+    if isinstance(arbiter, _Sharing):
+        return arbiter.holders()
+    holder = arbiter.holder()
+    return () if holder is None else (holder,)

@@ -37,7 +37,7 @@ from typing import Any
 
 from .._clock import Clock, SystemClock
 from .._events import EventBus, Priority
-from ._arbiter import Arbiter
+from ._arbiter import Arbiter, holders_of
 from ._hold import Hold
 from ._keeper import Leases, Limits
 from ._lease import Lease
@@ -287,19 +287,24 @@ class GpuGuard:
         return self._arbiter.queue_length()
 
     def snapshot(self) -> GuardSnapshot:
-        """A frozen view: holder, waiters in service order, counters."""
+        """A frozen view: holders, waiters in service order, the GPU's memory, counters."""
         now = self.clock.monotonic()
         waiters = waiter_infos(self._arbiter.waiters(now), now)
+        policy = self._arbiter.policy
+        grants = holders_of(self._arbiter)
+        holders = tuple(holder_info(g, now, policy.need(g.ticket)) for g in grants)
         return GuardSnapshot(
             guard=self.name,
             policy=self.policy,
             scope=self.scope,
-            holder=self.current,
+            holder=holders[0] if holders else None,
             waiters=waiters,
             counters=self._leases.telemetry.counters,
             max_waiters=self.max_waiters,
             dropped_events=self.events.dropped,
             taken_at=self.clock.time(),
+            holders=holders,
+            memory=policy.memory(grants),
         )
 
     def __repr__(self) -> str:

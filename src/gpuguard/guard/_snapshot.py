@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .._events import Priority
-from ._tickets import Grant, Queued
+from ._tickets import GpuBudget, Grant, Queued
 
 __all__ = [
     "GuardCounters",
@@ -29,6 +29,7 @@ class HolderInfo:
     ``hung_s`` is set while the holder is hung: past its hold timeout, its work being
     stopped, the GPU quarantined until that work really ends. ``pid``, ``host`` and
     ``process`` name where it runs (a host-wide or Redis guard spans processes).
+    ``memory_bytes`` is the GPU memory the policy counts for it (``None``: unknown).
     """
 
     lease_id: int
@@ -41,6 +42,7 @@ class HolderInfo:
     pid: int | None = None
     host: str | None = None
     process: str | None = None
+    memory_bytes: int | None = None
 
     @property
     def hung(self) -> bool:
@@ -123,7 +125,12 @@ class GuardCounters:
 
 @dataclass(frozen=True, slots=True)
 class GuardSnapshot:
-    """A guard's state at one instant."""
+    """A guard's state at one instant.
+
+    ``holder`` is the oldest holder (as before sharing policies); ``holders`` every one,
+    oldest first; ``memory`` the GPU's memory, budget and free bytes as the policy counts
+    them (``None`` under the exclusive policy, or while the GPU cannot be read).
+    """
 
     guard: str
     policy: str
@@ -134,6 +141,8 @@ class GuardSnapshot:
     max_waiters: int
     dropped_events: int = 0
     taken_at: float = field(default=0.0)
+    holders: tuple[HolderInfo, ...] = ()
+    memory: GpuBudget | None = None
 
     @property
     def queue_length(self) -> int:
@@ -164,11 +173,13 @@ class GuardSnapshot:
             "counters": self.counters.to_dict(),
             "dropped_events": self.dropped_events,
             "taken_at": self.taken_at,
+            "holders": [h.to_dict() for h in self.holders],
+            "memory": None if self.memory is None else self.memory.to_dict(),
         }
 
 
-def holder_info(grant: Grant, now: float) -> HolderInfo:
-    """The arbiter's current ``grant``, as seen at ``now``."""
+def holder_info(grant: Grant, now: float, memory_bytes: int | None = None) -> HolderInfo:
+    """The arbiter's ``grant``, as seen at ``now``, counted as ``memory_bytes``."""
     ticket = grant.ticket
     return HolderInfo(
         lease_id=ticket.lease_id,
@@ -181,6 +192,7 @@ def holder_info(grant: Grant, now: float) -> HolderInfo:
         pid=ticket.owner.pid,
         host=ticket.owner.host,
         process=ticket.owner.process,
+        memory_bytes=memory_bytes,
     )
 
 

@@ -13,7 +13,7 @@ from functools import cache
 
 from .._events import Priority
 
-__all__ = ["Grant", "Owner", "Queued", "Ticket"]
+__all__ = ["GpuBudget", "Grant", "Owner", "Queued", "Ticket"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +73,32 @@ class Queued:
 
 def _process_name() -> str:
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuBudget:
+    """A GPU's memory as a sharing policy counts it at one instant (bytes).
+
+    ``committed_bytes`` is what the holders take or were promised plus what everyone else
+    uses; ``budget_bytes`` what the policy hands out at most (the GPU less the headroom).
+    """
+
+    total_bytes: int
+    free_bytes: int
+    headroom_bytes: int
+    committed_bytes: int
+
+    @property
+    def budget_bytes(self) -> int:
+        """The memory the policy shares: the GPU's, less the headroom."""
+        return self.total_bytes - self.headroom_bytes
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-ready dict."""
+        return {
+            "total_bytes": self.total_bytes,
+            "free_bytes": self.free_bytes,
+            "headroom_bytes": self.headroom_bytes,
+            "budget_bytes": self.budget_bytes,
+            "committed_bytes": self.committed_bytes,
+        }

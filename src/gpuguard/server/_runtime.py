@@ -17,11 +17,11 @@ from pathlib import Path
 from .._events import Priority
 from .._exceptions import GpuGuardError
 from ..embed import BulkEmbedder, create_embedder
-from ..gateway import EmbeddingSizes, GatewayTimeouts, ModelGateway
+from ..gateway import EmbeddingSizes, FootprintMeter, GatewayTimeouts, ModelGateway
 from ..index import VectorStore, private_directory
 from ..jobs import JobManager
 from ..llm import LlmBackend
-from ..settings import LlmSettings, ModelSettings, Settings, build_guard
+from ..settings import LlmSettings, ModelSettings, Settings, build_footprints, build_guard
 from ._catalog import ModelCatalog, ModelEntry
 from ._context import Retriever, ServerContext
 from ._idle_unload import IdleUnloader
@@ -154,7 +154,8 @@ def store_retriever(gateway: ModelGateway, store: VectorStore, k: int) -> Retrie
 def build_gateway(settings: Settings) -> ModelGateway:
     """The guard, the LLM backend and the embedders, owned by one gateway."""
     limits = settings.guard
-    guard = build_guard(limits)
+    book, meter = build_footprints(settings)
+    guard = build_guard(limits, footprints=book)
     timeouts = GatewayTimeouts(
         wait_s=limits.wait_timeout_s,
         chat_wait_s=limits.chat_wait_timeout_s,
@@ -194,6 +195,7 @@ def build_gateway(settings: Settings) -> ModelGateway:
         bulk_batch_size=spec.batch_size,
         token_arrays=spec.token_arrays,
         max_loaded_models=settings.llm.loaded_models_bound,
+        footprints=None if meter is None else FootprintMeter(book, meter),
     )
 
 

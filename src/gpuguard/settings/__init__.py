@@ -1,11 +1,12 @@
 """Settings: command-line options, ``GPUGUARD_*`` variables and a TOML or env file, checked.
 
 The model of every section (:mod:`._settings`, with the shared parts in :mod:`._parts`), and
-:func:`build_guard`, which builds the guard ``[guard]`` asks for. Needs the ``server`` extra
+:func:`build_guard`, which builds the guard ``[guard]`` asks for (and :func:`build_footprints`, the
+models' remembered GPU memory it counts). Needs the ``server`` extra
 (pydantic-settings).
 """
 
-from ._build import build_guard, lock_dir_of
+from ._build import build_footprints, build_guard, lock_dir_of
 from ._settings import (
     CONFIG_ENV_VAR,
     EmbeddingSettings,
@@ -30,6 +31,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "SourceSettings",
+    "build_footprints",
     "build_guard",
     "is_loopback",
     "load_settings",

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
 from .._clock import SystemClock
-from ..devices import Devices, detect_devices
+from .._exceptions import ConfigError
+from ..devices import Devices, detect_devices, predict_gguf_footprint
+from ..devices.remembered import FOOTPRINTS_FILE, FootprintBook, ProcessGpuMemory
 from ..guard import GpuGuard
 from ..guard.policies import choose_policy
 from ..guard.scopes import make_arbiter
 from ..guard.scopes.host import default_lock_dir
-from ._settings import GuardSettings
+from ._settings import GuardSettings, Settings
 
-__all__ = ["build_guard", "lock_dir_of"]
+__all__ = ["build_footprints", "build_guard", "lock_dir_of"]
 
 _log = logging.getLogger("gpuguard.guard")
 
@@ -30,13 +32,17 @@ def lock_dir_of(limits: GuardSettings) -> Path | None:
 
 
 def build_guard(
-    limits: GuardSettings, *, detect: Callable[[], Devices | None] = detect_devices
+    limits: GuardSettings,
+    *,
+    detect: Callable[[], Devices | None] = detect_devices,
+    footprints: Mapping[str, int] | None = None,
 ) -> GpuGuard:
     """A guard of the configured scope and policy, with the configured bounds.
 
     Its hold timeout is the load limit, the longest any operation may take; each call site
     passes its own shorter limit. The policy (``auto`` looks at the first GPU ``detect``
     finds) is logged once; ``budget`` where it cannot work raises :class:`~gpuguard.ConfigError`.
+    ``footprints`` are the budget's bytes per model (a :class:`FootprintBook`, read live).
     """
     clock = SystemClock()
     shares = limits.policy != "exclusive" and limits.scope == "process"
@@ -46,6 +52,7 @@ def build_guard(
         scope=limits.scope,
         read=None if devices is None else partial(devices.info, 0),
         headroom_bytes=limits.headroom_mb * MIB,
+        footprints=footprints,
     )
     _log.info("GPU %s runs the %s policy: %s", limits.name, choice.policy.name, choice.reason)
     redis_url = None if limits.redis_url is None else limits.redis_url.get_secret_value()
@@ -69,3 +76,35 @@ def build_guard(
         clock=clock,
         arbiter=arbiter,
     )
+
+
+def build_footprints(
+    settings: Settings, *, detect: Callable[[], Devices | None] = detect_devices
+) -> tuple[FootprintBook, ProcessGpuMemory | None]:
+    """The models' footprints for this engine, and the meter that measures loads.
+
+    Kept in ``<data_dir>/footprints.json``; ``[models."NAME"] vram_mb`` overrides them; a
+    llama-cpp model with a GGUF ``path`` is predicted from its header. No meter without a
+    GPU NVML can read (nothing is measured then).
+    """
+    entries = {model.id or name: model for name, model in settings.models.items()}
+    overrides = {m: e.vram_mb * MIB for m, e in entries.items() if e.vram_mb is not None}
+
+    def predict(model: str) -> int | None:
+        entry = entries.get(model)
+        if entry is None or entry.path is None or settings.llm.backend != "llama-cpp":
+            return None
+        try:
+            return predict_gguf_footprint(entry.path, context_tokens=entry.context_size).total_bytes
+        except (ConfigError, ImportError, OSError) as exc:
+            _log.info("no footprint predicted for %r: %s", model, exc)
+            return None
+
+    book = FootprintBook(
+        settings.data_dir / FOOTPRINTS_FILE,
+        engine=settings.llm.backend,
+        overrides=overrides,
+        predict=predict,
+    )
+    devices = detect()
+    return book, None if devices is None else ProcessGpuMemory(devices)

@@ -32,7 +32,9 @@ class ModelSettings(Section):
     model (under the GPU lease) when the server starts. ``ttl_s`` unloads it (under the
     lease) once unused that long; ``None`` keeps it loaded. ``priority`` is the GPU lease
     priority of its chats (``interactive`` by default; ``background`` for a batch model that
-    should yield to people).
+    should yield to people). ``vram_mb`` is the GPU memory the budget policy counts for it,
+    over any measured footprint (``None``: measured on its first load, predicted from the
+    GGUF header until then).
     """
 
     id: str | None = Field(default=None, min_length=1)
@@ -43,6 +45,7 @@ class ModelSettings(Section):
     prewarm: bool = False
     ttl_s: float | None = Field(default=None, gt=0)
     priority: Literal["interactive", "normal", "background"] = "interactive"
+    vram_mb: int | None = Field(default=None, ge=0)
 
 
 def describe_errors(exc: ValidationError, root: type[BaseModel]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from .._tickets import Grant, Ticket
+from .._tickets import GpuBudget, Grant, Ticket
 
 __all__ = ["Policy"]
 
@@ -19,3 +19,9 @@ class Policy(Protocol):
 
     def admits(self, holders: Sequence[Grant], ticket: Ticket) -> bool:
         """True if ``ticket`` may start now beside ``holders`` (every current grant)."""
+
+    def need(self, ticket: Ticket) -> int | None:
+        """The GPU memory the policy counts for ``ticket`` (``None``: unknown)."""
+
+    def memory(self, holders: Sequence[Grant]) -> GpuBudget | None:
+        """The GPU's memory as counted beside ``holders``; ``None`` if the policy counts none."""

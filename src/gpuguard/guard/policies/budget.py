@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 from ..._exceptions import DevicesUnavailable
-from .._tickets import Grant, Ticket
+from .._tickets import GpuBudget, Grant, Ticket
 
 __all__ = ["TRANSITIONS", "Budget", "GpuMemory"]
 
@@ -60,7 +60,9 @@ class Budget:
     Args:
         read: the GPU's memory now; may raise :class:`~gpuguard.DevicesUnavailable`.
         headroom_bytes: memory kept free for what nobody declared (allocator slack, drivers).
-        footprints: bytes by model, for tickets that declare no ``memory_bytes``.
+        footprints: bytes by model, for tickets that declare no ``memory_bytes``; kept, not
+            copied, and read at each decision, so a footprint learned later (a
+            :class:`~gpuguard.devices.FootprintBook`) counts at once.
         default_bytes: bytes for a ticket with neither; ``None`` (the default): it runs alone.
     """
 
@@ -80,7 +82,7 @@ class Budget:
             raise ValueError("default_bytes must be >= 0")
         self._read = read
         self.headroom_bytes = headroom_bytes
-        self.footprints: dict[str, int] = dict(footprints or {})
+        self.footprints: Mapping[str, int] = footprints if footprints is not None else {}
         self.default_bytes = default_bytes
         self._unreadable: str | None = None
 
@@ -108,6 +110,19 @@ class Budget:
         if ticket.model is not None and ticket.model in self.footprints:
             return self.footprints[ticket.model]
         return self.default_bytes
+
+    def memory(self, holders: Sequence[Grant]) -> GpuBudget | None:
+        """The GPU's memory now, as counted beside ``holders`` (``None``: it cannot be read)."""
+        try:
+            gpu = self._read()
+        except DevicesUnavailable:
+            return None
+        return GpuBudget(
+            total_bytes=gpu.total_bytes,
+            free_bytes=gpu.free_bytes,
+            headroom_bytes=self.headroom_bytes,
+            committed_bytes=committed_bytes(holders, gpu, self),
+        )
 
     def _note_unreadable(self, reason: str | None) -> None:
         if reason == self._unreadable or (reason is not None and self._unreadable is not None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from .._tickets import Grant, Ticket
+from .._tickets import GpuBudget, Grant, Ticket
 
 __all__ = ["EXCLUSIVE", "Exclusive"]
 
@@ -22,6 +22,14 @@ class Exclusive:
     def admits(self, holders: Sequence[Grant], ticket: Ticket) -> bool:
         """True only when ``holders`` is empty."""
         return not holders
+
+    def need(self, ticket: Ticket) -> int | None:
+        """What ``ticket`` declared, if anything (the policy itself counts no memory)."""
+        return ticket.memory_bytes
+
+    def memory(self, holders: Sequence[Grant]) -> GpuBudget | None:
+        """``None``: the exclusive policy does not count memory."""
+        return None
 
     def __repr__(self) -> str:
         return "<Exclusive>"
