@@ -1,0 +1,99 @@
+"""``gpuguard serve`` behind another gpuguard: X-GPU-Fence older than the newest seen is a 409."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gpuguard import GpuGuard
+
+from ..guard.redis_support import REDIS_URL, delete_keys, require_redis
+from .conftest import MODEL, Live
+
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+TTL_S = 10.0
+
+
+@pytest.fixture
+async def fronts() -> AsyncIterator[tuple[GpuGuard, GpuGuard, str]]:
+    """Two gpuguard processes' guards in front of the server, on one Redis lease ``gpu0``."""
+    require_redis()
+    prefix = f"gpuguard-test-{uuid.uuid4().hex[:10]}"
+    first = GpuGuard.redis(REDIS_URL, "gpu0", prefix=prefix, ttl_s=TTL_S)
+    second = GpuGuard.redis(REDIS_URL, "gpu0", prefix=prefix, ttl_s=TTL_S)
+    try:
+        yield first, second, prefix
+    finally:
+        await first.aclose()
+        await second.aclose()
+        await delete_keys(REDIS_URL, prefix)
+
+
+def fence(token: int | None) -> dict[str, str]:
+    assert token is not None
+    return {"X-GPU-Fence": f"gpu0:{token}"}
+
+
+async def test_a_stale_fence_gets_409_and_the_server_keeps_serving(
+    live: Live, fronts: tuple[GpuGuard, GpuGuard, str]
+) -> None:
+    first, second, _ = fronts
+    old = await first.acquire("chat")
+    response = await live.http.post("/v1/chat/completions", json=CHAT, headers=fence(old.fence))
+    assert response.status_code == 200
+    old.release()  # as if its grant had lapsed: the first holder was stopped past its TTL
+    new = await second.acquire("chat")
+    assert new.fence is not None
+    assert old.fence is not None
+    assert new.fence > old.fence
+    response = await live.http.post("/v1/chat/completions", json=CHAT, headers=fence(new.fence))
+    assert response.status_code == 200
+    chats = len(live.backend.chats)
+
+    # The first holder resumes and sends more work under its old grant.
+    response = await live.http.post("/v1/chat/completions", json=CHAT, headers=fence(old.fence))
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "gpu_fence_stale"
+    assert f"fencing token {new.fence}, newer than {old.fence}" in error["message"]
+    ollama = await live.http.post(
+        "/api/chat", json={**CHAT, "stream": False}, headers=fence(old.fence)
+    )
+    assert ollama.status_code == 409
+    assert "taken over" in ollama.json()["error"]
+    assert len(live.backend.chats) == chats, "work under a stale fence reached the backend"
+
+    # Equal fences, and requests without one, are served as before.
+    response = await live.http.post("/v1/chat/completions", json=CHAT, headers=fence(new.fence))
+    assert response.status_code == 200
+    assert (await live.http.post("/v1/chat/completions", json=CHAT)).status_code == 200
+    new.release()
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("gpu0", "must be one '<gpu>:<token>'"),
+        ("gpu0:-1", "must be one '<gpu>:<token>'"),
+        ("gpu0:12345678901234567890", "must be one '<gpu>:<token>'"),
+        ("gpu 0:5", "must be one '<gpu>:<token>'"),
+        ("gpu1:5", "names GPU 'gpu1'; this server fences GPU 'gpu0'"),
+    ],
+)
+async def test_a_malformed_or_foreign_fence_is_a_400(live: Live, value: str, why: str) -> None:
+    response = await live.http.post(
+        "/v1/chat/completions", json=CHAT, headers={"X-GPU-Fence": value}
+    )
+    assert response.status_code == 400
+    assert why in response.json()["error"]["message"]
+    assert live.backend.chats == []
+    assert live.guard.fences.newest is None, "a refused header was recorded"
+
+
+async def test_two_fence_headers_are_a_400(live: Live) -> None:
+    headers = [("X-GPU-Fence", "gpu0:5"), ("X-GPU-Fence", "gpu0:6")]
+    response = await live.http.post("/v1/chat/completions", json=CHAT, headers=headers)
+    assert response.status_code == 400
+    assert live.guard.fences.newest is None
