@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from gpuguard import GpuGuard
 
 from ..guard.redis_support import REDIS_URL, delete_keys, require_redis
-from .conftest import MODEL, Live
+from .conftest import MODEL, Live, LiveFactory
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 TTL_S = 10.0
@@ -97,3 +98,20 @@ async def test_two_fence_headers_are_a_400(live: Live) -> None:
     response = await live.http.post("/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status_code == 400
     assert live.guard.fences.newest is None
+
+
+async def test_a_fence_is_admitted_only_from_a_caller_with_the_token(
+    make_live: LiveFactory,
+) -> None:
+    async with make_live(token="s3cret") as live:
+        async with httpx.AsyncClient(base_url=live.url) as anonymous:
+            response = await anonymous.post(
+                "/v1/chat/completions", json=CHAT, headers={"X-GPU-Fence": "gpu0:999999"}
+            )
+        assert response.status_code == 401
+        assert live.guard.fences.newest is None, "an unauthenticated fence was recorded"
+        response = await live.http.post(
+            "/v1/chat/completions", json=CHAT, headers={"X-GPU-Fence": "gpu0:999999"}
+        )
+        assert response.status_code == 200
+        assert live.guard.fences.newest == 999999
