@@ -9,6 +9,9 @@ import httpx
 import pytest
 
 from gpuguard import GpuGuard
+from gpuguard.gateway import ModelGateway
+from gpuguard.llm import ChatChunk, ChatMessage
+from gpuguard.llm.ollama import OllamaBackend
 
 from ..guard.redis_support import REDIS_URL, delete_keys, require_redis
 from .conftest import MODEL, Live, LiveFactory
@@ -115,3 +118,23 @@ async def test_a_fence_is_admitted_only_from_a_caller_with_the_token(
         )
         assert response.status_code == 200
         assert live.guard.fences.newest == 999999
+
+
+async def test_a_gpuguard_in_front_sends_its_lease_fence_with_its_work(
+    live: Live, fronts: tuple[GpuGuard, GpuGuard, str]
+) -> None:
+    front_guard, _, _ = fronts
+    front = ModelGateway(OllamaBackend(live.url), model=MODEL, guard=front_guard)
+    try:
+        words = [
+            item.content
+            async for item in front.chat([ChatMessage("user", "through two")], model=MODEL)
+            if isinstance(item, ChatChunk)
+        ]
+    finally:
+        await front.aclose()
+    assert "".join(words) == "echo: through two"
+    sent = live.guard.fences.newest
+    assert sent is not None, "the front's work reached the server without its fence"
+    stale = await live.http.post("/v1/chat/completions", json=CHAT, headers=fence(sent - 1))
+    assert stale.status_code == 409

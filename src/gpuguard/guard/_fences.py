@@ -6,13 +6,44 @@ carries a newer token. Where gpuguard is the last hop before the GPU (the lease'
 work, ``gpuguard serve`` in front of a shared GPU server), :class:`FenceBook` remembers the
 newest token seen and refuses an older one with :class:`~gpuguard.StaleFence`. Equal or
 newer tokens pass; work without a token (scopes that issue none) is not fenced.
+
+GPU work a fenced lease runs carries its token onward: :func:`under_fence` runs it with the
+token in a context variable, and an HTTP client of an LLM server sends
+:func:`fence_headers` (``X-GPU-Fence: <gpu>:<token>``) with each request, so that a
+``gpuguard serve`` behind this process can check it too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from contextvars import ContextVar
+from typing import TypeVar
+
 from .._exceptions import StaleFence
 
-__all__ = ["FenceBook"]
+__all__ = ["FENCE_HEADER", "FenceBook", "fence_headers", "under_fence"]
+
+R = TypeVar("R")
+
+FENCE_HEADER = "X-GPU-Fence"
+"""The request header that carries the sender's GPU name and fencing token."""
+
+_CURRENT: ContextVar[str | None] = ContextVar("gpuguard_fence", default=None)
+
+
+async def under_fence(work: Awaitable[R], gpu: str, fence: int) -> R:
+    """Await ``work`` with ``gpu``'s fencing token ``fence`` as the one it carries onward."""
+    token = _CURRENT.set(f"{gpu}:{fence}")
+    try:
+        return await work
+    finally:
+        _CURRENT.reset(token)
+
+
+def fence_headers() -> dict[str, str]:
+    """``{FENCE_HEADER: "<gpu>:<token>"}`` inside fenced GPU work (:func:`under_fence`), else {}."""
+    value = _CURRENT.get()
+    return {} if value is None else {FENCE_HEADER: value}
 
 
 class FenceBook:

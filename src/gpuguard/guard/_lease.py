@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 from .._clock import Clock, TimerHandle
 from .._events import Priority
 from .._exceptions import GuardError, LeaseLost, OperationHung
-from ._fences import FenceBook
+from ._fences import FenceBook, under_fence
 from ._tickets import Ticket
 from ._work import OnceClosed, StopWork, run_to_end
 
@@ -169,6 +169,7 @@ class Lease:
             except GuardError:
                 _discard(work)
                 raise
+            work = under_fence(work, self.keeper.fences.gpu, self.fence)
         self.tracked = True
         task = asyncio.current_task()
         token = object()

@@ -14,12 +14,10 @@ import re
 from fastapi import Request
 
 from .._exceptions import InvalidRequest
+from ..guard._fences import FENCE_HEADER
 from ._context import get_context
 
-__all__ = ["FENCE_HEADER", "admit_fence"]
-
-FENCE_HEADER = "X-GPU-Fence"
-"""The request header that carries the sender's GPU name and fencing token."""
+__all__ = ["admit_fence"]
 
 _VALUE = re.compile(r"(?P<gpu>[A-Za-z0-9._-]{1,64}):(?P<token>[0-9]{1,19})")
 
