@@ -26,6 +26,7 @@ from ._auth import BearerToken, HostCheck, allowed_host_names
 from ._console import EventLog, log_start_up
 from ._context import JobRunner, Retriever, ServerContext
 from ._errors import install_error_handlers
+from ._fencing import admit_fence
 from ._limits import BodySizeLimit
 from ._logs import LogRing
 from ._metrics import GuardMetrics
@@ -85,7 +86,8 @@ def create_app(
             yield
 
     token = settings.server.token.get_secret_value() if settings.server.token else None
-    auth = [Depends(BearerToken(token))]
+    # Authenticated first, then fenced: a request's X-GPU-Fence is admitted only if allowed in.
+    auth = [Depends(BearerToken(token)), Depends(admit_fence)]
     app = FastAPI(
         title="gpuguard",
         version=__version__,
