@@ -9,7 +9,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import Future
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -54,14 +54,13 @@ async def serve(
     that port too, once ``app`` has started. While it serves, the admin token waits for this
     user's CLI in an owner-only file (:mod:`gpuguard._server_file`), removed at the end.
     """
-    with _token_file(app, host, port):
-        if ollama_port is None:
-            await uvicorn.Server(_config(app, host=host, port=port)).serve()
-            return
-        async with (
-            running_server(app, host=host, port=port),
-            running_server(ollama_app(app), host=host, port=ollama_port),
-        ):
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(running_server(app, host=host, port=port))
+        if ollama_port is not None:
+            await stack.enter_async_context(
+                running_server(ollama_app(app), host=host, port=ollama_port)
+            )
+        with _token_file(app, host, port):
             await _until_interrupted()
 
 

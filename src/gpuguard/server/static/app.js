@@ -86,11 +86,31 @@ async function api(path, options = {}) {
 }
 
 function askToken() {
-  const token = window.prompt("This server needs its bearer token:");
+  const token = window.prompt(
+    "This server needs its token: open the link `gpuguard serve` printed, or paste the token here:",
+  );
   if (!token) return false;
-  state.token = token;
-  localStorage.setItem("gpuguard-token", token);
+  keepToken(token);
   return true;
+}
+
+function keepToken(token) {
+  state.token = token;
+  localStorage.setItem("gpuguard-token", token); // per origin: this server's port only
+}
+
+/** The one-time link `gpuguard serve` prints (#login=CODE): exchanged once for the token. */
+async function redeemLoginLink() {
+  const match = /^#login=([A-Za-z0-9_-]+)$/.exec(window.location.hash);
+  if (!match) return;
+  // Out of the address bar and history first: the code works once, and only here.
+  window.history.replaceState(null, "", window.location.pathname + window.location.search);
+  const response = await fetch("/auth/session", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code: match[1] }),
+  });
+  if (response.ok) keepToken((await response.json()).token);
 }
 
 /** The JSON payloads of an OpenAI-style SSE response body. */
