@@ -120,13 +120,12 @@ def open_page(tmp_path: Path) -> OpenPage:
                 tab = await browser.new_page(viewport=viewport, bypass_csp=not enforce_csp)
                 script_errors: list[str] = []
                 tab.on("pageerror", lambda error: script_errors.append(str(error)))
-                tab.on(
-                    "console",
-                    lambda message: (
-                        "Content Security Policy" in message.text
-                        and script_errors.append(message.text)
-                    ),
-                )
+
+                def on_console(message: Any) -> None:
+                    if "Content Security Policy" in message.text:
+                        script_errors.append(message.text)  # the page broke its own policy
+
+                tab.on("console", on_console)
                 # As a person would: through the one-time link `gpuguard serve` prints.
                 await tab.goto(app.state.access.login_url(url))
                 await tab.wait_for_selector("#conn.live")
