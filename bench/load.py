@@ -225,8 +225,8 @@ def rss_bytes(pid: int) -> int:
 @asynccontextmanager
 async def child_server(
     workdir: Path, keep_alive_s: int | None, max_waiters: int
-) -> AsyncIterator[tuple[str, int]]:
-    """Start the server in a child process; yields its URL and pid, ends it on the way out."""
+) -> AsyncIterator[tuple[str, str, int]]:
+    """Start the server in a child process; yields its URL, admin token and pid; ends it."""
     command = [sys.executable, __file__, "--serve", "--max-waiters", str(max_waiters)]
     if keep_alive_s is not None:
         command += ["--server-keep-alive", str(keep_alive_s)]
@@ -245,7 +245,8 @@ async def child_server(
         line = await asyncio.wait_for(process.stdout.readline(), 60)
         if not line:
             raise RuntimeError("the server process ended before it served")
-        yield line.decode().strip(), process.pid
+        url, token = line.decode().split()  # the child's URL and its admin token
+        yield url, token, process.pid
     finally:
         process.stdin.close()  # the child serves until its stdin ends
         try:
@@ -267,9 +268,12 @@ async def run(
         workdir = Path(tmp)
         documents = write_sample_documents(workdir / "docs")
         database = write_sample_database(workdir / "shop.sqlite")
-        async with child_server(workdir, keep_alive_s, max_waiters) as (url, pid):
+        async with child_server(workdir, keep_alive_s, max_waiters) as (url, token, pid):
             limits = httpx.Limits(max_connections=size.clients + 8)
-            async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+            admin = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(
+                base_url=url, limits=limits, headers=admin, timeout=60
+            ) as http:
                 rss_start = rss_bytes(pid)
                 samples = [rss_start]
                 stop = asyncio.Event()
@@ -402,7 +406,7 @@ async def serve_child(keep_alive_s: int | None, max_waiters: int) -> None:
         )
         options: dict[str, Any] = {} if keep_alive_s is None else {"keep_alive_s": keep_alive_s}
         async with gateway, running_server(app, **options) as url:
-            print(url, flush=True)
+            print(url, app.state.access.token, flush=True)
             await asyncio.to_thread(sys.stdin.buffer.read)  # until the parent closes it
             await manager.aclose()
 
