@@ -34,6 +34,7 @@ from pydantic_settings import (
 
 from .._exceptions import ConfigError
 from ._parts import ModelSettings, Section, describe_errors
+from ._server import ServerBounds
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -60,8 +61,8 @@ BackendKind = Literal[
 ]
 
 
-class ServerSettings(Section):
-    """Where the HTTP server listens and what it accepts."""
+class ServerSettings(ServerBounds):
+    """Where the HTTP server listens and what it accepts (its bounds: :class:`ServerBounds`)."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
@@ -78,41 +79,6 @@ class ServerSettings(Section):
         default_factory=list,
         description="Names besides localhost/127.0.0.1/[::1] (and the bind address) that the "
         "Host header may carry; needed beyond loopback (see docs/security.md).",
-    )
-    max_connections: int = Field(
-        default=512,
-        ge=8,
-        description="Open connections at most; beyond it the longest-idle one is closed "
-        "(or, when every one is busy, the new one gets 503). Keep it under `ulimit -n`.",
-    )
-    request_head_timeout_s: float = Field(
-        default=10.0,
-        gt=0,
-        description="How long a connection may take to send a whole request head, counted "
-        "from its connection or its request's first byte (slow-header attacks).",
-    )
-    max_event_subscribers: int = Field(
-        default=64, ge=1, description="/events streams open at once (all callers)."
-    )
-    max_event_subscribers_per_client: int = Field(
-        default=16, ge=1, description="/events streams open at once from one client address."
-    )
-    stalled_reader_s: float = Field(
-        default=30.0,
-        gt=0,
-        description="A streamed answer whose reader takes nothing for this long is ended: its "
-        "work stops and the GPU is freed; the connection is closed as long again later.",
-    )
-    ollama_registries: list[str] = Field(
-        default_factory=lambda: ["registry.ollama.ai", "ollama.com", "hf.co"],
-        description="Registries that /api/pull, /api/create and /api/copy may name.",
-    )
-    ollama_allow_insecure: bool = Field(
-        default=False, description='Let /api/pull use "insecure": true (plain HTTP registries).'
-    )
-    ollama_allow_local_paths: bool = Field(
-        default=False,
-        description="Let /api/create name files on the Ollama host (modelfile, path, from a path).",
     )
 
     @model_validator(mode="after")
