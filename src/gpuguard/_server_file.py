@@ -5,8 +5,8 @@ owner-only directory: ``$XDG_RUNTIME_DIR/gpuguard-server``, else
 ``$XDG_DATA_HOME/gpuguard/runtime`` (``~/.local/share/gpuguard/runtime``). The directory is
 0700 and the file 0600, both opened without following links and checked through their
 descriptors, so another local user can neither read the token nor plant a file or link
-for the CLI to trust. The CLI reads the file of the port it talks to, on a loopback URL only,
-and only while the process that wrote it is alive.
+for the CLI to trust. The CLI reads the file of the port it talks to, only for the loopback
+address the server was bound to, and only while the process that wrote it is alive.
 """
 
 from __future__ import annotations
@@ -98,10 +98,18 @@ def read_server_token(url: str) -> str | None:
         return None
     finally:
         os.close(fd)
-    token, pid = entry.get("token"), entry.get("pid")
+    token, pid, served = entry.get("token"), entry.get("pid"), entry.get("url")
     if not isinstance(token, str) or not isinstance(pid, int) or not _alive(pid):
         return None
+    if not isinstance(served, str) or _host_of(served) != host:
+        return None  # e.g. localhost may be ::1, where another user's server could listen
     return token
+
+
+def _host_of(url: str) -> str | None:
+    """The host a served URL is reached at (a wildcard bind: its loopback address)."""
+    host = urlsplit(url).hostname
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host or "", host)
 
 
 def _name(port: int) -> str:

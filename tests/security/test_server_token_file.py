@@ -210,11 +210,20 @@ def test_a_planted_link_for_the_file_is_not_followed(runtime: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    "url", ["http://gpu.lan:8765", "http://10.0.0.1:8765", "http://127.0.0.1.nip.io:8765"]
+    "url",
+    [
+        "http://gpu.lan:8765",
+        "http://10.0.0.1:8765",
+        "http://127.0.0.1.nip.io:8765",
+        # Another address of this machine, where another user may listen on the same port.
+        "http://localhost:8765",
+        "http://[::1]:8765",
+        "http://127.0.0.1:8766",
+    ],
 )
-def test_the_token_never_goes_to_another_machine(runtime: Path, url: str) -> None:
+def test_the_token_goes_only_where_the_server_listens(runtime: Path, url: str) -> None:
     write_server_file(8765, "http://127.0.0.1:8765", "local-token")
-    assert read_server_token("http://localhost:8765") == "local-token"
+    assert read_server_token("http://127.0.0.1:8765") == "local-token"
     assert read_server_token(url) is None
 
 
