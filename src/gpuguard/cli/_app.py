@@ -152,7 +152,8 @@ def serve(
     url = f"http://{server_settings.host}:{server_settings.port}"
     console.print(f"gpuguard serving on {url}")
     # The page gets the admin token through a link that works once (the CLI reads a file).
-    console.print(f"Open the page (this link works once): {app_.state.access.login_url(url)}")
+    link = app_.state.access.login_url(url)
+    console.print(f"Open the page (this link works once): {link}", soft_wrap=True)
     ollama_at = server_settings.ollama_port if server_settings.ollama_listen else None
     if ollama_at is not None:
         console.print(f"Ollama API also on http://{server_settings.host}:{ollama_at}")
