@@ -152,3 +152,11 @@ async def test_docs_are_not_served_from_a_cdn(serve: ServeFactory) -> None:
         described = await server.http.get("/openapi.json")
         assert described.status_code == 200
         assert "/v1/chat/completions" in described.json()["paths"]
+
+
+async def test_the_token_travels_in_a_url_only_for_event_source(serve: ServeFactory) -> None:
+    async with serve() as server, stranger(server) as http:
+        token = server.app.state.access.token
+        assert (await http.get(f"/admin/logs?token={token}")).status_code == 401
+        async with http.stream("GET", f"/events?token={token}") as events:
+            assert events.status_code == 200

@@ -11,10 +11,11 @@ start; :func:`~gpuguard.server.serve` leaves it in a 0600 file for this user's C
   model-list routes are open on loopback as Ollama's are, unless the operator set a token;
   then they need it too.
 
-The token travels as ``Authorization: Bearer <token>`` (``?token=`` for ``EventSource``,
-which cannot send headers). A one-time code (:meth:`Access.login_code`) is exchanged once, by
-the page, for the token (``POST /auth/session``); the code is in the link's fragment, which
-browsers never send to a server or put in a ``Referer``.
+The token travels as ``Authorization: Bearer <token>`` (``?token=`` on ``/events`` only, for
+``EventSource``, which cannot send headers; a URL leaks into history and logs elsewhere).
+A one-time code (:meth:`Access.login_code`) is exchanged once, by the page, for the token
+(``POST /auth/session``); the code is in the link's fragment, which browsers never send to a
+server or put in a ``Referer``.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ._errors import error_responses
 
-__all__ = ["MAX_LOGIN_CODES", "Access", "router"]
+__all__ = ["EVENTS_PATH", "MAX_LOGIN_CODES", "Access", "router"]
 
 MAX_LOGIN_CODES = 8
 """One-time codes that may be outstanding at once; minting one more forgets the oldest."""
 
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+EVENTS_PATH = "/events"
+"""The one route whose token may travel in the URL: ``EventSource`` cannot send headers."""
 
 
 class Access:
@@ -46,9 +50,9 @@ class Access:
         self._codes: OrderedDict[str, None] = OrderedDict()
 
     def is_admin(self, request: Request) -> bool:
-        """True when ``request`` carries the token."""
+        """True when ``request`` carries the token (in the URL only for ``GET /events``)."""
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
+        if scheme.lower() != "bearer" and request.url.path == EVENTS_PATH:
             given = request.query_params.get("token", "")
         return secrets.compare_digest(given.strip().encode(), self.token.encode())
 
