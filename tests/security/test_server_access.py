@@ -160,3 +160,12 @@ async def test_the_token_travels_in_a_url_only_for_event_source(serve: ServeFact
         assert (await http.get(f"/admin/logs?token={token}")).status_code == 401
         async with http.stream("GET", f"/events?token={token}") as events:
             assert events.status_code == 200
+
+
+async def test_the_description_says_which_routes_need_the_token(serve: ServeFactory) -> None:
+    async with serve() as server:
+        paths = (await server.http.get("/openapi.json")).json()["paths"]
+        assert "401" in paths["/admin/logs"]["get"]["responses"]
+        assert "401" in paths["/api/pull"]["post"]["responses"]
+        assert "401" in paths["/v1/chat/completions"]["post"]["responses"]  # retrieval
+        assert "401" not in paths["/v1/models"]["get"]["responses"]  # open on loopback

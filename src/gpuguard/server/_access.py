@@ -24,7 +24,7 @@ import secrets
 from collections import OrderedDict
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._errors import error_responses
@@ -55,6 +55,17 @@ class Access:
         if scheme.lower() != "bearer" and request.url.path == EVENTS_PATH:
             given = request.query_params.get("token", "")
         return secrets.compare_digest(given.strip().encode(), self.token.encode())
+
+    @property
+    def for_admins(self) -> dict[str, Any]:
+        """``include_router`` options of admin routes: the check, and its 401 described."""
+        return {"dependencies": [Depends(self.admin)], "responses": error_responses(401)}
+
+    @property
+    def for_callers(self) -> dict[str, Any]:
+        """``include_router`` options of inference routes (a 401 only where a token is set)."""
+        responses = {} if self.inference_open else error_responses(401)
+        return {"dependencies": [Depends(self.caller)], "responses": responses}
 
     def require(self, request: Request, what: str = "this route") -> None:
         """Raise 401 unless ``request`` carries the token: ``what`` is for admins only."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib import resources
-from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -88,7 +87,6 @@ def create_app(
     token = settings.server.token.get_secret_value() if settings.server.token else None
     access = Access(token)
     admin = [Depends(access.admin)]
-    caller = [Depends(access.caller)]
     app = FastAPI(
         title="gpuguard",
         version=__version__,
@@ -103,10 +101,10 @@ def create_app(
     describe_errors_truthfully(app)
     app.include_router(_health_routes.router)
     app.include_router(_access.router)
-    app.include_router(_openai_routes.router, dependencies=caller)
-    _include_ollama(app, caller, admin)
+    app.include_router(_openai_routes.router, **access.for_callers)
+    _include_ollama(app, access)
     for router in (_admin_routes.router, _jobs_routes.router, _events_route.router):
-        app.include_router(router, dependencies=admin)
+        app.include_router(router, **access.for_admins)
 
     @app.get("/metrics", dependencies=admin, include_in_schema=False)
     async def metrics() -> Response:
@@ -151,15 +149,15 @@ def _ollama_port_app(settings: Settings, access: Access) -> FastAPI:
         default_response_class=JsonResponse,
     )
     install_error_handlers(app)
-    _include_ollama(app, [Depends(access.caller)], [Depends(access.admin)])
+    _include_ollama(app, access)
     app.include_router(_ollama_routes.root_router)
     return app
 
 
-def _include_ollama(app: FastAPI, caller: list[Any], admin: list[Any]) -> None:
+def _include_ollama(app: FastAPI, access: Access) -> None:
     """Ollama's inference and model-list routes for callers; its model management for admins."""
-    app.include_router(_ollama_routes.router, dependencies=caller)
-    app.include_router(_ollama_manage.router, prefix="/api", dependencies=admin)
+    app.include_router(_ollama_routes.router, **access.for_callers)
+    app.include_router(_ollama_manage.router, prefix="/api", **access.for_admins)
 
 
 def _share_state(app: FastAPI, settings: Settings, access: Access) -> None:

@@ -26,7 +26,7 @@ from ._catalog import (
 )
 from ._context import ServerContext, get_context
 from ._dimensions import shorten
-from ._errors import error_body, kind_of
+from ._errors import error_body, error_responses, kind_of
 from ._openai_payloads import Answer, chunk_payload, new_id, text_chunk_payload
 from ._openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ._retrieval import with_passages
@@ -66,7 +66,9 @@ async def get_model(model_id: str, context: Context) -> dict[str, Any]:
     raise ModelNotFound(f"no model named {model_id!r}", backend="gpuguard", model=model_id)
 
 
-@router.post("/chat/completions", response_model=None, responses=_NOT_FOUND)
+@router.post(
+    "/chat/completions", response_model=None, responses={**_NOT_FOUND, **error_responses(401)}
+)
 async def chat_completions(
     body: ChatCompletionRequest, context: Context, request: Request
 ) -> JSONResponse | StreamingResponse:
