@@ -153,6 +153,19 @@ async def test_when_every_connection_is_busy_a_new_one_is_told_to_retry(
         assert b"Retry-After: 1" in refused
 
 
+async def test_a_body_that_stops_coming_is_answered_408(serve: ServeFactory) -> None:
+    env = {"GPUGUARD_SERVER__STALLED_READER_S": "0.5"}
+    async with serve(**env) as server, raw(server) as (reader, writer):
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model": '
+        )
+        await writer.drain()
+        answer = await closed_by_server(reader)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert b"request body" in answer
+
+
 # --- 18. event subscribers ----------------------------------------------------------------
 
 
