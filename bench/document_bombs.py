@@ -44,7 +44,8 @@ else:
     context = multiprocessing.get_context("spawn")
     reader, writer = context.Pipe(duplex=False)
     child = context.Process(
-        target=_isolated._child_main, args=(writer, f"sqlite:///{path}", None, DatabaseTimeouts())
+        target=_isolated._child_main,
+        args=(writer, f"sqlite:///{path}", None, DatabaseTimeouts(), False),
     )
     child.start(); writer.close()
     status, value, _ = reader.recv(); child.join()

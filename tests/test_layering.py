@@ -30,7 +30,6 @@ THIRD_PARTY = {
     "pymysql",
     "pypdf",
     "docx",
-    "bs4",
     "fastapi",
     "uvicorn",
     "starlette",
@@ -44,7 +43,7 @@ THIRD_PARTY = {
     "llama_cpp",
 }
 INDEX_EXTRA = {"numpy", "sqlalchemy", "sqlean", "sqlite_vec", "psycopg", "pymysql", "pypdf"}
-INDEX_EXTRA |= {"docx", "bs4"}
+INDEX_EXTRA |= {"docx"}
 
 # subpackage -> the third-party packages its extra brings
 ALLOWED = {

@@ -24,7 +24,7 @@ from gpuguard.embed import (
 )
 from gpuguard.testing import HashEmbedder
 
-from ..worker.test_worker_process import gone
+from .._processes import gone
 
 TEXTS = ["The cat sat on the mat.", "A kitten rests on a rug.", "Quarterly tax filing deadline."]
 

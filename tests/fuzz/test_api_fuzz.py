@@ -97,11 +97,11 @@ class RecordingJobs:
         return job
 
     async def start_schema_refresh(
-        self, database_url: str, *, schemas: Sequence[str] | None = None
+        self, database_url: str, *, schemas: Sequence[str] | None = None, caller: str = ""
     ) -> RecordedJob:
         return self._record("schema-refresh", database_url)
 
-    async def start_rag(self, path: Path) -> RecordedJob:
+    async def start_rag(self, path: Path, *, caller: str = "") -> RecordedJob:
         return self._record("rag-indexing", str(path))
 
     def list(self) -> Sequence[RecordedJob]:

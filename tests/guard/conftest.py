@@ -3,7 +3,9 @@
 Every test builds its guard through ``make_guard``, parametrised over :data:`SCOPES`: the
 in-process guard, the host-wide guard (the guards of one test meet in that test's own lock
 directory) and the Redis guard (the real Redis on 127.0.0.1:6379, one key prefix per guard,
-removed afterwards). A Redis guard orders its queue by the test's FakeClock, and the
+removed afterwards); and the in-process guard under the budget policy, where no operation
+declares its memory, so each runs alone and the whole exclusive contract must hold.
+A Redis guard orders its queue by the test's FakeClock, and the
 checkpoint helpers also wait for its round trips to Redis (:func:`._support.settled`).
 """
 
@@ -17,11 +19,14 @@ from typing import Any
 import pytest
 
 from gpuguard import FakeClock, GpuGuard
+from gpuguard.devices import FakeDevices
+from gpuguard.guard.policies import Budget
+from gpuguard.guard.scopes.local import LocalArbiter
 
 from ._support import SETTLERS, MakeGuard
 from .redis_support import REDIS_URL, delete_keys, redis_arbiter
 
-SCOPES = ["in-process", "host", "redis"]
+SCOPES = ["in-process", "in-process-budget", "host", "redis"]
 
 
 @pytest.fixture(params=SCOPES)
@@ -44,6 +49,12 @@ async def make_guard(scope: str, clock: FakeClock, tmp_path: Path) -> AsyncItera
     def make(*, clock: FakeClock = clock, **options: Any) -> GpuGuard:
         if scope == "in-process":
             return GpuGuard(clock=clock, **options)
+        if scope == "in-process-budget":
+            gpu = FakeDevices.with_gpus(80 * 1024)
+            policy = Budget(lambda: gpu.info(0), headroom_bytes=1024**3)
+            aging_s = options.pop("aging_s", 30.0)
+            local = LocalArbiter(aging_s=aging_s, policy=policy, clock=clock)
+            return GpuGuard(clock=clock, arbiter=local, **options)
         if scope == "host":
             host_guard = GpuGuard.host(lock_dir=tmp_path / "locks", clock=clock, **options)
             guards.append(host_guard)

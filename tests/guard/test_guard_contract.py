@@ -741,8 +741,9 @@ async def test_listeners_see_every_event_synchronously(make_guard: MakeGuard) ->
 # --- snapshot --------------------------------------------------------------------------------
 
 
-async def test_snapshot_contents(make_guard: MakeGuard, clock: FakeClock) -> None:
+async def test_snapshot_contents(make_guard: MakeGuard, clock: FakeClock, scope: str) -> None:
     guard = make_guard(name="gpu0", max_waiters=8)
+    policy = "budget" if scope == "in-process-budget" else "exclusive"
     order: list[str] = []
     holder = await start(guard, "load", order, model="qwen")
     clock.advance(1.0)
@@ -753,7 +754,7 @@ async def test_snapshot_contents(make_guard: MakeGuard, clock: FakeClock) -> Non
     clock.advance(1.0)
 
     snap = guard.snapshot()
-    assert (snap.guard, snap.policy, snap.max_waiters) == ("gpu0", "exclusive", 8)
+    assert (snap.guard, snap.policy, snap.max_waiters) == ("gpu0", policy, 8)
     assert snap.holder is not None
     assert (snap.holder.operation, snap.holder.model) == ("load", "qwen")
     assert snap.holder.held_s == pytest.approx(3.0)

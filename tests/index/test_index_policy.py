@@ -19,10 +19,12 @@ def test_hosts_match_by_name_address_or_network() -> None:
         assert not policy.allows_host(host), host
 
 
-def test_a_url_without_host_means_localhost() -> None:
-    assert resolve_source("postgresql:///test", SourcePolicy()).startswith("postgresql+psycopg")
-    with pytest.raises(SourceUnavailable, match="host None is not allowed"):
-        resolve_source("postgresql:///test", SourcePolicy(database_hosts=("db.lan",)))
+def test_a_callers_url_without_host_is_refused_a_trusted_one_kept() -> None:
+    with pytest.raises(SourceUnavailable, match="names no host"):
+        resolve_source("postgresql:///test", SourcePolicy())
+    assert resolve_source("postgresql:///test", None).startswith("postgresql+psycopg")
+    named = SourcePolicy(databases={"local": "postgresql:///test"})
+    assert resolve_source("local", named) == "postgresql:///test"
 
 
 def test_named_sources_are_trusted_as_configured() -> None:

@@ -32,6 +32,8 @@ def test_public_names_are_exactly_these() -> None:
         [
             "DEFAULT_MAX_BYTES",
             "DEFAULT_MAX_CHARS",
+            "ISOLATED_SUFFIXES",
+            "TextExtractor",
             "LOOPBACK_HOSTS",
             "SAFE_DRIVER_OPTIONS",
             "SUPPORTED_SUFFIXES",
@@ -57,6 +59,7 @@ def test_public_names_are_exactly_these() -> None:
             "describe_database",
             "extract_text",
             "find_documents",
+            "private_directory",
             "read_document",
         ]
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from gpuguard import (
 )
 from gpuguard.llm import LlamaCppBackend
 
-from ..worker.test_worker_process import gone
+from .._processes import gone
 from ._support import HELLO, collect
 
 Script = Callable[..., Path]
@@ -36,11 +36,30 @@ def _fake_package(root: Path, body: str) -> Path:
 
 
 @pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Script:
+def own_llama_cpp() -> Iterator[None]:
+    """Let this test import its own ``llama_cpp``, and give the real one back afterwards.
+
+    Without it the stand-in stays in ``sys.modules`` and every later test in this process
+    that imports ``llama_cpp`` gets it.
+    """
+    real = {name: module for name, module in sys.modules.items() if _is_llama_cpp(name)}
+    for name in real:
+        del sys.modules[name]
+    yield
+    for name in [name for name in sys.modules if _is_llama_cpp(name)]:
+        del sys.modules[name]
+    sys.modules.update(real)
+
+
+def _is_llama_cpp(name: str) -> bool:
+    return name == "llama_cpp" or name.startswith("llama_cpp.")
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, own_llama_cpp: None) -> Script:
     """Make ``import llama_cpp`` (here and in the worker) give the scripted Llama."""
     site = _fake_package(tmp_path, "from tests.llm.scripted_llama import Llama\n")
     monkeypatch.syspath_prepend(str(site))  # the worker is spawned with this sys.path
-    monkeypatch.delitem(sys.modules, "llama_cpp", raising=False)
 
     def model(**steps: Any) -> Path:
         path = tmp_path / "model.gguf"
@@ -150,11 +169,10 @@ async def test_embeddings_cross_the_process_boundary(script: Script) -> None:
 
 
 async def test_missing_llama_cpp_is_unavailable(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, own_llama_cpp: None
 ) -> None:
     site = _fake_package(tmp_path, "raise ImportError('no llama.cpp here')\n")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.delitem(sys.modules, "llama_cpp", raising=False)
     path = tmp_path / "model.gguf"
     path.write_text("{}")
     backend = LlamaCppBackend(path)

@@ -34,6 +34,7 @@ async def single(tiny_gguf: Path, tmp_path: Path) -> AsyncIterator[tuple[LlamaSe
     arguments = ("-m", tiny_gguf, "-c", "512", "-np", "1", "--alias", "tiny")
     async with llama_server(*arguments, log=tmp_path / "llama-server.log") as url:
         backend = LlamaServerBackend(url, timeouts=TIMEOUTS)
+        await backend.load("tiny")  # until then a single-model server answers 503 "Loading model"
         yield backend, url
         await backend.aclose()
 

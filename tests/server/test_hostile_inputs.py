@@ -90,11 +90,11 @@ class OneJob:
     jobs: list[ListedJob] = field(default_factory=list)
 
     async def start_schema_refresh(
-        self, database_url: str, *, schemas: Sequence[str] | None = None
+        self, database_url: str, *, schemas: Sequence[str] | None = None, caller: str = ""
     ) -> ListedJob:
         raise NotImplementedError
 
-    async def start_rag(self, path: Path) -> ListedJob:
+    async def start_rag(self, path: Path, *, caller: str = "") -> ListedJob:
         raise NotImplementedError
 
     def list(self) -> Sequence[ListedJob]:

@@ -38,6 +38,13 @@ class Engine:
             yield i
             i += 1
 
+    def count_until_closed(self, marker: str) -> Iterator[int]:
+        """Count for ever; ``marker`` appears once the iterator has been closed."""
+        try:
+            yield from self.count()
+        finally:
+            Path(marker).touch()
+
     def how_many(self) -> int:
         return self.produced
 
@@ -63,6 +70,11 @@ class Engine:
 
     def unpicklable(self) -> object:
         return lambda: None
+
+    def hold_gil(self, marker: str, seconds: int) -> None:
+        """Sleep in C *with* the GIL held (a PyDLL call): no other Python thread here runs."""
+        Path(marker).write_text(str(os.getpid()))
+        ctypes.PyDLL(None).sleep(seconds)
 
     def close(self) -> None:
         self.closed = True

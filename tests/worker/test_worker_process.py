@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,26 +17,9 @@ import pytest
 from gpuguard import ConfigError, WorkerCrashed, WorkerKilled
 from gpuguard.worker import WorkerProcess
 
+from .._processes import gone, wait_for
+
 ENGINE = "tests.worker.engines:build"
-POLL_LIMIT_S = 30.0
-
-
-def gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie counts: it holds no memory)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def wait_for(condition_met: object, what: str) -> None:
-    """A bounded readiness poll of another process (it has no event to wait on)."""
-    deadline = time.monotonic() + POLL_LIMIT_S
-    while not condition_met():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -219,3 +202,48 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
 def test_impossible_settings_are_refused() -> None:
     with pytest.raises(ConfigError):
         WorkerProcess(ENGINE, name="x", max_in_flight=0)
+
+
+def test_the_child_dies_with_its_parent_even_inside_a_call_holding_the_gil(
+    tmp_path: Path,
+) -> None:
+    # The lifeline thread needs the GIL to exit; the kernel's death signal does not.
+    marker = tmp_path / "inside"
+    script = (
+        "import asyncio, os, pathlib, signal, time\n"
+        "from gpuguard.worker import WorkerProcess\n"
+        "async def main():\n"
+        f"    worker = WorkerProcess({ENGINE!r}, name='stuck')\n"
+        f"    call = asyncio.ensure_future(worker.call('hold_gil', {str(marker)!r}, 3600))\n"
+        f"    while not pathlib.Path({str(marker)!r}).exists():\n"
+        "        await asyncio.sleep(0.01)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    log = tmp_path / "stderr"
+    with log.open("w") as stderr:  # not a pipe: a surviving child would keep it open
+        parent = subprocess.run([sys.executable, "-c", script], stderr=stderr, env=env, timeout=60)
+    assert parent.returncode == -signal.SIGKILL, log.read_text()
+    child = int(marker.read_text())
+    try:
+        wait_for(lambda: gone(child), "the worker stuck in a GIL-holding call to die")
+    finally:
+        if not gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
+async def test_a_worker_started_from_a_thread_that_ends_lives_on() -> None:
+    # The kernel kills a child when the *thread* that started it ends, not the process.
+    worker = WorkerProcess(ENGINE, name="threaded")
+    pids: list[int] = []
+    thread = threading.Thread(target=lambda: pids.append(asyncio.run(worker.call("pid"))))
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    task = Path(f"/proc/self/task/{thread.native_id}")
+    await asyncio.to_thread(wait_for, lambda: not task.exists(), "the thread to be gone")
+    try:
+        assert await worker.call("pid") == pids[0]
+        assert worker.starts == 1
+    finally:
+        await worker.kill()

@@ -32,7 +32,8 @@
     │   ├── WorkerCrashed             it died on its own mid-call (signal, exit, OOM kill)
     │   └── WorkerKilled              it was killed on purpose (abort, timeout) mid-call
     ├── JobError                      a long-running job
-    │   └── JobNotFound               no job with that id
+    │   ├── JobNotFound               no job with that id
+    │   └── JobQueueFull              too many jobs waiting; carries retry_after_s
     ├── ConfigError                   impossible or contradictory settings
     └── InvalidRequest                a request field this server cannot honour; names it
         ├── UnsupportedParameter      a generation parameter this backend does not support
@@ -87,6 +88,7 @@ from ._requests import (
     InvalidRequest,
     JobError,
     JobNotFound,
+    JobQueueFull,
     SourceUnavailable,
     StoreError,
     UnsupportedParameter,
@@ -113,6 +115,7 @@ __all__ = [
     "InvalidRequest",
     "JobError",
     "JobNotFound",
+    "JobQueueFull",
     "LeaseLost",
     "LeaseNotHeld",
     "ModelLoadFailed",

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidRequest",
     "JobError",
     "JobNotFound",
+    "JobQueueFull",
     "SourceUnavailable",
     "StoreError",
     "UnsupportedParameter",
@@ -75,6 +76,17 @@ class JobNotFound(JobError):
 
     category: ClassVar[ErrorCategory] = "not_found"
     code: ClassVar[str] = "job_not_found"
+
+
+class JobQueueFull(JobError):
+    """Too many jobs are waiting (in all, or of one caller); retry after ``retry_after_s``."""
+
+    category: ClassVar[ErrorCategory] = "busy"
+    code: ClassVar[str] = "job_queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ConfigError(GpuGuardError):

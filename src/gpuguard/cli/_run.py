@@ -1,13 +1,17 @@
 """``gpuguard run -- CMD ARGS...``: any program (a training script, a tool) under the lease.
 
-The program starts only once the GPU is granted and holds it until it exits, however it exits.
-With the host scope the lease lives in this process's locks, so it also ends when this process
-dies. SIGINT and SIGTERM go to the program while it runs; while waiting they end the wait.
+The program starts only once the GPU is granted, and the lease lasts as long as any process
+of the program's tree lives (:mod:`gpuguard.cli._tree`): its background jobs, double-forked
+workers and daemons included. Every signal a terminal or a supervisor sends to stop, pause
+or tell a program something is passed on to the program's whole process group; while the
+GPU is still awaited, the stopping ones end the wait instead. The exit status is the
+program's, as a shell reports it (128 + N for death by signal N).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,10 +24,23 @@ from .._exceptions import GpuGuardError
 from ..guard import GpuGuard
 from ..settings import load_settings
 from ._output import errors, fail
+from ._tree import ProgramTree, exit_status
 
 __all__ = ["run", "run_under_lease", "waiting_notice"]
 
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+ENDING_SIGNALS = tuple(
+    signal.Signals[name]
+    for name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM")
+    if hasattr(signal, name)
+)
+"""Passed on to the program; before it starts, they end the wait (their default action)."""
+PASSED_SIGNALS = tuple(
+    signal.Signals[name] for name in ("SIGWINCH", "SIGCONT") if hasattr(signal, name)
+)
+"""Passed on to the program; before it starts, nothing to do."""
+PAUSING_SIGNALS = tuple(signal.Signals[name] for name in ("SIGTSTP",) if hasattr(signal, name))
+"""Stop the program (as SIGSTOP), then gpuguard stops too, so the shell sees the job stopped."""
+FORWARDED_SIGNALS = ENDING_SIGNALS + PASSED_SIGNALS + PAUSING_SIGNALS
 
 
 def waiting_notice(guard: GpuGuard) -> str:
@@ -45,7 +62,7 @@ async def run_under_lease(
     wait_timeout: float | None,
     notify: Callable[[str], None],
 ) -> int:
-    """Hold the GPU, run ``argv`` to its end, free the GPU; return the program's exit status.
+    """Hold the GPU, run ``argv``'s whole tree to its end, free the GPU; return its status.
 
     A program ended by signal N gives ``128 + N``, as shells report it. Raises the guard's
     errors (``WaitTimeout``, ``QueueFull``) when the GPU was not granted, and ``OSError``
@@ -54,16 +71,22 @@ async def run_under_lease(
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    process: asyncio.subprocess.Process | None = None
+    tree: ProgramTree | None = None
     interrupted_by: int | None = None
 
     def on_signal(signum: int) -> None:
         nonlocal interrupted_by
-        if process is None:
+        if signum in PAUSING_SIGNALS:
+            if tree is not None:
+                # The program's group has no parent in its session (an orphaned group): the
+                # kernel drops a SIGTSTP sent to it, so it is stopped with SIGSTOP instead.
+                tree.signal(signal.SIGSTOP)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        elif tree is not None:
+            tree.signal(signum)
+        elif signum in ENDING_SIGNALS:
             interrupted_by = signum
             task.cancel(f"signal {signum} while waiting for the GPU")
-        elif process.returncode is None:
-            process.send_signal(signum)
 
     for signum in FORWARDED_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
@@ -74,17 +97,17 @@ async def run_under_lease(
         if await hold.reserve():
             notify(waiting_notice(guard))
         async with hold as lease:
-            process = await asyncio.create_subprocess_exec(*argv)
-            code = await lease.run(process.wait(), stop=process.kill)
+            tree = ProgramTree(argv)
+            code = await lease.run(tree.wait(), stop=tree.kill)
     except asyncio.CancelledError:
-        if interrupted_by is None or process is not None:
+        if interrupted_by is None or tree is not None:
             raise
         task.uncancel()
         return 128 + interrupted_by
     finally:
         for signum in FORWARDED_SIGNALS:
             loop.remove_signal_handler(signum)
-    return code if code >= 0 else 128 - code
+    return exit_status(code)
 
 
 def run(
@@ -111,8 +134,8 @@ def run(
     """Run a program holding the GPU lease: gpuguard run [OPTIONS] -- CMD ARGS...
 
     It starts once the GPU is granted (behind the server's work and other programs), gets
-    SIGINT and SIGTERM forwarded, and frees the GPU when it exits, however it exits. Exits
-    with the program's status.
+    the signals gpuguard gets (to its whole process group), and frees the GPU when the last
+    process it started has exited, however it exits. Exits with the program's status.
     """
     from ..settings import build_guard
 

@@ -67,7 +67,11 @@ class Chats:
         if await hold.reserve():
             notice = GpuWaiting("chat", self._lane.holder_name(), self._lane.guard.queue_length)
             logger.info("%s for chat on %s", notice.message, name)
-            yield notice
+            try:
+                yield notice
+            except BaseException:  # closed while waiting (the client left): leave the line
+                await hold.aclose()
+                raise
         async with hold as lease:
             if name not in self._models.loaded:
                 await self._load(lease, name, on_load)

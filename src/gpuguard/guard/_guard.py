@@ -179,12 +179,14 @@ class GpuGuard:
         priority: Priority = Priority.NORMAL,
         wait_timeout: Timeout = DEFAULT,
         hold_timeout: Timeout = DEFAULT,
+        memory_bytes: int | None = None,
     ) -> Hold:
         """Hold the GPU for the body of ``async with``, waiting in the queue if needed.
 
         The outcome (completed, failed, cancelled) is reported from how the body exits. If
         the lease outlives ``hold_timeout`` its work is stopped and the ``async with``
-        raises :class:`OperationHung`.
+        raises :class:`OperationHung`. ``memory_bytes`` declares the GPU memory the work
+        needs, for the budget policy (``None``: the policy's figure for ``model``).
         """
         check_option(wait_timeout, "wait_timeout")
         check_option(hold_timeout, "hold_timeout")
@@ -196,6 +198,7 @@ class GpuGuard:
             wait_timeout=wait_timeout,
             hold_timeout=hold_timeout,
             nowait=False,
+            memory_bytes=memory_bytes,
         )
 
     def try_hold(
@@ -205,6 +208,7 @@ class GpuGuard:
         model: str | None = None,
         priority: Priority = Priority.BACKGROUND,
         hold_timeout: Timeout = DEFAULT,
+        memory_bytes: int | None = None,
     ) -> Hold:
         """Like :meth:`hold`, but raise :class:`WouldBlock` instead of waiting.
 
@@ -219,6 +223,7 @@ class GpuGuard:
             wait_timeout=DEFAULT,
             hold_timeout=hold_timeout,
             nowait=True,
+            memory_bytes=memory_bytes,
         )
 
     async def acquire(
@@ -229,6 +234,7 @@ class GpuGuard:
         priority: Priority = Priority.NORMAL,
         wait_timeout: Timeout = DEFAULT,
         hold_timeout: Timeout = DEFAULT,
+        memory_bytes: int | None = None,
     ) -> Lease:
         """Wait for the GPU and return the granted lease; the caller must release it."""
         lease, pending = await self._leases.request(
@@ -237,6 +243,7 @@ class GpuGuard:
             priority=priority,
             wait_timeout=wait_timeout,
             hold_timeout=hold_timeout,
+            memory_bytes=memory_bytes,
         )
         if pending is not None:
             await self._leases.await_grant(lease, pending)
@@ -249,13 +256,14 @@ class GpuGuard:
         model: str | None = None,
         priority: Priority = Priority.BACKGROUND,
         hold_timeout: Timeout = DEFAULT,
+        memory_bytes: int | None = None,
     ) -> Lease:
         """Take the GPU if it is free and nobody is queued, else raise :class:`WouldBlock`.
 
         Never waits for the GPU. On the Redis scope it makes one bounded round trip (none
         while the GPU is known to be busy); async code may prefer ``try_hold``.
         """
-        lease = self._leases.new_lease(operation, model, priority, hold_timeout)
+        lease = self._leases.new_lease(operation, model, priority, hold_timeout, memory_bytes)
         granted = self._arbiter.try_acquire_now(lease.ticket, lease.requested_at)
         return self._leases.granted_nowait(lease, granted)
 

@@ -38,6 +38,7 @@ class Hold:
         wait_timeout: Timeout,
         hold_timeout: Timeout,
         nowait: bool,
+        memory_bytes: int | None = None,
     ) -> None:
         self._leases = leases
         self._operation = operation
@@ -46,9 +47,11 @@ class Hold:
         self._wait_timeout = wait_timeout
         self._hold_timeout = hold_timeout
         self._nowait = nowait
+        self._memory_bytes = memory_bytes
         self._lease: Lease | None = None
         self._pending: asyncio.Future[None] | None = None
         self._entered = False
+        self._given_up = False
 
     async def reserve(self) -> bool:
         """Take the GPU, or a place in its queue, now; True if the GPU was busy (queued)."""
@@ -60,6 +63,7 @@ class Hold:
                 model=self._model,
                 priority=self._priority,
                 hold_timeout=self._hold_timeout,
+                memory_bytes=self._memory_bytes,
             )
             return False
         self._lease, self._pending = await self._leases.request(
@@ -68,19 +72,37 @@ class Hold:
             priority=self._priority,
             wait_timeout=self._wait_timeout,
             hold_timeout=self._hold_timeout,
+            memory_bytes=self._memory_bytes,
         )
         return self._pending is not None
 
     async def __aenter__(self) -> Lease:
-        if self._entered:
-            raise RuntimeError("a hold() context manager cannot be entered twice")
+        if self._entered or self._given_up:
+            raise RuntimeError("a hold() context manager cannot be entered twice or once given up")
         self._entered = True
         if self._lease is None:
             await self.reserve()
         assert self._lease is not None
+        self._lease.owner_task = asyncio.current_task()  # whoever reserved, this task runs it
         if self._pending is not None:
             await self._leases.await_grant(self._lease, self._pending)
         return self._lease
+
+    async def aclose(self) -> None:
+        """Give up a reservation never entered: leave the queue, or hand its grant on.
+
+        A no-op once ``async with`` was entered (its exit ends the lease). Use it where a
+        reservation may be abandoned, e.g. a stream closed while it said "Waiting for GPU"::
+
+            async with contextlib.aclosing(hold):
+                if await hold.reserve():
+                    yield notice
+                async with hold as lease:
+                    ...
+        """
+        if self._lease is not None and not self._entered and not self._given_up:
+            self._given_up = True
+            self._leases.give_up(self._lease)
 
     async def __aexit__(
         self,
@@ -90,15 +112,21 @@ class Hold:
     ) -> None:
         lease = self._lease
         assert lease is not None
-        if lease.state in (LeaseState.HUNG, LeaseState.LOST):
-            await self._exit_hung(lease, exc_type, exc)
-        else:
-            self._leases.end(lease, exc_type, exc)
+        try:
+            if lease.held and lease.streams:
+                await lease.close_streams()  # left open (a ``break``): it may still produce
+        finally:
+            if lease.state in (LeaseState.HUNG, LeaseState.LOST):
+                await self._exit_hung(lease, exc_type, exc)
+            else:
+                self._leases.end(lease, exc_type, exc)
 
     async def _exit_hung(
         self, lease: Lease, exc_type: type[BaseException] | None, exc: BaseException | None
     ) -> None:
-        self._leases.hung.end_quarantine(lease, "its body has ended")
+        lease.close_idle_streams()  # its body left a stream open: that stream is work too
+        if not lease.in_flight:
+            self._leases.hung.end_quarantine(lease, "its body has ended")
         task = asyncio.current_task()
         if task is None or task not in lease.interrupted:
             if isinstance(exc, OperationHung | LeaseLost | asyncio.CancelledError):

@@ -68,8 +68,12 @@ class HungLeases:
             ),
         )
         _interrupt(lease, "hung")
-        if release or (lease.tracked and not lease.works):
-            self.end_quarantine(lease, "no GPU work was running" if not release else "")
+        if release:
+            self.end_quarantine(lease, "")
+        elif not lease.in_flight and lease.tracked:
+            self.end_quarantine(lease, "no GPU work was running")
+        elif not lease.in_flight and (lease.owner_task is None or lease.owner_task.done()):
+            self.end_quarantine(lease, "the task that held it has ended")
 
     def lost(self, lease: Lease, reason: str) -> None:
         """The arbiter says a granted lease of this process lost the GPU: stop its work."""
@@ -135,3 +139,4 @@ def _interrupt(lease: Lease, why: str) -> None:
         if not task.done():
             lease.interrupted.add(task)
             task.cancel(f"gpuguard: {lease.operation!r} {why}")
+    lease.close_idle_streams()

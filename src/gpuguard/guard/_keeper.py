@@ -12,6 +12,7 @@ handle them: queued leases (:mod:`gpuguard.guard._waiting`), hung and lost ones
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from dataclasses import dataclass
 from functools import partial
@@ -76,6 +77,7 @@ class Leases:
         priority: Priority,
         wait_timeout: Timeout,
         hold_timeout: Timeout,
+        memory_bytes: int | None = None,
     ) -> tuple[Lease, asyncio.Future[None] | None]:
         """Take the GPU at once, or a place in the queue (``QueueFull`` when there is none).
 
@@ -83,7 +85,7 @@ class Leases:
         """
         limit = self.limits.wait_timeout if wait_timeout is DEFAULT else wait_timeout
         wait_s = check_timeout(limit, "wait_timeout")
-        lease = self.new_lease(operation, model, priority, hold_timeout)
+        lease = self.new_lease(operation, model, priority, hold_timeout, memory_bytes)
         ticket, now = lease.ticket, lease.requested_at
         try:
             arbiter = self.arbiter
@@ -112,10 +114,16 @@ class Leases:
         return lease, pending
 
     async def request_nowait(
-        self, operation: str, *, model: str | None, priority: Priority, hold_timeout: Timeout
+        self,
+        operation: str,
+        *,
+        model: str | None,
+        priority: Priority,
+        hold_timeout: Timeout,
+        memory_bytes: int | None = None,
     ) -> Lease:
         """Take the GPU if it is free and nobody waits, on any scope; else :class:`WouldBlock`."""
-        lease = self.new_lease(operation, model, priority, hold_timeout)
+        lease = self.new_lease(operation, model, priority, hold_timeout, memory_bytes)
         ticket, now = lease.ticket, lease.requested_at
         arbiter = self.arbiter
         granted = (
@@ -138,16 +146,33 @@ class Leases:
         return lease
 
     def new_lease(
-        self, operation: str, model: str | None, priority: Priority, hold_timeout: Timeout
+        self,
+        operation: str,
+        model: str | None,
+        priority: Priority,
+        hold_timeout: Timeout,
+        memory_bytes: int | None = None,
     ) -> Lease:
-        """A lease not yet asked for, with its own ticket."""
+        """A lease not yet asked for, with its own ticket (``memory_bytes``: as declared)."""
         hold_s = self.limits.hold_timeout if hold_timeout is DEFAULT else hold_timeout
-        ticket = Ticket(next(self._ids), operation, model, Priority(priority), Owner.this_process())
-        return Lease(self, ticket, check_timeout(hold_s, "hold_timeout"), self.clock.monotonic())
+        if memory_bytes is not None and memory_bytes < 0:
+            raise ValueError("memory_bytes must be >= 0")
+        owner = Owner.this_process()
+        ticket = Ticket(next(self._ids), operation, model, Priority(priority), owner, memory_bytes)
+        return Lease(self, ticket, check_timeout(hold_s, "hold_timeout"), self.clock)
 
     async def await_grant(self, lease: Lease, pending: asyncio.Future[None]) -> None:
         """Wait for a queued lease's grant; cancellation leaves nothing behind."""
         await self.waiting.await_grant(lease, pending)
+
+    def give_up(self, lease: Lease) -> None:
+        """A lease asked for and never used: leave the line, or hand its grant on."""
+        if lease.state is LeaseState.WAITING:
+            self.waiting.abandon(lease)
+        elif lease.state is LeaseState.HELD:
+            self.finish(lease, GpuStatus.CANCELLED, "given up before it started")
+        elif lease.state in INTERRUPTED:
+            self.hung.end_quarantine(lease, "it was given up before it started")
 
     # --- grants ------------------------------------------------------------------------------
 
@@ -169,12 +194,14 @@ class Leases:
                 lease.fence = grant.fence
         self._leases[lease.lease_id] = lease
         self.telemetry.started(lease.ticket, waited_s=waited_s, queued=queued)
+        lease.timer = None
         if lease.hold_timeout is not None:
-            lease.timer = self.clock.call_later(
-                lease.hold_timeout, partial(self._on_hold_timeout, lease)
-            )
-        else:
-            lease.timer = None
+            # Granted to synchronous code (acquire_nowait outside an event loop), the clock
+            # has no loop to run the timer on, and a hang would have no task to interrupt.
+            with contextlib.suppress(RuntimeError):
+                lease.timer = self.clock.call_later(
+                    lease.hold_timeout, partial(self._on_hold_timeout, lease)
+                )
 
     # --- endings (the Keeper a lease is handed) ------------------------------------------------
 

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
-from contextlib import aclosing
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from .._clock import TimerHandle
+from .._clock import Clock, TimerHandle
 from .._events import Priority
 from .._exceptions import GuardError, LeaseLost, OperationHung
 from ._tickets import Ticket
-from ._work import StopWork, run_to_end
+from ._work import OnceClosed, StopWork, run_to_end
 
 __all__ = ["Keeper", "Lease", "LeaseState"]
+
+logger = logging.getLogger("gpuguard.work")
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -66,24 +68,30 @@ class Lease:
     """
 
     def __init__(
-        self, keeper: Keeper, ticket: Ticket, hold_timeout: float | None, requested_at: float
+        self, keeper: Keeper, ticket: Ticket, hold_timeout: float | None, clock: Clock
     ) -> None:
         self.keeper = keeper
         """The guard's side of this lease; a lease is used only with its own keeper."""
         self.ticket = ticket
         self.hold_timeout = hold_timeout
-        self.requested_at = requested_at
+        self.clock = clock
+        self.requested_at = clock.monotonic()
         self.granted_at: float | None = None
         self.hung_at: float | None = None
         self.state = LeaseState.WAITING
         self.timer: TimerHandle | None = None
         self.quarantined = False
         """True while hung and still holding the GPU, until its work has really ended."""
-        self.owner_task = asyncio.current_task()
-        """Interrupted on hang if no tracked work ever ran (an opaque ``async with`` body)."""
+        self.owner_task = _running_task()
+        """Interrupted on hang if no tracked work ever ran (an opaque ``async with`` body):
+        the task that asked for the lease, then the one that entered ``async with``. None
+        in synchronous code (``acquire_nowait`` outside an event loop)."""
         self.tracked = False
         self.works: dict[object, asyncio.Task[object] | None] = {}
         """Tracked work in flight, each with the task awaiting it."""
+        self.streams: dict[OnceClosed[Any], StopWork | None] = {}
+        """Open streams (:meth:`stream`), each with its ``stop``: GPU work until closed."""
+        self._closers: set[asyncio.Task[None]] = set()
         self.fence: int | None = None
         """The fencing token of the grant, on scopes that issue them (Redis)."""
         self.lost_reason: str | None = None
@@ -121,6 +129,11 @@ class Lease:
         return self.state is LeaseState.HUNG
 
     @property
+    def in_flight(self) -> bool:
+        """True while tracked work runs or a stream of this lease is open."""
+        return bool(self.works or self.streams)
+
+    @property
     def waited_s(self) -> float:
         """Seconds between the request and the grant (0 if never granted)."""
         return 0.0 if self.granted_at is None else self.granted_at - self.requested_at
@@ -151,8 +164,12 @@ class Lease:
             raise
         finally:
             del self.works[token]
-            if self.hung and not self.works:
-                self.keeper.work_stopped(self)
+            self._if_all_stopped()
+
+    def _if_all_stopped(self) -> None:
+        """Tell the keeper when a hung lease's last work (step or stream) has ended."""
+        if self.hung and not self.in_flight:
+            self.keeper.work_stopped(self)
 
     def _if_hung(self, stop: StopWork) -> StopWork:
         """``stop``, called only when this lease hung (not for a plain cancellation)."""
@@ -170,15 +187,53 @@ class Lease:
     ) -> AsyncGenerator[T, None]:
         """Yield ``chunks``, each step run as GPU work of this lease (see :meth:`run`).
 
-        Closing this generator closes ``chunks`` (under the lease while it is held).
+        The stream is GPU work of the lease from its first step until it is closed: its
+        producer may run ahead of a stalled reader. If the lease hangs while nobody reads,
+        the lease closes ``chunks`` itself (after ``stop``), and only then frees the GPU.
+        Closing this generator closes ``chunks`` and returns once that has ended.
         """
-        async with aclosing(_as_generator(chunks)) as source:
+        source: OnceClosed[T] = OnceClosed(_as_generator(chunks))
+        self.streams[source] = None if stop is None else self._if_hung(stop)
+        try:
             while True:
                 try:
-                    chunk = await self.run(anext(source), stop=stop)
+                    chunk = await self.run(source.step(), stop=stop)
                 except StopAsyncIteration:
                     return
                 yield chunk
+        finally:
+            try:
+                await source.aclose()
+            finally:
+                self._stream_closed(source)
+
+    def close_idle_streams(self) -> None:
+        """Close every open stream that nobody is reading now (this lease hung or was lost).
+
+        A stream being read is stopped through the step in flight instead; its reader closes it.
+        """
+        for source, stop in list(self.streams.items()):
+            if not source.stepping and not source.closing:
+                closer = asyncio.ensure_future(self._close_idle(source, stop))
+                self._closers.add(closer)
+                closer.add_done_callback(self._closers.discard)
+
+    async def close_streams(self) -> None:
+        """Close the streams its body left open (no reader will come back) and wait for it."""
+        for source in [source for source in self.streams if not source.stepping]:
+            await self._close_idle(source, None)
+
+    async def _close_idle(self, source: OnceClosed[Any], stop: StopWork | None) -> None:
+        try:
+            await source.aclose(stop)
+        except Exception as exc:
+            logger.warning("closing the stream of %r failed: %r", self.operation, exc)
+        finally:
+            self._stream_closed(source)
+
+    def _stream_closed(self, source: OnceClosed[Any]) -> None:
+        self.streams.pop(source, None)
+        self._if_all_stopped()
 
     def release(self) -> None:
         """Give the GPU back and hand it to the next waiter.
@@ -197,10 +252,9 @@ class Lease:
                 reason=self.lost_reason or "lost",
                 fence=self.fence,
             )
+        granted = self.granted_at if self.granted_at is not None else self.clock.monotonic()
         return OperationHung(
-            operation=self.operation,
-            model=self.model,
-            held_s=self.hold_timeout if self.hold_timeout is not None else 0.0,
+            operation=self.operation, model=self.model, held_s=self.clock.monotonic() - granted
         )
 
     def withdraw_interrupt(self, task: asyncio.Task[object]) -> bool:
@@ -224,6 +278,14 @@ async def _as_generator(chunks: AsyncIterator[T]) -> AsyncGenerator[T, None]:
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()
+
+
+def _running_task() -> asyncio.Task[object] | None:
+    """The task running now, or None outside an event loop (synchronous code)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running event loop
+        return None
 
 
 def _discard(work: Awaitable[object]) -> None:

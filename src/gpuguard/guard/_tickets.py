@@ -40,6 +40,8 @@ class Ticket:
     model: str | None
     priority: Priority
     owner: Owner
+    memory_bytes: int | None = None
+    """The GPU memory the operation declares it needs (``None``: the policy's own figure)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,8 +97,11 @@ class WaitingLeases:
         )
 
     def abandon(self, lease: Lease) -> None:
-        """A queued waiter's task was cancelled: take it out of the queue."""
-        self._arbiter.withdraw(lease.ticket)
+        """A queued waiter gave up: take it out of the queue (or end a grant it just got)."""
+        if not self._arbiter.withdraw(lease.ticket) and lease.state is LeaseState.HELD:
+            # A shared scope learned only now that it was granted (on_grant ran first).
+            self._finish(lease, GpuStatus.CANCELLED, "given up before it could start")
+            return
         lease.state = LeaseState.ABANDONED
         self._forget(lease)
         waited = self._clock.monotonic() - lease.requested_at

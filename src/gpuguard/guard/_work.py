@@ -21,15 +21,16 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Generic, ParamSpec, TypeVar
 
-__all__ = ["StopWork", "in_thread", "run_to_end"]
+__all__ = ["OnceClosed", "StopWork", "in_thread", "run_to_end"]
 
 logger = logging.getLogger("gpuguard.work")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 StopWork = Callable[[], Awaitable[None] | None]
 """Ask running GPU work to stop: kill its process, ask its server to cancel, set a flag.
@@ -92,3 +93,57 @@ async def _call_stop(stop: StopWork) -> None:
     result = stop()
     if inspect.isawaitable(result):
         await result
+
+
+class OnceClosed(Generic[T]):
+    """A stream of GPU work that is closed once, by whoever asks first; later askers await it.
+
+    Its producer may run ahead of its reader (a worker process fills its window while the
+    reader stalls), so a stream is GPU work from its first step until it is closed. Its lease
+    closes it when it hangs while the reader is away; the reader closes it when it leaves.
+    """
+
+    def __init__(self, source: AsyncGenerator[T, None]) -> None:
+        self._source = source
+        self._closed: asyncio.Future[None] | None = None
+        self.stepping = False
+        """True while a step runs: then only that step's caller may close the stream."""
+
+    async def step(self) -> T:
+        """The next item; raises :class:`StopAsyncIteration` at the end."""
+        self.stepping = True
+        try:
+            return await anext(self._source)
+        finally:
+            self.stepping = False
+
+    @property
+    def closing(self) -> bool:
+        """True once someone began to close the stream."""
+        return self._closed is not None
+
+    async def aclose(self, stop: StopWork | None = None) -> None:
+        """Call ``stop`` (if given) and close the source, once; return when that has ended.
+
+        A cancellation does not cut the wait short (the stream's lease is held until the
+        close has ended); it is re-raised afterwards. The close's error is raised to each.
+        """
+        if self._closed is None:
+            self._closed = asyncio.ensure_future(self._close(stop))
+        closed = self._closed
+        cancelled = False
+        while not closed.done():
+            try:
+                await asyncio.wait([closed])
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            if not closed.cancelled():
+                closed.exception()  # seen: the cancellation is what this caller gets
+            raise asyncio.CancelledError
+        closed.result()
+
+    async def _close(self, stop: StopWork | None) -> None:
+        if stop is not None:
+            await _call_stop(stop)
+        await self._source.aclose()

@@ -15,7 +15,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._connect import DatabaseTimeouts, resolve_source
+from ._extraction import ISOLATED_SUFFIXES, TextExtractor
 from ._isolated import describe_database_isolated
+from ._private import private_directory
 from .documents import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_CHARS,
@@ -47,6 +49,7 @@ _STORE_NAMES = frozenset({"Chunk", "SearchHit", "SourceKind", "StoreStats", "Vec
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_CHARS",
+    "ISOLATED_SUFFIXES",
     "LOOPBACK_HOSTS",
     "SAFE_DRIVER_OPTIONS",
     "SUPPORTED_SUFFIXES",
@@ -62,6 +65,7 @@ __all__ = [
     "StoreStats",
     "TableDescription",
     "TextChunk",
+    "TextExtractor",
     "VectorStore",
     "chunk_text",
     "content_hash",
@@ -70,6 +74,7 @@ __all__ = [
     "describe_database_isolated",
     "extract_text",
     "find_documents",
+    "private_directory",
     "read_document",
     "resolve_source",
     "survey_documents",

@@ -5,11 +5,18 @@ PyMySQL, ``sqlite:///`` the standard library; a URL naming its driver (``postgre
 is taken as written. Every connection gets a connect timeout and a per-statement (read)
 timeout; the job that reads a schema over the network also runs it in a child process under
 an overall time limit (:mod:`gpuguard.index._isolated`).
+
+A connection made for a caller uses only what the caller's URL says (:func:`url_only_args`):
+never the operator's ``~/.pgpass``, ``PGPASSWORD``, ``PGSERVICE`` or other ``PG*``/``MYSQL*``
+variables, client certificates, Kerberos tickets, or the Unix socket (where ``peer`` needs
+no password): a caller's URL must name its host. An operator-configured named source is the
+operator's own URL and keeps the operator's environment.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +24,15 @@ from .._exceptions import SourceUnavailable
 from .._redact import redact
 from .policy import SourcePolicy
 
-__all__ = ["DatabaseTimeouts", "connect_args", "parse_url", "resolve_source"]
+__all__ = [
+    "AMBIENT_ENVIRONMENT_PREFIXES",
+    "DatabaseTimeouts",
+    "connect_args",
+    "parse_url",
+    "resolve_source",
+    "url_only_args",
+    "without_ambient_environment",
+]
 
 _SCHEMES = {
     "postgres": "postgresql+psycopg",
@@ -25,6 +40,13 @@ _SCHEMES = {
     "mysql": "mysql+pymysql",
     "mariadb": "mariadb+pymysql",
 }
+
+AMBIENT_ENVIRONMENT_PREFIXES = ("PG", "MYSQL", "KRB5")
+"""Environment variables that drivers read as defaults (libpq, libmysqlclient, Kerberos)."""
+
+# A path that cannot exist (ENOTDIR): libpq then sends no client certificate or key.
+_NO_FILE = os.path.join(os.devnull, "none")
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +102,13 @@ def resolve_source(url_or_name: str, policy: SourcePolicy | None) -> str:
         if backend == "sqlite":
             if on_disk:
                 policy.check_sqlite_file(str(database))
+        elif parsed.host and "@" in parsed.host:
+            raise SourceUnavailable("the database URL has an '@' in its password: write it as %40")
+        elif not parsed.host:
+            raise SourceUnavailable(
+                "the database URL names no host: name one (such as 127.0.0.1); "
+                "the local socket is never used for callers"
+            )
         else:
             policy.check_host(parsed.host)
     if on_disk and policy is None:
@@ -107,9 +136,45 @@ def connect_args(backend: str, timeouts: DatabaseTimeouts) -> dict[str, Any]:
     return {}
 
 
+def url_only_args(parsed: Any) -> dict[str, Any]:
+    """Driver keyword arguments that leave nothing to the environment but the URL's words.
+
+    For libpq (psycopg, psycopg2): no password file, no password but the URL's, the URL's
+    port or the default one (never ``PGPORT``), no client certificate, no GSSAPI. Variables
+    libpq reads for what is not given (``PGSERVICE``, ``PGOPTIONS``...) are cleared by the
+    process that connects (:func:`gpuguard.index._isolated`). PyMySQL reads no option file
+    unless asked (``read_default_file`` is not an allowed option) and no environment; for
+    MySQL and MariaDB ``localhost`` is ``127.0.0.1``, since libmysqlclient (mysqlclient)
+    takes ``localhost`` for its Unix socket, where ``unix_socket`` authentication needs no
+    password.
+    """
+    backend = parsed.get_backend_name()
+    if backend not in _DEFAULT_PORTS:
+        return {}
+    forced: dict[str, Any] = {"port": parsed.port or _DEFAULT_PORTS[backend]}
+    if backend != "postgresql" and str(parsed.host).lower() == "localhost":
+        forced["host"] = "127.0.0.1"
+    if backend == "postgresql":
+        forced |= {
+            "passfile": os.devnull,
+            "sslcert": _NO_FILE,
+            "sslkey": _NO_FILE,
+            "gssencmode": "disable",
+        }
+        if parsed.password is None and "password" not in parsed.query:
+            forced["password"] = ""
+    return forced
+
+
+def without_ambient_environment() -> None:
+    """Remove from this process's environment every variable a driver reads as a default."""
+    for name in [name for name in os.environ if name.startswith(AMBIENT_ENVIRONMENT_PREFIXES)]:
+        del os.environ[name]
+
+
 def _check_driver(parsed: Any) -> None:
     try:
-        parsed.get_dialect()
+        parsed.get_dialect().import_dbapi()  # the dialect, and the driver it needs, installed
     except Exception as exc:  # NoSuchModuleError, or the driver's own ImportError
         raise SourceUnavailable(
             f"unsupported database URL scheme {parsed.drivername!r}: {redact(str(exc))}"

@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .._exceptions import SourceUnavailable
-from ._connect import DatabaseTimeouts, parse_url
+from ._connect import DatabaseTimeouts, parse_url, without_ambient_environment
 from .schema import DatabaseDescription, database_label, describe_database
 
 __all__ = ["describe_database_isolated"]
@@ -28,16 +28,25 @@ _Outcome = tuple[str, Any, Any]
 
 
 async def describe_database_isolated(
-    url: str, *, schemas: Sequence[str] | None, timeouts: DatabaseTimeouts
+    url: str,
+    *,
+    schemas: Sequence[str] | None,
+    timeouts: DatabaseTimeouts,
+    url_only: bool = False,
 ) -> DatabaseDescription:
     """:func:`describe_database`, stoppable: in a child process for a network database.
+
+    ``url_only`` (for a caller's URL): the child connects with what the URL says and
+    nothing else: its environment holds no ``PG*``, ``MYSQL*`` or ``KRB5*`` variable.
 
     Raises :class:`SourceUnavailable` when the database fails, or when reading took longer
     than ``timeouts.total_s`` (the child is killed); cancelling kills the child too.
     """
     if parse_url(url).get_backend_name() == "sqlite":
         return await asyncio.wait_for(
-            asyncio.to_thread(describe_database, url, schemas=schemas, timeouts=timeouts),
+            asyncio.to_thread(
+                describe_database, url, schemas=schemas, timeouts=timeouts, url_only=url_only
+            ),
             timeouts.total_s,
         )
     label = database_label(url)
@@ -45,7 +54,7 @@ async def describe_database_isolated(
     reader, writer = context.Pipe(duplex=False)
     child = context.Process(
         target=_child_main,
-        args=(writer, url, list(schemas) if schemas else None, timeouts),
+        args=(writer, url, list(schemas) if schemas else None, timeouts, url_only),
         name="gpuguard-schema-reader",
         daemon=True,
     )
@@ -70,11 +79,18 @@ async def describe_database_isolated(
 
 
 def _child_main(
-    writer: Connection, url: str, schemas: list[str] | None, timeouts: DatabaseTimeouts
+    writer: Connection,
+    url: str,
+    schemas: list[str] | None,
+    timeouts: DatabaseTimeouts,
+    url_only: bool,
 ) -> None:
     outcome: _Outcome
+    if url_only:
+        without_ambient_environment()
     try:
-        outcome = ("ok", describe_database(url, schemas=schemas, timeouts=timeouts), None)
+        description = describe_database(url, schemas=schemas, timeouts=timeouts, url_only=url_only)
+        outcome = ("ok", description, None)
     except SourceUnavailable as exc:
         outcome = ("error", str(exc), exc.detail)
     except Exception as exc:  # anything else still has to reach the parent as an answer

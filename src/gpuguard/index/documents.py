@@ -1,13 +1,15 @@
 """Documents: find them, extract their text, cut it into overlapping chunks.
 
-Formats: plain text and Markdown (``.txt``, ``.md``, ``.markdown``, ``.rst``), HTML (through
-BeautifulSoup), PDF (pypdf) and DOCX (streamed XML). A document that cannot be read, is
+Formats: plain text and Markdown (``.txt``, ``.md``, ``.markdown``, ``.rst``), HTML (streamed
+through the standard library's tokenizer), PDF (pypdf, at most :data:`MAX_PDF_PAGES` pages)
+and DOCX (streamed XML). A document that cannot be read, is
 empty, looks binary or is corrupt raises :class:`~gpuguard.DocumentError` naming the file,
 so that an indexing job can report it and go on.
 
 Bounds: only regular files are read (a FIFO or device is refused without blocking), at most
 ``max_bytes`` of them, and at most ``max_chars`` characters of text come out of one file
-however much its format expands (a DOCX zip bomb stops there).
+however much its format expands (a DOCX zip bomb stops there). Time is bounded where
+jobs extract: :class:`~gpuguard.index.TextExtractor` runs the parsers in a killable child.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from pathlib import Path
 
 from .._exceptions import DocumentError
 from ._docx import docx_text
+from ._html import html_text
+from ._opened import opened_refusal
 from .policy import SourcePolicy, is_hidden_name
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_CHARS",
+    "MAX_PDF_PAGES",
     "SUPPORTED_SUFFIXES",
     "DocumentSurvey",
     "TextChunk",
@@ -43,6 +48,9 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 DEFAULT_MAX_CHARS = 2_000_000
 """At most this many characters of text are taken from one document (about 1,000 pages)."""
+
+MAX_PDF_PAGES = 10_000
+"""At most this many pages of one PDF are read (the time limit per file bounds the rest)."""
 
 _BINARY_PROBE = 8192
 
@@ -120,18 +128,25 @@ def _sort_file(path: Path, survey: DocumentSurvey, policy: SourcePolicy | None) 
         survey.files.append(path)
 
 
-def read_document(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+def read_document(
+    path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, policy: SourcePolicy | None = None
+) -> bytes:
     """The file's bytes; :class:`DocumentError` if unreadable, irregular, too large or empty.
 
     Never blocks on a FIFO: the file is opened non-blocking and checked before reading.
+    Under ``policy``, what was opened is checked, not the path: the opened descriptor's
+    own file must lie inside the roots, so a file (or folder) swapped for a link after
+    the job's first check is not read (:func:`~gpuguard.index._opened.opened_path`).
     """
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise DocumentError(f"{path}: cannot read: {exc.strerror or exc}", path=str(path)) from exc
     with os.fdopen(descriptor, "rb") as file:
         try:
             info = os.fstat(descriptor)
+            if policy is not None and (refusal := opened_refusal(descriptor, path, policy)):
+                raise DocumentError(f"{path}: {refusal}", path=str(path))
             if not stat.S_ISREG(info.st_mode):
                 raise DocumentError(f"{path}: not a regular file", path=str(path))
             if info.st_size > max_bytes:
@@ -238,12 +253,12 @@ def _plain_text(data: bytes, max_chars: int) -> str:
 
 
 def _html(data: bytes, max_chars: int) -> str:
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(_plain_text(data, len(data)), "html.parser")
-    for hidden in soup(["script", "style", "noscript", "template"]):
-        hidden.decompose()
-    return soup.get_text(" ", strip=True)
+    if b"\x00" in data[:_BINARY_PROBE]:
+        raise DocumentError("binary content, not text", path="")
+    try:
+        return html_text(data, max_chars)
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"not UTF-8 text ({exc.reason})", path="") from exc
 
 
 def _pdf(data: bytes, max_chars: int) -> str:
@@ -252,7 +267,9 @@ def _pdf(data: bytes, max_chars: int) -> str:
     reader = PdfReader(io.BytesIO(data), strict=False)
     pages: list[str] = []
     size = 0
-    for page in reader.pages:  # page by page, stopping once there is enough text
+    for index, page in enumerate(reader.pages):  # page by page, stopping at enough text
+        if index >= MAX_PDF_PAGES:
+            break
         text = page.extract_text() or ""
         pages.append(text)
         size += len(text) + 2

@@ -4,8 +4,9 @@ The operator decides (settings, ``GPUGUARD_SOURCES__*``, ``gpuguard serve`` flag
 of the server name documents and databases, and :class:`SourcePolicy` refuses, with
 :class:`~gpuguard.SourceUnavailable`, anything outside what was allowed:
 
-- documents (and SQLite files) must resolve, symbolic links included, to a path inside one
-  of ``document_roots``; no part of the path below the root may be hidden (a dot-name such
+- documents (and SQLite files) are named as written (no ``~``, no ``..``, no NUL) and must
+  lie inside one of ``document_roots`` both as written and resolved, symbolic links
+  included; no part of the path below the root may be hidden (a dot-name such
   as ``.ssh`` or ``.env``) unless ``allow_hidden``;
 - a database URL must name a host in ``database_hosts`` (names compared as written, never
   resolved: nothing is sent to a refused host, not even a DNS query; addresses and networks
@@ -33,6 +34,7 @@ __all__ = [
     "SAFE_DRIVER_OPTIONS",
     "SourcePolicy",
     "is_hidden_name",
+    "path_refusal",
 ]
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -66,6 +68,9 @@ class SourcePolicy:
     allow_hidden: bool = False
     database_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     databases: Mapping[str, str] = field(default_factory=dict)
+    root_aliases: tuple[Path, ...] = ()
+    """The roots as the operator wrote them (absolute, links not followed): a caller's path
+    may be written under these too before it is resolved."""
 
     @classmethod
     def confined(
@@ -77,8 +82,10 @@ class SourcePolicy:
         databases: Mapping[str, str] | None = None,
     ) -> SourcePolicy:
         """A policy with ``roots`` resolved now (a root that is a symlink is followed once)."""
-        resolved = tuple(Path(root).expanduser().resolve() for root in roots)
-        return cls(resolved, allow_hidden, tuple(database_hosts), dict(databases or {}))
+        written = [Path(os.path.abspath(Path(root).expanduser())) for root in roots]
+        resolved = tuple(root.resolve() for root in written)
+        aliases = tuple(root for root in written if root not in resolved)
+        return cls(resolved, allow_hidden, tuple(database_hosts), dict(databases or {}), aliases)
 
     @classmethod
     def from_settings(cls, sources: Any) -> SourcePolicy:
@@ -95,26 +102,51 @@ class SourcePolicy:
     # --- documents ---------------------------------------------------------------------------
 
     def check_path(self, path: str | Path) -> Path:
-        """The resolved ``path``, or :class:`SourceUnavailable` if it is not allowed."""
-        given = Path(path).expanduser()
-        reason = self.refusal(given)
+        """The resolved ``path``, or :class:`SourceUnavailable` if it is not allowed.
+
+        The path is taken as written: no ``~`` expansion (``~root`` is a name like any
+        other), no ``..``, no NUL, no name longer than the system allows; with roots, it
+        must lie inside one as written, before any link is followed, and again after.
+        """
+        given = Path(path)
+        reason = path_refusal(str(path)) or self.refusal(given)
         if reason is not None:
-            raise SourceUnavailable(f"refused {str(given)!r}: {reason}")
-        return given.resolve()
+            raise SourceUnavailable(f"refused {_shown(path)}: {reason}")
+        try:
+            return given.resolve()
+        except (OSError, RuntimeError) as exc:  # a link loop, a name the system refuses
+            why = getattr(exc, "strerror", None) or exc
+            raise SourceUnavailable(f"refused {_shown(path)}: {why}") from None
 
     def refusal(self, path: Path) -> str | None:
-        """Why ``path`` may not be read (``None`` when it may), symlinks resolved."""
-        resolved = path.absolute().resolve()
+        """Why ``path`` may not be read (``None`` when it may), symlinks resolved.
+
+        With roots, ``path`` must lie inside one as written (so that a path outside tells
+        nothing about what lies there: whether a folder is a link, whether a pid is live),
+        and once resolved.
+        """
+        absolute = path.absolute()
+        if self.document_roots is not None and not any(
+            _inside(absolute, root) for root in (*self.document_roots, *self.root_aliases)
+        ):
+            return "outside the allowed document roots"
+        try:
+            resolved = absolute.resolve()
+        except (OSError, RuntimeError) as exc:
+            return f"cannot resolve: {getattr(exc, 'strerror', None) or exc}"
         if self.document_roots is None:
             hidden = not self.allow_hidden and is_hidden_name(resolved.name)
             return "hidden files are not indexed" if hidden else None
-        for root in self.document_roots:
-            if resolved == root or resolved.is_relative_to(root):
-                below = resolved.relative_to(root).parts
-                if not self.allow_hidden and any(is_hidden_name(part) for part in below):
-                    return "hidden files and folders are not indexed"
-                return None
-        return "outside the allowed document roots"
+        root = self._root_of(resolved)
+        if root is None:
+            return "outside the allowed document roots"
+        below = resolved.relative_to(root).parts
+        if not self.allow_hidden and any(is_hidden_name(part) for part in below):
+            return "hidden files and folders are not indexed"
+        return None
+
+    def _root_of(self, path: Path) -> Path | None:
+        return next((root for root in self.document_roots or () if _inside(path, root)), None)
 
     # --- databases ---------------------------------------------------------------------------
 
@@ -168,6 +200,39 @@ class SourcePolicy:
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_NAME_MAX = 255  # bytes in one file name (Linux, macOS, the BSDs)
+_PATH_MAX = 4096
+
+
+def path_refusal(text: str) -> str | None:
+    """Why a caller's path ``text`` is refused as written (``None``: it may be looked at).
+
+    Checked before the file system sees it: no NUL, no ``..`` (resolving one would follow
+    links outside the roots), no name or path longer than the system takes.
+    """
+    if "\x00" in text:
+        return "a path cannot hold a NUL character"
+    if not text:
+        return "the path is empty"
+    if ".." in Path(text).parts:
+        return "'..' is not allowed in a document path"
+    try:
+        encoded = os.fsencode(text)
+    except UnicodeEncodeError:  # a lone surrogate: no file can have that name
+        return "the path is not a valid file name"
+    if len(encoded) > _PATH_MAX or any(len(part) > _NAME_MAX for part in encoded.split(b"/")):
+        return "a name in the path is longer than the system allows"
+    return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def _shown(path: str | Path) -> str:
+    """The caller's path for an error message: quoted, cut, without control characters."""
+    text = str(path)
+    return repr(text if len(text) <= 200 else text[:200] + "...")
 
 
 def _sqlite_header(path: Path) -> bytes:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from .._exceptions import SourceUnavailable
 from .._redact import redact
-from ._connect import DatabaseTimeouts, connect_args, parse_url
+from ._connect import DatabaseTimeouts, connect_args, parse_url, url_only_args
 
 __all__ = [
     "ColumnDescription",
@@ -125,7 +125,7 @@ def database_label(url: str) -> str:
     if backend == "sqlite":
         database = parsed.database
         return f"sqlite:///{Path(database).resolve() if database else ':memory:'}"
-    host = parsed.host or "localhost"
+    host = parsed.host or "local-socket"
     port = f":{parsed.port}" if parsed.port else ""
     return f"{backend}://{host}{port}/{parsed.database or ''}"
 
@@ -135,6 +135,7 @@ def describe_database(
     *,
     schemas: Sequence[str] | None = None,
     timeouts: DatabaseTimeouts | None = None,
+    url_only: bool = False,
 ) -> DatabaseDescription:
     """Introspect the tables and views of ``schemas`` (default: every non-system schema).
 
@@ -142,6 +143,8 @@ def describe_database(
     non-system one when the URL names none). Every connection is bounded by ``timeouts``
     (connect and per-statement). Blocking: run it in a worker thread, or in a child process
     (:func:`describe_database_isolated`) where the database is across a network.
+    ``url_only`` (for a caller's URL): the driver is given nothing beyond what the URL says
+    (:func:`~gpuguard.index._connect.url_only_args`).
 
     Raises :class:`SourceUnavailable` naming the database (never its password) for an
     unparseable URL, an unknown or missing driver, a missing SQLite file, a database that
@@ -159,9 +162,8 @@ def describe_database(
     if on_disk and not Path(str(database)).is_file():
         raise SourceUnavailable(f"no SQLite database file at {database}")
     try:
-        engine = create_engine(
-            parsed, connect_args=connect_args(backend, timeouts), poolclass=_null_pool()
-        )
+        arguments = connect_args(backend, timeouts) | (url_only_args(parsed) if url_only else {})
+        engine = create_engine(parsed, connect_args=arguments, poolclass=_null_pool())
     except Exception as exc:  # the dialect's ArgumentError, the driver's ImportError
         raise SourceUnavailable(f"cannot use {label}: {_reason(exc)}") from exc
     try:

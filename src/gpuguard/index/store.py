@@ -11,7 +11,8 @@ exhaustively (exact results); at the sizes a local app indexes (up to millions o
 that is fast enough and never loses recall.
 
 This machine's stdlib ``sqlite3`` cannot load extensions, so the store connects through
-``sqlean`` (a drop-in ``sqlite3`` built with extension loading).
+``sqlean`` (a drop-in ``sqlite3`` built with extension loading). The file and SQLite's
+files beside it are owner-only whatever the umask (:mod:`gpuguard.index._private`).
 
 Layout: ``sources`` (one row per document file or database table, with the content hash
 that makes re-indexing idempotent), ``chunks`` (text and JSON metadata) and ``vec_chunks``
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,7 @@ import numpy as np
 
 from .._exceptions import StoreError
 from ..embed import Vectors
+from ._private import SQLITE_SIDE_FILES, private_file
 
 __all__ = ["Chunk", "SearchHit", "SourceKind", "StoreStats", "VectorStore"]
 
@@ -362,7 +364,7 @@ def _connect(path: Path) -> Any:
     except ImportError as exc:
         raise StoreError("the vector store needs sqlean.py and sqlite-vec installed") from exc
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(path)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         conn = sqlean.connect(str(path), isolation_level=None, check_same_thread=False)
         conn.enable_load_extension(True)
@@ -375,6 +377,15 @@ def _connect(path: Path) -> Any:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.executescript(_SCHEMA)
-    except (OSError, sqlean.Error) as exc:
+    except (OSError, ValueError, sqlean.Error) as exc:
         raise StoreError(f"cannot open the vector store at {path}: {exc}") from exc
     return conn
+
+
+def _make_private(path: Path) -> None:
+    """The store and SQLite's files beside it owner-only, before SQLite opens any of them."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_file(path)
+    for suffix in SQLITE_SIDE_FILES:
+        with suppress(FileNotFoundError):
+            private_file(path.with_name(path.name + suffix), create=False)

@@ -1,8 +1,11 @@
 """Running long jobs in the background: start, list with progress, get, wait, cancel.
 
 At most ``max_running`` jobs of one kind run at once; later ones wait, ``queued``, in the
-order they were started. Progress events are read from the bus as they arrive (a follower
-task), so a job nobody polls never fills its subscription.
+order they were started. The queue is bounded, in all (``max_queued``) and per caller
+(``max_queued_per_caller``): past either bound a start raises :class:`~gpuguard.JobQueueFull`
+with a Retry-After estimate, so a flood of jobs cannot delay the next caller's for hours.
+Progress events are read from the bus as they arrive (a follower task), so a job nobody
+polls never fills its subscription.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from .._events import Event, EventBus, JobEvent, Subscription
-from .._exceptions import JobError, JobNotFound
+from .._exceptions import JobError, JobNotFound, JobQueueFull
 from .._redact import redact
 from ._progress import new_job_id
 
@@ -91,14 +94,21 @@ class JobManager:
         events: EventBus | None = None,
         history: int = 50,
         max_running: int | None = 1,
+        max_queued: int | None = 32,
+        max_queued_per_caller: int | None = 8,
     ) -> None:
         if history < 0:
             raise ValueError("history must be >= 0")
         if max_running is not None and max_running < 1:
             raise ValueError("max_running must be >= 1 or None")
+        if any(bound is not None and bound < 0 for bound in (max_queued, max_queued_per_caller)):
+            raise ValueError("the queue bounds must be >= 0 or None")
         self.events = events
         self.history = history
         self.max_running = max_running
+        self.max_queued = max_queued
+        self.max_queued_per_caller = max_queued_per_caller
+        self._callers: dict[str, str] = {}  # queued job id -> who started it
         self._jobs: dict[str, JobInfo] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._running: Counter[str] = Counter()
@@ -110,19 +120,31 @@ class JobManager:
         self._follower: asyncio.Task[None] | None = None
 
     def start(
-        self, job: str, coro_factory: Callable[[str], Awaitable[Any]], *, source: str = ""
+        self,
+        job: str,
+        coro_factory: Callable[[str], Awaitable[Any]],
+        *,
+        source: str = "",
+        caller: str = "",
     ) -> JobInfo:
         """Start ``coro_factory(job_id)`` as a background task; returns its first snapshot.
 
         Must be called with an event loop running. ``job`` names the job for listings and
-        ``source`` says what it works on; neither may hold a secret.
+        ``source`` says what it works on; neither may hold a secret. ``caller`` says who
+        asked (any stable key, never a secret), for the per-caller bound on queued jobs.
+        Raises :class:`~gpuguard.JobQueueFull` (nothing started) when the job would have
+        to wait and the queue is full.
         """
+        if not self._may_run_now(job):
+            self._check_room(job, caller)
         job_id = new_job_id()
         try:
             work = coro_factory(job_id)
         except Exception as exc:
             raise JobError(f"cannot start a {job} job: {exc}") from exc
         turn = self._claim(job, job_id)
+        if turn is not None:
+            self._callers[job_id] = caller
         status: JobStatus = "running" if turn is None else "queued"
         self._jobs[job_id] = JobInfo(
             id=job_id, job=job, source=source, status=status, started_at=time.time()
@@ -133,9 +155,35 @@ class JobManager:
         self._follow()
         return self._jobs[job_id]
 
+    def _may_run_now(self, job: str) -> bool:
+        return self.max_running is None or self._running[job] < self.max_running
+
+    def _check_room(self, job: str, caller: str) -> None:
+        """Raise :class:`JobQueueFull` when one more queued job would pass a bound."""
+        queued = [job_id for queue in self._queued.values() for job_id, _turn in queue]
+        mine = sum(1 for job_id in queued if self._callers.get(job_id) == caller)
+        if self.max_queued is not None and len(queued) >= self.max_queued:
+            full = f"{len(queued)} jobs are waiting (at most {self.max_queued})"
+        elif self.max_queued_per_caller is not None and mine >= self.max_queued_per_caller:
+            full = f"{mine} of your jobs are waiting (at most {self.max_queued_per_caller})"
+        else:
+            return
+        raise JobQueueFull(
+            f"cannot queue a {job} job: {full}", retry_after_s=self._typical_duration(job)
+        )
+
+    def _typical_duration(self, job: str) -> float:
+        """How long a recent job of this kind took (10 s when none finished yet)."""
+        took = [
+            info.finished_at - info.started_at
+            for info in self._jobs.values()
+            if info.job == job and info.finished_at is not None
+        ]
+        return max(1.0, sum(took[-10:]) / len(took[-10:])) if took else 10.0
+
     def _claim(self, job: str, job_id: str) -> asyncio.Future[None] | None:
         """``None`` when the job may run now; else the future that says its turn came."""
-        if self.max_running is None or self._running[job] < self.max_running:
+        if self._may_run_now(job):
             self._running[job] += 1
             self._holding[job_id] = job
             return None
@@ -159,7 +207,10 @@ class JobManager:
         self, job_id: str, turn: asyncio.Future[None] | None, work: Awaitable[Any]
     ) -> Any:
         if turn is not None:
-            await turn
+            try:
+                await turn
+            finally:
+                self._callers.pop(job_id, None)
             self._jobs[job_id] = replace(self._jobs[job_id], status="running")
         return await work
 
@@ -225,6 +276,7 @@ class JobManager:
                     queue.remove(entry)
         self._follow_progress()
         self._tasks.pop(job_id, None)
+        self._callers.pop(job_id, None)
         info = self._jobs[job_id]
         now = time.time()
         if task.cancelled():

@@ -13,7 +13,10 @@ from typing import Any
 from .._events import EventBus, JobEvent
 from .._redact import redact
 
-__all__ = ["IndexResult", "JobIssue", "JobReporter", "new_job_id"]
+__all__ = ["MAX_NAMED", "IndexResult", "JobIssue", "JobReporter", "new_job_id"]
+
+MAX_NAMED = 100
+"""How many sources an :class:`IndexResult` names in each list (the counts count them all)."""
 
 
 def new_job_id() -> str:
@@ -38,9 +41,11 @@ class IndexResult:
     """What an indexing job did.
 
     ``embedded``, ``skipped`` (unchanged) and ``removed`` count sources (tables or files)
-    and the ``*_sources`` fields name them; ``errors`` names every source skipped and why
+    and the ``*_sources`` fields name the first :data:`MAX_NAMED` of them; ``error_count``
+    counts the sources skipped and ``errors`` names the first :data:`MAX_NAMED` with why
     (unsupported, unreadable, refused, cut at a size limit); ``schemas`` the database
     schemas read. ``texts`` counts the texts embedded; the batch counts say where they ran.
+    A job over 40,000 files keeps a result of the same size as one over 200.
     """
 
     embedded: int
@@ -56,12 +61,19 @@ class IndexResult:
     embedded_sources: tuple[str, ...] = ()
     unchanged_sources: tuple[str, ...] = ()
     removed_sources: tuple[str, ...] = ()
+    error_count: int = 0
+
+    def __post_init__(self) -> None:
+        # The one place every job's result is bounded: counts stay whole, names are cut.
+        object.__setattr__(self, "error_count", max(self.error_count, len(self.errors)))
+        for name in _NAMED_FIELDS:
+            object.__setattr__(self, name, tuple(getattr(self, name)[:MAX_NAMED]))
 
     def summary(self) -> str:
         """One line for logs and the final event."""
         return (
             f"{self.embedded} embedded, {self.skipped} unchanged, {self.removed} removed, "
-            f"{len(self.errors)} error(s); {self.texts} texts in {self.gpu_batches} GPU and "
+            f"{self.error_count} error(s); {self.texts} texts in {self.gpu_batches} GPU and "
             f"{self.cpu_batches} CPU batches ({self.fallback_batches} fallbacks) "
             f"in {self.seconds:.1f}s"
         )
@@ -69,6 +81,9 @@ class IndexResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
+
+
+_NAMED_FIELDS = ("errors", "schemas", "embedded_sources", "unchanged_sources", "removed_sources")
 
 
 class JobReporter:

@@ -18,10 +18,10 @@ from ..index import (
     DEFAULT_MAX_CHARS,
     Chunk,
     SourcePolicy,
+    TextExtractor,
     VectorStore,
     chunk_text,
     content_hash,
-    extract_text,
     read_document,
     survey_documents,
 )
@@ -47,6 +47,7 @@ async def process_rag_documents(
     max_chars_per_file: int = DEFAULT_MAX_CHARS,
     max_chars_per_job: int | None = None,
     policy: SourcePolicy | None = None,
+    extract_timeout_s: float | None = 30.0,
 ) -> IndexResult:
     """Index the supported documents in ``paths`` (files or folders, searched recursively).
 
@@ -56,8 +57,11 @@ async def process_rag_documents(
     file left out is named in ``errors`` with why: unsupported, hidden, not a regular file,
     outside ``policy``'s roots (symlinks resolved), unreadable, empty, binary or corrupt
     (its previous chunks, if any, stay), or cut at ``max_chars_per_file`` characters or at
-    the job's ``max_chars_per_job``. When anything was embedded, ``rewarm`` (the gateway's
-    LLM re-warm) is awaited at the end; its failure is reported, not raised.
+    the job's ``max_chars_per_job``, or whose text took longer than ``extract_timeout_s`` to
+    extract (PDF, HTML and DOCX are parsed in a child process that is killed then, and when
+    the job is cancelled: :class:`~gpuguard.index.TextExtractor`). When anything was
+    embedded, ``rewarm`` (the gateway's LLM re-warm) is awaited at the end; its failure is
+    reported, not raised.
     """
     if chunk_size < 1 or not 0 <= chunk_overlap < chunk_size:
         raise ConfigError("need chunk_size >= 1 and 0 <= chunk_overlap < chunk_size")
@@ -76,6 +80,7 @@ async def process_rag_documents(
             reporter.publish("progress", f"{removed} deleted file(s) removed")
         chunking = _Chunking(chunk_size, chunk_overlap, bulk.name, max_bytes, max_chars_per_file)
         budget = _TextBudget(max_chars_per_job)
+        reading = _Reading(policy, TextExtractor(timeout_s=extract_timeout_s), reporter)
         embedded: list[str] = []
         unchanged: list[str] = []
 
@@ -86,8 +91,8 @@ async def process_rag_documents(
                     reporter.advance(f"skipped {path}: {budget.refusal()}")
                     continue
                 try:
-                    source = await asyncio.to_thread(
-                        _prepare, path, stored.get(str(path)), chunking, budget, errors
+                    source = await _prepare(
+                        path, stored.get(str(path)), chunking, budget, errors, reading
                     )
                 except DocumentError as exc:
                     issue = JobIssue(str(path), str(exc))
@@ -104,9 +109,10 @@ async def process_rag_documents(
             embedded.append(source.name)
             reporter.advance(f"{source.name} indexed")
 
-        stats = await embed_and_store(
-            pending(), store=store, bulk=bulk, operation=JOB_NAME, on_stored=stored_one
-        )
+        async with reading.extractor:
+            stats = await embed_and_store(
+                pending(), store=store, bulk=bulk, operation=JOB_NAME, on_stored=stored_one
+            )
         if rewarm is not None and stats.texts:
             reporter.publish("progress", "re-warming the LLM")
             try:
@@ -193,20 +199,25 @@ class _TextBudget:
             self.left -= chars
 
 
-def _prepare(
+async def _prepare(
     path: Path,
     stored_hash: str | None,
     chunking: _Chunking,
     budget: _TextBudget,
     errors: list[JobIssue],
+    reading: _Reading,
 ) -> PendingSource | None:
     """The file's chunks, or ``None`` when the stored ones are up to date."""
-    data = read_document(path, max_bytes=chunking.max_bytes)
-    digest = content_hash(data, chunking.size, chunking.overlap, chunking.model, chunking.max_chars)
+    data, digest = await asyncio.to_thread(_read, path, chunking, reading.policy)
     if digest == stored_hash:
         return None
     allowance = budget.allowance(chunking.max_chars)
-    text = extract_text(path, data, max_chars=allowance)
+    text = await reading.extractor.extract(
+        path,
+        data,
+        max_chars=allowance,
+        on_sent=lambda: reading.reporter.publish("progress", f"extracting the text of {path}"),
+    )
     budget.spend(len(text))
     if len(text) >= allowance:
         limit = "file" if allowance == chunking.max_chars else "job"
@@ -217,8 +228,27 @@ def _prepare(
                 f"(the {limit} limit on extracted text)",
             )
         )
-    chunks = [
+    chunks = await asyncio.to_thread(_chunks, path, text, chunking)
+    return PendingSource("document", str(path), digest, chunks)
+
+
+def _chunks(path: Path, text: str, chunking: _Chunking) -> list[Chunk]:
+    return [
         Chunk(piece.text, {"path": str(path), "start": piece.start, "end": piece.end})
         for piece in chunk_text(text, size=chunking.size, overlap=chunking.overlap)
     ]
-    return PendingSource("document", str(path), digest, chunks)
+
+
+def _read(path: Path, chunking: _Chunking, policy: SourcePolicy | None) -> tuple[bytes, str]:
+    data = read_document(path, max_bytes=chunking.max_bytes, policy=policy)
+    digest = content_hash(data, chunking.size, chunking.overlap, chunking.model, chunking.max_chars)
+    return data, digest
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """How a job reads its files: under which policy, extracting text where, told to whom."""
+
+    policy: SourcePolicy | None
+    extractor: TextExtractor
+    reporter: JobReporter

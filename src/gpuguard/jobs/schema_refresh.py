@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from .._events import EventBus
 from .._exceptions import SourceUnavailable
+from .._redact import operator_only
 from ..embed import BulkEmbedder
 from ..index import (
     Chunk,
@@ -58,11 +59,16 @@ async def refresh_database_schemas(
         try:
             source = await asyncio.to_thread(resolve_source, url, policy)
             description = await describe_database_isolated(
-                source, schemas=schemas, timeouts=timeouts or DatabaseTimeouts()
+                source,
+                schemas=schemas,
+                timeouts=timeouts or DatabaseTimeouts(),
+                url_only=policy is not None and url not in policy.databases,
             )
         except SourceUnavailable as exc:
-            if exc.detail:
-                logger.warning("schema refresh: %s (%s)", exc, exc.detail)
+            if exc.detail:  # the driver's words: for the operator's log, not for callers
+                logger.warning(
+                    "schema refresh: %s (%s)", exc, exc.detail, extra=operator_only(str(exc))
+                )
             raise
         prefix = f"{description.label}#"
         stored = await asyncio.to_thread(store.source_hashes, "schema", prefix=prefix)

@@ -6,6 +6,7 @@ memory), so counting never needs the GPU lease or the worker process.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,21 +39,29 @@ def import_llama_cpp() -> Any:
 
 
 class LlamaTokenizer:
-    """The tokenizer of the GGUF at ``path``, read on first use, counted off the event loop."""
+    """The tokenizer of the GGUF at ``path``, read on first use, counted off the event loop.
+
+    One thread at a time reads or uses it: two chats counting at once must not load the
+    vocabulary twice side by side (llama.cpp's loader is not safe to run concurrently, and
+    a second copy is memory for nothing), nor call into one ``Llama`` from two threads.
+    """
 
     def __init__(self, path: Path, *, n_ctx: int, model: str) -> None:
         self._path = path
         self._n_ctx = n_ctx
         self._model = model
         self._llama: Any = None
+        self._turn = asyncio.Lock()
 
     async def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """Tokens of the prompt llama-cpp-python builds for ``messages``."""
-        return await in_thread(_prompt_tokens, await self._vocabulary(), messages)
+        async with self._turn:
+            return await in_thread(_prompt_tokens, await self._vocabulary(), messages)
 
     async def text_tokens(self, text: str) -> int:
         """Tokens of ``text`` alone (a generated answer)."""
-        return await in_thread(_text_tokens, await self._vocabulary(), text)
+        async with self._turn:
+            return await in_thread(_text_tokens, await self._vocabulary(), text)
 
     async def aclose(self) -> None:
         """Free the tokenizer, if it was read."""

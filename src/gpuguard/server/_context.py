@@ -29,16 +29,18 @@ class JobRunner(Protocol):
     """What the job routes need from the job manager.
 
     The ``start_*`` methods validate their source first and raise
-    :class:`~gpuguard.SourceUnavailable` for a bad, refused or missing source; :meth:`get` and
-    :meth:`cancel` raise :class:`~gpuguard.JobNotFound` for an unknown id.
+    :class:`~gpuguard.SourceUnavailable` for a bad, refused or missing source, and
+    :class:`~gpuguard.JobQueueFull` when the job would wait in a full queue (``caller`` is
+    who asked); :meth:`get` and :meth:`cancel` raise :class:`~gpuguard.JobNotFound` for an
+    unknown id.
     """
 
     async def start_schema_refresh(
-        self, database_url: str, *, schemas: Sequence[str] | None = None
+        self, database_url: str, *, schemas: Sequence[str] | None = None, caller: str = ""
     ) -> JobView:
         """Start refreshing the schemas of one database (default: every non-system one)."""
 
-    async def start_rag(self, path: Path) -> JobView:
+    async def start_rag(self, path: Path, *, caller: str = "") -> JobView:
         """Start indexing the documents under ``path``."""
 
     def list(self) -> Sequence[JobView]:

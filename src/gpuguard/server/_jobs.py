@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from .._events import EventBus
 from .._exceptions import SourceUnavailable
-from .._redact import redact
+from .._redact import mask_url
 from ..embed import BulkEmbedder
 from ..index import DatabaseTimeouts, SourcePolicy, VectorStore, resolve_source
 from ..jobs import JobInfo, JobManager, process_rag_documents, refresh_database_schemas
@@ -51,7 +52,7 @@ class IndexingJobs:
         )
 
     async def start_schema_refresh(
-        self, database_url: str, *, schemas: Sequence[str] | None = None
+        self, database_url: str, *, schemas: Sequence[str] | None = None, caller: str = ""
     ) -> JobInfo:
         """Start refreshing ``schemas`` (default: every non-system one) of one database."""
         await asyncio.to_thread(resolve_source, database_url, self.policy)
@@ -68,10 +69,11 @@ class IndexingJobs:
                 policy=self.policy,
                 timeouts=self.timeouts,
             ),
-            source=redact(database_url),
+            source=mask_url(database_url),
+            caller=caller,
         )
 
-    async def start_rag(self, path: Path) -> JobInfo:
+    async def start_rag(self, path: Path, *, caller: str = "") -> JobInfo:
         """Start indexing the documents under ``path`` (then re-warm the LLM)."""
         await asyncio.to_thread(_check_document_path, self.policy, path)
         return self.manager.start(
@@ -86,8 +88,10 @@ class IndexingJobs:
                 policy=self.policy,
                 max_chars_per_file=self.sources.max_chars_per_file,
                 max_chars_per_job=self.sources.max_chars_per_job,
+                extract_timeout_s=self.sources.extract_timeout_s,
             ),
             source=str(path),
+            caller=caller,
         )
 
     def list(self) -> list[JobInfo]:
@@ -105,5 +109,5 @@ class IndexingJobs:
 
 def _check_document_path(policy: SourcePolicy, path: Path) -> None:
     resolved = policy.check_path(path)
-    if not resolved.exists():
+    if not os.path.lexists(resolved):  # never raises, whatever the name
         raise SourceUnavailable(f"no such file or folder: {str(path)!r}")

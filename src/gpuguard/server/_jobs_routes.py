@@ -1,11 +1,16 @@
-"""Job API: start a schema refresh or a RAG indexing, list jobs with progress, cancel one."""
+"""Job API: start a schema refresh or a RAG indexing, list jobs with progress, cancel one.
+
+A start that would wait in a full queue is a 503 with Retry-After (per caller: the bearer
+token a request carries, hashed; callers without one share one bound). The list is paged.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._exceptions import ConfigError
@@ -51,23 +56,42 @@ def _jobs(context: Annotated[ServerContext, Depends(get_context)]) -> JobRunner:
 Jobs = Annotated[JobRunner, Depends(_jobs)]
 
 
-@router.post("/schema-refresh", status_code=202, responses=error_responses(409))
-async def start_schema_refresh(body: SchemaRefreshRequest, jobs: Jobs) -> dict[str, Any]:
+def _caller(request: Request) -> str:
+    """Who asks, as a key for the per-caller bound: a digest of the token, never the token."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        token = request.query_params.get("token", "")
+    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else ""
+
+
+Caller = Annotated[str, Depends(_caller)]
+
+
+@router.post("/schema-refresh", status_code=202, responses=error_responses(409, 503))
+async def start_schema_refresh(
+    body: SchemaRefreshRequest, jobs: Jobs, caller: Caller
+) -> dict[str, Any]:
     """Start refreshing a database's schemas; a bad or refused URL is a 400 before any job."""
-    job = await jobs.start_schema_refresh(body.database_url, schemas=body.schemas)
+    job = await jobs.start_schema_refresh(body.database_url, schemas=body.schemas, caller=caller)
     return job.to_dict()
 
 
-@router.post("/rag", status_code=202, responses=error_responses(409))
-async def start_rag(body: RagRequest, jobs: Jobs) -> dict[str, Any]:
+@router.post("/rag", status_code=202, responses=error_responses(409, 503))
+async def start_rag(body: RagRequest, jobs: Jobs, caller: Caller) -> dict[str, Any]:
     """Start indexing documents; a missing or refused path is a 400 before any job."""
-    return (await jobs.start_rag(Path(body.path))).to_dict()
+    return (await jobs.start_rag(Path(body.path), caller=caller)).to_dict()
 
 
 @router.get("")
-async def list_jobs(jobs: Jobs) -> dict[str, Any]:
-    """Every job, newest first, with its progress."""
-    return {"jobs": [job.to_dict() for job in jobs.list()]}
+async def list_jobs(
+    jobs: Jobs,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Jobs, newest first, with their progress: ``limit`` of them from ``offset`` on."""
+    every = jobs.list()
+    page = every[offset : offset + limit]
+    return {"jobs": [job.to_dict() for job in page], "total": len(every), "offset": offset}
 
 
 @router.get("/{job_id}", responses=error_responses(404))

@@ -2,7 +2,9 @@
 
 :class:`LogRing` is a :mod:`logging` handler with a bounded deque: the oldest line is
 dropped when it is full, so it never grows. Each record is formatted once, with its
-secrets masked, when it is emitted.
+secrets masked, when it is emitted. The lines are shown to callers, so a record marked
+:func:`~gpuguard._redact.operator_only` is kept with its public words, never the
+operator's detail (a driver's "connection refused" would make the server a port scanner).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .._redact import redact
+from .._redact import PUBLIC_MESSAGE, escape_control, redact
 
 __all__ = ["LogLine", "LogRing"]
 
@@ -52,10 +54,14 @@ class LogRing(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Keep ``record`` (the :mod:`logging` machinery calls this)."""
         try:
-            message = record.getMessage()
-            if record.exc_info and record.exc_info[1] is not None:
-                error = record.exc_info[1]
-                message = f"{message}: {type(error).__name__}: {error}"
+            public = getattr(record, PUBLIC_MESSAGE, None)
+            if public is not None:
+                message = escape_control(str(public))
+            else:
+                message = record.getMessage()
+                if record.exc_info and record.exc_info[1] is not None:
+                    error = record.exc_info[1]
+                    message = f"{message}: {type(error).__name__}: {error}"
             line = redact(message)
         except Exception:
             self.handleError(record)

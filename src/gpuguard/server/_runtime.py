@@ -18,7 +18,7 @@ from .._events import Priority
 from .._exceptions import GpuGuardError
 from ..embed import BulkEmbedder, create_embedder
 from ..gateway import EmbeddingSizes, GatewayTimeouts, ModelGateway
-from ..index import VectorStore
+from ..index import VectorStore, private_directory
 from ..jobs import JobManager
 from ..llm import LlmBackend
 from ..settings import LlmSettings, ModelSettings, Settings, build_guard
@@ -57,6 +57,8 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
     The gateway is started (prewarm in the background) unless ``start`` is False.
     """
     async with AsyncExitStack() as stack:
+        # The data dir holds the index (every indexed text) and models: owner-only first.
+        await asyncio.to_thread(private_directory, settings.data_dir)
         # Building imports torch, may write the tiny model and opens SQLite: off the loop.
         gateway = await asyncio.to_thread(build_gateway, settings)
         stack.push_async_callback(gateway.guard.aclose)
@@ -67,7 +69,12 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
         # by an indexing job.
         bulk = gateway.bulk
         assert bulk is not None  # build_gateway always configures a CPU embedder
-        manager = JobManager(events=gateway.events, max_running=settings.sources.max_running_jobs)
+        manager = JobManager(
+            events=gateway.events,
+            max_running=settings.sources.max_running_jobs,
+            max_queued=settings.sources.max_queued_jobs,
+            max_queued_per_caller=settings.sources.max_queued_jobs_per_caller,
+        )
         stack.push_async_callback(manager.aclose)
         jobs = IndexingJobs(
             manager,

@@ -33,6 +33,7 @@ from pydantic_settings import (
 )
 
 from .._exceptions import ConfigError
+from ._guard import GuardSettings
 from ._parts import ModelSettings, Section, describe_errors
 from ._server import ServerBounds
 
@@ -187,41 +188,6 @@ class EmbeddingSettings(Section):
         return None if value in ("", "none") else value
 
 
-GuardScope = Literal["process", "host", "redis"]
-"""How wide the lease is: this process only, or every process on this host."""
-
-
-class GuardSettings(Section):
-    """The GPU lease: its scope and bounds (seconds; ``None`` means no limit).
-
-    ``scope = "host"`` (the default) shares one lease per GPU ``name`` with every process of
-    this user on this host, through ``lock_dir`` (default ``$XDG_RUNTIME_DIR/gpuguard``, else
-    ``/dev/shm/gpuguard-<uid>``); ``"process"`` keeps it inside this process; ``"redis"``
-    shares it with every host that uses the same ``redis_url`` (a holder that dies frees the GPU
-    within ``redis_ttl_s``).
-    """
-
-    name: str = Field(default="gpu0", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
-    scope: GuardScope = "host"
-    lock_dir: Path | None = None
-    wait_timeout_s: float | None = Field(default=600.0, ge=0)
-    chat_wait_timeout_s: float | None = Field(default=120.0, ge=0)
-    load_hold_timeout_s: float | None = Field(default=900.0, ge=0)
-    chat_hold_timeout_s: float | None = Field(default=600.0, ge=0)
-    embed_hold_timeout_s: float | None = Field(default=120.0, ge=0)
-    max_waiters: int = Field(default=64, ge=0)
-    aging_s: float | None = Field(default=30.0, gt=0)
-    redis_url: SecretStr | None = None
-    """``scope = "redis"``: the Redis every host shares the lease through (may hold a password)."""
-    redis_ttl_s: float = Field(default=2.0, gt=0)
-
-    @model_validator(mode="after")
-    def _redis_needs_a_url(self) -> GuardSettings:
-        if self.scope == "redis" and self.redis_url is None:
-            raise ValueError('scope = "redis" needs redis_url (redis://host:6379/0)')
-        return self
-
-
 class IndexSettings(Section):
     """The on-disk vector store; ``store_path`` defaults to ``<data_dir>/index.db``."""
 
@@ -247,7 +213,14 @@ class SourceSettings(Section):
     refresh_timeout_s: float = Field(default=600.0, gt=0)
     max_chars_per_file: int = Field(default=2_000_000, ge=1000)
     max_chars_per_job: int = Field(default=20_000_000, ge=1000)
+    extract_timeout_s: float = Field(
+        default=30.0, gt=0, description="Per PDF, HTML or DOCX file; then it is skipped."
+    )
     max_running_jobs: int = Field(default=1, ge=1, description="Per job kind; more are queued.")
+    max_queued_jobs: int = Field(default=32, ge=0, description="Waiting jobs, in all; then 503.")
+    max_queued_jobs_per_caller: int = Field(
+        default=8, ge=0, description="Waiting jobs of one caller (one token); then 503."
+    )
 
 
 class Settings(BaseSettings):

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .._exceptions import ConfigError
+from .._kernel import die_with_parent
 
 __all__ = ["READY", "Message", "child_main", "resolve_factory"]
 
@@ -36,8 +37,14 @@ def child_main(
     stderr: Connection | None,
     factory: str,
     args: tuple[Any, ...],
+    parent_pid: int,
 ) -> None:
-    """The child's entry point: build the engine, then serve requests until told to stop."""
+    """The child's entry point: build the engine, then serve requests until told to stop.
+
+    First of all it asks the kernel to kill it when ``parent_pid`` dies (Linux): a lifeline
+    thread needs the GIL to act, and a call into a C library may hold it for minutes.
+    """
+    die_with_parent(parent_pid)
     if stderr is not None:
         os.dup2(stderr.fileno(), 2)  # C libraries' messages too, not only Python's
         stderr.close()
@@ -58,7 +65,10 @@ def child_main(
 
 
 def _exit_with_parent(lifeline: Connection) -> None:
-    """Block until the parent's end of the lifeline closes (the parent died), then exit."""
+    """Block until the parent's end of the lifeline closes (the parent died), then exit.
+
+    The portable fallback of the kernel's death signal: it needs the GIL to exit.
+    """
     with contextlib.suppress(EOFError, OSError):
         lifeline.recv()
     os._exit(70)

@@ -25,6 +25,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from .._exceptions import WorkerCrashed, WorkerError, WorkerKilled
+from .._kernel import start_from_lasting_thread
 from ._child import READY, Message, child_main
 
 __all__ = ["ChildHandle", "Pending"]
@@ -72,11 +73,13 @@ class ChildHandle:
         )
         self.process = context.Process(
             target=child_main,
-            args=(child_conn, lifeline_reader, stderr_writer, factory, args),
+            args=(child_conn, lifeline_reader, stderr_writer, factory, args, os.getpid()),
             name=f"gpuguard-worker-{name}",
             daemon=True,
         )
-        self.process.start()
+        # The kernel kills the child when the thread that started it ends: start it from one
+        # that lasts as long as this process, not from whichever thread runs this loop.
+        start_from_lasting_thread(self.process.start)
         for end in (child_conn, lifeline_reader, stderr_writer):
             if end is not None:
                 end.close()  # the child's ends: EOF must come when the child dies

@@ -6,9 +6,26 @@ order for as long as its policy admits the head of the line, so a policy can nev
 later waiter overtake an earlier one.
 
 * :data:`EXCLUSIVE` (:mod:`.exclusive`): one GPU operation at a time, the safe default.
+* :class:`Budget` (:mod:`.budget`): operations side by side while their memory fits the GPU;
+  loads and unloads still one at a time. In-process scope only, for now.
+* :func:`choose_policy` (:mod:`.choice`): the one place that maps a policy's name
+  (``auto``, ``exclusive``, ``budget``) to a policy for a scope and a GPU.
 """
 
 from ._policy import Policy
+from .budget import TRANSITIONS, Budget, GpuMemory
+from .choice import AUTO_MIN_TOTAL_BYTES, PolicyChoice, PolicyName, choose_policy
 from .exclusive import EXCLUSIVE, Exclusive
 
-__all__ = ["EXCLUSIVE", "Exclusive", "Policy"]
+__all__ = [
+    "AUTO_MIN_TOTAL_BYTES",
+    "EXCLUSIVE",
+    "TRANSITIONS",
+    "Budget",
+    "Exclusive",
+    "GpuMemory",
+    "Policy",
+    "PolicyChoice",
+    "PolicyName",
+    "choose_policy",
+]

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Final, Literal
 
 from ..._clock import Clock
+from ..._exceptions import ConfigError
 from .._arbiter import Arbiter
+from ..policies import EXCLUSIVE, Policy
 
 __all__ = ["SCOPES", "ScopeName", "make_arbiter"]
 
@@ -35,16 +37,24 @@ def make_arbiter(
     redis_url: str | None = None,
     ttl_s: float = 2.0,
     prefix: str = "gpuguard",
+    policy: Policy = EXCLUSIVE,
 ) -> Arbiter:
-    """The arbiter of ``scope`` for the GPU ``name``.
+    """The arbiter of ``scope`` for the GPU ``name``, granting under ``policy``.
 
     ``lock_dir`` is for the host scope (default: see :func:`.host.default_lock_dir`);
-    ``redis_url``, ``ttl_s`` and ``prefix`` for the Redis scope.
+    ``redis_url``, ``ttl_s`` and ``prefix`` for the Redis scope. Only the process scope grants
+    several holders at once: another policy than the exclusive one on a shared scope raises
+    :class:`~gpuguard.ConfigError`.
     """
     if scope == "process":
         from .local import LocalArbiter
 
-        return LocalArbiter(aging_s=aging_s)
+        return LocalArbiter(aging_s=aging_s, policy=policy, clock=clock)
+    if policy is not EXCLUSIVE and scope in SCOPES:
+        raise ConfigError(
+            f"the {policy.name} policy works in the process scope only: the {scope} scope "
+            "keeps one holder across processes"
+        )
     if scope == "host":
         from .host import HostArbiter
 

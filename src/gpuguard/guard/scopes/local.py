@@ -1,10 +1,15 @@
-"""The in-process scope: grants within one process, a holder and a line of futures."""
+"""The in-process scope: grants within one process, its holders and a line of futures.
+
+Under the exclusive policy there is at most one holder; under a sharing policy (budget)
+several, granted in line order for as long as the policy admits the head of the line.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 
+from ..._clock import Clock, SystemClock
 from .._arbiter import OnGrant, OnLost
 from .._queue import QueueEntry, WaiterQueue
 from .._tickets import Grant, Queued, Ticket
@@ -22,17 +27,22 @@ class _Waiter:
 
 
 class LocalArbiter:
-    """Grants within one process: a holder and a :class:`WaiterQueue` of futures."""
+    """Grants within one process: the holders and a :class:`WaiterQueue` of futures."""
 
     scope = "process"
     decides_locally = True
     issues_fences = False
 
-    def __init__(self, *, aging_s: float | None, policy: Policy = EXCLUSIVE) -> None:
+    def __init__(
+        self, *, aging_s: float | None, policy: Policy = EXCLUSIVE, clock: Clock | None = None
+    ) -> None:
         self.policy = policy
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        """The guard's clock: the line's order when a waiter leaves it (aging)."""
         self._queue: WaiterQueue[_Waiter] = WaiterQueue(aging_s=aging_s)
         self._entries: dict[int, QueueEntry[_Waiter]] = {}
-        self._holder: Grant | None = None
+        self._holders: dict[int, Grant] = {}
+        """The grants that hold now, by lease id, oldest first."""
         self._on_grant: OnGrant = _ignore_grant
 
     def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
@@ -40,10 +50,10 @@ class LocalArbiter:
         self._on_grant = on_grant
 
     def try_acquire_now(self, ticket: Ticket, now: float) -> bool:
-        """Grant at once if free and nobody waits."""
-        if len(self._queue) or not self.policy.admits(self._holders(), ticket):
+        """Grant at once if nobody waits and the policy admits ``ticket`` beside the holders."""
+        if len(self._queue) or not self.policy.admits(self.holders(), ticket):
             return False
-        self._holder = Grant(ticket, now)
+        self._holders[ticket.lease_id] = Grant(ticket, now)
         return True
 
     async def try_acquire(self, ticket: Ticket, now: float) -> bool:
@@ -59,42 +69,49 @@ class LocalArbiter:
         future = asyncio.get_running_loop().create_future()
         entry = self._queue.push(ticket.lease_id, ticket.priority, now, _Waiter(ticket, future))
         self._entries[ticket.lease_id] = entry
+        self._grant_heads(now)  # a sharing policy may admit it at once if it heads the line
         return future
 
     def withdraw(self, ticket: Ticket) -> bool:
-        """Leave the line (cancelled or timed out while waiting)."""
+        """Leave the line (cancelled or timed out); those behind may start if the policy admits."""
         entry = self._entries.pop(ticket.lease_id, None)
-        return entry is not None and self._queue.remove(entry)
+        if entry is None or not self._queue.remove(entry):
+            return False
+        self._grant_heads(self._clock.monotonic())
+        return True
 
     def release(self, ticket: Ticket, now: float) -> None:
-        """Free the GPU and grant the next waiter whose task still wants it."""
-        if self._holder is None or self._holder.ticket.lease_id != ticket.lease_id:
-            return
-        self._holder = None
+        """Give ``ticket``'s grant back; grant waiters in line order while the policy admits."""
+        if self._holders.pop(ticket.lease_id, None) is not None:
+            self._grant_heads(now)
+
+    def _grant_heads(self, now: float) -> None:
+        """Grant the head of the line, again and again, for as long as the policy admits it."""
         while len(self._queue):
-            if not self.policy.admits(self._holders(), self._queue.peek_next(now).item.ticket):
+            if not self.policy.admits(self.holders(), self._queue.peek_next(now).item.ticket):
                 return
             entry = self._queue.pop_next(now)
             self._entries.pop(entry.ticket, None)
             waiter = entry.item
             if waiter.future.done():
                 continue  # its task was cancelled and has not run yet; it cleans up itself
-            self._holder = Grant(waiter.ticket, now)
+            self._holders[waiter.ticket.lease_id] = Grant(waiter.ticket, now)
             self._on_grant(waiter.ticket, now - entry.enqueued_at)
             waiter.future.set_result(None)
-            return
 
     def mark_hung(self, ticket: Ticket, now: float) -> None:
         """Record since when the holder hangs."""
-        if self._holder is not None and self._holder.ticket.lease_id == ticket.lease_id:
-            self._holder = dataclasses.replace(self._holder, hung_since=now)
+        grant = self._holders.get(ticket.lease_id)
+        if grant is not None:
+            self._holders[ticket.lease_id] = dataclasses.replace(grant, hung_since=now)
 
     def holder(self) -> Grant | None:
-        """The holder."""
-        return self._holder
+        """The oldest holder (the only one under the exclusive policy)."""
+        return next(iter(self._holders.values()), None)
 
-    def _holders(self) -> tuple[Grant, ...]:
-        return () if self._holder is None else (self._holder,)
+    def holders(self) -> tuple[Grant, ...]:
+        """Every holder, oldest first."""
+        return tuple(self._holders.values())
 
     def waiters(self, now: float) -> list[Queued]:
         """The line in service order."""
@@ -111,8 +128,11 @@ class LocalArbiter:
         """Nothing to let go of."""
 
     def __repr__(self) -> str:
-        holder = None if self._holder is None else self._holder.ticket.operation
-        return f"<LocalArbiter holder={holder!r} waiting={len(self._queue)}>"
+        holders = [g.ticket.operation for g in self._holders.values()]
+        return (
+            f"<LocalArbiter policy={self.policy.name} holders={holders!r} "
+            f"waiting={len(self._queue)}>"
+        )
 
 
 def _ignore_grant(ticket: Ticket, waited_s: float) -> None:

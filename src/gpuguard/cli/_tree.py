@@ -1,0 +1,116 @@
+"""The program ``gpuguard run`` starts, and every process it starts in turn: one tree.
+
+* The program runs in a session and process group of its own, so a signal meant for it goes
+  to the whole group (``bash -c 'prog; ...'`` passes SIGTERM to ``prog`` too), and a Ctrl-C
+  at the terminal reaches it once, through gpuguard, not twice.
+* gpuguard is the tree's *subreaper* (Linux): a descendant whose parent exits
+  (``sh -c 'prog &'``, a double fork, a daemon that called ``setsid``) is handed to gpuguard,
+  which reaps every process of the tree: :meth:`ProgramTree.wait` returns only when the last
+  one has ended. Elsewhere it returns when the program itself has ended.
+* The kernel kills the program when gpuguard dies, even by SIGKILL (``PR_SET_PDEATHSIG``).
+
+The tree is reaped by one thread blocked in ``waitpid(-1)``: this process starts no other
+children while a tree runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+from .._kernel import become_subreaper, die_with_parent
+
+__all__ = ["ProgramTree", "exit_status"]
+
+
+def exit_status(code: int) -> int:
+    """A shell's exit status: the program's code, or 128 + N for death by signal N."""
+    return code if code >= 0 else 128 - code
+
+
+class ProgramTree:
+    """One program and its descendants: start it, signal the tree, kill it, wait for its end."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        become_subreaper()
+        loop = asyncio.get_running_loop()
+        self._ended: asyncio.Future[int] = loop.create_future()
+        self._killing = False
+        self._program = subprocess.Popen(
+            list(argv),
+            start_new_session=True,
+            # Between fork and exec: one prctl through the C library gpuguard already loaded.
+            preexec_fn=partial(die_with_parent, os.getpid()),
+        )
+        self.pid = self._program.pid
+        """The program's process id, which is also its process group's."""
+        threading.Thread(
+            target=self._reap, args=(loop,), name="gpuguard-run-reaper", daemon=True
+        ).start()
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the program's process group (what is left of it)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL every process of the tree, and each one handed to gpuguard from now on."""
+        self._killing = True
+        self._kill_all()
+
+    async def wait(self) -> int:
+        """The program's exit code once every process of the tree has ended (negative: signal).
+
+        Cancelled, it kills the tree and returns only once the tree has ended (honest).
+        """
+        try:
+            return await asyncio.shield(self._ended)
+        except asyncio.CancelledError:
+            self.kill()
+            while not self._ended.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([self._ended])
+            raise
+
+    def _kill_all(self) -> None:
+        self.signal(signal.SIGKILL)
+        for pid in _children():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _reap(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Reap children until none is left; the program's own status is the tree's."""
+        code = -signal.SIGKILL
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == self.pid:
+                code = os.waitstatus_to_exitcode(status)
+                self._program.returncode = code  # reaped here, not by Popen
+            if self._killing:  # an orphan handed to us since the last kill: kill it too
+                self._kill_all()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(_settle, self._ended, code)
+
+
+def _settle(ended: asyncio.Future[int], code: int) -> None:
+    if not ended.done():
+        ended.set_result(code)
+
+
+def _children() -> list[int]:
+    """The children of gpuguard (orphans handed to it included), where /proc lists them."""
+    pids: list[int] = []
+    for listing in Path("/proc/self/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.extend(int(pid) for pid in listing.read_text().split())
+    return pids

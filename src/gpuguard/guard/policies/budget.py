@@ -1,0 +1,138 @@
+"""The budget policy: operations share a big GPU while their declared memory fits.
+
+A ticket is admitted beside the holders while what is committed on the GPU plus what the
+ticket needs fits the GPU's memory minus a headroom. *Committed* is read from the GPU each
+time (:class:`GpuMemory`, NVML in production): for each process that holds, the larger of
+what its holders declared and what the driver lists for it (a holder that has not allocated
+yet still counts in full), plus every byte the driver counts as used by anyone else (programs
+that do not use gpuguard, and models kept loaded outside a lease).
+
+Rules beside the sum:
+
+* Loads and unloads (the operations in :data:`TRANSITIONS`) never overlap each other: those
+  are the steps that allocate or free big blocks at once.
+* With nobody holding, the head of the line is always admitted: the budget never waits
+  longer than the exclusive policy would, and an operation too big to share (or whose size
+  is unknown) runs alone.
+* Order is the line's, never the policy's: an arbiter grants only the head, so a later small
+  waiter never overtakes an older one of higher or equal priority (aging decides as under
+  :data:`~gpuguard.guard.policies.EXCLUSIVE`), and a big waiter at the head holds back everyone
+  behind it until it fits: a stream of small operations cannot starve it.
+* If the GPU cannot be read, it admits as the exclusive policy does, and says so once in the
+  log (and once more when the GPU answers again).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final, Protocol
+
+from ..._exceptions import DevicesUnavailable
+from .._tickets import Grant, Ticket
+
+__all__ = ["TRANSITIONS", "Budget", "GpuMemory"]
+
+_log = logging.getLogger("gpuguard.guard.budget")
+
+TRANSITIONS: Final = frozenset({"load", "unload", "prewarm", "rewarm", "embed-load"})
+"""The operations that load or unload a model (the gateway's names for them)."""
+
+
+class GpuMemory(Protocol):
+    """What the budget reads about a GPU (:class:`gpuguard.devices.GpuInfo` is one)."""
+
+    @property
+    def total_bytes(self) -> int:
+        """The GPU's memory."""
+
+    @property
+    def free_bytes(self) -> int:
+        """Memory no program uses now."""
+
+    def used_by(self, pids: set[int]) -> int:
+        """Bytes the driver lists for the processes ``pids``."""
+
+
+class Budget:
+    """Admit operations side by side while their memory fits (see the module docstring).
+
+    Args:
+        read: the GPU's memory now; may raise :class:`~gpuguard.DevicesUnavailable`.
+        headroom_bytes: memory kept free for what nobody declared (allocator slack, drivers).
+        footprints: bytes by model, for tickets that declare no ``memory_bytes``.
+        default_bytes: bytes for a ticket with neither; ``None`` (the default): it runs alone.
+    """
+
+    name: Final = "budget"
+
+    def __init__(
+        self,
+        read: Callable[[], GpuMemory],
+        *,
+        headroom_bytes: int,
+        footprints: Mapping[str, int] | None = None,
+        default_bytes: int | None = None,
+    ) -> None:
+        if headroom_bytes < 0:
+            raise ValueError("headroom_bytes must be >= 0")
+        if default_bytes is not None and default_bytes < 0:
+            raise ValueError("default_bytes must be >= 0")
+        self._read = read
+        self.headroom_bytes = headroom_bytes
+        self.footprints: dict[str, int] = dict(footprints or {})
+        self.default_bytes = default_bytes
+        self._unreadable: str | None = None
+
+    def admits(self, holders: Sequence[Grant], ticket: Ticket) -> bool:
+        """True if ``ticket`` fits beside ``holders`` (always, when nobody holds)."""
+        if not holders:
+            return True
+        if is_transition(ticket) and any(is_transition(g.ticket) for g in holders):
+            return False
+        try:
+            gpu = self._read()
+        except DevicesUnavailable as exc:
+            self._note_unreadable(str(exc))
+            return False  # someone holds: admit as the exclusive policy does
+        self._note_unreadable(None)
+        need = self.need(ticket)
+        if need is None or any(self.need(g.ticket) is None for g in holders):
+            return False
+        return committed_bytes(holders, gpu, self) + need <= gpu.total_bytes - self.headroom_bytes
+
+    def need(self, ticket: Ticket) -> int | None:
+        """The bytes ``ticket`` needs; ``None`` if unknown (it must run alone)."""
+        if ticket.memory_bytes is not None:
+            return ticket.memory_bytes
+        if ticket.model is not None and ticket.model in self.footprints:
+            return self.footprints[ticket.model]
+        return self.default_bytes
+
+    def _note_unreadable(self, reason: str | None) -> None:
+        if reason == self._unreadable or (reason is not None and self._unreadable is not None):
+            return
+        if reason is None:
+            _log.warning("the GPU answers again: the budget policy shares it again")
+        else:
+            _log.warning("the GPU cannot be read (%s): one operation at a time for now", reason)
+        self._unreadable = reason
+
+    def __repr__(self) -> str:
+        return f"<Budget headroom={self.headroom_bytes} footprints={len(self.footprints)}>"
+
+
+def is_transition(ticket: Ticket) -> bool:
+    """True if ``ticket`` loads or unloads a model."""
+    return ticket.operation in TRANSITIONS
+
+
+def committed_bytes(holders: Sequence[Grant], gpu: GpuMemory, budget: Budget) -> int:
+    """Memory taken or promised: each holding process's max(declared, listed), plus the rest."""
+    declared: dict[int, int] = {}
+    for grant in holders:
+        pid = grant.ticket.owner.pid
+        declared[pid] = declared.get(pid, 0) + (budget.need(grant.ticket) or 0)
+    listed = {pid: gpu.used_by({pid}) for pid in declared}
+    others = max(0, gpu.total_bytes - gpu.free_bytes - sum(listed.values()))
+    return others + sum(max(declared[pid], listed[pid]) for pid in declared)
