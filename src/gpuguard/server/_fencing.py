@@ -4,7 +4,8 @@ A request that carries the header is admitted only if its token is not older tha
 this server has seen for that GPU (:class:`~gpuguard.guard.FenceBook`, shared with the
 server's own leases); an older one is answered 409 (:class:`~gpuguard.StaleFence`) before
 any work starts. A malformed header, or one naming a GPU this server does not serve, is a
-400. Requests without the header are not fenced.
+400. Requests without the header are not fenced. Only a caller with the server's token may
+send the header (401 otherwise), even where inference is open.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ async def admit_fence(request: Request) -> None:
     values = request.headers.getlist(FENCE_HEADER)
     if not values:
         return
+    # Only a caller with the server's token may move the fence: a forged far-future token
+    # from anyone else would have every later fenced request refused.
+    request.app.state.access.require(request, FENCE_HEADER)
     match = _VALUE.fullmatch(values[0]) if len(values) == 1 else None
     if match is None:
         raise InvalidRequest(FENCE_HEADER, "must be one '<gpu>:<token>' (a decimal fencing token)")
