@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -11,7 +12,14 @@ import numpy as np
 import pytest
 
 from gpuguard import ConfigError, GpuEvent, GpuGuard, GpuStatus, Priority
-from gpuguard.embed import BulkEmbedder, EmbeddedBatch, EmbedderPair, Vectors
+from gpuguard.embed import (
+    BulkEmbedder,
+    EmbeddedBatch,
+    EmbedderPair,
+    FastEmbedEmbedder,
+    SentenceTransformerEmbedder,
+    Vectors,
+)
 from gpuguard.index import VectorStore
 from gpuguard.jobs import process_rag_documents, refresh_database_schemas
 from gpuguard.testing import HashEmbedder
@@ -32,6 +40,11 @@ class RecordingEmbedder(HashEmbedder):
         if self.permits is not None:
             await self.permits.acquire()
         return await super().embed(texts)
+
+
+def words(text: str) -> int:
+    """The hash embedder's token count: its tokens are words."""
+    return len(re.findall(r"\w+", text.lower())) or 1
 
 
 def padding_ratio(batches: Sequence[Sequence[str]]) -> float:
@@ -60,7 +73,7 @@ async def test_texts_of_similar_length_share_a_batch_and_come_out_in_input_order
 
     expected = []
     for start in range(0, len(texts), 8):
-        by_length = sorted(texts[start : start + 8], key=len, reverse=True)  # ties: input order
+        by_length = sorted(texts[start : start + 8], key=words, reverse=True)  # ties: input order
         expected += [by_length[at : at + 2] for at in range(0, 8, 2)]
     assert cpu.batches == expected
     arrival = [texts[start : start + 2] for start in range(0, 48, 2)]
@@ -86,7 +99,7 @@ async def test_each_sorted_batch_takes_its_own_try_hold_and_falls_back_alone() -
             return [batch async for batch in run]
 
     collecting = asyncio.create_task(collect())
-    assert await cpu.started.get() == [long_b, long_a]  # the GPU was busy: this one fell back
+    assert await cpu.started.get() == [long_a, long_b]  # the GPU was busy: this one fell back
     chat.release()
     cpu.permits.release()  # type: ignore[union-attr]
     batches = await collecting
@@ -110,13 +123,39 @@ async def test_the_totals_count_the_batches_each_device_embedded() -> None:
     await pair.start(guard)
     bulk = BulkEmbedder(pair, guard, batch_size=2, max_in_flight=2, sort_window=2)
     chat = await guard.acquire("chat", priority=Priority.INTERACTIVE)
-    async with bulk.embed_batches(["x" * 50, "y", "z" * 40, "w"]) as run:
+    async with bulk.embed_batches(["x " * 50, "y", "z " * 40, "w"]) as run:
         async for batch in run:
             assert batch.device == "cpu"
     chat.release()
 
     assert (run.stats.cpu_batches, run.stats.fallback_batches, run.stats.gpu_batches) == (2, 2, 0)
-    assert cpu.batches == [["x" * 50, "z" * 40], ["y", "w"]]
+    assert cpu.batches == [["x " * 50, "z " * 40], ["y", "w"]]
+
+
+class NoTokenizer(RecordingEmbedder):
+    """An engine that cannot count tokens here (as a remote one): windows sort by characters."""
+
+    def _token_lengths_sync(self, texts: list[str]) -> list[int] | None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("cpu", "first"),
+    [
+        (RecordingEmbedder(), "one two three four"),
+        (NoTokenizer(), "supercalifragilisticexpialidocious"),
+    ],
+)
+async def test_a_window_sorts_by_the_cpu_models_tokens_where_it_can_count_them(
+    cpu: RecordingEmbedder, first: str
+) -> None:
+    texts = ["supercalifragilisticexpialidocious", "one two three four"]
+    bulk = BulkEmbedder(EmbedderPair(None, cpu), batch_size=1, max_in_flight=2, sort_window=2)
+
+    async with bulk.embed_batches(texts) as run:
+        assert [b.items async for b in run] == [texts[:1], texts[1:]]
+
+    assert cpu.batches[0] == [first]
 
 
 async def test_a_window_is_bounded_by_the_batches_in_flight() -> None:
@@ -180,3 +219,13 @@ async def test_rag_indexing_pads_its_batches_little(tmp_path: Path) -> None:
 
     assert result.embedded == 128
     assert padding_ratio(cpu.batches) <= 1.1
+
+
+async def test_the_local_engines_count_the_tokens_their_model_reads(
+    minilm_cpu: SentenceTransformerEmbedder, onnx_dir: Path
+) -> None:
+    texts = ["hello world", "word " * 1000]
+    onnx = FastEmbedEmbedder(model_path=onnx_dir, device="cpu")
+
+    assert await minilm_cpu.token_lengths(texts) == [4, 256]  # [CLS] ... [SEP], truncated
+    assert await onnx.token_lengths(texts) == [4, 256]

@@ -40,7 +40,7 @@ from ._batches import BulkStats, Device, EmbeddedBatch
 from ._fallback import MODEL_LOADING_REASON, DeviceSwitches
 from ._lease import LeaseGuard
 from ._pair import EmbedderPair
-from ._protocol import Embedder
+from ._protocol import CountsTokens, Embedder
 from ._window import Window, windows
 
 __all__ = ["BulkEmbedder", "BulkRun"]
@@ -239,7 +239,8 @@ class BulkRun(Generic[T]):
             async for slices in read:
                 if first == 0:
                     await self._start_models()
-                window = Window.sort(first, slices, self._text)
+                texts = [self._text(item) for part in slices for item in part]
+                window = Window.sort(first, slices, texts, await self._lengths(texts))
                 jobs = [
                     _Work(
                         first + number,
@@ -260,6 +261,12 @@ class BulkRun(Generic[T]):
             for _ in range(n_workers):
                 work.put_nowait(None)
         order.put_nowait(None)
+
+    async def _lengths(self, texts: list[str]) -> list[int]:
+        """What a window is sorted by: the CPU model's token counts, else characters."""
+        counter = self._bulk.pair.cpu
+        counted = await counter.token_lengths(texts) if isinstance(counter, CountsTokens) else None
+        return [len(text) for text in texts] if counted is None else counted
 
     async def _start_models(self) -> None:
         """Load the models at the first batch: a job with nothing to embed loads none.

@@ -5,7 +5,8 @@ A model pads every text of a batch to the batch's longest, so texts fed in arriv
 3.18 padded tokens per real token on a schema refresh. ``SentenceTransformer.encode``
 sorts its whole input by length for this reason; a bulk run cannot (its input may be
 endless), so it sorts within a window of a few batches instead. Each window is read
-whole, its texts cut into batches longest first (ties in input order), and once every
+whole, its texts cut into batches longest first (ties in input order) by the CPU model's
+token counts where its engine has a tokenizer (characters otherwise), and once every
 batch of the window is embedded, the vectors are put back in input order and handed on
 cut into the input's own batches.
 """
@@ -13,7 +14,7 @@ cut into the input's own batches.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -43,11 +44,12 @@ class Window(Generic[T]):
     order: list[int]
 
     @classmethod
-    def sort(cls, first: int, slices: list[list[T]], text: Callable[[T], str]) -> Window[T]:
-        """The window of ``slices`` starting at input batch ``first``, sorted by length."""
+    def sort(
+        cls, first: int, slices: list[list[T]], texts: list[str], lengths: Sequence[int]
+    ) -> Window[T]:
+        """The window of ``slices`` from input batch ``first``; ``lengths`` order its ``texts``."""
         items = [item for part in slices for item in part]
-        texts = [text(item) for item in items]
-        order = sorted(range(len(texts)), key=lambda position: -len(texts[position]))
+        order = sorted(range(len(texts)), key=lambda position: -lengths[position])
         return cls(first, slices, items, texts, order)
 
     def embedding_batches(self, size: int) -> list[list[int]]:
