@@ -20,7 +20,6 @@ from gpuguard.embed import (
     SentenceTransformerEmbedder,
     Vectors,
 )
-from gpuguard.embed._window import windows
 from gpuguard.index import VectorStore
 from gpuguard.jobs import process_rag_documents, refresh_database_schemas
 from gpuguard.testing import HashEmbedder
@@ -230,15 +229,3 @@ async def test_the_local_engines_count_the_tokens_their_model_reads(
 
     assert await minilm_cpu.token_lengths(texts) == [4, 256]  # [CLS] ... [SEP], truncated
     assert await onnx.token_lengths(texts) == [4, 256]
-
-
-async def test_a_window_goes_on_early_when_there_is_no_room_to_read_more() -> None:
-    slots = asyncio.Semaphore(3)
-    read = windows(range(10), 1, 2, slots)
-
-    assert await anext(read) == [[0], [1]]
-    assert await anext(read) == [[2]]  # no slot for a fourth batch: it does not wait with one
-    assert slots.locked()
-    slots.release()
-    assert await anext(read) == [[3]]
-    await read.aclose()

@@ -1,13 +1,15 @@
-"""Bulk embedding's batches: what comes out of a run, and its totals."""
+"""Bulk embedding's batches: what comes out of a run, its totals, and the input cut into lists."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from ._protocol import Vectors
 
-__all__ = ["BulkStats", "Device", "EmbeddedBatch"]
+__all__ = ["BulkStats", "Device", "EmbeddedBatch", "chunked"]
 
 T = TypeVar("T")
 
@@ -52,3 +54,28 @@ class BulkStats:
             self.cpu_batches += 1
             self.cpu_seconds += batch.seconds
             self.fallback_batches += batch.fallback
+
+
+async def chunked(
+    items: Iterable[T] | AsyncIterable[T], size: int, slots: asyncio.Semaphore
+) -> AsyncIterator[list[T]]:
+    """Lists of ``size`` items; each waits for a free slot before it starts filling."""
+    await slots.acquire()
+    batch: list[T] = []
+    async for item in _aiter(items):
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            await slots.acquire()
+            batch = []
+    if batch:
+        yield batch
+
+
+async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

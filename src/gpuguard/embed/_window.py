@@ -5,24 +5,22 @@ A model pads every text of a batch to the batch's longest, so texts fed in arriv
 3.18 padded tokens per real token on a schema refresh. ``SentenceTransformer.encode``
 sorts its whole input by length for this reason; a bulk run cannot (its input may be
 endless), so it sorts within a window of a few batches instead. Each window is read
-whole, its texts are cut into batches longest first (ties in input order) by the CPU
-model's token counts where its engine has a tokenizer (characters otherwise), and once
-every batch of the window is embedded, the vectors are put back in input order and
-handed on cut into the input's own batches. The price is latency at the start: the
-models wait for the first window to be read (a window is handed on before it is full
-only at the input's end, or when there is no room to read more).
+whole, its texts cut into batches longest first (ties in input order) by the CPU model's
+token counts where its engine has a tokenizer (characters otherwise), and once every
+batch of the window is embedded, the vectors are put back in input order and handed on
+cut into the input's own batches.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
 
-from ._batches import EmbeddedBatch
+from ._batches import EmbeddedBatch, chunked
 
 __all__ = ["Window", "windows"]
 
@@ -106,43 +104,23 @@ async def windows(
     size: int,
     per_window: int,
     slots: asyncio.Semaphore,
-) -> AsyncGenerator[list[list[T]], None]:
-    """The input cut into batches of ``size`` items, handed on up to ``per_window`` at a time.
+) -> AsyncIterator[list[list[T]]]:
+    """Input batches of ``size`` items, ``per_window`` at a time (fewer at the input's end).
 
-    Each input batch takes one of ``slots`` before it starts filling (the consumer gives
-    it back), so memory stays bounded. A window is handed on early when no slot is free
-    for the next batch (it never waits for room with batches in hand) and at the input's
-    end. When the input fails, the batches read before the failure come out first, then
-    the error.
+    Each input batch takes one of ``slots`` before it starts filling, so a window waits
+    for room as the input batches before it are taken by the consumer. When the input
+    fails, the batches read before the failure come out first, then the error.
     """
     window: list[list[T]] = []
-    batch: list[T] = []
-    await slots.acquire()
     try:
-        async for item in _aiter(items):
-            batch.append(item)
-            if len(batch) < size:
-                continue
+        async for batch in chunked(items, size, slots):
             window.append(batch)
-            batch = []
-            if len(window) == per_window or slots.locked():
+            if len(window) == per_window:
                 yield window
                 window = []
-            await slots.acquire()
     except Exception:  # the input failed: what was read before it is still embedded
         if window:
             yield window
         raise
-    if batch:
-        window.append(batch)
     if window:
         yield window
-
-
-async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
