@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from fastapi import FastAPI
 from pydantic import SecretStr
 
+from gpuguard._server_file import remove_server_file, write_server_file
 from gpuguard.embed import BulkEmbedder, Embedder, EmbedderPair
 from gpuguard.gateway import ModelGateway
 from gpuguard.index import VectorStore
@@ -20,6 +22,27 @@ from gpuguard.server import ServerThread, create_app
 from gpuguard.server._jobs import IndexingJobs
 from gpuguard.settings import LlmSettings, Settings, SourceSettings
 from gpuguard.testing import FakeBackend, HashEmbedder
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """``app`` served on a thread, its admin token left for this user's CLI; yields the URL.
+
+    As ``gpuguard serve`` does: the CLI finds the token by itself, the tests pass none.
+    """
+    with ServerThread(app) as url, token_left_for_the_cli(app, url):
+        yield url
+
+
+@contextmanager
+def token_left_for_the_cli(app: FastAPI, url: str) -> Iterator[None]:
+    """The server file of ``app`` at ``url`` while the block runs."""
+    port = int(url.rsplit(":", 1)[1])
+    write_server_file(port, url, app.state.access.token)
+    try:
+        yield
+    finally:
+        remove_server_file(port)
 
 
 @contextmanager
@@ -39,8 +62,9 @@ def indexing_server(
             sources=sources,
         )
         settings = Settings(llm=LlmSettings(backend="fake"), sources=sources)
-        server = ServerThread(create_app(settings, gateway=gateway, jobs=jobs))
-        with server:
+        app = create_app(settings, gateway=gateway, jobs=jobs)
+        server = ServerThread(app)
+        with server as url, token_left_for_the_cli(app, url):
             yield server
 
 

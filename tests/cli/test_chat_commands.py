@@ -9,9 +9,11 @@ from typer.testing import CliRunner
 
 from gpuguard.cli import app
 from gpuguard.gateway import ModelGateway
-from gpuguard.server import ServerThread, create_app
+from gpuguard.server import create_app
 from gpuguard.settings import LlmSettings, Settings
 from gpuguard.testing import FakeBackend
+
+from .conftest import serving
 
 runner = CliRunner()
 
@@ -21,7 +23,7 @@ def served() -> Iterator[tuple[str, FakeBackend]]:
     backend = FakeBackend(["fake-llm", "other-llm"])
     gateway = ModelGateway(backend, model="fake-llm")
     app_ = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)
-    with ServerThread(app_) as url:
+    with serving(app_) as url:
         yield url, backend
 
 

@@ -12,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from gpuguard import ConfigError, __version__
-from gpuguard._server_file import write_server_file
 from gpuguard.cli import app
 from gpuguard.cli._samples import write_sample_database, write_sample_documents
 from gpuguard.embed import BulkEmbedder
@@ -23,6 +22,8 @@ from gpuguard.server import ServerThread, create_app
 from gpuguard.server._jobs import IndexingJobs
 from gpuguard.settings import LlmSettings, Settings, SourceSettings
 from gpuguard.testing import FakeBackend, HashEmbedder
+
+from .conftest import serving
 
 runner = CliRunner()
 GIB = 1_000_000_000
@@ -66,8 +67,7 @@ def _server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             sources=SourceSettings(document_roots=[tmp_path_factory.getbasetemp()]),
         )
         app_ = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway, jobs=jobs)
-        with ServerThread(app_) as url:
-            write_server_file(int(url.rsplit(":", 1)[1]), url, app_.state.access.token)
+        with serving(app_) as url:
             yield Server(url, backend)
 
 

@@ -16,6 +16,8 @@ from gpuguard.settings import LlmSettings, Settings
 from gpuguard.testing import FakeBackend
 from gpuguard.testing.ollama_double import OllamaDouble
 
+from .conftest import serving
+
 runner = CliRunner()
 
 
@@ -24,7 +26,7 @@ def served() -> Iterator[tuple[str, str]]:
     """A gpuguard server and its Ollama port: their URLs."""
     gateway = ModelGateway(FakeBackend(["fake-llm"]), model="fake-llm")
     main = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)
-    with ServerThread(main) as url, ServerThread(ollama_app(main)) as ollama_url:
+    with serving(main) as url, ServerThread(ollama_app(main)) as ollama_url:
         yield url, ollama_url
 
 

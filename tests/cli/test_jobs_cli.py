@@ -16,6 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from gpuguard._server_file import read_server_token
 from gpuguard.cli import app
 from gpuguard.cli._samples import write_sample_documents
 from gpuguard.embed import Vectors
@@ -61,7 +62,8 @@ async def _open(gate: asyncio.Event) -> None:
 
 
 def _job(url: str, job_id: str) -> dict[str, object]:
-    answer: dict[str, object] = httpx.get(f"{url}/admin/jobs/{job_id}").json()
+    admin = {"Authorization": f"Bearer {read_server_token(url)}"}  # as the CLI finds it
+    answer: dict[str, object] = httpx.get(f"{url}/admin/jobs/{job_id}", headers=admin).json()
     return answer
 
 

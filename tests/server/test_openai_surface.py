@@ -194,7 +194,7 @@ async def test_text_completions(live: Live) -> None:
 
 
 async def test_health_and_ready(live: Live) -> None:
-    assert (await live.http.get("/health")).json() == {"status": "ok"}
+    assert (await live.http.get("/health")).json() == {"status": "ok", "server": "gpuguard"}
     live.backend.loaded.clear()
     not_ready = await live.http.get("/ready")
     assert not_ready.status_code == 503

@@ -45,8 +45,8 @@ def stranger(url: str, headers: dict[str, str]) -> str | None:
 
 
 def _is_gpuguard(http: httpx.Client, url: str) -> bool:
-    info = _json(http, f"{url}/openapi.json").get("info", {})
-    return isinstance(info, dict) and info.get("title") == "gpuguard"
+    """``/health`` names the server: open to every caller, unlike the API description."""
+    return _json(http, f"{url}/health").get("server") == "gpuguard"
 
 
 def _json(http: httpx.Client, url: str) -> dict[str, Any]:

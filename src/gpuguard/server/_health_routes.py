@@ -22,8 +22,8 @@ Context = Annotated[ServerContext, Depends(get_context)]
 
 @router.get("/health")
 async def health() -> dict[str, str]:
-    """Liveness: 200 whenever the server answers at all."""
-    return {"status": "ok"}
+    """Liveness: 200 whenever the server answers at all, naming itself (``server``: gpuguard)."""
+    return {"status": "ok", "server": "gpuguard"}
 
 
 @router.get("/ready", responses={503: {"description": "Backend down or model not loaded"}})
