@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 from ._tickets import Grant, Queued, Ticket
 from .policies import Policy
 
-__all__ = ["Arbiter", "OnGrant", "OnLost", "holders_of"]
+__all__ = ["Arbiter", "OnGrant", "OnLost", "holders_of", "position_of"]
 
 
 OnGrant = Callable[[Ticket, float], None]
@@ -115,3 +115,21 @@ def holders_of(arbiter: Arbiter) -> tuple[Grant, ...]:
         return arbiter.holders()
     holder = arbiter.holder()
     return () if holder is None else (holder,)
+
+
+@runtime_checkable
+class _Placing(Protocol):
+    """An arbiter that knows a waiter's place in line without listing the whole line."""
+
+    def position(self, ticket: Ticket, now: float) -> int | None:
+        """``ticket``'s 1-based place in service order; None if it does not wait."""
+
+
+def position_of(arbiter: Arbiter, ticket: Ticket, now: float) -> int:
+    """``ticket``'s 1-based place in line (the back of the line if it waits no more)."""
+    if isinstance(arbiter, _Placing):
+        position = arbiter.position(ticket, now)
+    else:
+        queued = arbiter.waiters(now)
+        position = next((i for i, q in enumerate(queued, 1) if q.ticket == ticket), None)
+    return arbiter.queue_length() if position is None else position
