@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 from ._tickets import Grant, Queued, Ticket
 from .policies import Policy
 
-__all__ = ["Arbiter", "OnGrant", "OnLost", "holders_of", "position_of"]
+__all__ = ["Arbiter", "OnGrant", "OnLost", "holders_of", "placer"]
 
 
 OnGrant = Callable[[Ticket, float], None]
@@ -125,11 +125,24 @@ class _Placing(Protocol):
         """``ticket``'s 1-based place in service order; None if it does not wait."""
 
 
-def position_of(arbiter: Arbiter, ticket: Ticket, now: float) -> int:
-    """``ticket``'s 1-based place in line (the back of the line if it waits no more)."""
+def placer(arbiter: Arbiter) -> Callable[[Ticket, float], int]:
+    """How to find a ticket's 1-based place in ``arbiter``'s line (the back if it waits no more).
+
+    An arbiter with a ``position`` method is asked directly (the in-process line answers in
+    O(log n)); any other lists its waiters. Decided once, as the check itself costs.
+    """
     if isinstance(arbiter, _Placing):
-        position = arbiter.position(ticket, now)
-    else:
+        placing = arbiter
+
+        def ask(ticket: Ticket, now: float) -> int:
+            position = placing.position(ticket, now)
+            return arbiter.queue_length() if position is None else position
+
+        return ask
+
+    def walk(ticket: Ticket, now: float) -> int:
         queued = arbiter.waiters(now)
-        position = next((i for i, q in enumerate(queued, 1) if q.ticket == ticket), None)
-    return arbiter.queue_length() if position is None else position
+        found = (i for i, q in enumerate(queued, 1) if q.ticket == ticket)
+        return next(found, arbiter.queue_length())
+
+    return walk

@@ -11,13 +11,14 @@ The line keeps one FIFO per declared priority: with aging, the head of each FIFO
 best candidate of its priority, so choosing the next waiter compares three heads. Joining,
 leaving from anywhere and being served cost O(log n) at most, and so does a waiter's place in
 line: along one FIFO the rank falls (later tickets, waited less), so the waiters of each FIFO
-ahead of a given one are a prefix found by bisection, counted by a Fenwick tree of who is still
-in line (those who left are skipped, and dropped once they are half the FIFO).
+ahead of a given one are a prefix found by bisecting its stamps and tickets, counted by a
+Fenwick tree of who is still in line (those who left are skipped, and dropped once they
+outnumber the rest).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
@@ -65,10 +66,13 @@ class QueueEntry(Generic[T]):
 class _Fifo(Generic[T]):
     """One priority's waiters in arrival order; those who left stay as gaps until a rebuild."""
 
-    __slots__ = ("_counts", "entries", "head", "live", "ordered")
+    __slots__ = ("_counts", "entries", "head", "live", "ordered", "stamps", "tickets")
 
     def __init__(self) -> None:
         self.entries: list[QueueEntry[T]] = []
+        self.stamps: list[float] = []
+        """``enqueued_at`` of each entry, and below its ticket: bisected in C, no key calls."""
+        self.tickets: list[int] = []
         self._counts: list[int] = [0]
         """Fenwick tree over ``entries`` (1-based): 1 for each waiter still in line."""
         self.head = 0
@@ -82,6 +86,8 @@ class _Fifo(Generic[T]):
         if entries and entry.enqueued_at < entries[-1].enqueued_at:
             self.ordered = False  # stamped by another process's slightly earlier clock read
         entries.append(entry)
+        self.stamps.append(entry.enqueued_at)
+        self.tickets.append(entry.ticket)
         slot = entry.slot = len(entries)
         counts, total = self._counts, 1
         below, stop = slot - 1, slot - (slot & -slot)
@@ -101,7 +107,8 @@ class _Fifo(Generic[T]):
         self.live -= 1
         entries = self.entries
         if not self.live:
-            self.entries, self._counts, self.head, self.ordered = [], [0], 0, True
+            self.entries, self.stamps, self.tickets, self._counts = [], [], [], [0]
+            self.head, self.ordered = 0, True
         elif len(entries) - self.live > max(_SLACK, self.live):
             self._rebuild()
         else:
@@ -121,6 +128,8 @@ class _Fifo(Generic[T]):
 
     def _rebuild(self) -> None:
         self.entries = [e for e in self.entries[self.head :] if e.queued]
+        self.stamps = [e.enqueued_at for e in self.entries]
+        self.tickets = [e.ticket for e in self.entries]
         counts = [0] * (len(self.entries) + 1)
         for slot, entry in enumerate(self.entries, 1):
             entry.slot = slot
@@ -188,20 +197,43 @@ class WaiterQueue(Generic[T]):
         """``entry``'s 1-based place in the service order, found without walking the line."""
         if not entry.queued:
             raise ValueError("the entry is not in line")
-        rank = self._rank(entry, now)
+        level = self.effective_priority(entry, now)
         ahead = 0
-        for line in self._lines.values():
+        for priority, line in self._lines.items():
             if not line.live:
                 continue
-            if line.ordered:
-                # Along a FIFO the rank only falls: those ahead of ``entry`` are a prefix.
-                end = bisect_left(
-                    line.entries, _after(rank), line.head, key=lambda e: _after(self._rank(e, now))
-                )
-                ahead += line.count_before(end)
-            else:
+            if priority > level:
+                ahead += line.live  # it has not aged down: every one of them goes first
+            elif not line.ordered:
+                rank = (level, -entry.ticket)
                 ahead += sum(1 for e in line if self._rank(e, now) > rank)
+            else:
+                # Along a FIFO the rank only falls: those ahead of ``entry`` are a prefix:
+                # the ones aged above its level, and those aged to it with an earlier ticket.
+                tied = min(
+                    self._aged(line, priority, level, now),
+                    bisect_left(line.tickets, entry.ticket, line.head),
+                )
+                ahead += line.count_before(max(self._aged(line, priority, level + 1, now), tied))
         return ahead + 1
+
+    def _aged(self, line: _Fifo[T], priority: Priority, level: int, now: float) -> int:
+        """How far along ``line`` (of ``priority``) waiters have aged to ``level`` or above."""
+        steps = level - priority
+        if steps <= 0:
+            return len(line.entries)
+        if self.aging_s is None or level > Priority.INTERACTIVE:
+            return line.head
+        aging_s, stamps = self.aging_s, line.stamps
+        end = bisect_right(stamps, now + DUE_EPSILON - steps * aging_s, line.head)
+        # The bisection's float arithmetic may land one off :func:`effective_priority`'s.
+        while end < len(stamps) and (max(0.0, now - stamps[end]) + DUE_EPSILON) // aging_s >= steps:
+            end += 1
+        while (
+            end > line.head and (max(0.0, now - stamps[end - 1]) + DUE_EPSILON) // aging_s < steps
+        ):
+            end -= 1
+        return end
 
     def effective_priority(self, entry: QueueEntry[T], now: float) -> Priority:
         """``entry``'s priority after aging."""
@@ -219,8 +251,3 @@ class WaiterQueue(Generic[T]):
     def __repr__(self) -> str:
         sizes = ", ".join(f"{p}={line.live}" for p, line in self._lines.items())
         return f"<WaiterQueue {sizes}>"
-
-
-def _after(rank: tuple[int, int]) -> tuple[int, int]:
-    """A key that grows as ``rank`` falls (bisection needs ascending keys)."""
-    return (-rank[0], -rank[1])
