@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from gpuguard import FakeClock, GpuEvent, GpuGuard, GpuStatus, Lease
 from gpuguard._clock import TimerHandle
+from gpuguard.guard._options import DEFAULT, Timeout
 
 
 class CountingClock(FakeClock):
@@ -29,9 +30,9 @@ def _hung(guard: GpuGuard) -> list[str]:
     ]
 
 
-async def _acquired(guard: GpuGuard, operation: str, **options: float) -> Lease:
+async def _acquired(guard: GpuGuard, operation: str, hold_timeout: Timeout = DEFAULT) -> Lease:
     """A lease taken by a task that has ended: a hang interrupts no running task."""
-    return await asyncio.create_task(guard.acquire(operation, **options))
+    return await asyncio.create_task(guard.acquire(operation, hold_timeout=hold_timeout))
 
 
 async def test_uncontended_holds_share_one_timer() -> None:
