@@ -84,8 +84,14 @@ def open_page(tmp_path: Path) -> OpenPage:
 
     @asynccontextmanager
     async def opened(
-        *, viewport: Any = DESKTOP, load_delay_s: float = 0.0, token: str | None = None
+        *,
+        viewport: Any = DESKTOP,
+        load_delay_s: float = 0.0,
+        token: str | None = None,
+        enforce_csp: bool = False,
     ) -> AsyncIterator[PageUnderTest]:
+        # Playwright's wait_for_function evaluates strings, which the page's CSP forbids:
+        # the tests of behaviour bypass it; the tests of the policy enforce it.
         from playwright.async_api import async_playwright
 
         backend = FakeBackend(
@@ -118,11 +124,18 @@ def open_page(tmp_path: Path) -> OpenPage:
         async with running_server(app) as url, async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                tab = await browser.new_page(viewport=viewport)
+                tab = await browser.new_page(viewport=viewport, bypass_csp=not enforce_csp)
                 script_errors: list[str] = []
                 tab.on("pageerror", lambda error: script_errors.append(str(error)))
+
+                def on_console(message: Any) -> None:
+                    if "Content Security Policy" in message.text:
+                        script_errors.append(message.text)  # the page broke its own policy
+
+                tab.on("console", on_console)
                 if token is None:  # with a token, the test answers the page's prompt itself
-                    await tab.goto(url)
+                    # As a person would: through the one-time link `gpuguard serve` prints.
+                    await tab.goto(app.state.access.login_url(url))
                     await tab.wait_for_selector("#conn.live")
                 yield PageUnderTest(tab, gateway, backend, url, shots)
                 assert script_errors == [], script_errors  # the page's own scripts never threw

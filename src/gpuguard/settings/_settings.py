@@ -36,6 +36,7 @@ from .._exceptions import ConfigError
 from ._environment import misnamed_variables
 from ._guard import GuardSettings
 from ._parts import ModelSettings, Section, describe_errors, section_names
+from ._server import ServerBounds
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -62,8 +63,8 @@ BackendKind = Literal[
 ]
 
 
-class ServerSettings(Section):
-    """Where the HTTP server listens and what it accepts."""
+class ServerSettings(ServerBounds):
+    """Where the HTTP server listens and what it accepts (its bounds: :class:`ServerBounds`)."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
