@@ -22,6 +22,9 @@ the ``src/`` folder of another checkout, say a ``git worktree`` of ``main``), as
 default and host-wide, in the same interleaved rounds: before/after figures of a change that
 the noise of a shared machine cannot split between two runs.
 
+The in-process queue and hold rows (:mod:`in_process_queue`) follow: the uncontended hold
+beside ``anyio.Lock``, and the cost per waiter of joining and leaving a line of 1,000.
+
 ``--redis URL`` adds the Redis scope (two guards, two connections, one lease): uncontended
 hold+release and the hand-off from one guard's release to the other guard's waiter, p50/p99,
 against a target of hand-off p50 <= 5 ms on localhost.
@@ -45,6 +48,7 @@ from pathlib import Path
 from time import perf_counter_ns
 from types import ModuleType
 
+import in_process_queue
 from gpuguard import EventBus, GpuGuard
 from gpuguard.guard.scopes.host import default_lock_dir
 
@@ -362,6 +366,7 @@ if __name__ == "__main__":
         try:
             baseline = None if arguments.baseline is None else load_baseline(arguments.baseline)
             asyncio.run(main(arguments.quick, meeting, baseline))
+            asyncio.run(in_process_queue.rows(baseline, arguments.quick))
         finally:
             for place in default_lock_dir().glob(f"{meeting}-*"):
                 shutil.rmtree(place, ignore_errors=True)

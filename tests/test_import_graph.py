@@ -74,6 +74,7 @@ GUARD_ROOMS = {
     "_lease": "guard.machinery",
     "_hold": "guard.machinery",
     "_keeper": "guard.machinery",
+    "_deadlines": "guard.machinery",
     "_waiting": "guard.machinery",
     "_hung": "guard.machinery",
     "_telemetry": "guard.machinery",

@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 from ._tickets import Grant, Queued, Ticket
 from .policies import Policy
 
-__all__ = ["Arbiter", "OnGrant", "OnLost", "holders_of"]
+__all__ = ["Arbiter", "OnGrant", "OnLost", "holders_of", "placer"]
 
 
 OnGrant = Callable[[Ticket, float], None]
@@ -115,3 +115,34 @@ def holders_of(arbiter: Arbiter) -> tuple[Grant, ...]:
         return arbiter.holders()
     holder = arbiter.holder()
     return () if holder is None else (holder,)
+
+
+@runtime_checkable
+class _Placing(Protocol):
+    """An arbiter that knows a waiter's place in line without listing the whole line."""
+
+    def position(self, ticket: Ticket, now: float) -> int | None:
+        """``ticket``'s 1-based place in service order; None if it does not wait."""
+
+
+def placer(arbiter: Arbiter) -> Callable[[Ticket, float], int]:
+    """How to find a ticket's 1-based place in ``arbiter``'s line (the back if it waits no more).
+
+    An arbiter with a ``position`` method is asked directly (the in-process line answers in
+    O(log n)); any other lists its waiters. Decided once, as the check itself costs.
+    """
+    if isinstance(arbiter, _Placing):
+        placing = arbiter
+
+        def ask(ticket: Ticket, now: float) -> int:
+            position = placing.position(ticket, now)
+            return arbiter.queue_length() if position is None else position
+
+        return ask
+
+    def walk(ticket: Ticket, now: float) -> int:
+        queued = arbiter.waiters(now)
+        found = (i for i, q in enumerate(queued, 1) if q.ticket == ticket)
+        return next(found, arbiter.queue_length())
+
+    return walk

@@ -91,9 +91,6 @@ class HungLeases:
         lease.state = LeaseState.LOST
         lease.lost_reason = reason
         lease.quarantined = True
-        if lease.timer is not None:
-            lease.timer.cancel()
-            lease.timer = None
         _interrupt(lease, "lost its lease")
         self._end_if_idle(lease)
 

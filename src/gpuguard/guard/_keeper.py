@@ -1,26 +1,26 @@
-"""One guard's leases: requests, grants with their hold timers, and endings.
+"""One guard's leases: requests, grants with their hold deadlines, and endings.
 
 :class:`Leases` is the guard's side of every :class:`~gpuguard.Lease` it grants (the
 :class:`~gpuguard.guard._lease.Keeper` a lease is handed) and what an ``async with``
 :class:`~gpuguard.guard._hold.Hold` asks for the GPU through. It keeps this process's registry
-of leases that wait or hold, asks the arbiter for grants, arms each grant's hold timer, ends
-holds with their outcome, and routes the arbiter's callbacks and the timers to the parts that
-handle them: queued leases (:mod:`gpuguard.guard._waiting`), hung and lost ones
-(:mod:`gpuguard.guard._hung`), counters and events (:mod:`gpuguard.guard._telemetry`).
+of leases that wait or hold, asks the arbiter for grants, records each grant's hold deadline
+(one timer per guard: :mod:`gpuguard.guard._deadlines`), ends holds with their outcome, and
+routes the arbiter's callbacks and the timers to the parts that handle them: queued leases
+(:mod:`gpuguard.guard._waiting`), hung and lost ones (:mod:`gpuguard.guard._hung`), counters
+and events (:mod:`gpuguard.guard._telemetry`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from dataclasses import dataclass
-from functools import partial
 
 from .._clock import Clock
 from .._events import EventBus, GpuStatus, Priority
 from .._exceptions import GuardError, LeaseNotHeld, WouldBlock
 from ._arbiter import Arbiter
+from ._deadlines import HoldDeadlines
 from ._fences import FenceBook
 from ._hung import INTERRUPTED, HungLeases
 from ._lease import Lease, LeaseState
@@ -65,6 +65,7 @@ class Leases:
             finish=self.finish,
             holder=self.holder_label,
         )
+        self.deadlines = HoldDeadlines(clock, self._on_hold_timeout)
         self._ids = itertools.count(1)
         self._leases: dict[int, Lease] = {}
         """This process's leases that wait or hold, by lease id."""
@@ -208,12 +209,7 @@ class Leases:
         self.telemetry.started(lease.ticket, waited_s=waited_s, queued=queued)
         lease.timer = None
         if lease.hold_timeout is not None:
-            # Granted to synchronous code (acquire_nowait outside an event loop), the clock
-            # has no loop to run the timer on, and a hang would have no task to interrupt.
-            with contextlib.suppress(RuntimeError):
-                lease.timer = self.clock.call_later(
-                    lease.hold_timeout, partial(self._on_hold_timeout, lease)
-                )
+            self.deadlines.add(lease, now + lease.hold_timeout)
 
     # --- endings (the Keeper a lease is handed) ------------------------------------------------
 
@@ -268,8 +264,9 @@ class Leases:
         self.arbiter.release(lease.ticket, now)
 
     def forget(self, lease: Lease) -> None:
-        """Drop ``lease`` from the registry and cancel its timer."""
+        """Drop ``lease`` from the registry, its hold deadline and its wait timer."""
         self._leases.pop(lease.lease_id, None)
+        self.deadlines.discard(lease)
         if lease.timer is not None:
             lease.timer.cancel()
             lease.timer = None

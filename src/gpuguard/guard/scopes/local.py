@@ -120,6 +120,11 @@ class LocalArbiter:
             for e in self._queue.order(now)
         ]
 
+    def position(self, ticket: Ticket, now: float) -> int | None:
+        """``ticket``'s place in line, without walking it; None if it does not wait."""
+        entry = self._entries.get(ticket.lease_id)
+        return None if entry is None or not entry.queued else self._queue.position(entry, now)
+
     def queue_length(self) -> int:
         """How many wait."""
         return len(self._queue)
