@@ -44,13 +44,14 @@ def make_arbiter(
 
     ``lock_dir`` and ``lock_group`` are for the host scope (default: see
     :func:`.host.default_lock_dir`); ``redis_url``, ``ttl_s`` and ``prefix`` for the Redis
-    scope. Only the process scope grants several holders at once: another policy than the
+    scope. Every scope bears the GPU's machine-wide mark while this process holds
+    (:mod:`._mark`). Only the process scope grants several holders at once: another policy than the
     exclusive one on a shared scope raises :class:`~gpuguard.ConfigError`.
     """
     if scope == "process":
         from .local import LocalArbiter
 
-        return LocalArbiter(aging_s=aging_s, policy=policy, clock=clock)
+        return LocalArbiter(aging_s=aging_s, policy=policy, clock=clock, name=name)
     if policy is not EXCLUSIVE and scope in SCOPES:
         raise ConfigError(
             f"the {policy.name} policy works in the process scope only: the {scope} scope "

@@ -46,9 +46,9 @@ from ..._arbiter import OnGrant, OnLost
 from ..._queue import WaiterQueue
 from ..._tickets import Grant, Queued, Ticket
 from ...policies import EXCLUSIVE
+from .._mark import GpuMarker
 from ._files import SYSTEM_LOCK_DIR, default_lock_dir
 from ._lease_dir import LeaseDir
-from ._marker import GpuMarker
 from ._probe import overdue_since
 from ._repair import read_or_rebuild, sweep
 from ._requests import Request, Requests
@@ -95,7 +95,7 @@ class HostArbiter:
         self.directory = self._dir.path
         self._aging_s = aging_s
         self._clock = clock
-        self._requests = Requests(clock, GpuMarker(name, str(self.directory)))
+        self._requests = Requests(clock, GpuMarker(name, f"the lock directory {self.directory}"))
         self._pid = os.getpid()
         self._lock = threading.Lock()
         _LIVE.add(self)

@@ -20,8 +20,8 @@ from ...._clock import Clock
 from ...._exceptions import GuardUnavailable
 from ..._arbiter import OnGrant
 from ..._tickets import Ticket
+from .._mark import GpuMarker
 from ._lease_dir import LeaseDir
-from ._marker import GpuMarker
 from ._state import Entry
 
 __all__ = ["Request", "Requests"]
