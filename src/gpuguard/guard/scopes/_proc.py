@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from functools import cache
 
-__all__ = ["process_name", "process_state"]
+__all__ = ["hostname", "process_name", "process_state"]
 
 
 def process_state(pid: int, host: str | None = None) -> str | None:
@@ -14,7 +14,7 @@ def process_state(pid: int, host: str | None = None) -> str | None:
     Only for processes of this ``host`` (default: this one); pids of another host or pid
     namespace mean nothing here.
     """
-    if host is not None and host != _hostname():
+    if host is not None and host != hostname():
         return None
     raw = _stat(pid)
     # "pid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ')'.
@@ -40,5 +40,6 @@ def _stat(pid: int) -> bytes:
 
 
 @cache
-def _hostname() -> str:
+def hostname() -> str:
+    """The name of this host, as tickets record it."""
     return socket.gethostname()
