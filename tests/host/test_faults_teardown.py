@@ -16,6 +16,7 @@ import pytest
 from gpuguard import FakeClock, GpuGuard, WouldBlock
 from gpuguard.devices import FakeDevices, GpuProcess
 from gpuguard.guard.scopes.host import HostArbiter
+from gpuguard.settings import build_guard, load_settings
 
 from .conftest import Processes, line
 
@@ -107,4 +108,19 @@ async def test_a_driver_that_stops_answering_does_not_hold_the_gpu_back(
     guard = guard_with(devices, tmp_path, clock)
     await killed_holder(processes, tmp_path, devices)
     devices.fail()
+    guard.acquire_nowait("next").release()
+
+
+async def test_the_configured_host_guard_asks_the_gpu_driver_for_its_processes(
+    tmp_path: Path, processes: Processes
+) -> None:
+    """``[guard] scope = "host"`` (the server's default) waits for the dead holder where the
+    driver lists the GPU's processes."""
+    devices = FakeDevices.with_gpus(24576)
+    settings = load_settings(guard={"scope": "host", "lock_dir": str(tmp_path)})
+    guard = build_guard(settings.guard, detect=lambda: devices)
+    await killed_holder(processes, tmp_path, devices)
+    with pytest.raises(WouldBlock):
+        guard.acquire_nowait("next")
+    devices.set_processes(0)
     guard.acquire_nowait("next").release()
