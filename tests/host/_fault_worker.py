@@ -16,7 +16,8 @@ write fail and release (print ``released``).
 ``hold DIR OP HOLD_S``: hold with a hold timeout (print ``held``) until stdin closes.
 ``hold-in SCOPE GPU WHERE``: hold GPU through SCOPE (``host``: lock directory WHERE;
 ``redis``: Redis URL WHERE, keys under the prefix GPU; ``process``: WHERE unused), print
-``held``, and release on the first line of stdin (print ``released``) or when it closes.
+``held``, and release on the first line of stdin (print ``released``) or when it closes;
+the guard is closed when stdin closes.
 ``wait DIR OP``: queue (print ``queued``), then print ``granted`` or ``refused: <error>``.
 """
 
@@ -218,8 +219,8 @@ async def hold_in(scope: str, gpu: str, where: str) -> None:
         say("held")
         await asyncio.to_thread(stdin_line)
     say("released")
-    await guard.aclose()
     await until_stdin_closes()
+    await guard.aclose()
 
 
 async def wait(lock_dir: str, operation: str) -> None:

@@ -137,3 +137,40 @@ def test_a_child_forked_by_a_holder_does_not_keep_its_mark(
         os.waitpid(child, 0)
         os.close(ready)
         os.close(started)
+
+
+async def test_an_idle_process_scope_guard_is_a_second_lease_all_the_same(
+    tmp_path: Path, processes: Processes, caplog: pytest.LogCaptureFixture, gpu: str
+) -> None:
+    """Nobody shares a process-scope lease, so it keeps the mark after its holds: a
+    host-wide holder meets it even while that program does not use the GPU."""
+    program = await processes.fault("hold-in", "process", gpu, "-")
+    assert await line(program) == "held"
+    assert program.stdin is not None
+    program.stdin.write(b"release\n")
+    assert await line(program) == "released"
+    caplog.set_level(logging.WARNING, logger="gpuguard.guard")
+
+    GpuGuard.host(gpu, lock_dir=tmp_path).acquire_nowait("host").release()
+    assert f"{SECOND} {gpu}" in caplog.text
+    assert f"pid {program.pid} (" in caplog.text
+    assert await finish(program) == 0
+
+
+async def test_two_leases_of_one_process_meet_on_the_mark_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, gpu: str
+) -> None:
+    """A process-scope guard that holds is reported to a host guard of the same process; an
+    idle one gives its mark way without a report."""
+    caplog.set_level(logging.WARNING, logger="gpuguard.guard")
+    local, host = GpuGuard(gpu), GpuGuard.host(gpu, lock_dir=tmp_path)
+    held = local.acquire_nowait("local")
+    host.acquire_nowait("host").release()
+    assert f"{SECOND} {gpu}" in caplog.text
+    assert f"pid {os.getpid()} (" in caplog.text
+    held.release()
+    caplog.clear()
+
+    host.acquire_nowait("host").release()
+    assert SECOND not in caplog.text
+    await local.aclose()

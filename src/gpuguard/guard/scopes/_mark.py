@@ -62,7 +62,12 @@ class GpuMarker:
         self._address = f"\0gpuguard/gpu/{gpu}"
         self._gpu, self._where = gpu, where
         self._socket: socket.socket | None = None
+        self.holding = False
+        """True between :meth:`take` and :meth:`linger` or :meth:`drop`."""
         _MARKERS.add(self)
+
+    def __del__(self) -> None:
+        self.drop()
 
     @property
     def taken(self) -> bool:
@@ -70,7 +75,8 @@ class GpuMarker:
         return self._socket is not None
 
     def take(self) -> OtherHolder | None:
-        """Bind the mark; if another process holds it, warn and return who it is."""
+        """Bind the mark; if another lease holds it, warn and return who holds it."""
+        self.holding = True
         if self._socket is not None:
             return None
         other = UNKNOWN
@@ -83,6 +89,13 @@ class GpuMarker:
                 sock.close()
                 if exc.errno != errno.EADDRINUSE:
                     return None  # no abstract names here: nothing to tell
+                mine = _BOUND.get(self._address)
+                if mine is not None:  # another lease of this very process has it
+                    if not mine.holding:
+                        mine.drop()  # an idle, lingering mark gives way
+                        continue
+                    other = (os.getpid(), os.getuid())
+                    break
                 try:
                     other = self._holder()
                 except _Freed:
@@ -91,15 +104,27 @@ class GpuMarker:
                     continue  # a holder that is exiting (killed): its mark goes with it
                 break
             self._socket = sock
+            _BOUND[self._address] = self
             return None
         self._warn(other)
         return other
 
+    def linger(self) -> None:
+        """No longer holding, but keep the mark bound until :meth:`drop`.
+
+        For a lease no other process shares (the process scope): whoever meets its mark holds
+        a second lease, holding or not, and a hold here then costs no system call.
+        """
+        self.holding = False
+
     def drop(self) -> None:
-        """Let go of the mark (this process no longer holds)."""
+        """Let go of the mark (this process no longer holds through this lease)."""
+        self.holding = False
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+            if _BOUND.get(self._address) is self:
+                del _BOUND[self._address]
 
     def _warn(self, other: OtherHolder) -> None:
         pid, uid = other
@@ -137,6 +162,9 @@ class GpuMarker:
 
 
 _MARKERS: weakref.WeakSet[GpuMarker] = weakref.WeakSet()
+_BOUND: weakref.WeakValueDictionary[str, GpuMarker] = weakref.WeakValueDictionary()
+"""The marks this process has bound, by address: a lingering one gives way to another lease
+of this process; a holding one is reported like any other."""
 
 
 def _after_fork_in_child() -> None:

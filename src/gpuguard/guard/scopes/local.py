@@ -2,8 +2,8 @@
 
 Under the exclusive policy there is at most one holder; under a sharing policy (budget)
 several, granted in line order for as long as the policy admits the head of the line.
-Given the GPU's name, it bears the machine-wide mark (:mod:`._mark`) while this process
-holds, so a host-wide or Redis lease of the same GPU beside it is reported.
+Given the GPU's name, it bears the machine-wide mark (:mod:`._mark`) from its first grant on
+(no other process shares this lease), so any other lease of the same GPU is reported.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class LocalArbiter:
     ) -> None:
         self.policy = policy
         self._mark = None if name is None else GpuMarker(name, "the process scope")
-        """The GPU's machine-wide mark, taken while any grant here holds (None: unnamed)."""
+        """The GPU's machine-wide mark, from the first grant to :meth:`aclose` (None: unnamed)."""
         self._clock: Clock = clock if clock is not None else SystemClock()
         """The guard's clock: the line's order when a waiter leaves it (aging)."""
         self._queue: WaiterQueue[_Waiter] = WaiterQueue(aging_s=aging_s)
@@ -95,7 +95,7 @@ class LocalArbiter:
         if self._holders.pop(ticket.lease_id, None) is not None:
             self._grant_heads(now)
             if not self._holders and self._mark is not None:
-                self._mark.drop()  # before anyone else can be granted the GPU
+                self._mark.linger()  # kept bound: nobody else shares this lease
 
     def _hold(self, grant: Grant) -> None:
         self._holders[grant.ticket.lease_id] = grant
@@ -142,7 +142,9 @@ class LocalArbiter:
         return len(self._queue)
 
     async def aclose(self) -> None:
-        """Nothing to let go of."""
+        """Let go of the GPU's mark."""
+        if self._mark is not None:
+            self._mark.drop()
 
     def __repr__(self) -> str:
         holders = [g.ticket.operation for g in self._holders.values()]
