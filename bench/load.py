@@ -15,6 +15,7 @@ the first round to the last.
     python bench/load.py                        # 200 clients, 5 rounds of 2,000 chats
     python bench/load.py --ci                   # the CI size (well under a minute)
     python bench/load.py --server-keep-alive 5  # uvicorn's default: shows the lost requests
+    python bench/load.py --attacks [--ci]       # slowloris, idle SSE, stalled readers
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 import httpx
 
 import gpuguard
+import load_attacks
 
 # The child imports the same gpuguard as this process, whatever its working directory.
 GPUGUARD_SOURCE = str(Path(gpuguard.__file__).resolve().parents[1])
@@ -224,12 +226,20 @@ def rss_bytes(pid: int) -> int:
 
 @asynccontextmanager
 async def child_server(
-    workdir: Path, keep_alive_s: int | None, max_waiters: int
-) -> AsyncIterator[tuple[str, int]]:
-    """Start the server in a child process; yields its URL and pid, ends it on the way out."""
+    workdir: Path,
+    keep_alive_s: int | None,
+    max_waiters: int,
+    bounds: dict[str, float] | None = None,
+) -> AsyncIterator[tuple[str, str, int]]:
+    """Start the server in a child process; yields its URL, admin token and pid; ends it.
+
+    ``bounds`` are ``[server]`` settings of the child (``stalled_reader_s``, ...).
+    """
     command = [sys.executable, __file__, "--serve", "--max-waiters", str(max_waiters)]
     if keep_alive_s is not None:
         command += ["--server-keep-alive", str(keep_alive_s)]
+    if bounds:
+        command += ["--server-bounds", json.dumps(bounds)]
     paths = [GPUGUARD_SOURCE, os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     process = await asyncio.create_subprocess_exec(
@@ -245,7 +255,8 @@ async def child_server(
         line = await asyncio.wait_for(process.stdout.readline(), 60)
         if not line:
             raise RuntimeError("the server process ended before it served")
-        yield line.decode().strip(), process.pid
+        url, token = line.decode().split()  # the child's URL and its admin token
+        yield url, token, process.pid
     finally:
         process.stdin.close()  # the child serves until its stdin ends
         try:
@@ -267,9 +278,12 @@ async def run(
         workdir = Path(tmp)
         documents = write_sample_documents(workdir / "docs")
         database = write_sample_database(workdir / "shop.sqlite")
-        async with child_server(workdir, keep_alive_s, max_waiters) as (url, pid):
+        async with child_server(workdir, keep_alive_s, max_waiters) as (url, token, pid):
             limits = httpx.Limits(max_connections=size.clients + 8)
-            async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+            admin = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(
+                base_url=url, limits=limits, headers=admin, timeout=60
+            ) as http:
                 rss_start = rss_bytes(pid)
                 samples = [rss_start]
                 stop = asyncio.Event()
@@ -321,6 +335,13 @@ async def run(
     }
 
 
+async def attacks(size: load_attacks.AttackSize) -> dict[str, Any]:
+    """The attack rows (bench/load_attacks.py) against a child server with short bounds."""
+    with tempfile.TemporaryDirectory(prefix="gpuguard-attacks-") as tmp:
+        async with child_server(Path(tmp), None, 64, load_attacks.BOUNDS) as (url, token, pid):
+            return await load_attacks.run_attacks(url, token, pid, size, rss_bytes)
+
+
 async def _sample(pid: int, samples: list[int], stop: asyncio.Event) -> None:
     while not await _stopped(stop, 0.25):
         samples.append(rss_bytes(pid))
@@ -364,7 +385,7 @@ def report(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def serve_child(keep_alive_s: int | None, max_waiters: int) -> None:
+async def serve_child(keep_alive_s: int | None, max_waiters: int, bounds: dict[str, float]) -> None:
     """The server side: fakes behind the real app, index and jobs in the working directory."""
     from gpuguard import GpuGuard
     from gpuguard.embed import BulkEmbedder
@@ -374,7 +395,7 @@ async def serve_child(keep_alive_s: int | None, max_waiters: int) -> None:
     from gpuguard.server import create_app, running_server
     from gpuguard.server._jobs import IndexingJobs
     from gpuguard.server._runtime import store_retriever
-    from gpuguard.settings import LlmSettings, Settings
+    from gpuguard.settings import LlmSettings, ServerSettings, Settings
     from gpuguard.testing import FakeBackend, HashEmbedder
 
     logging.getLogger("gpuguard").setLevel(logging.ERROR)  # busy refusals are counted, not logged
@@ -395,14 +416,14 @@ async def serve_child(keep_alive_s: int | None, max_waiters: int) -> None:
         )
         retriever = store_retriever(gateway, store, 3)
         app = create_app(
-            Settings(llm=LlmSettings(backend="fake")),
+            Settings(llm=LlmSettings(backend="fake"), server=ServerSettings.model_validate(bounds)),
             gateway=gateway,
             retriever=retriever,
             jobs=jobs,
         )
         options: dict[str, Any] = {} if keep_alive_s is None else {"keep_alive_s": keep_alive_s}
         async with gateway, running_server(app, **options) as url:
-            print(url, flush=True)
+            print(url, app.state.access.token, flush=True)
             await asyncio.to_thread(sys.stdin.buffer.read)  # until the parent closes it
             await manager.aclose()
 
@@ -414,11 +435,20 @@ def main() -> None:
     parser.add_argument("--max-waiters", type=int, default=64)
     parser.add_argument("--seed", type=int, default=int(os.environ.get("LOAD_SEED", "1")))
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument("--attacks", action="store_true", help="slowloris, idle SSE, stalls")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--server-bounds", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve_child(args.server_keep_alive, args.max_waiters))
+        bounds = json.loads(args.server_bounds)
+        asyncio.run(serve_child(args.server_keep_alive, args.max_waiters, bounds))
         return
+    if args.attacks:
+        attacked = asyncio.run(attacks(load_attacks.CI if args.ci else load_attacks.BENCH))
+        print(load_attacks.attacks_report(attacked))
+        if args.json:
+            print(json.dumps(attacked))
+        sys.exit(0 if load_attacks.attacks_passed(attacked) else 1)
     size = CI if args.ci else BENCH
     figures = asyncio.run(
         run(size, keep_alive_s=args.server_keep_alive, max_waiters=args.max_waiters, seed=args.seed)

@@ -69,6 +69,7 @@ GUARD_ROOMS = {
     "_queue": "guard.vocabulary",
     "_options": "guard.vocabulary",
     "_work": "guard.vocabulary",
+    "_fences": "guard.vocabulary",
     "_arbiter": "guard.arbiter",
     "_lease": "guard.machinery",
     "_hold": "guard.machinery",

@@ -10,6 +10,10 @@ from typing import Any
 from ..server.conftest import gpu_held
 from .conftest import OpenPage
 
+TOKEN_PROMPT = (
+    "This server needs its token: open the link `gpuguard serve` printed, or paste the token here:"
+)
+
 
 async def test_log_refreshes_that_overlap_show_each_line_once(open_page: OpenPage) -> None:
     async with open_page() as page:
@@ -88,7 +92,7 @@ async def test_cancelling_the_token_prompt_asks_once_and_says_so(open_page: Open
         await tab.evaluate(
             "Promise.all([refreshLane(), refreshLogs(), refreshJobs(), refreshModels()])"
         )
-        assert prompts == ["This server needs its bearer token:"]
+        assert prompts == [TOKEN_PROMPT]
         holder = await tab.inner_text("#lane-holder-value")
         assert holder == "unknown: this server needs its token"
 
@@ -108,7 +112,7 @@ async def test_the_token_answered_once_serves_every_view(open_page: OpenPage) ->
             "document.getElementById('lane-holder-value').textContent === 'free'"
         )
         await tab.evaluate("Promise.all([refreshLane(), refreshLogs(), refreshJobs()])")
-        assert prompts == ["This server needs its bearer token:"]
+        assert prompts == [TOKEN_PROMPT]
 
 
 async def test_a_queued_jobs_row_has_only_its_own_batches_and_time(open_page: OpenPage) -> None:

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpuguard import ConfigError, __version__
+from gpuguard._server_file import write_server_file
 from gpuguard.cli import app
 from gpuguard.cli._samples import write_sample_database, write_sample_documents
 from gpuguard.embed import BulkEmbedder
@@ -35,6 +36,16 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose admin token waits in this user's server file, as `gpuguard serve` does."""
+    with pytest.MonkeyPatch.context() as patch:
+        runtime = tmp_path_factory.mktemp("runtime")
+        runtime.chmod(0o700)
+        patch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        patch.delenv("GPUGUARD_SERVER__TOKEN", raising=False)
+        yield from _server(tmp_path_factory)
+
+
+def _server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     backend = FakeBackend(
         ["fake-llm", "other-llm"], sizes={"fake-llm": 2 * GIB, "other-llm": 5 * GIB}
     )
@@ -56,6 +67,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         )
         app_ = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway, jobs=jobs)
         with ServerThread(app_) as url:
+            write_server_file(int(url.rsplit(":", 1)[1]), url, app_.state.access.token)
             yield Server(url, backend)
 
 
@@ -369,18 +381,20 @@ def test_models_load_says_whom_it_waits_for_and_how_long() -> None:
     backend = FakeBackend(["fake-llm", "other-llm"], load_delay_s=2.0)
     gateway = ModelGateway(backend, model="fake-llm")
     app_ = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)
+    admin = {"Authorization": f"Bearer {app_.state.access.token}"}
     with ServerThread(app_) as url:
         first = threading.Thread(
             target=httpx.post,
             args=(f"{url}/admin/models/load",),
-            kwargs={"json": {"model": "other-llm"}, "timeout": 30},
+            kwargs={"json": {"model": "other-llm"}, "timeout": 30, "headers": admin},
         )
         first.start()
         try:
             for _ in range(200):  # a bounded readiness poll: until the first load holds the GPU
-                if httpx.get(f"{url}/admin/gpu?recent=0").json()["current"]:
+                if httpx.get(f"{url}/admin/gpu?recent=0", headers=admin).json()["current"]:
                     break
-            code, out = invoke("models", "load", "fake-llm", "--url", url)
+            token = app_.state.access.token
+            code, out = invoke("models", "load", "fake-llm", "--url", url, "--token", token)
         finally:
             first.join()
     assert code == 0, out

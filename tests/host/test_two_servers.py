@@ -41,6 +41,11 @@ with urllib.request.urlopen(request, timeout=30) as answer:
 """
 
 
+# The operator's token, so that the test is the servers' admin.
+TOKEN = "two-servers-admin-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -55,6 +60,7 @@ async def start_server(processes: Processes, data_dir: Path, llm_url: str, sourc
         GPUGUARD_DATA_DIR=str(data_dir),
         GPUGUARD_SERVER__HOST="127.0.0.1",
         GPUGUARD_SERVER__PORT=str(port),
+        GPUGUARD_SERVER__TOKEN=TOKEN,
         GPUGUARD_LLM__BACKEND="foundry",
         GPUGUARD_LLM__BASE_URL=llm_url,
         GPUGUARD_LLM__MODEL=MODEL,
@@ -130,7 +136,7 @@ async def test_two_servers_and_a_run_program_never_overlap_on_one_llm_server(
         urls = [
             await start_server(processes, tmp_path / n, double.base_url, tmp_path) for n in "ab"
         ]
-        async with httpx.AsyncClient(timeout=READY_TIMEOUT_S) as http:
+        async with httpx.AsyncClient(timeout=READY_TIMEOUT_S, headers=ADMIN) as http:
             for url in urls:
                 await until_up(http, url)
             run = await processes.gpuguard(

@@ -104,7 +104,7 @@ def test_a_malformed_answer_is_a_source_error_naming_the_source(
 ) -> None:
     from sqlalchemy.engine.reflection import Inspector
 
-    monkeypatch.setattr(Inspector, "get_pk_constraint", lambda *args, **kwargs: None)
+    monkeypatch.setattr(Inspector, "get_multi_pk_constraint", lambda *args, **kwargs: None)
     with pytest.raises(SourceUnavailable) as caught:
         describe_database(f"sqlite:///{shop}")
     assert str(caught.value).startswith(f"cannot read the schema of sqlite:///{shop.resolve()}")

@@ -96,9 +96,9 @@ async def test_abort_closes_the_stream_and_erases_the_busy_slot(
     async with httpx.AsyncClient(base_url=url) as http:
         [slot] = (await http.get("/slots")).json()
     assert slot["is_processing"] is False
-    # The slot serves the next chat at once.
+    # The slot serves the next chat at once (the random model may end it early: "stop").
     chunks = await collect(backend.chat("tiny", HELLO, ChatOptions(max_tokens=2)))
-    assert _finish(chunks) == ["length"]
+    assert _finish(chunks) in (["length"], ["stop"])
 
 
 async def test_router_mode_loads_and_unloads_through_models(

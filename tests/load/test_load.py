@@ -35,3 +35,27 @@ def test_no_request_is_lost_refusals_are_busy_and_memory_is_flat() -> None:
     assert figures["jobs_settled"]
     assert figures["ok"] > 0
     assert done.returncode == 0
+
+
+def test_attacks_leave_the_server_within_its_bounds() -> None:
+    """Slowloris, idle event streams and stalled readers at CI size (about 15 s)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(LOAD), "--attacks", "--ci", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+    table, _, last = done.stdout.rstrip().rpartition("\n")
+    print(table)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    figures = json.loads(last)
+    assert [row["attack"] for row in figures["rows"]] == [
+        "slowloris",
+        "idle SSE subscribers",
+        "stalled stream readers",
+    ]
+    assert all(row["chats_failed"] == 0 for row in figures["rows"]), figures["rows"]
+    assert done.returncode == 0

@@ -99,9 +99,11 @@ def serve(monkeypatch: pytest.MonkeyPatch, root: Path) -> ServeFactory:
         for name, value in (base | env).items():
             monkeypatch.setenv(name, value)
         app = create_app(load_settings())
+        # The caller holds the server's admin token unless a test says otherwise.
+        admin = {"Authorization": f"Bearer {app.state.access.token}"}
         async with (
             running_server(app) as url,
-            httpx.AsyncClient(base_url=url, timeout=30) as http,
+            httpx.AsyncClient(base_url=url, headers=admin, timeout=30) as http,
         ):
             yield Served(url, http, app, root)
 

@@ -200,7 +200,20 @@ async def test_a_password_in_the_query_is_masked_in_job_list_and_events(
 # --- 5. DNS rebinding and cross-origin requests -----------------------------------------------
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8765", "127.0.0.1.nip.io", ""])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:8765",
+        "127.0.0.1.nip.io",
+        "",
+        # Not an authority at all: a name after the bracket, a bare v6 address, odd ports.
+        "[::1].evil.invalid",
+        "[::1]evil.invalid:8765",
+        "[::1]:8765x",
+        "::1",
+    ],
+)
 async def test_requests_for_another_host_name_are_refused(serve: ServeFactory, host: str) -> None:
     async with serve() as server:
         response = await server.http.get("/v1/models", headers={"Host": host})

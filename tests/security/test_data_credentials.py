@@ -214,7 +214,7 @@ async def test_admin_logs_show_callers_the_jobs_words_not_the_drivers(
             errors.append(job["error"])
         logs = (await server.http.get("/admin/logs")).json()
         shown = str(logs)
-        for words in ("refused", "does not exist", 'no_such_role_x" ', "timeout"):
+        for words in ("refused", "does not exist", 'no_such_role_x" ', "timeout expired"):
             assert words not in shown
         for error in errors:
             assert error.removeprefix("SourceUnavailable: ") in shown

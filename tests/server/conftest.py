@@ -85,12 +85,13 @@ async def live_server(
         models={name: ModelSettings(**spec) for name, spec in (models or {}).items()},
     )
     app = create_app(settings, gateway=gateway, retriever=retriever, jobs=jobs)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # Without an operator token the server makes its own admin token: the test is its admin.
+    headers = {"Authorization": f"Bearer {token or app.state.access.token}"}
     async with (
         running_server(app) as url,
         httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http,
         openai.AsyncOpenAI(
-            base_url=f"{url}/v1", api_key=token or "unused", max_retries=0, timeout=10
+            base_url=f"{url}/v1", api_key=token or app.state.access.token, max_retries=0, timeout=10
         ) as client,
     ):
         yield Live(url, gateway, backend, http, client, app)

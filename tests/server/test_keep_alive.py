@@ -28,7 +28,7 @@ async def test_an_idle_connection_outlives_the_client_pools_keep_alive(live: Liv
     assert expiry is not None
     url = urlsplit(live.url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
-    request = f"GET /admin/gpu?recent=0 HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
+    request = f"GET /health HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
     try:
         writer.write(request)
         assert (await read_response(reader)).startswith(b"HTTP/1.1 200")

@@ -37,7 +37,9 @@ async def client(tmp_path: Path) -> AsyncIterator[openai.AsyncOpenAI]:
     app = create_app(settings, gateway=gateway, retriever=retriever)
     async with (
         running_server(app) as url,
-        openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client,
+        openai.AsyncOpenAI(
+            base_url=f"{url}/v1", api_key=app.state.access.token, max_retries=0
+        ) as client,
     ):
         yield client
     await gateway.aclose()

@@ -388,7 +388,7 @@ async def test_management_routes_are_a_501_without_ollama(live: Live) -> None:
         assert response.status_code == 501, path
         assert "'fake'" in response.json()["error"]
     with pytest.raises(ollama.ResponseError) as refused:
-        await ollama.AsyncClient(host=live.url).pull("llama3.2")
+        await ollama.AsyncClient(host=live.url, headers=live.http.headers).pull("llama3.2")
     assert refused.value.status_code == 501
 
 

@@ -94,7 +94,8 @@ async def test_raw_ndjson_over_embedded_llama_cpp(llama_url: tuple[str, GpuGuard
         model = (await http.get("/api/tags")).json()["models"][0]["name"]
         body = {"model": model, "prompt": "hello", "options": {"num_predict": 5}}
         response = await http.post("/api/generate", json=body)
-    lines = [json.loads(line) for line in response.text.splitlines()]
+    every = [json.loads(line) for line in response.text.splitlines()]
+    lines = [line for line in every if "gpuguard" not in line]  # not the GPU wait's notices
     assert all(line["done"] is False for line in lines[:-1])
     assert lines[-1]["done"] is True
     assert 0 < len(lines) - 1 <= 5
@@ -113,14 +114,15 @@ def recorder() -> Iterator[IntervalRecorder]:
 
 
 @asynccontextmanager
-async def _over_ollama(double: OllamaDouble) -> AsyncIterator[tuple[str, ModelGateway]]:
+async def _over_ollama(double: OllamaDouble) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """The server's URL over ``double``, and the admin's headers for model management."""
     timeouts = Timeouts(connect_s=2, health_s=2, request_s=5, load_s=5, unload_s=5, read_s=5)
     backend = OllamaBackend(double.base_url, timeouts=timeouts)
     gateway = ModelGateway(backend, model=LLAMA, cpu_embedder=HashEmbedder(name="hash"))
     app = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)
     try:
         async with running_server(app) as url:
-            yield url, gateway
+            yield url, {"Authorization": f"Bearer {app.state.access.token}"}
     finally:
         await gateway.aclose()
 
@@ -132,9 +134,20 @@ async def via_ollama(recorder: IntervalRecorder) -> AsyncIterator[tuple[str, Oll
             yield url, double
 
 
-async def test_pull_streams_ollamas_progress(via_ollama: tuple[str, OllamaDouble]) -> None:
-    url, double = via_ollama
-    client = ollama.AsyncClient(host=url)
+@pytest.fixture
+async def admin_over_ollama(
+    recorder: IntervalRecorder,
+) -> AsyncIterator[tuple[ollama.AsyncClient, OllamaDouble]]:
+    """An Ollama client holding the server's admin token (model management), and the double."""
+    with OllamaDouble(recorder=recorder, token_latency_s=0.001) as double:
+        async with _over_ollama(double) as (url, admin):
+            yield ollama.AsyncClient(host=url, headers=admin), double
+
+
+async def test_pull_streams_ollamas_progress(
+    admin_over_ollama: tuple[ollama.AsyncClient, OllamaDouble],
+) -> None:
+    client, double = admin_over_ollama
     progress = [p async for p in await client.pull("tinyllama", stream=True)]
     assert progress[0].status == "pulling manifest"
     assert progress[-1].status == "success"
@@ -146,9 +159,10 @@ async def test_pull_streams_ollamas_progress(via_ollama: tuple[str, OllamaDouble
     assert "POST /api/pull" in double.requests
 
 
-async def test_delete_copy_and_create_pass_through(via_ollama: tuple[str, OllamaDouble]) -> None:
-    url, double = via_ollama
-    client = ollama.AsyncClient(host=url)
+async def test_delete_copy_and_create_pass_through(
+    admin_over_ollama: tuple[ollama.AsyncClient, OllamaDouble],
+) -> None:
+    client, double = admin_over_ollama
     assert (await client.copy(LLAMA, "backup")).status == "success"
     assert "backup:latest" in double.models
     created = [p async for p in await client.create("mine", from_=LLAMA, stream=True)]

@@ -10,6 +10,7 @@
     │   ├── OperationHung             held longer than hold_timeout; its work was stopped
     │   ├── LeaseNotHeld              released a lease that was never granted or already freed
     │   ├── LeaseLost                 held, then lost (Redis heartbeat failed, key expired)
+    │   │   └── StaleFence            work under a fence older than the newest seen (409)
     │   └── GuardUnavailable          the shared lease (Redis) cannot be reached
     ├── BackendError                  an LLM server or in-process LLM runtime
     │   ├── BackendUnavailable        unreachable, refused, or not started
@@ -77,6 +78,7 @@ from ._lease import (
     LeaseNotHeld,
     OperationHung,
     QueueFull,
+    StaleFence,
     WaitTimeout,
     WouldBlock,
 )
@@ -125,6 +127,7 @@ __all__ = [
     "OperationHung",
     "QueueFull",
     "SourceUnavailable",
+    "StaleFence",
     "StoreError",
     "UnsupportedParameter",
     "WaitTimeout",

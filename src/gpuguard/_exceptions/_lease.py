@@ -13,6 +13,7 @@ __all__ = [
     "LeaseNotHeld",
     "OperationHung",
     "QueueFull",
+    "StaleFence",
     "WaitTimeout",
     "WouldBlock",
 ]
@@ -156,6 +157,33 @@ class LeaseLost(GuardError):
         )
         self.reason = reason
         self.fence = fence
+
+
+class StaleFence(LeaseLost):
+    """Work under a fencing token older than the newest seen for its GPU: it was refused.
+
+    The lease was taken over (a newer grant's work reached the same GPU first), so the work
+    never started. ``fence`` is the refused token, ``newest`` the one seen, ``gpu`` the GPU.
+    """
+
+    category: ClassVar[ErrorCategory] = "conflict"
+    code: ClassVar[str] = "gpu_fence_stale"
+
+    def __init__(
+        self, *, operation: str, model: str | None, gpu: str, fence: int, newest: int
+    ) -> None:
+        reason = f"GPU {gpu!r} has seen fencing token {newest}, newer than {fence}"
+        # Not LeaseLost's message: this work was refused before it started, not stopped.
+        GuardError.__init__(
+            self,
+            f"{operation!r} refused: {reason}; the lease was taken over by a newer holder",
+            operation=operation,
+            model=model,
+        )
+        self.reason = reason
+        self.fence = fence
+        self.newest = newest
+        self.gpu = gpu
 
 
 class GuardUnavailable(GuardError):

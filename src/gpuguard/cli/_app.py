@@ -155,7 +155,15 @@ def serve(
     ollama_at = listen.ollama_port if listen.ollama_listen else None
     with console_logging():
         try:
-            asyncio.run(serve_app(app_, host=listen.host, port=listen.port, ollama_port=ollama_at))
+            asyncio.run(
+                serve_app(
+                    app_,
+                    host=listen.host,
+                    port=listen.port,
+                    ollama_port=ollama_at,
+                    on_serving=functools.partial(_print_login_link, app_),
+                )
+            )
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise fail(f"cannot serve on {listen.host}:{listen.port}: {reason}") from exc
@@ -170,6 +178,12 @@ def _model_file_exists(settings: Settings) -> None:
     path = settings.model_path
     if path != settings.generated_model_path and not path.is_file():
         raise ConfigError(f"the model file {str(path)!r} does not exist (llm.model_path)")
+
+
+def _print_login_link(app_: Any, url: str) -> None:
+    """The page gets the admin token through a link that works once (the CLI reads a file)."""
+    link = app_.state.access.login_url(url)
+    console.print(f"Open the page (this link works once): {link}", soft_wrap=True)
 
 
 def _llm_overrides(backend: str | None, model: str | None) -> dict[str, object]:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from .._exceptions import ConfigError
+from .._server_file import read_server_token
 from ..settings import ServerSettings, load_settings
 from ._output import fail
 from ._probe import stranger
@@ -56,7 +57,11 @@ class ServerClient:
     """Talks JSON (and the chat stream) to one server."""
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float | None = 30.0) -> None:
-        """``timeout`` bounds each request (``None``: no limit, for operations of minutes)."""
+        """``timeout`` bounds each request (``None``: no limit, for operations of minutes).
+
+        Without ``token``, the one this user's ``gpuguard serve`` left for a loopback ``url``.
+        """
+        token = token or read_server_token(url)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout)

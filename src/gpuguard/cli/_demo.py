@@ -161,8 +161,10 @@ async def run_demo(console: Console, *, data_dir: Path, port: int, serve: bool) 
             good = good and all(status == "completed" for _, status, _ in jobs)
             if serve:
                 console.print(
-                    f"\nweb page: [bold]{url}/[/]  (index the sample documents from it: "
-                    f"{documents.resolve()}); Ctrl-C to stop"
+                    f"\nweb page: [bold]{app.state.access.login_url(url)}[/]  (a link that "
+                    f"works once; index the sample documents from it: "
+                    f"{documents.resolve()}); Ctrl-C to stop",
+                    soft_wrap=True,
                 )
                 await _forever()
     return good

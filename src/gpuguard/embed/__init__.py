@@ -20,6 +20,7 @@ from .._lazy import lazy_getattr
 from ._batches import BulkStats, EmbeddedBatch
 from ._bulk import BulkEmbedder, BulkRun
 from ._bundled import DEFAULT_MODEL, bundled_model_path
+from ._engines import EngineChoice, choose_cpu_engine
 from ._factory import ENGINES, create_embedder
 from ._fallback import FALLBACK_MESSAGE, report_fallback
 from ._lease import LeaseGuard
@@ -43,6 +44,7 @@ __all__ = [
     "EmbeddedBatch",
     "Embedder",
     "EmbedderPair",
+    "EngineChoice",
     "FastEmbedEmbedder",
     "HashEmbedder",
     "LeaseGuard",
@@ -51,6 +53,7 @@ __all__ = [
     "SentenceTransformerEmbedder",
     "Vectors",
     "bundled_model_path",
+    "choose_cpu_engine",
     "create_embedder",
     "export_onnx",
     "report_fallback",

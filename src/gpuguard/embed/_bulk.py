@@ -9,8 +9,11 @@ The log and the bus hear of each switch and each CPU batch (:mod:`._fallback`). 
 runs as tracked work of its lease (:meth:`~gpuguard.Lease.run`): the lease is held until
 the encode has really ended.
 
-Batches come out in input order whichever device embedded them, and memory stays bounded:
-at most ``max_in_flight`` batches exist between the input and the consumer.
+Texts are sorted by length within a window of a few batches before they are cut into the
+batches the models see, so a batch pads little (:mod:`._window`); each of those batches
+takes its own ``try_hold``. Batches come out in input order (the input cut into
+``batch_size`` lists) whichever device embedded them, and memory stays bounded: at most
+``max_in_flight`` batches exist between the input and the consumer.
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ from typing import Generic, TypeVar
 from .._events import Priority
 from .._exceptions import ConfigError, WouldBlock
 from ..guard import DEFAULT, Timeout, run_to_end
-from ._batches import BulkStats, Device, EmbeddedBatch, chunked
+from ._batches import BulkStats, Device, EmbeddedBatch
 from ._fallback import MODEL_LOADING_REASON, DeviceSwitches
 from ._lease import LeaseGuard
 from ._pair import EmbedderPair
-from ._protocol import Embedder
+from ._protocol import CountsTokens, Embedder
+from ._window import Window, windows
 
 __all__ = ["BulkEmbedder", "BulkRun"]
 
@@ -54,6 +58,9 @@ class BulkEmbedder:
         batch_size: items per batch.
         max_in_flight: bound on batches read from the input but not yet taken by the
             consumer (memory stays bounded whatever the corpus size).
+        sort_window: how many batches' texts are sorted by length together before they
+            are embedded (at most ``max_in_flight``; default half of it, at least 1). A
+            wider window pads less; a window is embedded only once it is read whole.
         side_by_side: when True, a CPU worker takes batches from the same queue while the
             GPU worker does, instead of the CPU only standing in when the GPU is busy.
         hold_timeout: how long one GPU batch may hold the lease before it counts as hung
@@ -66,7 +73,8 @@ class BulkEmbedder:
         guard: LeaseGuard | None = None,
         *,
         batch_size: int = 32,
-        max_in_flight: int = 4,
+        max_in_flight: int = 64,
+        sort_window: int | None = None,
         side_by_side: bool = False,
         hold_timeout: Timeout = DEFAULT,
     ) -> None:
@@ -74,10 +82,14 @@ class BulkEmbedder:
             raise ConfigError("a GPU embedder needs a guard: GPU work always takes the lease")
         if batch_size < 1 or max_in_flight < 1:
             raise ConfigError("batch_size and max_in_flight must be >= 1")
+        window = max(1, max_in_flight // 2) if sort_window is None else sort_window
+        if not 1 <= window <= max_in_flight:
+            raise ConfigError("sort_window must be between 1 and max_in_flight")
         self.pair = pair
         self.guard = guard
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
+        self.sort_window = window
         self.side_by_side = side_by_side
         self.hold_timeout = hold_timeout
 
@@ -119,22 +131,31 @@ class BulkEmbedder:
     def __repr__(self) -> str:
         return (
             f"BulkEmbedder(pair={self.pair!r}, batch_size={self.batch_size}, "
-            f"max_in_flight={self.max_in_flight}, side_by_side={self.side_by_side})"
+            f"max_in_flight={self.max_in_flight}, sort_window={self.sort_window}, "
+            f"side_by_side={self.side_by_side})"
         )
 
 
 @dataclass(slots=True)
 class _Work(Generic[T]):
+    """One batch the models see: texts of similar length, at ``positions`` of its window."""
+
     index: int
+    positions: list[int]
     items: list[T]
+    texts: list[str]
     result: asyncio.Future[EmbeddedBatch[T]]
+
+
+_Pending = tuple[Window[T], list[_Work[T]]]
 
 
 class BulkRun(Generic[T]):
     """One pass of items through a :class:`BulkEmbedder`: an async iterator of batches.
 
     Use it as ``async with bulk.stream(...) as run: async for batch in run: ...`` so that the
-    workers stop as soon as the block exits, even early; ``stats`` holds the running totals.
+    workers stop as soon as the block exits, even early; ``stats`` holds the running totals
+    of the batches the models saw (sorted by length, as many as the batches that come out).
     """
 
     def __init__(
@@ -176,19 +197,25 @@ class BulkRun(Generic[T]):
 
     async def _run(self) -> AsyncGenerator[EmbeddedBatch[T], None]:
         slots = asyncio.Semaphore(self._bulk.max_in_flight)
-        order: asyncio.Queue[asyncio.Future[EmbeddedBatch[T]] | None] = asyncio.Queue()
+        order: asyncio.Queue[_Pending[T] | Exception | None] = asyncio.Queue()
         work: asyncio.Queue[_Work[T] | None] = asyncio.Queue()
         workers = [self._gpu_first_worker] if self._bulk.pair.gpu is not None else []
         if not workers or self._bulk.side_by_side:
             workers.append(self._cpu_worker)
         tasks = [asyncio.create_task(self._batcher(slots, order, work, len(workers)))]
         tasks += [asyncio.create_task(worker(work)) for worker in workers]
+        jobs: list[_Work[T]] = []
         try:
-            while (result := await order.get()) is not None:
-                batch = await result
-                slots.release()
-                self.stats.add(batch)
-                yield batch
+            while (pending := await order.get()) is not None:
+                if isinstance(pending, Exception):
+                    raise pending
+                window, jobs = pending
+                embedded = [(job.positions, await job.result) for job in jobs]
+                for _, batch in embedded:
+                    self.stats.add(batch)
+                for batch in window.assemble(embedded):
+                    slots.release()
+                    yield batch
         finally:
             if self._gpu_loading is not None:
                 tasks.append(self._gpu_loading)
@@ -196,33 +223,50 @@ class BulkRun(Generic[T]):
                 task.cancel()
             # A repeated cancel of the job must not abandon a batch still on the GPU.
             await run_to_end(asyncio.gather(*tasks, return_exceptions=True))
-            _discard(order)
+            _discard(jobs, order)
 
     async def _batcher(
         self,
         slots: asyncio.Semaphore,
-        order: asyncio.Queue[asyncio.Future[EmbeddedBatch[T]] | None],
+        order: asyncio.Queue[_Pending[T] | Exception | None],
         work: asyncio.Queue[_Work[T] | None],
         n_workers: int,
     ) -> None:
         loop = asyncio.get_running_loop()
-        index = 0
+        first = 0
         try:
-            async for items in chunked(self._items, self._batch_size, slots):
-                if index == 0:
+            read = windows(self._items, self._batch_size, self._bulk.sort_window, slots)
+            async for slices in read:
+                if first == 0:
                     await self._start_models()
-                result: asyncio.Future[EmbeddedBatch[T]] = loop.create_future()
-                order.put_nowait(result)
-                work.put_nowait(_Work(index, items, result))
-                index += 1
+                texts = [self._text(item) for part in slices for item in part]
+                window = Window.sort(first, slices, texts, await self._lengths(texts))
+                jobs = [
+                    _Work(
+                        first + number,
+                        positions,
+                        window.items_at(positions),
+                        [window.texts[position] for position in positions],
+                        loop.create_future(),
+                    )
+                    for number, positions in enumerate(window.embedding_batches(self._batch_size))
+                ]
+                order.put_nowait((window, jobs))
+                for job in jobs:
+                    work.put_nowait(job)
+                first += len(slices)
         except Exception as exc:  # the input or a model load failed: the consumer raises it
-            failed: asyncio.Future[EmbeddedBatch[T]] = loop.create_future()
-            failed.set_exception(exc)
-            order.put_nowait(failed)
+            order.put_nowait(exc)
         finally:
             for _ in range(n_workers):
                 work.put_nowait(None)
         order.put_nowait(None)
+
+    async def _lengths(self, texts: list[str]) -> list[int]:
+        """What a window is sorted by: the CPU model's token counts, else characters."""
+        counter = self._bulk.pair.cpu
+        counted = await counter.token_lengths(texts) if isinstance(counter, CountsTokens) else None
+        return [len(text) for text in texts] if counted is None else counted
 
     async def _start_models(self) -> None:
         """Load the models at the first batch: a job with nothing to embed loads none.
@@ -288,15 +332,19 @@ class BulkRun(Generic[T]):
         self, embedder: Embedder, job: _Work[T], device: Device, fallback: bool
     ) -> EmbeddedBatch[T]:
         started = time.perf_counter()
-        vectors = await embedder.embed([self._text(item) for item in job.items])
+        vectors = await embedder.embed(job.texts)
         return EmbeddedBatch(
             job.index, job.items, vectors, device, fallback, time.perf_counter() - started
         )
 
 
-def _discard(order: asyncio.Queue[asyncio.Future[EmbeddedBatch[T]] | None]) -> None:
+def _discard(jobs: list[_Work[T]], order: asyncio.Queue[_Pending[T] | Exception | None]) -> None:
     """Mark the results nobody will read as seen, so that their errors are not logged."""
+    left = list(jobs)
     while not order.empty():
-        result = order.get_nowait()
-        if result is not None and result.done() and not result.cancelled():
-            result.exception()
+        pending = order.get_nowait()
+        if isinstance(pending, tuple):
+            left += pending[1]
+    for job in left:
+        if job.result.done() and not job.result.cancelled():
+            job.result.exception()

@@ -7,15 +7,55 @@ setting means the same on either side of the process boundary.
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._exceptions import ConfigError
 from ._local import LocalEmbedder
+from .onnx import MANIFEST_NAME
 
-__all__ = ["LOCAL_ENGINES", "create_local_embedder"]
+__all__ = ["LOCAL_ENGINES", "EngineChoice", "choose_cpu_engine", "create_local_embedder"]
 
 LOCAL_ENGINES = ("sentence-transformers", "fastembed")
 """The engines that run on this machine, and so can run in a worker process."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineChoice:
+    """The engine ``auto`` stands for, the model to give it, and why, for the log."""
+
+    engine: str
+    model: str | None
+    reason: str
+
+
+def choose_cpu_engine(model: str | None, *, onnx_dirs: Sequence[Path] = ()) -> EngineChoice:
+    """The CPU engine for ``model``: fastembed (ONNX Runtime) where it can run, else torch.
+
+    fastembed runs the model where fastembed and onnxruntime are installed and an ONNX
+    export of it is found: ``model`` itself, or the first of ``onnx_dirs``, made by
+    :func:`~gpuguard.embed.export_onnx` (its vectors match sentence-transformers', so CPU
+    and GPU batches stay interchangeable). Otherwise sentence-transformers runs ``model``.
+    Nothing is exported or downloaded here.
+    """
+    candidates = [Path(model)] if model is not None else []
+    candidates += onnx_dirs
+    export = next((path for path in candidates if (path / MANIFEST_NAME).is_file()), None)
+    if export is None:
+        looked = ", ".join(str(path) for path in onnx_dirs) or "the model's own directory"
+        return EngineChoice("sentence-transformers", model, f"no ONNX export found ({looked})")
+    missing = [name for name in ("fastembed", "onnxruntime") if not _installed(name)]
+    if missing:
+        return EngineChoice(
+            "sentence-transformers", model, f"{' and '.join(missing)} not installed"
+        )
+    return EngineChoice("fastembed", str(export), f"ONNX export at {export}")
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def create_local_embedder(engine: str, *, model: str | None, device: str) -> LocalEmbedder:

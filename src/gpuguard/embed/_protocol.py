@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Embedder", "Vectors"]
+__all__ = ["CountsTokens", "Embedder", "Vectors"]
 
 Vectors = NDArray[np.float32]
 """A ``(n, dimension)`` float32 array of L2-normalised rows."""
@@ -65,3 +65,11 @@ class Embedder(Protocol):
 
     async def aclose(self) -> None:
         """Free the model."""
+
+
+@runtime_checkable
+class CountsTokens(Protocol):
+    """An embedder that can say how many tokens its model reads of each text."""
+
+    async def token_lengths(self, texts: Sequence[str]) -> list[int] | None:
+        """Each text's token count after truncation; ``None`` if it cannot count here."""

@@ -73,6 +73,10 @@ class HashEmbedder(LocalEmbedder):
     def _decode_sync(self, ids: list[list[int]]) -> list[str]:
         return [" ".join(f"tok{token}" for token in array) for array in ids]
 
+    def _token_lengths_sync(self, texts: list[str]) -> list[int] | None:
+        """Its tokens are words."""
+        return [len(_TOKEN.findall(text.lower())) or 1 for text in texts]
+
     def _encode_sync(self, texts: list[str]) -> Vectors:
         if self._recorder is not None and self._device != "cpu":
             with self._recorder.record(f"embedder:{self._name}", "embed"):

@@ -127,6 +127,11 @@ class FastEmbedEmbedder(LocalEmbedder):
         texts: list[str] = self._tokenizer().decode_batch(ids, skip_special_tokens=True)
         return texts
 
+    def _token_lengths_sync(self, texts: list[str]) -> list[int] | None:
+        # fastembed's tokenizer pads; the attention mask counts the real tokens.
+        encodings = self._tokenizer().encode_batch(texts)
+        return [sum(encoding.attention_mask) for encoding in encodings]
+
     def _tokenizer(self) -> Any:
         """The ``tokenizers.Tokenizer`` fastembed encodes with."""
         return self._engine.model.tokenizer

@@ -73,6 +73,12 @@ class SentenceTransformerEmbedder(LocalEmbedder):
         texts: list[str] = self._model.tokenizer.batch_decode(ids, skip_special_tokens=True)
         return texts
 
+    def _token_lengths_sync(self, texts: list[str]) -> list[int] | None:
+        encoded = self._model.tokenizer(
+            texts, truncation=True, max_length=self._model.max_seq_length
+        )["input_ids"]
+        return [len(ids) for ids in encoded]
+
     def _unload_sync(self) -> None:
         self._model = None
         gc.collect()

@@ -4,13 +4,15 @@
   registry, grants and endings), each :class:`Lease` and ``async with`` :class:`Hold`
   (``_lease``, ``_hold``), the waiting line (``_queue``), queued leases (``_waiting``), hung
   and lost ones (``_hung``), counters and events (``_telemetry``), frozen views
-  (``_snapshot``), options (``_options``) and tracked GPU work (``_work``);
+  (``_snapshot``), options (``_options``), tracked GPU work (``_work``) and the newest
+  fencing token seen, which refuses work under an older one (``_fences``);
 * :mod:`~gpuguard.guard.policies`: who may hold the GPU at once (``exclusive``);
 * :mod:`~gpuguard.guard.scopes`: how wide the lease is, one :class:`Arbiter` protocol
   (``_arbiter``) and one implementation per scope (``local``, ``host``, ``redis``). A scope
   imports the core's protocol; only the factory in :mod:`~gpuguard.guard.scopes` names them.
 """
 
+from ._fences import FenceBook
 from ._guard import GpuGuard
 from ._hold import Hold
 from ._lease import Lease
@@ -21,6 +23,7 @@ from ._work import StopWork, in_thread, run_to_end
 __all__ = [
     "DEFAULT",
     "DefaultType",
+    "FenceBook",
     "GpuGuard",
     "GuardCounters",
     "GuardSnapshot",

@@ -38,6 +38,7 @@ from typing import Any
 from .._clock import Clock, SystemClock
 from .._events import EventBus, Priority
 from ._arbiter import Arbiter, holders_of
+from ._fences import FenceBook
 from ._hold import Hold
 from ._keeper import Leases, Limits
 from ._lease import Lease
@@ -171,6 +172,15 @@ class GpuGuard:
     def scope(self) -> str:
         """How wide the lease is: ``process``, ``host`` or ``redis``."""
         return self._arbiter.scope
+
+    @property
+    def fences(self) -> FenceBook:
+        """The newest fencing token seen for this GPU: work under an older one is refused.
+
+        Fed by this guard's leases (on scopes that issue fences) and by whoever else is the
+        last hop before the GPU (``gpuguard serve`` admits the fences its requests carry).
+        """
+        return self._leases.fences
 
     # --- public API ------------------------------------------------------------------------
 

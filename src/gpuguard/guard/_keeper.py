@@ -21,6 +21,7 @@ from .._clock import Clock
 from .._events import EventBus, GpuStatus, Priority
 from .._exceptions import GuardError, LeaseNotHeld, WouldBlock
 from ._arbiter import Arbiter
+from ._fences import FenceBook
 from ._hung import INTERRUPTED, HungLeases
 from ._lease import Lease, LeaseState
 from ._options import DEFAULT, OnHang, Timeout, check_timeout
@@ -52,6 +53,8 @@ class Leases:
         self.clock = clock
         self.arbiter = arbiter
         self.telemetry = GuardTelemetry(name, events, clock)
+        self.fences = FenceBook(name)
+        """The newest fencing token seen for this GPU: a lease's work under an older is refused."""
         self.hung = HungLeases(clock, arbiter, self.telemetry, self.forget)
         self.waiting = WaitingLeases(
             clock,

@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 from .._clock import Clock, TimerHandle
 from .._events import Priority
 from .._exceptions import GuardError, LeaseLost, OperationHung
+from ._fences import FenceBook, under_fence
 from ._tickets import Ticket
 from ._work import OnceClosed, StopWork, run_to_end
 
@@ -56,6 +57,10 @@ class Keeper(Protocol):
 
     def work_stopped(self, lease: Lease) -> None:
         """The last tracked work of hung ``lease`` has ended: its quarantine may end."""
+
+    @property
+    def fences(self) -> FenceBook:
+        """The newest fencing token seen for the GPU; work under an older one is refused."""
 
 
 class Lease:
@@ -152,11 +157,19 @@ class Lease:
         its hold timeout, ``stop`` is called (kill the worker, ask the server to cancel), and
         once the work has ended this raises :class:`OperationHung`. A plain cancellation (a
         client that went away) never calls it. Raises at once, without starting ``work``, if
-        the lease is hung or no longer held.
+        the lease is hung or no longer held, or (:class:`StaleFence`) if its fencing token is
+        older than the newest the guard has seen for the GPU: the lease was taken over.
         """
         if self.state is not LeaseState.HELD:
             _discard(work)
             raise self.keeper.refusal(self)
+        if self.fence is not None:
+            try:
+                self.keeper.fences.admit(self.fence, operation=self.operation, model=self.model)
+            except GuardError:
+                _discard(work)
+                raise
+            work = under_fence(work, self.keeper.fences.gpu, self.fence)
         self.tracked = True
         task = asyncio.current_task()
         token = object()

@@ -221,38 +221,73 @@ def _reason(exc: BaseException) -> str:
 
 
 def _describe_schema(inspector: Any, schema: str) -> list[TableDescription]:
-    tables = [
-        _describe(inspector, schema, name, "table") for name in inspector.get_table_names(schema)
+    """Every table and view of ``schema``, read a whole schema at a time.
+
+    SQLAlchemy 2's ``get_multi_*`` answer for every table of a schema at once: a constant
+    number of statements on PostgreSQL, where describing one table at a time took five
+    per table. A dialect without them (SQLite, MySQL/MariaDB) falls back inside SQLAlchemy
+    to its per-table reflection, sharing one cached read per table.
+    """
+    return sorted(
+        _describe_kind(inspector, schema, "table") + _describe_kind(inspector, schema, "view"),
+        key=lambda table: table.name,
+    )
+
+
+def _describe_kind(
+    inspector: Any, schema: str, kind: Literal["table", "view"]
+) -> list[TableDescription]:
+    from sqlalchemy.engine.reflection import ObjectKind
+
+    is_table = kind == "table"
+    objects = ObjectKind.TABLE if is_table else ObjectKind.VIEW
+    columns = inspector.get_multi_columns(schema, kind=objects)
+    if not columns:
+        return []
+    keys = inspector.get_multi_pk_constraint(schema, kind=objects) if is_table else {}
+    foreign = inspector.get_multi_foreign_keys(schema, kind=objects) if is_table else {}
+    comments = _table_comments(inspector, schema, objects)
+    return [
+        _describe(
+            inspector,
+            schema,
+            str(key[1]),
+            kind,
+            columns=table_columns,
+            primary_key=tuple((keys.get(key) or {}).get("constrained_columns") or ()),
+            foreign_keys=foreign.get(key) or (),
+            comment=comments.get(key),
+        )
+        for key, table_columns in columns.items()
     ]
-    views = [
-        _describe(inspector, schema, name, "view") for name in inspector.get_view_names(schema)
-    ]
-    return sorted(tables + views, key=lambda table: table.name)
 
 
 def _describe(
-    inspector: Any, schema: str, name: str, kind: Literal["table", "view"]
+    inspector: Any,
+    schema: str,
+    name: str,
+    kind: Literal["table", "view"],
+    *,
+    columns: Any,
+    primary_key: tuple[str, ...],
+    foreign_keys: Any,
+    comment: Any,
 ) -> TableDescription:
-    is_table = kind == "table"
-    primary_key = tuple(
-        inspector.get_pk_constraint(name, schema).get("constrained_columns") or ()
-        if is_table
-        else ()
-    )
-    foreign_keys = tuple(
+    """One table from what the inspector said about it (``Any``: the driver's answers)."""
+    keys = tuple(
         ForeignKeyDescription(
             columns=tuple(key["constrained_columns"]),
             referred_table=f"{key.get('referred_schema') or schema}.{key['referred_table']}",
             referred_columns=tuple(key["referred_columns"]),
         )
-        for key in (inspector.get_foreign_keys(name, schema) if is_table else ())
+        for key in foreign_keys
     )
     references = {
         column: f"{key.referred_table}({referred})"
-        for key in foreign_keys
+        for key in keys
         for column, referred in zip(key.columns, key.referred_columns, strict=False)
     }
-    columns = tuple(
+    described = tuple(
         ColumnDescription(
             name=column["name"],
             type=_type_name(column["type"], inspector.dialect),
@@ -262,17 +297,18 @@ def _describe(
             comment=column.get("comment") or None,
             references=references.get(column["name"]),
         )
-        for column in inspector.get_columns(name, schema)
+        for column in columns
     )
+    text = (comment or {}).get("text")
     return TableDescription(
         schema=schema,
         name=name,
         kind=kind,
-        columns=columns,
+        columns=described,
         primary_key=primary_key,
-        foreign_keys=foreign_keys,
-        comment=_table_comment(inspector, name, schema),
-        definition=None if is_table else _view_definition(inspector, name, schema),
+        foreign_keys=keys,
+        comment=str(text) if text else None,
+        definition=None if kind == "table" else _view_definition(inspector, name, schema),
     )
 
 
@@ -283,12 +319,11 @@ def _type_name(sql_type: Any, dialect: Any) -> str:
         return type(sql_type).__name__
 
 
-def _table_comment(inspector: Any, name: str, schema: str) -> str | None:
+def _table_comments(inspector: Any, schema: str, objects: Any) -> dict[Any, Any]:
     try:
-        comment = inspector.get_table_comment(name, schema).get("text")
+        return dict(inspector.get_multi_table_comment(schema, kind=objects))
     except NotImplementedError:  # SQLite has no comments
-        return None
-    return str(comment) if comment else None
+        return {}
 
 
 def _view_definition(inspector: Any, name: str, schema: str) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from .._exceptions import BackendError, BackendProtocolError, ConfigError
+from ..guard._fences import fence_headers
 from ._framing import Framing
 from ._http_errors import Classifier, ErrorMap
 from ._protocol import BackendHealth
@@ -91,7 +92,12 @@ class HttpClient:
         try:
             async with asyncio.timeout(timeout):
                 response = await self._client.request(
-                    method, path, json=json_body, params=params, timeout=limits
+                    method,
+                    path,
+                    json=json_body,
+                    params=params,
+                    headers=fence_headers(),  # the lease's token, for a gpuguard behind us
+                    timeout=limits,
                 )
         except (httpx.HTTPError, TimeoutError) as exc:
             raise self.errors.for_transport(exc, url=url, operation=operation, model=model) from exc
@@ -159,7 +165,10 @@ class HttpClient:
         url = f"{self.base_url}{path}"
         limits = httpx.Timeout(self.timeouts.read_s, connect=self.timeouts.connect_s)
         try:
-            async with self._client.stream("POST", path, json=json_body, timeout=limits) as resp:
+            headers = fence_headers()  # the lease's token, for a gpuguard behind us
+            async with self._client.stream(
+                "POST", path, json=json_body, headers=headers, timeout=limits
+            ) as resp:
                 if not resp.is_success:
                     await resp.aread()
                     raise self.errors.for_response(resp, operation=operation, model=model)

@@ -1,4 +1,4 @@
-"""Who may talk to the server: the bearer token, and the names and origins it answers to.
+"""Which names and origins the server answers to (the token is :mod:`._access`'s).
 
 Settings refuse a non-loopback bind address without a token; :class:`HostCheck` refuses
 requests for any other name than the server's own (DNS rebinding) and state-changing
@@ -8,46 +8,15 @@ requests from another origin.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from fastapi import HTTPException, Request
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._errors import ErrorKind, error_body
 
-__all__ = ["LOOPBACK_NAMES", "BearerToken", "HostCheck", "allowed_host_names"]
-
-
-class BearerToken:
-    """A FastAPI dependency: require ``Authorization: Bearer <token>`` when a token is set.
-
-    ``EventSource`` cannot send headers, so ``?token=`` is accepted too (for ``/events``).
-    """
-
-    def __init__(self, token: str | None) -> None:
-        self._token = token or None
-
-    @property
-    def required(self) -> bool:
-        """True when requests must carry the token."""
-        return self._token is not None
-
-    async def __call__(self, request: Request) -> None:
-        """Raise 401 unless the request carries the token (or none is configured)."""
-        if self._token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            given = request.query_params.get("token", "")
-        if not secrets.compare_digest(given.encode(), self._token.encode()):
-            raise HTTPException(
-                status_code=401,
-                detail="missing or invalid bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+__all__ = ["LOOPBACK_NAMES", "HostCheck", "allowed_host_names"]
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -70,7 +39,7 @@ class HostCheck:
 
     def __init__(self, app: ASGIApp, *, allowed: Iterable[str]) -> None:
         self.app = app
-        self.allowed = frozenset(_bare_host(name) for name in allowed)
+        self.allowed = frozenset(name.strip().lower().strip("[]") for name in allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check ``Host`` (and ``Origin`` for unsafe methods) before the app sees anything."""
@@ -103,14 +72,26 @@ def allowed_host_names(bind_host: str, extra: Iterable[str]) -> list[str]:
 
 
 def _bare_host(host: str) -> str:
-    """``host[:port]`` or ``[v6][:port]`` -> the lower-case name, without brackets."""
+    """``name[:port]`` or ``[v6][:port]`` -> the lower-case name, without brackets.
+
+    Anything else (``[::1].evil.invalid``, ``[::1]x``, a bare ``::1``, an empty or
+    non-numeric port) is not an authority and gives ``""``, which names no server.
+    """
     host = host.strip().lower()
     if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    name, _, port = host.rpartition(":")
-    if name and port.isdigit() and ":" not in name:
-        return name
-    return host
+        end = host.find("]")
+        rest = host[end + 1 :]
+        if end < 0 or (rest and not (rest[0] == ":" and _is_port(rest[1:]))):
+            return ""
+        return host[1:end]
+    name, colon, port = host.rpartition(":")
+    if not colon:
+        return host
+    return name if name and ":" not in name and _is_port(port) else ""
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5
 
 
 def _same_origin(origin: str, host: str) -> bool:

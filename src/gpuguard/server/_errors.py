@@ -200,6 +200,7 @@ async def _http_error(request: Request, exc: Exception) -> JsonResponse:
 
 _DESCRIPTIONS = {
     400: "Invalid request: a field missing or out of range, a refused source",
+    401: "Missing or invalid bearer token (or a used login link)",
     404: "Unknown model or job",
     409: "The model is not loaded, or the job cannot do that now",
     502: "The LLM server failed or answered something invalid",

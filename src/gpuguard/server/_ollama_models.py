@@ -1,32 +1,25 @@
-"""Ollama's model routes: list, running, show, and pull/delete/copy/create.
+"""Ollama's model routes that describe: list, running, show.
 
 ``/api/tags``, ``/api/ps`` and ``/api/show`` describe the gateway's models (and embedders)
 whatever the backend. Pull, delete, copy and create change what an Ollama server has on
-disk: they are passed through when the backend is Ollama (pull and create progress
-streamed line by line) and answered with a 501 otherwise. They touch no GPU, so they
-take no lease.
+disk: they are admin routes, in :mod:`._ollama_manage`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, Response
 
-from .._exceptions import GpuGuardError, ModelNotFound, NotSupportedByBackend
+from .._exceptions import ModelNotFound
 from ..embed._protocol import Embedder
 from ..gateway import ModelGateway
 from ..llm import OllamaBackend
 from ._catalog import canonical, embedder_aliases, embedders_of, weights_size
 from ._context import ServerContext, get_context
-from ._errors import ollama_error
-from ._ollama_schemas import CopyRequest, ModelNameRequest
-from ._ollama_wire import FOREVER, created_at, digest, line
-from ._streaming import ClosingStreamingResponse
+from ._ollama_schemas import ModelNameRequest
+from ._ollama_wire import FOREVER, created_at, digest
 
 __all__ = ["chat_capabilities", "embedder_names", "resolve_model", "router"]
 
@@ -181,81 +174,6 @@ def _shown(name: str, backend: str, capabilities: list[str], *, family: str = ""
     }
 
 
-@router.post("/pull", response_model=None)
-async def pull(body: ModelNameRequest, context: Context) -> Response:
-    """Pull through to Ollama, its progress streamed line by line (or only the last)."""
-    return await _progress(context, "/api/pull", body, operation="pull")
-
-
-@router.post("/create", response_model=None)
-async def create(body: ModelNameRequest, context: Context) -> Response:
-    """Create through to Ollama, its progress streamed line by line (or only the last)."""
-    return await _progress(context, "/api/create", body, operation="create")
-
-
-@router.delete("/delete")
-async def delete(body: ModelNameRequest, context: Context) -> Response:
-    """Delete through to Ollama: 200 with an empty body, 404 for an unknown model."""
-    store = _required_store(context.gateway, "delete")
-    name = body.model_name
-    await store.manage("DELETE", "/api/delete", {"model": name}, operation="delete", model=name)
-    return Response(status_code=200)
-
-
-@router.post("/copy")
-async def copy(body: CopyRequest, context: Context) -> Response:
-    """Copy through to Ollama: 200 with an empty body, 404 for an unknown source."""
-    store = _required_store(context.gateway, "copy")
-    await store.manage("POST", "/api/copy", body.model_dump(), operation="copy", model=body.source)
-    return Response(status_code=200)
-
-
 def _store(gateway: ModelGateway) -> OllamaBackend | None:
     backend = gateway.backend
     return backend if isinstance(backend, OllamaBackend) else None
-
-
-def _required_store(gateway: ModelGateway, operation: str) -> OllamaBackend:
-    store = _store(gateway)
-    if store is None:
-        kind = gateway.backend.kind
-        raise NotSupportedByBackend(
-            f"{operation} manages an Ollama server's models, and this server's backend is "
-            f"{kind!r}: manage its models with that backend's own tools",
-            backend=kind,
-        )
-    return store
-
-
-async def _progress(
-    context: ServerContext, path: str, body: ModelNameRequest, *, operation: str
-) -> Response:
-    store = _required_store(context.gateway, operation)
-    name = body.model_name
-    events = store.manage_stream(path, body.forwarded(), operation=operation, model=name)
-    try:
-        first = await anext(events)
-    except BaseException:
-        await events.aclose()
-        raise
-    if not body.stream:
-        last = first
-        async with aclosing(events):
-            async for event in events:
-                last = event
-        return JSONResponse(dict(last))
-    return ClosingStreamingResponse(_lines(first, events), media_type="application/x-ndjson")
-
-
-async def _lines(
-    first: Mapping[str, Any], events: AsyncGenerator[Mapping[str, Any], None]
-) -> AsyncGenerator[str, None]:
-    async with aclosing(events):
-        yield line(dict(first))
-        try:
-            async for event in events:
-                yield line(dict(event))
-        except GpuGuardError as exc:
-            # The status line went out with the first event: Ollama reports later errors
-            # as a last line, and its clients raise on it.
-            yield line(ollama_error(exc))

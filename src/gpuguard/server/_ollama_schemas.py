@@ -20,7 +20,6 @@ from ._ollama_options import SERVER_OPTIONS, ChatParameters, chat_parameters
 from ._openai_schemas import ToolSpec
 
 __all__ = [
-    "CopyRequest",
     "EmbedRequest",
     "EmbeddingsRequest",
     "GenerateRequest",
@@ -204,14 +203,5 @@ class ModelNameRequest(BaseModel):
         return self.model or self.name
 
     def forwarded(self) -> dict[str, Any]:
-        """The body as Ollama expects it, unknown fields included."""
-        body = self.model_dump(exclude={"name"}, exclude_defaults=False)
-        body["model"] = self.model_name
-        return body
-
-
-class CopyRequest(BaseModel):
-    """``POST /api/copy``."""
-
-    source: str = Field(min_length=1, max_length=256)
-    destination: str = Field(min_length=1, max_length=256)
+        """The body as Ollama documents it for ``/api/show``: nothing else is forwarded."""
+        return {"model": self.model_name, "verbose": self.verbose}

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from numpy.typing import NDArray
 from starlette.responses import StreamingResponse
@@ -16,6 +16,7 @@ from starlette.responses import StreamingResponse
 from .._exceptions import GpuGuardError, ModelNotFound, UnsupportedParameter
 from ..gateway import GpuWaiting, ModelGateway, ModelInfo
 from ..llm import ChatChunk, ChatMessage, ChatOptions
+from ._access import Access
 from ._catalog import (
     CHAT,
     EMBEDDINGS,
@@ -25,7 +26,7 @@ from ._catalog import (
 )
 from ._context import ServerContext, get_context
 from ._dimensions import shorten
-from ._errors import error_body, kind_of
+from ._errors import error_body, error_responses, kind_of
 from ._openai_payloads import Answer, chunk_payload, new_id, text_chunk_payload
 from ._openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ._retrieval import with_passages
@@ -65,17 +66,23 @@ async def get_model(model_id: str, context: Context) -> dict[str, Any]:
     raise ModelNotFound(f"no model named {model_id!r}", backend="gpuguard", model=model_id)
 
 
-@router.post("/chat/completions", response_model=None, responses=_NOT_FOUND)
+@router.post(
+    "/chat/completions", response_model=None, responses={**_NOT_FOUND, **error_responses(401)}
+)
 async def chat_completions(
-    body: ChatCompletionRequest, context: Context
+    body: ChatCompletionRequest, context: Context, request: Request
 ) -> JSONResponse | StreamingResponse:
     """Answer a chat, holding the GPU for the whole answer.
 
     Errors found before the first token (unknown model, unsupported parameter, a prompt
     longer than the context, full queue) get their own status code; once a stream has
-    started, an error goes out as a final ``{"error": ...}`` frame.
+    started, an error goes out as a final ``{"error": ...}`` frame. ``"retrieval": true``
+    reads the index, so it needs the server's token even where chat is open.
     """
     body.refuse_unknown()
+    if body.retrieval:
+        access: Access = request.app.state.access
+        access.require(request, '"retrieval": true')
     gateway = context.gateway
     refuse_chat_with_embedder(body.model, gateway, context.models)
     model = context.models.backend_id(body.model)

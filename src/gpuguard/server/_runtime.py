@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .._events import Priority
 from .._exceptions import GpuGuardError
-from ..embed import BulkEmbedder, create_embedder
+from ..embed import BulkEmbedder, choose_cpu_engine, create_embedder
 from ..gateway import EmbeddingSizes, FootprintMeter, GatewayTimeouts, ModelGateway
 from ..index import VectorStore, private_directory
 from ..jobs import JobManager
@@ -174,7 +174,14 @@ def build_gateway(settings: Settings) -> ModelGateway:
             url=spec.url,
             process=spec.gpu_process,
         )
-    cpu = create_embedder(spec.cpu_engine, model=spec.cpu_model, device="cpu", url=spec.url)
+    cpu_engine, cpu_model = spec.cpu_engine, spec.cpu_model
+    if cpu_engine == "auto":
+        choice = choose_cpu_engine(
+            cpu_model, onnx_dirs=[settings.data_dir / "onnx" / Path(cpu_model).name]
+        )
+        logger.info("CPU embeddings run on %s (%s)", choice.engine, choice.reason)
+        cpu_engine, cpu_model = choice.engine, choice.model or cpu_model
+    cpu = create_embedder(cpu_engine, model=cpu_model, device="cpu", url=spec.url)
     return ModelGateway(
         _build_backend(settings),
         model=settings.model_name,

@@ -7,16 +7,18 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import Future
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
 
+from .._server_file import remove_server_file, write_server_file
 from ._app import ollama_app
+from ._connections import ConnectionLimits, guarded_protocol
 
 __all__ = ["KEEP_ALIVE_S", "ServerThread", "running_server", "serve"]
 
@@ -38,6 +40,8 @@ a request that fails on a reused connection.)
 # How often to look whether uvicorn finished its startup (the lifespan) or died trying.
 _STARTUP_POLL_S = 0.01
 
+logger = logging.getLogger("gpuguard.server")
+
 
 async def serve(
     app: FastAPI,
@@ -45,21 +49,47 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
     ollama_port: int | None = None,
+    on_serving: Callable[[str], None] | None = None,
 ) -> None:
     """Serve ``app`` until interrupted (Ctrl-C, SIGTERM).
 
     With ``ollama_port``, its Ollama API (:func:`~gpuguard.server.ollama_app`) is served on
     that port too, once ``app`` has started. "serving on URL" is logged only once the socket
-    is bound and the app has started; a port in use raises ``OSError`` before anything runs.
+    is bound and the app has started (then ``on_serving(url)`` runs: the CLI prints the page's
+    one-time link there); a port in use raises ``OSError`` before anything runs. While it
+    serves, the admin token waits for this user's CLI in an owner-only file
+    (:mod:`gpuguard._server_file`), removed at the end.
     """
-    async with running_server(app, host=host, port=port) as url:
+    async with AsyncExitStack() as stack:
+        url = await stack.enter_async_context(running_server(app, host=host, port=port))
         logger.info("gpuguard serving on %s", url)
-        if ollama_port is None:
-            await _until_interrupted()
-            return
-        async with running_server(ollama_app(app), host=host, port=ollama_port) as ollama_url:
+        if ollama_port is not None:
+            ollama_url = await stack.enter_async_context(
+                running_server(ollama_app(app), host=host, port=ollama_port)
+            )
             logger.info("Ollama API also on %s", ollama_url)
+        with _token_file(app, host, port):
+            if on_serving is not None:
+                on_serving(url)
             await _until_interrupted()
+
+
+@contextmanager
+def _token_file(app: FastAPI, host: str, port: int) -> Iterator[None]:
+    """Leave the app's admin token for this user's CLI while the body runs."""
+    access = getattr(app.state, "access", None)
+    if access is None or port == 0:
+        yield
+        return
+    url_host = f"[{host}]" if ":" in host else host
+    try:
+        write_server_file(port, f"http://{url_host}:{port}", access.token)
+    except OSError as exc:
+        logger.warning("the CLI will need --token: the token file was not written (%s)", exc)
+    try:
+        yield
+    finally:
+        remove_server_file(port)
 
 
 async def _until_interrupted() -> None:
@@ -81,8 +111,15 @@ async def _until_interrupted() -> None:
 
 
 def _config(app: FastAPI, *, keep_alive_s: int = KEEP_ALIVE_S, **options: Any) -> uvicorn.Config:
+    """Uvicorn's settings, with the connection bounds the app was built with."""
+    limits = getattr(app.state, "connection_limits", None) or ConnectionLimits()
     return uvicorn.Config(
-        app, log_level="warning", lifespan="on", timeout_keep_alive=keep_alive_s, **options
+        app,
+        log_level="warning",
+        lifespan="on",
+        timeout_keep_alive=keep_alive_s,
+        http=guarded_protocol(limits),
+        **options,
     )
 
 

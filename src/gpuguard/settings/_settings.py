@@ -36,6 +36,7 @@ from .._exceptions import ConfigError
 from ._environment import misnamed_variables
 from ._guard import GuardSettings
 from ._parts import ModelSettings, Section, describe_errors, section_names
+from ._server import ServerBounds
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -62,8 +63,8 @@ BackendKind = Literal[
 ]
 
 
-class ServerSettings(Section):
-    """Where the HTTP server listens and what it accepts."""
+class ServerSettings(ServerBounds):
+    """Where the HTTP server listens and what it accepts (its bounds: :class:`ServerBounds`)."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
@@ -137,7 +138,8 @@ class EmbeddingSettings(Section):
     """The GPU embedder (optional) and the CPU embedder that stands in for it when it is busy.
 
     Use the same model for both, so that their vectors are interchangeable. Engines:
-    ``sentence-transformers``, ``fastembed``, ``remote`` (with ``url``), ``hash`` (tests).
+    ``sentence-transformers``, ``fastembed``, ``remote`` (with ``url``), ``hash`` (tests), and
+    for the CPU ``auto`` (the default: fastembed over an ONNX export where there is one).
     A local GPU engine runs in a worker process (``gpu_process``); the CPU one in-process.
     """
 
@@ -149,7 +151,12 @@ class EmbeddingSettings(Section):
         description="Run a local GPU embedder in a worker process, so that hung work can be "
         "killed (its memory, VRAM included, is freed by the OS).",
     )
-    cpu_engine: str = "sentence-transformers"
+    cpu_engine: str = Field(
+        default="auto",
+        description='"auto": fastembed (ONNX Runtime) where it and an export_onnx directory of '
+        "cpu_model (cpu_model itself, or <data_dir>/onnx/<cpu_model>) are there, else "
+        "sentence-transformers; the log says which runs.",
+    )
     cpu_model: str = "all-MiniLM-L6-v2"
     url: str | None = Field(default=None, description="Base URL of a remote embedding engine.")
     batch_size: int = Field(default=32, ge=1, le=4096)

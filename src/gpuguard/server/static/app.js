@@ -94,14 +94,15 @@ async function api(path, options = {}) {
  */
 function askToken() {
   if (state.tokenRefused) return false;
-  const token = window.prompt("This server needs its bearer token:");
+  const token = window.prompt(
+    "This server needs its token: open the link `gpuguard serve` printed, or paste the token here:",
+  );
   if (!token) {
     state.tokenRefused = true;
     showTokenNeeded();
     return false;
   }
-  state.token = token;
-  localStorage.setItem("gpuguard-token", token);
+  keepToken(token);
   return true;
 }
 
@@ -118,6 +119,25 @@ function retryToken() {
   if (!state.tokenRefused) return;
   state.tokenRefused = false;
   if (askToken()) window.location.reload();
+}
+
+function keepToken(token) {
+  state.token = token;
+  localStorage.setItem("gpuguard-token", token); // per origin: this server's port only
+}
+
+/** The one-time link `gpuguard serve` prints (#login=CODE): exchanged once for the token. */
+async function redeemLoginLink() {
+  const match = /^#login=([A-Za-z0-9_-]+)$/.exec(window.location.hash);
+  if (!match) return;
+  // Out of the address bar and history first: the code works once, and only here.
+  window.history.replaceState(null, "", window.location.pathname + window.location.search);
+  const response = await fetch("/auth/session", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code: match[1] }),
+  });
+  if (response.ok) keepToken((await response.json()).token);
 }
 
 /** The JSON payloads of an OpenAI-style SSE response body. */

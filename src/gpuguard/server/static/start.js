@@ -59,4 +59,4 @@ function init() {
   }, 1000);
 }
 
-document.addEventListener("DOMContentLoaded", init);
+document.addEventListener("DOMContentLoaded", () => redeemLoginLink().finally(init));
