@@ -14,6 +14,10 @@ is refused (print ``refused``) or 200 are queued (print ``queued``).
 ``release-on-full-disk DIR``: hold (print ``held``); on the first line of stdin, make every
 write fail and release (print ``released``).
 ``hold DIR OP HOLD_S``: hold with a hold timeout (print ``held``) until stdin closes.
+``hold-in SCOPE GPU WHERE``: hold GPU through SCOPE (``host``: lock directory WHERE;
+``redis``: Redis URL WHERE, keys under the prefix GPU; ``process``: WHERE unused), print
+``held``, and release on the first line of stdin (print ``released``) or when it closes;
+the guard is closed when stdin closes.
 ``wait DIR OP``: queue (print ``queued``), then print ``granted`` or ``refused: <error>``.
 """
 
@@ -200,6 +204,25 @@ async def hold(lock_dir: str, operation: str, hold_s: float) -> None:
         await until_stdin_closes()
 
 
+def guard_in(scope: str, gpu: str, where: str) -> GpuGuard:
+    """A guard of GPU ``gpu`` through ``scope`` (see ``hold-in``)."""
+    if scope == "host":
+        return GpuGuard.host(gpu, lock_dir=where)
+    if scope == "redis":
+        return GpuGuard.redis(where, gpu, prefix=gpu)
+    return GpuGuard(gpu)
+
+
+async def hold_in(scope: str, gpu: str, where: str) -> None:
+    guard = guard_in(scope, gpu, where)
+    async with guard.hold("train"):
+        say("held")
+        await asyncio.to_thread(stdin_line)
+    say("released")
+    await until_stdin_closes()
+    await guard.aclose()
+
+
 async def wait(lock_dir: str, operation: str) -> None:
     guard = GpuGuard.host(lock_dir=lock_dir, wait_timeout=None)
     request = guard.hold(operation, priority=Priority.NORMAL)
@@ -227,6 +250,8 @@ def main(argv: list[str]) -> None:
         asyncio.run(release_on_full_disk(args[0]))
     elif mode == "hold":
         asyncio.run(hold(args[0], args[1], float(args[2])))
+    elif mode == "hold-in":
+        asyncio.run(hold_in(args[0], args[1], args[2]))
     elif mode == "wait":
         asyncio.run(wait(args[0], args[1]))
     else:

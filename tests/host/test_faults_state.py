@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,7 @@ async def test_a_lock_directory_removed_under_a_live_lease_is_refused_and_report
     caplog.set_level(logging.WARNING, logger="gpuguard.guard")
     newcomer = GpuGuard.host(lock_dir=tmp_path).acquire_nowait("newcomer")
     assert "second lease on GPU gpu0" in caplog.text
-    assert f"pid {holder.pid} (uid {os.getuid()})" in caplog.text
+    assert f"pid {holder.pid} ({Path(sys.executable).name[:15]}, uid {os.getuid()})" in caplog.text
 
     assert await finish(holder) == 0
     refusal = await line(waiter)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 from .._clock import SystemClock
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, DevicesUnavailable
 from ..devices import Devices, detect_devices, predict_gguf_footprint
 from ..devices.remembered import FOOTPRINTS_FILE, FootprintBook, ProcessGpuMemory
 from ..guard import GpuGuard
@@ -31,6 +31,19 @@ def lock_dir_of(limits: GuardSettings) -> Path | None:
     return limits.lock_dir if limits.lock_dir is not None else default_lock_dir()
 
 
+def _gpu_pids(detect: Callable[[], Devices | None]) -> Callable[[], set[int]]:
+    """The pids the driver lists on the first GPU now; the driver is found at the first call."""
+    found = cache(detect)
+
+    def gpu_pids() -> set[int]:
+        devices = found()
+        if devices is None:
+            raise DevicesUnavailable("no GPU driver here lists the processes on the GPU")
+        return {process.pid for process in devices.info(0).processes}
+
+    return gpu_pids
+
+
 def build_guard(
     limits: GuardSettings,
     *,
@@ -43,6 +56,9 @@ def build_guard(
     passes its own shorter limit. The policy (``auto`` looks at the first GPU ``detect``
     finds) is logged once; ``budget`` where it cannot work raises :class:`~gpuguard.ConfigError`.
     ``footprints`` are the budget's bytes per model (a :class:`FootprintBook`, read live).
+    The host scope asks the first GPU's driver (``detect``, first when a holder dies) which
+    processes use it, to wait for a dead holder's context to be torn down before the next
+    is granted.
     """
     clock = SystemClock()
     shares = limits.policy != "exclusive" and limits.scope == "process"
@@ -66,6 +82,7 @@ def build_guard(
         redis_url=redis_url,
         ttl_s=limits.redis_ttl_s,
         policy=choice.policy,
+        gpu_pids=_gpu_pids(detect),
     )
     return GpuGuard(
         limits.name,

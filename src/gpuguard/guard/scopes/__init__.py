@@ -12,6 +12,7 @@ extra) is imported only when asked for.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Final, Literal
 
@@ -39,18 +40,21 @@ def make_arbiter(
     ttl_s: float = 2.0,
     prefix: str = "gpuguard",
     policy: Policy = EXCLUSIVE,
+    gpu_pids: Callable[[], Collection[int]] | None = None,
 ) -> Arbiter:
     """The arbiter of ``scope`` for the GPU ``name``, granting under ``policy``.
 
-    ``lock_dir`` and ``lock_group`` are for the host scope (default: see
+    ``lock_dir``, ``lock_group`` and ``gpu_pids`` (the pids the driver lists on this GPU: a
+    dead holder is waited for until it is gone) are for the host scope (default: see
     :func:`.host.default_lock_dir`); ``redis_url``, ``ttl_s`` and ``prefix`` for the Redis
-    scope. Only the process scope grants several holders at once: another policy than the
+    scope. Every scope bears the GPU's machine-wide mark while this process holds
+    (:mod:`._mark`). Only the process scope grants several holders at once: another policy than the
     exclusive one on a shared scope raises :class:`~gpuguard.ConfigError`.
     """
     if scope == "process":
         from .local import LocalArbiter
 
-        return LocalArbiter(aging_s=aging_s, policy=policy, clock=clock)
+        return LocalArbiter(aging_s=aging_s, policy=policy, clock=clock, name=name)
     if policy is not EXCLUSIVE and scope in SCOPES:
         raise ConfigError(
             f"the {policy.name} policy works in the process scope only: the {scope} scope "
@@ -60,7 +64,12 @@ def make_arbiter(
         from .host import HostArbiter
 
         return HostArbiter(
-            name, lock_dir=lock_dir, lock_group=lock_group, aging_s=aging_s, clock=clock
+            name,
+            lock_dir=lock_dir,
+            lock_group=lock_group,
+            aging_s=aging_s,
+            clock=clock,
+            gpu_pids=gpu_pids,
         )
     if scope == "redis":
         if redis_url is None:

@@ -2,6 +2,8 @@
 
 Under the exclusive policy there is at most one holder; under a sharing policy (budget)
 several, granted in line order for as long as the policy admits the head of the line.
+Given the GPU's name, it bears the machine-wide mark (:mod:`._mark`) from its first grant on
+(no other process shares this lease), so any other lease of the same GPU is reported.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .._arbiter import OnGrant, OnLost
 from .._queue import QueueEntry, WaiterQueue
 from .._tickets import Grant, Queued, Ticket
 from ..policies import EXCLUSIVE, Policy
+from ._mark import GpuMarker
 
 __all__ = ["LocalArbiter"]
 
@@ -34,9 +37,16 @@ class LocalArbiter:
     issues_fences = False
 
     def __init__(
-        self, *, aging_s: float | None, policy: Policy = EXCLUSIVE, clock: Clock | None = None
+        self,
+        *,
+        aging_s: float | None,
+        policy: Policy = EXCLUSIVE,
+        clock: Clock | None = None,
+        name: str | None = None,
     ) -> None:
         self.policy = policy
+        self._mark = None if name is None else GpuMarker(name, "the process scope")
+        """The GPU's machine-wide mark, from the first grant to :meth:`aclose` (None: unnamed)."""
         self._clock: Clock = clock if clock is not None else SystemClock()
         """The guard's clock: the line's order when a waiter leaves it (aging)."""
         self._queue: WaiterQueue[_Waiter] = WaiterQueue(aging_s=aging_s)
@@ -53,7 +63,7 @@ class LocalArbiter:
         """Grant at once if nobody waits and the policy admits ``ticket`` beside the holders."""
         if len(self._queue) or not self.policy.admits(self.holders(), ticket):
             return False
-        self._holders[ticket.lease_id] = Grant(ticket, now)
+        self._hold(Grant(ticket, now))
         return True
 
     async def try_acquire(self, ticket: Ticket, now: float) -> bool:
@@ -84,6 +94,13 @@ class LocalArbiter:
         """Give ``ticket``'s grant back; grant waiters in line order while the policy admits."""
         if self._holders.pop(ticket.lease_id, None) is not None:
             self._grant_heads(now)
+            if not self._holders and self._mark is not None:
+                self._mark.linger()  # kept bound: nobody else shares this lease
+
+    def _hold(self, grant: Grant) -> None:
+        self._holders[grant.ticket.lease_id] = grant
+        if self._mark is not None:
+            self._mark.take()
 
     def _grant_heads(self, now: float) -> None:
         """Grant the head of the line, again and again, for as long as the policy admits it."""
@@ -95,7 +112,7 @@ class LocalArbiter:
             waiter = entry.item
             if waiter.future.done():
                 continue  # its task was cancelled and has not run yet; it cleans up itself
-            self._holders[waiter.ticket.lease_id] = Grant(waiter.ticket, now)
+            self._hold(Grant(waiter.ticket, now))
             self._on_grant(waiter.ticket, now - entry.enqueued_at)
             waiter.future.set_result(None)
 
@@ -130,7 +147,9 @@ class LocalArbiter:
         return len(self._queue)
 
     async def aclose(self) -> None:
-        """Nothing to let go of."""
+        """Let go of the GPU's mark."""
+        if self._mark is not None:
+            self._mark.drop()
 
     def __repr__(self) -> str:
         holders = [g.ticket.operation for g in self._holders.values()]

@@ -26,7 +26,9 @@ inherited (without unlocking them: the locks are its parent's) and opens its own
 made before the fork keeps processes apart, and a holder that forks does not leave its lock
 in the child. A state that cannot be read or written is an error for the request
 (:class:`~gpuguard.GuardUnavailable`), never a grant; releasing and leaving never fail (the
-request's entry is closed whatever happens, and the next decision repairs the state).
+request's entry is closed whatever happens, and the next decision repairs the state). A holder
+that died is still on the GPU until its context is torn down: where the driver lists the GPU's
+processes (``gpu_pids``), nobody is granted before it is gone, for at most ``teardown_s``.
 """
 
 from __future__ import annotations
@@ -41,18 +43,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ...._clock import Clock
-from ...._exceptions import ConfigError, GuardUnavailable
+from ...._exceptions import ConfigError
 from ..._arbiter import OnGrant, OnLost
 from ..._queue import WaiterQueue
 from ..._tickets import Grant, Queued, Ticket
 from ...policies import EXCLUSIVE
+from .._mark import GpuMarker
 from ._files import SYSTEM_LOCK_DIR, default_lock_dir
 from ._lease_dir import LeaseDir
-from ._marker import GpuMarker
 from ._probe import overdue_since
 from ._repair import read_or_rebuild, sweep
-from ._requests import Request, Requests
+from ._requests import Request, Requests, refusing
 from ._state import Entry, State, StateError
+from ._teardown import POLL_S, GpuPids, TeardownWait
 
 __all__ = ["HostArbiter"]
 
@@ -77,6 +80,8 @@ class HostArbiter:
         aging_s: float | None,
         clock: Clock,
         lock_group: str | None = None,
+        gpu_pids: GpuPids | None = None,
+        teardown_s: float = 5.0,
     ) -> None:
         if not name or not all(c.isalnum() or c in "._-" for c in name) or name[0] == ".":
             raise ValueError(f"GPU name {name!r} must be letters, digits, '.', '_' or '-'")
@@ -94,8 +99,9 @@ class HostArbiter:
         self._dir: LeaseDir | None = LeaseDir.open(root, name, group=lock_group)
         self.directory = self._dir.path
         self._aging_s = aging_s
+        self._teardown = TeardownWait(gpu_pids, teardown_s)
         self._clock = clock
-        self._requests = Requests(clock, GpuMarker(name, str(self.directory)))
+        self._requests = Requests(clock, GpuMarker(name, f"the lock directory {self.directory}"))
         self._pid = os.getpid()
         self._lock = threading.Lock()
         _LIVE.add(self)
@@ -114,9 +120,9 @@ class HostArbiter:
 
     def try_acquire_now(self, ticket: Ticket, now: float) -> bool:
         """Grant at once if nobody on this host holds or waits."""
-        with _refusing(ticket), self._locked() as lease_dir:
+        with refusing(ticket), self._locked() as lease_dir:
             state = self._decide(lease_dir, now)
-            if state.holder is not None or len(state.requests) > 0:
+            if state.holder is not None or state.requests or state.teardown is not None:
                 return False
             request = self._new_request(lease_dir, state, ticket, now)
             state.holder = (request.seq, now, None)
@@ -134,13 +140,14 @@ class HostArbiter:
         """
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        with _refusing(ticket), self._locked() as lease_dir:
+        with refusing(ticket), self._locked() as lease_dir:
             state = self._decide(lease_dir, now)
             if len(state.requests) - (state.holder is not None) >= limit:
                 return None
             request = self._new_request(lease_dir, state, ticket, now)
             request.future, request.loop = future, loop
-            granted = self._grant_next(lease_dir, state, now) if state.holder is None else None
+            free = state.holder is None and state.teardown is None
+            granted = self._grant_next(lease_dir, state, now) if free else None
             self._commit(lease_dir, state, request)
             self._requests.schedule(granted)
             start = self._requests.want_watcher()
@@ -261,15 +268,17 @@ class HostArbiter:
         dead = [
             seq for seq in state.requests if seq not in self._requests and not lease_dir.alive(seq)
         ]
-        for seq in dead:
-            del state.requests[seq]
-        changed = bool(dead)
-        if state.holder is not None and state.holder[0] not in state.requests:
-            state.holder, changed = None, True
-        if state.holder is None and state.requests:
+        gone = {seq: state.requests.pop(seq) for seq in dead}
+        teardown, changed = state.teardown, bool(dead)
+        if state.holder is not None and state.holder[0] in gone:  # died holding
+            self._teardown.died(state, gone[state.holder[0]], now)
+            state.holder = None
+        blocked = state.holder is None and self._teardown.blocks(state, now)
+        if state.holder is None and state.requests and not blocked:
             self._grant_next(lease_dir, state, now)
             changed = True
-        if changed:
+        self._requests.poll_s = POLL_S if blocked else None
+        if changed or state.teardown != teardown:
             lease_dir.write(state)
         for seq in dead:
             lease_dir.remove_entry(seq)
@@ -384,14 +393,3 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-@contextlib.contextmanager
-def _refusing(ticket: Ticket) -> Iterator[None]:
-    """A state that cannot be trusted refuses ``ticket`` with :class:`GuardUnavailable`."""
-    try:
-        yield
-    except StateError as exc:
-        raise GuardUnavailable(
-            operation=ticket.operation, model=ticket.model, scope="host", reason=str(exc)
-        ) from exc

@@ -9,12 +9,11 @@ kernel's word on whether it is stopped (``/proc/<pid>/stat``).
 from __future__ import annotations
 
 import os
-import socket
-from functools import cache
 
+from .._proc import process_state
 from ._state import Entry
 
-__all__ = ["GRACE_S", "overdue_since", "process_state"]
+__all__ = ["GRACE_S", "overdue_since"]
 
 GRACE_S = 1.0
 """How long past its deadline a running holder is given to notice by itself (its grant is
@@ -39,26 +38,3 @@ def overdue_since(entry: Entry, granted_at: float, now: float) -> float | None:
     if now >= deadline + GRACE_S or process_state(owner.pid, owner.host) in _STOPPED:
         return deadline
     return None
-
-
-def process_state(pid: int, host: str | None = None) -> str | None:
-    """The kernel's one-letter state of ``pid`` (``R``, ``S``, ``T``...), None if unknown.
-
-    Only for processes of this ``host`` (default: this one); pids of another host or pid
-    namespace mean nothing here.
-    """
-    if host is not None and host != _hostname():
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            raw = stat.read()
-    except OSError:
-        return None
-    # "pid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ')'.
-    fields = raw[raw.rfind(b")") + 1 :].split()
-    return fields[0].decode() if fields else None
-
-
-@cache
-def _hostname() -> str:
-    return socket.gethostname()

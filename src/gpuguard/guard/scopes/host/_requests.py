@@ -20,11 +20,11 @@ from ...._clock import Clock
 from ...._exceptions import GuardUnavailable
 from ..._arbiter import OnGrant
 from ..._tickets import Ticket
+from .._mark import GpuMarker
 from ._lease_dir import LeaseDir
-from ._marker import GpuMarker
-from ._state import Entry
+from ._state import Entry, StateError
 
-__all__ = ["Request", "Requests"]
+__all__ = ["Request", "Requests", "refusing"]
 
 Look = Callable[[], int | None]
 """One look of the watcher: a descriptor of the holder's entry to wait on, None to wait
@@ -69,6 +69,8 @@ class Requests:
         self._by_lease: dict[int, int] = {}
         self._changed = threading.Event()
         self._watching = False
+        self.poll_s: float | None = None
+        """How often the watcher looks again unasked (a dead holder's GPU teardown)."""
 
     def __len__(self) -> int:
         return len(self._by_seq)
@@ -176,7 +178,7 @@ class Requests:
         """While this process has waiters: sleep in the kernel until the holder changes."""
         for fd in self._looks(look):
             if fd is None:
-                self._changed.wait()  # a release or withdraw here sets it
+                self._changed.wait(self.poll_s)  # a release or withdraw here sets it
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH)  # returns when the holder releases or dies
@@ -207,3 +209,14 @@ class Requests:
 
 def _ignore_grant(ticket: Ticket, waited_s: float) -> None:
     """The default grant callback, before a guard binds its own."""
+
+
+@contextlib.contextmanager
+def refusing(ticket: Ticket) -> Iterator[None]:
+    """A state that cannot be trusted refuses ``ticket`` with :class:`GuardUnavailable`."""
+    try:
+        yield
+    except StateError as exc:
+        raise GuardUnavailable(
+            operation=ticket.operation, model=ticket.model, scope="host", reason=str(exc)
+        ) from exc

@@ -13,7 +13,7 @@ from typing import Any
 from ...._events import Priority
 from ..._tickets import Owner, Ticket
 
-__all__ = ["Entry", "HolderRecord", "State", "StateError"]
+__all__ = ["Entry", "HolderRecord", "State", "StateError", "Teardown"]
 
 
 class StateError(Exception):
@@ -38,18 +38,31 @@ HolderRecord = tuple[int, float, float | None]
 """The holder: its entry's ``seq``, when it was granted, since when it hangs."""
 
 
+Teardown = tuple[int, str, float]
+"""A dead holder whose GPU memory may still be in use: its pid, its host, since when."""
+
+
 @dataclass(slots=True)
 class State:
-    """The lease: the next ticket number, the holder, and every live request by ``seq``."""
+    """The lease: the next ticket number, the holder, every request, a dead holder's teardown.
+
+    Requests are keyed by ``seq``; while ``teardown`` is set nobody is granted.
+    """
 
     next_seq: int
     holder: HolderRecord | None = None
     requests: dict[int, Entry] = field(default_factory=dict)
+    teardown: Teardown | None = None
 
     def encode(self) -> bytes:
         """The state as JSON bytes."""
         requests = {str(seq): _fields(entry) for seq, entry in self.requests.items()}
-        raw = {"next": self.next_seq, "holder": self.holder, "requests": requests}
+        raw = {
+            "next": self.next_seq,
+            "holder": self.holder,
+            "requests": requests,
+            "teardown": self.teardown,
+        }
         return json.dumps(raw, separators=(",", ":")).encode()
 
     @staticmethod
@@ -57,11 +70,12 @@ class State:
         """Parse :meth:`encode`'s bytes; :class:`StateError` if they are not such a state."""
         try:
             data = json.loads(raw)
-            holder = data["holder"]
+            holder, teardown = data["holder"], data.get("teardown")
             state = State(
                 int(data["next"]),
                 None if holder is None else _holder(holder),
                 {int(seq): _entry(int(seq), fields) for seq, fields in data["requests"].items()},
+                None if teardown is None else _teardown(teardown),
             )
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             raise StateError(f"unparsable ({len(raw)} bytes: {type(exc).__name__})") from exc
@@ -70,6 +84,11 @@ class State:
         if any(seq >= state.next_seq for seq in state.requests):
             raise StateError("inconsistent (a request numbered beyond the counter)")
         return state
+
+
+def _teardown(raw: list[Any]) -> Teardown:
+    pid, host, since = raw
+    return (int(pid), str(host), float(since))
 
 
 def _holder(raw: list[Any]) -> HolderRecord:

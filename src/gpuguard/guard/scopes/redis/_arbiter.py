@@ -1,7 +1,4 @@
-"""The Redis scope's arbiter: this process's tickets and its decisions on Redis's answers.
-
-See :mod:`gpuguard.guard.scopes.redis` for how the lease works.
-"""
+"""The Redis scope's arbiter: this process's tickets, decided on Redis's answers (see .redis)."""
 
 from __future__ import annotations
 
@@ -19,6 +16,7 @@ from ...._exceptions import GuardUnavailable
 from ..._arbiter import OnGrant, OnLost
 from ..._tickets import Grant, Queued, Ticket
 from ...policies import EXCLUSIVE
+from .._mark import GpuMarker
 from ._heartbeat import Heartbeat
 from ._link import RedisLink
 from ._listener import GrantListener
@@ -33,17 +31,15 @@ class RedisArbiter:
     """Grants one GPU across hosts through Redis (see the module docstring).
 
     Args:
-        client: a redis-py asyncio client (``redis.asyncio.Redis.from_url(url)``): takes,
-            heartbeats and pushed grants.
+        client: a redis-py asyncio client: takes, heartbeats and pushed grants.
         sync_client: a redis-py client to the same Redis, with a short socket timeout:
             give-backs and ``acquire_nowait``, which must land before they return.
-        name: the GPU's name; guards with the same ``name`` and ``prefix`` share one lease.
+        name: the GPU's name; guards with the same ``name`` and ``prefix`` (the keys'
+            prefix in Redis) share one lease; a holder bears the GPU's mark (``.._mark``).
         aging_s: as for :class:`~gpuguard.GpuGuard` (use the same value on every host).
         ttl_s: the grant's time to live; a dead holder frees the GPU within it.
-        prefix: the keys' prefix in Redis.
-        clock: this process's clock, for the times shown in snapshots.
-        queue_clock: orders the queue (aging) by this clock instead of Redis ``TIME``: for
-            tests on a :class:`~gpuguard.FakeClock` in one process only.
+        clock: this process's clock, for the times shown in snapshots; ``queue_clock``
+            orders the queue by it instead of Redis ``TIME`` (one-process tests only).
     """
 
     scope = "redis"
@@ -78,6 +74,7 @@ class RedisArbiter:
             queue_clock=queue_clock,
         )
         self._clock = clock if clock is not None else SystemClock()
+        self._mark = GpuMarker(name, f"the Redis lease {self.key}")  # while a grant here holds
         self._client_id = uuid.uuid4().hex[:12]
         self._ids: dict[int, str] = {}
         self._view = LeaseView(self._client_id, aging_s)
@@ -220,6 +217,7 @@ class RedisArbiter:
             self._give_back("release", tid, fence)
             return
         mine.fence = fence
+        self._mark.take()
         mine.grant = Grant(mine.ticket, self._clock.monotonic(), fence=int(fence))
         self._heartbeat.confirm(state["sent"] + max(0, state["pttl"]) / 1000.0)
         if notify:
@@ -279,6 +277,7 @@ class RedisArbiter:
         cancelled = [t for t, m in self._view.mine.items() if m.fence is None and m.gave_up]
         for gone in cancelled:
             del self._view.mine[gone]
+        self._mark.drop()  # before Redis can grant it to another process of this host
         self._give_back("release", tid, mine.fence, " ".join(cancelled))
 
     def mark_hung(self, ticket: Ticket, now: float) -> None:
@@ -356,6 +355,7 @@ class RedisArbiter:
     def _lose(self, tid: str, reason: str) -> None:
         mine = self._view.mine.pop(tid, None)
         if mine is not None and mine.fence is not None:
+            self._mark.drop()
             self._on_lost(mine.ticket, reason)
 
     def _beaten(self, state: dict[str, Any], tid: str, fence: str) -> None:
