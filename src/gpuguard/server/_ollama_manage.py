@@ -26,13 +26,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from .._exceptions import GpuGuardError, InvalidRequest, NotSupportedByBackend
 from ..gateway import ModelGateway
 from ..llm import OllamaBackend
 from ._context import ServerContext, get_context
 from ._errors import ollama_error
+from ._ollama_schemas import ModelNamed
 from ._ollama_wire import line
 from ._streaming import ClosingStreamingResponse
 
@@ -110,24 +111,10 @@ def _registry(name: str) -> str | None:
     return None
 
 
-class _Named(BaseModel):
+class _Named(ModelNamed):
     """A model named by ``model`` or, in older clients, ``name``; nothing undocumented."""
 
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
-
-    model: str = Field(default="", max_length=256)
-    name: str = Field(default="", max_length=256)
-
-    @model_validator(mode="after")
-    def _one_name(self) -> _Named:
-        if not (self.model or self.name):
-            raise ValueError("model is required")
-        return self
-
-    @property
-    def model_name(self) -> str:
-        """The model named by the request."""
-        return self.model or self.name
 
     def forwarded(self) -> dict[str, Any]:
         """The body as Ollama documents it: set fields only, ``model`` for the name."""

@@ -9,7 +9,7 @@ defines but gpuguard cannot honour (``images``, ``suffix``, ``think``...) is ref
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -178,21 +178,14 @@ def _embedding_options(options: dict[str, Any] | None) -> tuple[str, ...]:
     return tuple(sorted(given))
 
 
-class ModelNameRequest(BaseModel):
-    """The model of ``/api/show``, ``/api/pull``, ``/api/delete``, ``/api/create``.
-
-    Named by ``model`` or, in older clients, ``name``.
-    """
-
-    model_config = ConfigDict(extra="allow")
+class ModelNamed(BaseModel):
+    """A model named by ``model`` or, in older clients, ``name`` (one of them is required)."""
 
     model: str = Field(default="", max_length=256)
     name: str = Field(default="", max_length=256)
-    stream: bool = True
-    verbose: bool = False
 
     @model_validator(mode="after")
-    def _one_name(self) -> ModelNameRequest:
+    def _one_name(self) -> Self:
         if not (self.model or self.name):
             raise ValueError("model is required")
         return self
@@ -201,6 +194,15 @@ class ModelNameRequest(BaseModel):
     def model_name(self) -> str:
         """The model named by the request."""
         return self.model or self.name
+
+
+class ModelNameRequest(ModelNamed):
+    """The model of ``/api/show``, ``/api/pull``, ``/api/delete``, ``/api/create``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    stream: bool = True
+    verbose: bool = False
 
     def forwarded(self) -> dict[str, Any]:
         """The body as Ollama documents it for ``/api/show``: nothing else is forwarded."""
