@@ -36,11 +36,12 @@ GIVE_BACK_TIMEOUT_S: Final = 0.25
 
 
 class RedisLink:
-    """Runs the lease script for one GPU's keys (``key``) and listens on its channel.
+    """Runs the lease script for one GPU's keys (``key``) and listens on its channels.
 
-    ``aging_s`` is passed to every transition; ``beat_timeout_s`` bounds each call of the
-    heartbeat's connection; ``queue_clock`` (tests on a fake clock, one process only)
-    replaces Redis ``TIME`` for the queue's times.
+    Process ``client_id`` hears its own grants on :attr:`own_channel` and the lease going
+    free on :attr:`channel`. ``aging_s`` is passed to every transition; ``beat_timeout_s``
+    bounds each call of the heartbeat's connection; ``queue_clock`` (tests on a fake clock,
+    one process only) replaces Redis ``TIME`` for the queue's times.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class RedisLink:
         sync_client: redis.Redis[bytes],
         key: str,
         *,
+        client_id: str,
         aging_s: float | None,
         beat_timeout_s: float,
         queue_clock: Clock | None = None,
@@ -61,6 +63,7 @@ class RedisLink:
         self._beat_script = self._beat_client.register_script(LEASE_SCRIPT)
         self.key = key
         self.channel = f"{key}:events"
+        self.own_channel = f"{key}:events:{client_id}"
         self._aging_ms = "0" if aging_s is None else repr(aging_s * 1000.0)
         self._queue_clock = queue_clock
         self._in_order = asyncio.Lock()
@@ -117,12 +120,12 @@ class RedisLink:
         return _decode(self._beat_script(keys=[self.key], args=args), sent)
 
     def pubsub(self) -> aioredis.client.PubSub:
-        """A new subscription connection (subscribe it to :attr:`channel`)."""
+        """A new subscription connection (subscribe it to both channels)."""
         return self._client.pubsub()
 
     async def publish(self, message: str) -> None:
-        """Publish ``message`` on the lease's channel."""
-        await self._client.publish(self.channel, message)
+        """Publish ``message`` on this process's own channel (only it listens there)."""
+        await self._client.publish(self.own_channel, message)
 
     async def aclose(self) -> None:
         """Close both clients."""
