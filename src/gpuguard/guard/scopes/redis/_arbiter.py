@@ -75,6 +75,7 @@ class RedisArbiter:
             sync_client,
             self.key,
             client_id=self._client_id,
+            mine=lambda: self._view.mine.keys(),
             aging_s=aging_s,
             beat_timeout_s=self.fence_margin_s,
             queue_clock=queue_clock,
@@ -347,9 +348,10 @@ class RedisArbiter:
         except RedisError as exc:
             raise self._unavailable(ticket, exc) from exc
 
-    def _look(self) -> None:
+    def _look(self, version: int | None) -> None:
         """A message says the lease changed: read the state in Redis (which decides)."""
-        self._pending.coalesce(lambda: self._call("state", "", "", ""))
+        if version is None or version > self._view.mirror.version:  # not seen here yet
+            self._pending.coalesce(lambda: self._call("state", "", "", ""))
 
     def _lose(self, tid: str, reason: str) -> None:
         mine = self._view.mine.pop(tid, None)

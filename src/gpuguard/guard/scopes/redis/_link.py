@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable, Collection
 from typing import Any, Final
 
 import redis
@@ -39,7 +40,8 @@ class RedisLink:
     """Runs the lease script for one GPU's keys (``key``) and listens on its channels.
 
     Process ``client_id`` hears its own grants on :attr:`own_channel` and the lease going
-    free on :attr:`channel`. ``aging_s`` is passed to every transition; ``beat_timeout_s``
+    free on :attr:`channel`; every call names ``mine()``, its tickets, so that the answer says
+    which of them are still in line. ``aging_s`` is passed to every transition; ``beat_timeout_s``
     bounds each call of the heartbeat's connection; ``queue_clock`` (tests on a fake clock,
     one process only) replaces Redis ``TIME`` for the queue's times.
     """
@@ -51,6 +53,7 @@ class RedisLink:
         key: str,
         *,
         client_id: str,
+        mine: Callable[[], Collection[str]],
         aging_s: float | None,
         beat_timeout_s: float,
         queue_clock: Clock | None = None,
@@ -64,6 +67,7 @@ class RedisLink:
         self.key = key
         self.channel = f"{key}:events"
         self.own_channel = f"{key}:events:{client_id}"
+        self._mine = mine
         self._aging_ms = "0" if aging_s is None else repr(aging_s * 1000.0)
         self._queue_clock = queue_clock
         self._in_order = asyncio.Lock()
@@ -116,7 +120,7 @@ class RedisLink:
     ) -> dict[str, Any]:
         """Renew (``beat``) on the heartbeat's own connection; called from its thread."""
         sent = time.monotonic()
-        args = [*self._args("beat", tid, client_id, ttl_ms, fence), ticket]
+        args = self._args("beat", tid, client_id, ttl_ms, fence, ticket)
         return _decode(self._beat_script(keys=[self.key], args=args), sent)
 
     def pubsub(self) -> aioredis.client.PubSub:
@@ -133,9 +137,13 @@ class RedisLink:
         self._sync.close()
         self._beat_client.close()
 
-    def _args(self, op: str, tid: str, arg: str, extra: str, fence: str) -> list[str]:
+    def _args(
+        self, op: str, tid: str, arg: str, extra: str, fence: str, ticket: str = ""
+    ) -> list[str]:
         now = "" if self._queue_clock is None else repr(self._queue_clock.monotonic() * 1000.0)
-        return [op, tid, now, self._aging_ms, arg, extra, fence]
+        # tuple() of a dict is one C call: safe from the heartbeat's thread too.
+        mine = " ".join(tuple(self._mine()))
+        return [op, tid, now, self._aging_ms, arg, extra, fence, ticket, mine]
 
 
 def _decode(raw: bytes, sent: float) -> dict[str, Any]:

@@ -32,11 +32,12 @@ RECONNECT_S: Final = 0.1
 class GrantListener:
     """Listens on ``link``'s two channels in a task of its own.
 
-    ``on_change()`` runs for every message but this process's own markers, and after the
-    subscription was re-established.
+    ``on_change(version)`` runs for every message but this process's own markers, and after
+    the subscription was re-established (``version``: the one a ``free`` message names, else
+    None).
     """
 
-    def __init__(self, link: RedisLink, *, on_change: Callable[[], None]) -> None:
+    def __init__(self, link: RedisLink, *, on_change: Callable[[int | None], None]) -> None:
         self._link = link
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
@@ -93,7 +94,7 @@ class GrantListener:
             try:
                 await pubsub.subscribe(self._link.channel, self._link.own_channel)
                 if self._subscribed.done():
-                    self._on_change()  # back after a drop: what was missed is in Redis
+                    self._on_change(None)  # back after a drop: what was missed is in Redis
                 else:
                     self._subscribed.set_result(None)
                 async for message in pubsub.listen():
@@ -115,4 +116,4 @@ class GrantListener:
             if not future.done():
                 future.set_result(None)
         else:
-            self._on_change()
+            self._on_change(int(rest) if kind == "free" and rest.isdigit() else None)

@@ -18,10 +18,12 @@ Keys, all under one prefix ``P`` (a hash tag, so a cluster keeps them in one slo
 Every grant is published as ``grant <ticket> <fence>`` on the granted process's own channel
 ``P:events:<c>`` only: the next waiter is woken by that push, never by polling (the push only
 makes it read the state: this script decides), and the others are not woken at all. A change
-that leaves the lease free with nobody waiting is published as ``free`` on ``P:events``, for
-every process's view. Each call runs a bounded number of Redis commands whatever the length
-of the line (the answer lists the line with three ``ZRANGE`` and one ``HMGET``); only a request
-that finds the line full looks at every waiter, for dead ones to drop before refusing.
+that leaves the lease free with nobody waiting is published as ``free <version>`` on
+``P:events``, for every process's view. Each call runs a bounded number of Redis commands,
+and reads a bounded part of the line, whatever its length: the answer lists the first 32
+waiters in service order, how many wait, and which of the caller's tickets (``ARGV[9]``) are
+still in line. Only a request that finds the line full looks at every waiter, for dead ones
+to drop before refusing.
 A ``beat`` of a holder whose grant Redis forgot with every key (no ``P:fence``: nobody was
 granted since) re-asserts that grant. Times come from Redis ``TIME`` unless the caller
 passes ``now`` (tests on a fake clock). Service order mirrors
@@ -87,9 +89,9 @@ local function details(ids)
   return out
 end
 
--- Every waiter of line ``p`` (1-3): ids, arrival numbers and details, in arrival order.
-local function line(p)
-  local raw = redis.call('ZRANGE', QUEUES[p], 0, -1, 'WITHSCORES')
+-- The first ``count`` waiters of line ``p`` (1-3; -1: all): ids, arrival numbers, details.
+local function line(p, count)
+  local raw = redis.call('ZRANGE', QUEUES[p], 0, count - 1, 'WITHSCORES')
   local ids, seqs = {}, {}
   for i = 1, #raw, 2 do
     ids[#ids + 1], seqs[#seqs + 1] = raw[i], tonumber(raw[i + 1])
@@ -100,7 +102,7 @@ end
 -- Drop waiters whose process stopped beating (only when the line looks full: O(waiters)).
 local function purge()
   for p = 1, 3 do
-    local ids, _, raws = line(p)
+    local ids, _, raws = line(p, 0)
     for i = 1, #ids do
       if not raws[i] or not alive(cjson.decode(raws[i])) then
         redis.call('ZREM', QUEUES[p], ids[i])
@@ -179,13 +181,18 @@ local function unqueue(id)
   return false
 end
 
--- The lease after this call. A change that left it free with nobody waiting is announced
--- to every process (a grant was announced to its own process only).
+-- The lease after this call: the holder, the first SHOWN waiters in service order (they are
+-- among the first SHOWN of each line: FIFO within a line, and the older rank no lower), how
+-- many wait, and which of the caller's tickets (ARGV[9]) are still in line. A change that left
+-- the lease free with nobody waiting is announced to every process (a grant was announced
+-- to its own process only).
+local SHOWN = 32
 local function state(result, extra)
   local h, pttl = holder(), redis.call('PTTL', HOLDER)
-  local waiters = {}
+  local waiters, n = {}, 0
   for p = 1, 3 do
-    local ids, seqs, raws = line(p)
+    local ids, seqs, raws = line(p, SHOWN)
+    if #ids < SHOWN then n = n + #ids else n = n + redis.call('ZCARD', QUEUES[p]) end
     for i = 1, #ids do
       if raws[i] then
         local tk = cjson.decode(raws[i])
@@ -194,14 +201,22 @@ local function state(result, extra)
       end
     end
   end
-  if dirty and not h and #waiters == 0 then redis.call('PUBLISH', P .. ':events', 'free') end
   table.sort(waiters, function(a, b)
     if a.r ~= b.r then return a.r > b.r end
     return a.s < b.s
   end)
+  for i = #waiters, SHOWN + 1, -1 do waiters[i] = nil end
+  local ver = redis.call('GET', P .. ':ver') or '0'
+  if dirty and not h and n == 0 then redis.call('PUBLISH', P .. ':events', 'free ' .. ver) end
+  local mine, listed = {}, {}
+  for id in string.gmatch(ARGV[9] or '', '%S+') do mine[#mine + 1] = id end
+  local raws = details(mine)
+  for i = 1, #mine do
+    if raws[i] then listed[#listed + 1] = mine[i] end
+  end
   return cjson.encode({
     r = result, x = extra or false, now = now, h = h or false, pttl = pttl,
-    w = waiters, v = redis.call('GET', P .. ':ver') or '0',
+    w = waiters, n = n, o = listed, v = ver,
   })
 end
 
