@@ -55,7 +55,8 @@ async def guard_client(url: str, name: str, holds: int, warm: Warm, go: asyncio.
     """One guard: a warm-up hold, then ``holds`` holds; [grant_ns, release_ns, ...]."""
     from gpuguard import EventBus, GpuGuard
 
-    guard = GpuGuard.redis(url, name, prefix=PREFIX, events=EventBus(history_size=0))
+    bus = EventBus(history_size=0)
+    guard = GpuGuard.redis(url, name, prefix=PREFIX, events=bus, max_waiters=1024)
     times: list[int] = []
     try:
         async with guard.hold("warm-up"):
@@ -178,38 +179,49 @@ def run_size(impl: str, src: str, url: str, clients: int, holds: int) -> dict[st
             )
             for i in range(procs)
         ]
-        for w in workers:
-            assert w.stdout is not None
-            assert w.stdout.readline().strip() == "ready"
-        calls, cpu = server_counters(url)
-        for w in workers:
-            assert w.stdin is not None
-            w.stdin.write("go\n")
-            w.stdin.flush()
-        for w in workers:
-            assert w.stdout is not None
-            assert w.stdout.readline().strip() == "done"
-        calls2, cpu2 = server_counters(url)
-        for w in workers:
-            assert w.wait(60) == 0
-        spans = sorted(
-            (int(pair[0]), int(pair[1]))
-            for out in outs
-            for line in Path(out).read_text().splitlines()
-            if line
-            for pair in _pairs(line.split())
-        )
-    gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans)]
+        try:
+            spans, calls, cpu_s = _measure(workers, outs, url)
+        finally:
+            for w in workers:
+                w.kill()  # a worker that failed must not outlive the bench
+                w.wait(5)
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, f"{impl}: two clients held at once"
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans)]
     n = len(spans)
     return {
         "ops": n,
-        "cmds": (calls2 - calls) / n,
-        "cpu_us": (cpu2 - cpu) * 1e6 / n,
+        "cmds": calls / n,
+        "cpu_us": cpu_s * 1e6 / n,
         "p50": _pct(gaps, 50) / 1e6,
         "p99": _pct(gaps, 99) / 1e6,
     }
+
+
+def _measure(
+    workers: list[subprocess.Popen[str]], outs: list[str], url: str
+) -> tuple[list[tuple[int, int]], int, float]:
+    """Start the warm workers at once; their holds, and the server's commands and CPU."""
+    for w in workers:
+        assert w.stdout is not None
+        assert w.stdout.readline().strip() == "ready"
+    calls, cpu = server_counters(url)
+    for w in workers:
+        assert w.stdin is not None
+        w.stdin.write("go\n")
+        w.stdin.flush()
+    for w in workers:
+        assert w.stdout is not None
+        assert w.stdout.readline().strip() == "done"
+    calls2, cpu2 = server_counters(url)
+    spans = sorted(
+        (int(pair[0]), int(pair[1]))
+        for out in outs
+        for line in Path(out).read_text().splitlines()
+        if line
+        for pair in _pairs(line.split())
+    )
+    return spans, calls2 - calls, cpu2 - cpu
 
 
 def _pairs(values: list[str]) -> list[tuple[str, str]]:
@@ -222,14 +234,14 @@ def _pct(samples: list[int], p: float) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[int(p) - 1]
 
 
-def main(quick: bool, baseline: str | None, url: str | None) -> None:
+def main(quick: bool, baseline: str | None, url: str | None, sizes: list[int] | None) -> None:
     """Start Redis (unless ``url``), measure every size, print the table, leave no keys."""
     import redis
 
     here = str(Path(__file__).resolve().parents[1] / "src")
     impls = [("gpuguard", here)] + ([("baseline", baseline)] if baseline else [])
     impls.append(("setnx", here))
-    sizes = [1, 4, 16, 64] if quick else [1, 4, 16, 64, 256]
+    sizes = sizes or ([1, 4, 16, 64] if quick else [1, 4, 16, 64, 256])
     with tempfile.TemporaryDirectory() as tmp:
         server = None
         if url is None:
@@ -265,10 +277,11 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="sizes up to 64 clients")
     parser.add_argument("--baseline", metavar="SRC", help="also the scope of SRC")
     parser.add_argument("--url", help="an existing Redis (its keys under the prefix go)")
+    parser.add_argument("--clients", type=int, nargs="+", help="these sizes only")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.worker:
         impl, url, name, clients, holds, out = arguments.worker
         asyncio.run(worker(impl, url, name, int(clients), int(holds), out))
     else:
-        main(arguments.quick, arguments.baseline, arguments.url)
+        main(arguments.quick, arguments.baseline, arguments.url, arguments.clients)
