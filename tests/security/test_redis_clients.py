@@ -34,9 +34,16 @@ def _arbiter(guard: GpuGuard) -> RedisArbiter:
 
 
 async def _forge(name: str, message: str, *guards: GpuGuard) -> None:
-    """Publish ``message`` on the lease's channel, as any client of that Redis can."""
+    """Publish ``message`` on the lease's channels, as any client of that Redis can.
+
+    The lease's own channel, and each guard's, where its grants arrive (its client id is the
+    first part of its ticket ids, which any client can read).
+    """
     attacker = redis.Redis.from_url(REDIS_URL)
-    attacker.publish(f"{PREFIX}:{{{name}}}:events", message)
+    channel = f"{PREFIX}:{{{name}}}:events"
+    attacker.publish(channel, message)
+    for guard in guards:
+        attacker.publish(f"{channel}:{_arbiter(guard)._client_id}", message)
     attacker.close()
     async with asyncio.timeout(20):
         for guard in guards:

@@ -8,9 +8,10 @@ shared state for ``current``/``snapshot()``.
   renews every ``ttl/5`` from a thread of its own (:mod:`._heartbeat`), so no event loop can
   starve it; a holder that dies frees the GPU when the key expires. Waiting processes beat
   too; a dead waiter is skipped when its turn comes.
-* **Redis decides; messages are hints.** Every change is published; a message only makes a
-  process read the state (anyone may publish on the channel). Grants and losses follow the
-  state read from the Lua script, never a message.
+* **Redis decides; messages are hints.** A grant is pushed to the granted process only, and
+  the lease going free to every process; a message only makes a process read the state
+  (anyone may publish). Grants and losses follow the state read from the Lua script, never a
+  message. A hold costs a bounded number of Redis commands whatever the length of the line.
 * **Self-fencing.** A beat confirms the grant until ``sent + ttl``; ``ttl/4`` before that, if
   no later beat confirmed it (Redis stalled, unreachable), the lease is lost: its work is
   stopped and awaited, and only then does the holder get :class:`~gpuguard.LeaseLost`. A

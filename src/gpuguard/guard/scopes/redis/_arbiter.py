@@ -65,17 +65,19 @@ class RedisArbiter:
         self.ttl_s = ttl_s
         self.heartbeat_s = ttl_s / 5
         self.fence_margin_s = ttl_s / 4
+        self._client_id = uuid.uuid4().hex[:12]
         self._link = RedisLink(
             client,
             sync_client,
             self.key,
+            client_id=self._client_id,
+            mine=lambda: self._view.mine.keys(),
             aging_s=aging_s,
             beat_timeout_s=self.fence_margin_s,
             queue_clock=queue_clock,
         )
         self._clock = clock if clock is not None else SystemClock()
         self._mark = GpuMarker(name, f"the Redis lease {self.key}")  # while a grant here holds
-        self._client_id = uuid.uuid4().hex[:12]
         self._ids: dict[int, str] = {}
         self._view = LeaseView(self._client_id, aging_s)
         self._pending = PendingCalls()
@@ -117,10 +119,11 @@ class RedisArbiter:
     def try_acquire_now(self, ticket: Ticket, now: float) -> bool:
         """Grant at once if nobody holds and nobody waits: one synchronous round trip.
 
-        No round trip while the last known state is busy. Raises
+        None while this process holds or has a request on its way; others' state may be
+        stale here (hand-offs go to the next waiter only), so Redis is asked. Raises
         :class:`~gpuguard.GuardUnavailable` if Redis does not answer in time.
         """
-        if self.holder() is not None or self.queue_length():
+        if self._view.holding() is not None or self._view.asking():
             return False
         self._start_tasks()
         tid, mine = self._track(ticket, now)
@@ -327,14 +330,10 @@ class RedisArbiter:
     def _answer(self, state: dict[str, Any]) -> dict[str, Any]:
         """Read a transition's answer: the newest view of the lease, and any grant it names."""
         if state["v"] >= self._view.mirror.version:
-            self._apply(state)
+            self._view.read(state, self._clock.monotonic())
+            self._heartbeat.saw(state, self._view.is_mine)
             self._reconcile(state)
         return state
-
-    def _apply(self, state: dict[str, Any]) -> None:
-        """Take Redis's view of the lease."""
-        self._view.read(state, self._clock.monotonic())
-        self._heartbeat.saw(state, self._view.is_mine)
 
     def _start_tasks(self) -> None:
         """Start listening for grants and beating, if not yet (or after a failed start)."""
@@ -348,9 +347,10 @@ class RedisArbiter:
         except RedisError as exc:
             raise self._unavailable(ticket, exc) from exc
 
-    def _look(self) -> None:
+    def _look(self, version: int | None) -> None:
         """A message says the lease changed: read the state in Redis (which decides)."""
-        self._pending.coalesce(lambda: self._call("state", "", "", ""))
+        if version is None or version > self._view.mirror.version:  # not seen here yet
+            self._pending.coalesce(lambda: self._call("state", "", "", ""))
 
     def _lose(self, tid: str, reason: str) -> None:
         mine = self._view.mine.pop(tid, None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable, Collection
 from typing import Any, Final
 
 import redis
@@ -36,11 +37,13 @@ GIVE_BACK_TIMEOUT_S: Final = 0.25
 
 
 class RedisLink:
-    """Runs the lease script for one GPU's keys (``key``) and listens on its channel.
+    """Runs the lease script for one GPU's keys (``key``) and listens on its channels.
 
-    ``aging_s`` is passed to every transition; ``beat_timeout_s`` bounds each call of the
-    heartbeat's connection; ``queue_clock`` (tests on a fake clock, one process only)
-    replaces Redis ``TIME`` for the queue's times.
+    Process ``client_id`` hears its own grants on :attr:`own_channel` and the lease going
+    free on :attr:`channel`; every call names ``mine()``, its tickets, so that the answer says
+    which of them are still in line. ``aging_s`` is passed to every transition; ``beat_timeout_s``
+    bounds each call of the heartbeat's connection; ``queue_clock`` (tests on a fake clock,
+    one process only) replaces Redis ``TIME`` for the queue's times.
     """
 
     def __init__(
@@ -49,6 +52,8 @@ class RedisLink:
         sync_client: redis.Redis[bytes],
         key: str,
         *,
+        client_id: str,
+        mine: Callable[[], Collection[str]],
         aging_s: float | None,
         beat_timeout_s: float,
         queue_clock: Clock | None = None,
@@ -61,6 +66,8 @@ class RedisLink:
         self._beat_script = self._beat_client.register_script(LEASE_SCRIPT)
         self.key = key
         self.channel = f"{key}:events"
+        self.own_channel = f"{key}:events:{client_id}"
+        self._mine = mine
         self._aging_ms = "0" if aging_s is None else repr(aging_s * 1000.0)
         self._queue_clock = queue_clock
         self._in_order = asyncio.Lock()
@@ -113,16 +120,16 @@ class RedisLink:
     ) -> dict[str, Any]:
         """Renew (``beat``) on the heartbeat's own connection; called from its thread."""
         sent = time.monotonic()
-        args = [*self._args("beat", tid, client_id, ttl_ms, fence), ticket]
+        args = self._args("beat", tid, client_id, ttl_ms, fence, ticket)
         return _decode(self._beat_script(keys=[self.key], args=args), sent)
 
     def pubsub(self) -> aioredis.client.PubSub:
-        """A new subscription connection (subscribe it to :attr:`channel`)."""
+        """A new subscription connection (subscribe it to both channels)."""
         return self._client.pubsub()
 
     async def publish(self, message: str) -> None:
-        """Publish ``message`` on the lease's channel."""
-        await self._client.publish(self.channel, message)
+        """Publish ``message`` on this process's own channel (only it listens there)."""
+        await self._client.publish(self.own_channel, message)
 
     async def aclose(self) -> None:
         """Close both clients."""
@@ -130,9 +137,13 @@ class RedisLink:
         self._sync.close()
         self._beat_client.close()
 
-    def _args(self, op: str, tid: str, arg: str, extra: str, fence: str) -> list[str]:
+    def _args(
+        self, op: str, tid: str, arg: str, extra: str, fence: str, ticket: str = ""
+    ) -> list[str]:
         now = "" if self._queue_clock is None else repr(self._queue_clock.monotonic() * 1000.0)
-        return [op, tid, now, self._aging_ms, arg, extra, fence]
+        # tuple() of a dict is one C call: safe from the heartbeat's thread too.
+        mine = " ".join(tuple(self._mine()))
+        return [op, tid, now, self._aging_ms, arg, extra, fence, ticket, mine]
 
 
 def _decode(raw: bytes, sent: float) -> dict[str, Any]:

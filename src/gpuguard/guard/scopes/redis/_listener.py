@@ -1,7 +1,8 @@
-"""The Redis scope's subscription: what Redis publishes on a lease's channel, as calls.
+"""The Redis scope's subscription: what Redis publishes on a lease's channels, as calls.
 
-Every grant is published as ``grant <ticket> <fence>``, any other change as ``changed``.
-A message is only a hint to look: any client of the same Redis can publish on the channel,
+A grant is published as ``grant <ticket> <fence>`` on the granted process's own channel only;
+the lease going free with nobody waiting as ``free`` on the lease's channel, which every
+process hears. A message is only a hint to look: any client of the same Redis can publish,
 so nothing is granted or taken away on a message's word; ``on_change`` reads the state in
 Redis, which decides. ``sync <token>`` messages are this process's own markers
 (:meth:`GrantListener.sync`: every message published before has been handled). A dropped
@@ -29,13 +30,14 @@ RECONNECT_S: Final = 0.1
 
 
 class GrantListener:
-    """Listens on ``link``'s channel in a task of its own.
+    """Listens on ``link``'s two channels in a task of its own.
 
-    ``on_change()`` runs for every message but this process's own markers, and after the
-    subscription was re-established.
+    ``on_change(version)`` runs for every message but this process's own markers, and after
+    the subscription was re-established (``version``: the one a ``free`` message names, else
+    None).
     """
 
-    def __init__(self, link: RedisLink, *, on_change: Callable[[], None]) -> None:
+    def __init__(self, link: RedisLink, *, on_change: Callable[[int | None], None]) -> None:
         self._link = link
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
@@ -90,9 +92,9 @@ class GrantListener:
         while True:
             pubsub = self._link.pubsub()
             try:
-                await pubsub.subscribe(self._link.channel)
+                await pubsub.subscribe(self._link.channel, self._link.own_channel)
                 if self._subscribed.done():
-                    self._on_change()  # back after a drop: what was missed is in Redis
+                    self._on_change(None)  # back after a drop: what was missed is in Redis
                 else:
                     self._subscribed.set_result(None)
                 async for message in pubsub.listen():
@@ -114,4 +116,4 @@ class GrantListener:
             if not future.done():
                 future.set_result(None)
         else:
-            self._on_change()
+            self._on_change(int(rest) if kind == "free" and rest.isdigit() else None)

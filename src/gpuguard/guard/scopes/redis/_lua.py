@@ -2,20 +2,28 @@
 
 Keys, all under one prefix ``P`` (a hash tag, so a cluster keeps them in one slot):
 
-* ``P:holder``   the grant: JSON ``{t: ticket, f: fence, g: granted_ms, h: hung_ms}``, with a
-  TTL (``PX``) kept alive by the holder's heartbeat; gone means nobody holds.
+* ``P:holder``   the grant: JSON ``{t: ticket id, f: fence, g: granted_ms, h: hung_ms,
+  ticket: its details}``, with a TTL (``PX``) kept alive by the holder's heartbeat; gone means
+  nobody holds (and nothing of the grant is left behind).
 * ``P:fence``    the last fencing token. A grant takes ``max(last + 1, Redis TIME in ms)``,
   so tokens keep increasing even across a Redis restart that lost its data.
 * ``P:q:<p>``    one sorted set per declared priority (score: arrival number ``P:seq``),
   the FIFO lines of :class:`gpuguard.guard._queue.WaiterQueue`.
-* ``P:tickets``  ticket id -> JSON (owner, operation, priority, arrival time, TTL to grant).
+* ``P:tickets``  waiting ticket id -> JSON (owner, operation, priority, arrival time, TTL).
 * ``P:client:<c>`` a waiting process's liveness (TTL, heartbeat); a waiter whose process
   stopped beating is dropped from the line when its turn comes.
 * ``P:ver``      bumped on every change, so readers keep the newest view; it starts from
   Redis ``TIME`` in microseconds, so it keeps increasing across a restart that lost it.
 
-Every grant is published on ``P:events`` as ``grant <ticket> <fence>``: waiters are woken by
-that push, never by polling (the push only makes them read the state: this script decides).
+Every grant is published as ``grant <ticket> <fence>`` on the granted process's own channel
+``P:events:<c>`` only: the next waiter is woken by that push, never by polling (the push only
+makes it read the state: this script decides), and the others are not woken at all. A change
+that leaves the lease free with nobody waiting is published as ``free <version>`` on
+``P:events``, for every process's view. Each call runs a bounded number of Redis commands,
+and reads a bounded part of the line, whatever its length: the answer lists the first 32
+waiters in service order, how many wait, and which of the caller's tickets (``ARGV[9]``) are
+still in line. Only a request that finds the line full looks at every waiter, for dead ones
+to drop before refusing.
 A ``beat`` of a holder whose grant Redis forgot with every key (no ``P:fence``: nobody was
 granted since) re-asserts that grant. Times come from Redis ``TIME`` unless the caller
 passes ``now`` (tests on a fake clock). Service order mirrors
@@ -64,24 +72,43 @@ end
 
 -- Versions start from Redis TIME (in us) when the key is missing, so a Redis that lost its
 -- data still reports versions newer than any it reported before.
-local dirty, announced = false, false
+local dirty = false
 local function changed()
   if not dirty then redis.call('SET', P .. ':ver', string.format('%d', real_ms * 1000), 'NX') end
   redis.call('INCR', P .. ':ver')
   dirty = true
 end
 
--- Drop waiters whose process stopped beating, and tickets nobody waits on or holds.
+-- The details of tickets ``ids`` (false for one that is gone), in one HMGET per 1,000.
+local function details(ids)
+  local out = {}
+  for i = 1, #ids, 1000 do
+    local part = redis.call('HMGET', TICKETS, unpack(ids, i, math.min(i + 999, #ids)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+
+-- The first ``count`` waiters of line ``p`` (1-3; -1: all): ids, arrival numbers, details.
+local function line(p, count)
+  local raw = redis.call('ZRANGE', QUEUES[p], 0, count - 1, 'WITHSCORES')
+  local ids, seqs = {}, {}
+  for i = 1, #raw, 2 do
+    ids[#ids + 1], seqs[#seqs + 1] = raw[i], tonumber(raw[i + 1])
+  end
+  return ids, seqs, details(ids)
+end
+
+-- Drop waiters whose process stopped beating (only when the line looks full: O(waiters)).
 local function purge()
-  local h = holder()
-  local all = redis.call('HGETALL', TICKETS)
-  for i = 1, #all, 2 do
-    local id, tk = all[i], cjson.decode(all[i + 1])
-    local queued = redis.call('ZSCORE', QUEUES[tk.p + 1], id)
-    if (queued and not alive(tk)) or (not queued and (not h or h.t ~= id)) then
-      redis.call('ZREM', QUEUES[tk.p + 1], id)
-      redis.call('HDEL', TICKETS, id)
-      changed()
+  for p = 1, 3 do
+    local ids, _, raws = line(p, 0)
+    for i = 1, #ids do
+      if not raws[i] or not alive(cjson.decode(raws[i])) then
+        redis.call('ZREM', QUEUES[p], ids[i])
+        redis.call('HDEL', TICKETS, ids[i])
+        changed()
+      end
     end
   end
 end
@@ -95,18 +122,18 @@ local function grant(id, tk)
   local fence = math.max((tonumber(redis.call('GET', P .. ':fence')) or 0) + 1, real_ms)
   local f = string.format('%d', fence)
   redis.call('SET', P .. ':fence', f)
-  redis.call('SET', HOLDER, cjson.encode({t = id, f = f, g = now, h = false}), 'PX', tk.ttl)
+  local h = {t = id, f = f, g = now, h = false, ticket = tk}
+  redis.call('SET', HOLDER, cjson.encode(h), 'PX', tk.ttl)
   redis.call('ZREM', QUEUES[tk.p + 1], id)
+  redis.call('HDEL', TICKETS, id)
   changed()
-  redis.call('PUBLISH', P .. ':events', 'grant ' .. id .. ' ' .. f)
-  announced = true
+  redis.call('PUBLISH', P .. ':events:' .. tk.c, 'grant ' .. id .. ' ' .. f)
   return f
 end
 
 -- Nobody holds: grant the best head of the three lines (skipping dead waiters).
 local function promote()
   if redis.call('EXISTS', HOLDER) == 1 then return end
-  purge()  -- also forgets the ticket of a holder whose grant expired
   while true do
     local best, best_tk, best_rank, best_seq = nil, nil, -1, 0
     for p = 1, 3 do
@@ -138,7 +165,6 @@ local function release_if(id, fence)
   local h = holder()
   if h and h.t == id and (fence == '' or h.f == fence) then
     redis.call('DEL', HOLDER)
-    redis.call('HDEL', TICKETS, id)
     changed()
     return true
   end
@@ -155,18 +181,22 @@ local function unqueue(id)
   return false
 end
 
--- Every change is announced: a grant names its ticket, anything else just says so.
+-- The lease after this call: the holder, the first SHOWN waiters in service order (they are
+-- among the first SHOWN of each line: FIFO within a line, and the older rank no lower), how
+-- many wait, and which of the caller's tickets (ARGV[9]) are still in line. A change that left
+-- the lease free with nobody waiting is announced to every process (a grant was announced
+-- to its own process only).
+local SHOWN = 32
 local function state(result, extra)
-  if dirty and not announced then redis.call('PUBLISH', P .. ':events', 'changed') end
   local h, pttl = holder(), redis.call('PTTL', HOLDER)
-  if h then h.ticket = ticket(h.t) end
-  local waiters = {}
+  local waiters, n = {}, 0
   for p = 1, 3 do
-    local ids = redis.call('ZRANGE', QUEUES[p], 0, -1, 'WITHSCORES')
-    for i = 1, #ids, 2 do
-      local tk = ticket(ids[i])
-      if tk then
-        tk.id, tk.s, tk.r = ids[i], tonumber(ids[i + 1]), eff(tk.p, tk.e)
+    local ids, seqs, raws = line(p, SHOWN)
+    if #ids < SHOWN then n = n + #ids else n = n + redis.call('ZCARD', QUEUES[p]) end
+    for i = 1, #ids do
+      if raws[i] then
+        local tk = cjson.decode(raws[i])
+        tk.id, tk.s, tk.r = ids[i], seqs[i], eff(tk.p, tk.e)
         table.insert(waiters, tk)
       end
     end
@@ -175,15 +205,23 @@ local function state(result, extra)
     if a.r ~= b.r then return a.r > b.r end
     return a.s < b.s
   end)
+  for i = #waiters, SHOWN + 1, -1 do waiters[i] = nil end
+  local ver = redis.call('GET', P .. ':ver') or '0'
+  if dirty and not h and n == 0 then redis.call('PUBLISH', P .. ':events', 'free ' .. ver) end
+  local mine, listed = {}, {}
+  for id in string.gmatch(ARGV[9] or '', '%S+') do mine[#mine + 1] = id end
+  local raws = details(mine)
+  for i = 1, #mine do
+    if raws[i] then listed[#listed + 1] = mine[i] end
+  end
   return cjson.encode({
     r = result, x = extra or false, now = now, h = h or false, pttl = pttl,
-    w = waiters, v = redis.call('GET', P .. ':ver') or '0',
+    w = waiters, n = n, o = listed, v = ver,
   })
 end
 
 local function enter(tk)
   tk.e = now
-  redis.call('HSET', TICKETS, tid, cjson.encode(tk))
   redis.call('SET', P .. ':client:' .. tk.c, '1', 'PX', tk.ttl)
 end
 
@@ -192,22 +230,23 @@ if op == 'beat' and tid ~= '' and redis.call('EXISTS', HOLDER) == 0
   -- Redis lost its data (restarted without persistence) and granted nobody since: the
   -- holder's renewal re-asserts its grant, so nobody is granted beside its running work.
   redis.call('SET', P .. ':fence', ARGV[7])
-  redis.call('HSET', TICKETS, tid, ARGV[8])
-  redis.call('SET', HOLDER, cjson.encode({t = tid, f = ARGV[7], g = now, h = false}), 'PX', ARGV[6])
+  local h = {t = tid, f = ARGV[7], g = now, h = false, ticket = cjson.decode(ARGV[8])}
+  redis.call('SET', HOLDER, cjson.encode(h), 'PX', ARGV[6])
   changed()
 end
 promote()
 if op == 'acquire' or op == 'enqueue' then
   local tk = cjson.decode(arg)
-  purge()
   local busy = redis.call('EXISTS', HOLDER) == 1 or queued() > 0
   if not busy then
     enter(tk)
     return state('granted', grant(tid, tk))
   end
   if op == 'acquire' then return state('busy') end
+  if queued() >= tonumber(ARGV[6]) then purge() end
   if queued() >= tonumber(ARGV[6]) then return state('full') end
   enter(tk)
+  redis.call('HSET', TICKETS, tid, cjson.encode(tk))
   redis.call('ZADD', QUEUES[tk.p + 1], redis.call('INCR', P .. ':seq'), tid)
   changed()
   return state('queued')

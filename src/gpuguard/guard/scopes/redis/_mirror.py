@@ -25,7 +25,11 @@ class Mirror:
     holder_id: str | None = None
     expires_in_s: float | None = None
     waiters: list[tuple[str, int, Queued]] = field(default_factory=list)
-    """Ticket id, arrival number, and the waiter in this process's clock."""
+    """The first waiters in service order: ticket id, arrival number, the waiter here."""
+    count: int = 0
+    """How many wait in all (``waiters`` shows the first 32)."""
+    mine: frozenset[str] = frozenset()
+    """This process's tickets that were still in line."""
 
     @staticmethod
     def read(state: dict[str, Any], local_now: float, mine: dict[str, float]) -> Mirror:
@@ -34,7 +38,7 @@ class Mirror:
         def local(ms: float) -> float:
             return local_now - (float(state["now"]) - ms) / 1000.0
 
-        mirror = Mirror(version=state["v"])
+        mirror = Mirror(version=state["v"], count=int(state["n"]), mine=frozenset(state["o"]))
         h = state["h"]
         if h and h.get("ticket"):
             mirror.holder_id = h["t"]

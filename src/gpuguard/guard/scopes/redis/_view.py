@@ -90,6 +90,7 @@ class LeaseView:
         h, newer = state["h"], state["v"]
         named = (h["t"], h["f"]) if h else None
         listed = {w["id"] for w in state["w"]} if isinstance(state["w"], list) else set()
+        listed.update(state["o"])  # this process's tickets in line, shown or not
         verdicts = Verdicts()
         for tid, mine in self.mine.items():
             if mine.fence is None and named is not None and named[0] == tid:
@@ -123,14 +124,19 @@ class LeaseView:
     def waiters(self, now: float) -> list[Queued]:
         """Every waiter in service order, aged to ``now`` by the queue's rules.
 
-        The line as Redis last reported it (less tickets this process withdrew), then this
-        process's requests that Redis has yet to answer, in the order they were sent.
+        The first of the line as Redis last reported it (less tickets this process withdrew),
+        then this process's other tickets in line, then its requests that Redis has yet to
+        answer, in the order they were sent.
         """
         line: list[tuple[float, Queued]] = [
             (seq, queued) for tid, seq, queued in self.mirror.waiters if self._still_waiting(tid)
         ]
+        shown = {tid for tid, _, _ in self.mirror.waiters}
+        later = [self.mine[t] for t in self.mirror.mine - shown if self._still_waiting(t)]
+        later.sort(key=lambda m: m.requested_at)
         line += [
-            (math.inf, Queued(m.ticket, m.requested_at, m.ticket.priority)) for m in self.asking()
+            (math.inf, Queued(m.ticket, m.requested_at, m.ticket.priority))
+            for m in (*later, *self.asking())
         ]
         aged = [
             (seq, dataclasses.replace(queued, effective_priority=self._effective(queued, now)))
@@ -141,8 +147,8 @@ class LeaseView:
 
     def queue_length(self) -> int:
         """How many wait: those Redis reported and still waiting, and requests in flight."""
-        listed = sum(self._still_waiting(tid) for tid, _, _ in self.mirror.waiters)
-        return listed + len(self.asking())
+        left = sum(not self._still_waiting(tid) for tid in self.mirror.mine)
+        return self.mirror.count - left + len(self.asking())
 
     def asking(self) -> list[Mine]:
         """Requests of this process in flight: Redis will see them before any later one."""
