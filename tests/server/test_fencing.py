@@ -124,7 +124,9 @@ async def test_a_gpuguard_in_front_sends_its_lease_fence_with_its_work(
     live: Live, fronts: tuple[GpuGuard, GpuGuard, str]
 ) -> None:
     front_guard, _, _ = fronts
-    front = ModelGateway(OllamaBackend(live.url), model=MODEL, guard=front_guard)
+    # The server behind trusts its fronts with its token: a fence from anyone else is a 401.
+    backend = OllamaBackend(live.url, api_key=live.app.state.access.token)
+    front = ModelGateway(backend, model=MODEL, guard=front_guard)
     try:
         words = [
             item.content
