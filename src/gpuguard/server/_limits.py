@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import ErrorKind, error_body, is_ollama_path
 
-__all__ = ["BodySizeLimit"]
+__all__ = ["BodySizeLimit", "send_json_and_close"]
 
 _TOO_LARGE = ErrorKind(413, "invalid_request_error", "request_too_large")
 
@@ -85,16 +85,21 @@ class BodySizeLimit:
     async def _reject(self, send: Send, *, ollama: bool) -> None:
         message = self._message()
         shaped = {"error": message} if ollama else error_body(_TOO_LARGE, message, context=None)
-        body = json.dumps(shaped).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json_and_close(send, 413, shaped)
+
+
+async def send_json_and_close(send: Send, status: int, payload: object) -> None:
+    """Answer from an ASGI middleware: ``payload`` as JSON with ``status``, then close."""
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import ErrorKind, error_body
+from ._limits import send_json_and_close
 
 __all__ = ["ReaderStalled", "StalledReaders"]
 
@@ -97,21 +97,9 @@ class StalledReaders:
 
 
 async def _request_timeout(send: Send, message: str) -> None:
-    body = json.dumps(error_body(_SLOW_BODY, message, context=None)).encode()
     with contextlib.suppress(Exception):
         async with asyncio.timeout(1.0):
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 408,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_json_and_close(send, 408, error_body(_SLOW_BODY, message, context=None))
 
 
 def _first_stall(exc: BaseException) -> BaseException:
