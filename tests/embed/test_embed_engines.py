@@ -41,10 +41,12 @@ def test_public_names_are_exactly_these() -> None:
             "ProcessEmbedder",
             "RemoteEmbedder",
             "SentenceTransformerEmbedder",
+            "SharedModelEmbedder",
             "Vectors",
             "bundled_model_path",
             "choose_cpu_engine",
             "create_embedder",
+            "create_embedder_pair",
             "export_onnx",
             "report_fallback",
         ]

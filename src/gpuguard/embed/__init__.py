@@ -4,6 +4,7 @@ Engines: :class:`SentenceTransformerEmbedder`, :class:`FastEmbedEmbedder` (ONNX 
 :class:`RemoteEmbedder` (OpenAI-compatible or Ollama), :class:`HashEmbedder` (no model, for
 tests and demos), built from settings by :func:`create_embedder`; :class:`ProcessEmbedder`
 runs a local engine in a worker process so that its work can be killed.
+:func:`create_embedder_pair` builds both roles with one model where they share a device;
 :class:`EmbedderPair` holds the GPU and CPU embedders and refuses a dimension mismatch;
 :class:`BulkEmbedder` streams batches through the GPU when it is free and the CPU when it is
 not.
@@ -27,6 +28,7 @@ from ._lease import LeaseGuard
 from ._pair import EmbedderPair
 from ._process import ProcessEmbedder
 from ._protocol import Embedder, Vectors
+from ._shared import SharedModelEmbedder, create_embedder_pair
 
 if TYPE_CHECKING:
     from .hashing import HashEmbedder
@@ -51,10 +53,12 @@ __all__ = [
     "ProcessEmbedder",
     "RemoteEmbedder",
     "SentenceTransformerEmbedder",
+    "SharedModelEmbedder",
     "Vectors",
     "bundled_model_path",
     "choose_cpu_engine",
     "create_embedder",
+    "create_embedder_pair",
     "export_onnx",
     "report_fallback",
 ]

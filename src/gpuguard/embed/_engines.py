@@ -16,7 +16,13 @@ from .._exceptions import ConfigError
 from ._local import LocalEmbedder
 from .onnx import MANIFEST_NAME
 
-__all__ = ["LOCAL_ENGINES", "EngineChoice", "choose_cpu_engine", "create_local_embedder"]
+__all__ = [
+    "LOCAL_ENGINES",
+    "EngineChoice",
+    "choose_cpu_engine",
+    "create_local_embedder",
+    "resolve_device",
+]
 
 LOCAL_ENGINES = ("sentence-transformers", "fastembed")
 """The engines that run on this machine, and so can run in a worker process."""
@@ -58,12 +64,32 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def resolve_device(engine: str, device: str) -> str:
+    """``auto``: the GPU torch can use (CUDA, then Apple MPS), else the CPU.
+
+    Asking torch imports it (over a second): this runs where the engine runs, in a worker
+    process for the default GPU embedder. Without a GPU the "GPU" embedder still runs
+    under the lease, so the guard's behaviour (and the demo) is the same on every machine.
+    """
+    if device != "auto":
+        return device
+    if engine != "sentence-transformers":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
 def create_local_embedder(engine: str, *, model: str | None, device: str) -> LocalEmbedder:
     """Build a local engine, its settings as for :func:`~gpuguard.embed.create_embedder`.
 
-    The model loads on first use, not here. Raises :class:`ConfigError` for missing
-    settings or an engine not in :data:`LOCAL_ENGINES`.
+    ``device="auto"`` is resolved here (:func:`resolve_device`). The model loads on first
+    use, not here. Raises :class:`ConfigError` for missing settings or an engine not in
+    :data:`LOCAL_ENGINES`.
     """
+    device = resolve_device(engine, device)
     if engine == "sentence-transformers":
         from .sentence_transformers import SentenceTransformerEmbedder
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from .._exceptions import ConfigError
-from ._engines import LOCAL_ENGINES, create_local_embedder
+from ._engines import LOCAL_ENGINES, create_local_embedder, resolve_device
 from ._process import ProcessEmbedder
 from ._protocol import Embedder
 
@@ -38,14 +38,20 @@ def create_embedder(
     killed; the engine is still built here first, so a bad setting fails at once. The
     other engines have no local work to isolate and ignore it.
 
+    ``device="auto"`` is the GPU torch can use, else the CPU (:func:`resolve_device`); in a
+    worker process it is resolved there, so that this process never imports torch for it.
+
     Raises :class:`ConfigError` for an unknown engine or missing settings, and
     :class:`~gpuguard.EmbedderUnavailable` for a device this machine does not have.
     """
+    if engine in LOCAL_ENGINES and process:
+        # The settings are checked here; the device, if "auto", is probed in the worker.
+        checked = "cpu" if device == "auto" else device
+        local = create_local_embedder(engine, model=model, device=checked)
+        return ProcessEmbedder(engine, name=local.name, model=model, device=device)
+    device = resolve_device(engine, device)
     if engine in LOCAL_ENGINES:
-        local = create_local_embedder(engine, model=model, device=device)
-        if not process:
-            return local
-        return ProcessEmbedder(engine, name=local.name, model=model, device=local.device)
+        return create_local_embedder(engine, model=model, device=device)
     if engine == "remote":
         from .remote import RemoteApi, RemoteEmbedder
 

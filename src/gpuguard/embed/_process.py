@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from .._exceptions import ConfigError, EmbedderUnavailable, EmbeddingError
 from ..worker import WorkerProcess
@@ -23,18 +24,25 @@ _HOST = "gpuguard.embed._process:EngineHost"
 
 
 class EngineHost:
-    """The child's half: builds the engine and loads its model when the worker starts."""
+    """The child's half: builds the engine when the worker starts.
+
+    ``device="auto"`` is resolved here; the model loads on the first call that needs it.
+    """
 
     def __init__(self, engine: str, model: str | None, device: str) -> None:
         self._embedder = create_local_embedder(engine, model=model, device=device)
-        self._dimension = self._embedder.load_blocking()
+
+    def device(self) -> str:
+        """Where the model runs: ``cuda``, ``mps`` or ``cpu`` (``auto`` resolved)."""
+        return self._embedder.device
 
     def dimension(self) -> int:
-        """The loaded model's vector size."""
-        return self._dimension
+        """Load the model (once) and return its vector size."""
+        return self._embedder.load_blocking()
 
     def encode(self, texts: list[str]) -> Vectors:
         """Normalised vectors for a non-empty batch."""
+        self._embedder.load_blocking()
         return self._embedder.embed_blocking(texts)
 
     def vocab_size(self) -> int:
@@ -55,7 +63,9 @@ class ProcessEmbedder(ModelOnDevice):
 
     ``name`` and ``device`` describe the model (as the in-process engine would);
     ``engine``, ``model`` and ``device`` are passed to
-    :func:`~gpuguard.embed.create_embedder` in the child. ``load_timeout_s`` bounds a load
+    :func:`~gpuguard.embed.create_embedder` in the child. ``device="auto"`` is resolved
+    there (torch is asked only in the child): :attr:`device` says ``auto`` until the worker
+    has started, then where the model runs. ``load_timeout_s`` bounds a load
     and ``embed_timeout_s`` (``None``: no limit) one batch; past either the process is
     killed. :meth:`abort` kills it at once.
     """
@@ -86,25 +96,38 @@ class ProcessEmbedder(ModelOnDevice):
         """The worker process the model runs in."""
         return self._worker
 
+    async def probe_device(self) -> str:
+        """Start the worker (without loading the model) and return where the model runs."""
+        if self._device == "auto" or not self._worker.alive:
+            self._device = await self._in_worker("device", "starting the engine")
+        return self._device
+
     async def load(self) -> int:
-        """Start the worker, which loads the model, and return the dimension."""
+        """Start the worker, load the model there, and return the dimension."""
         if self._dimension is not None and self._worker.alive:
             return self._dimension
+        await self.probe_device()
+        dimension: int = await self._in_worker("dimension", "loading")
+        self._dimension = dimension
+        return dimension
+
+    async def _in_worker(self, method: str, doing: str) -> Any:
+        """``method``'s answer, the worker started first, both within the load timeout."""
+        deadline = asyncio.get_running_loop().time() + self._load_timeout_s
         try:
-            async with asyncio.timeout(self._load_timeout_s):
+            async with asyncio.timeout_at(deadline):
                 await self._worker.start()
+            left = deadline - asyncio.get_running_loop().time()
+            return await self._worker.call(method, timeout_s=max(left, 0.001))
         except TimeoutError as exc:
             raise EmbedderUnavailable(
-                f"loading {self._name!r} on {self._device} took longer than "
+                f"{doing} {self._name!r} on {self._device} took longer than "
                 f"{self._load_timeout_s}s; the loading process was killed"
             ) from exc
         except EmbeddingError:
             raise
         except Exception as exc:
             raise self._load_failed(exc) from exc
-        dimension: int = await self._worker.call("dimension")
-        self._dimension = dimension
-        return dimension
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         """Embed ``texts`` in the worker (starting it and loading the model if needed)."""

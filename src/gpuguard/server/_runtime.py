@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .._events import Priority
 from .._exceptions import GpuGuardError
-from ..embed import BulkEmbedder, choose_cpu_engine, create_embedder
+from ..embed import BulkEmbedder, choose_cpu_engine, create_embedder_pair
 from ..gateway import EmbeddingSizes, FootprintMeter, GatewayTimeouts, ModelGateway
 from ..index import VectorStore, private_directory
 from ..jobs import JobManager
@@ -164,16 +164,6 @@ def build_gateway(settings: Settings) -> ModelGateway:
         embed_hold_s=limits.embed_hold_timeout_s,
     )
     spec = settings.embeddings
-    gpu = None
-    if spec.gpu_engine is not None:
-        device = _resolve_device(spec.gpu_engine, spec.gpu_device)
-        gpu = create_embedder(
-            spec.gpu_engine,
-            model=spec.gpu_model,
-            device=device,
-            url=spec.url,
-            process=spec.gpu_process,
-        )
     cpu_engine, cpu_model = spec.cpu_engine, spec.cpu_model
     if cpu_engine == "auto":
         choice = choose_cpu_engine(
@@ -181,7 +171,15 @@ def build_gateway(settings: Settings) -> ModelGateway:
         )
         logger.info("CPU embeddings run on %s (%s)", choice.engine, choice.reason)
         cpu_engine, cpu_model = choice.engine, choice.model or cpu_model
-    cpu = create_embedder(cpu_engine, model=cpu_model, device="cpu", url=spec.url)
+    gpu, cpu = create_embedder_pair(
+        spec.gpu_engine,
+        cpu_engine,
+        gpu_model=spec.gpu_model,
+        cpu_model=cpu_model,
+        gpu_device=spec.gpu_device,
+        gpu_process=spec.gpu_process,
+        url=spec.url,
+    )
     return ModelGateway(
         _build_backend(settings),
         model=settings.model_name,
@@ -253,20 +251,3 @@ def _build_backend(settings: Settings) -> LlmBackend:
 
 def _layers(model: ModelSettings, llm: LlmSettings) -> int:
     return model.gpu_layers if model.gpu_layers is not None else llm.n_gpu_layers
-
-
-def _resolve_device(engine: str, device: str) -> str:
-    """``auto``: the GPU torch can use (CUDA, then Apple MPS), else the CPU.
-
-    Without a GPU the "GPU" embedder still runs under the lease, so the guard's behaviour
-    (and the demo) is the same on every machine.
-    """
-    if device != "auto":
-        return device
-    if engine != "sentence-transformers":
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
