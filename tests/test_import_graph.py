@@ -128,6 +128,8 @@ def room(module: str) -> str:
     parts = module.split(".")[1:]
     if not parts:
         return "gpuguard"
+    if parts[0] == "__main__":
+        return "cli"  # ``python -m gpuguard`` is the command line's other door
     if parts[0].startswith("_"):
         return "shared"
     if parts[0] != "guard":

@@ -11,7 +11,12 @@ import gpuguard
 
 
 def _public_names() -> set[str]:
-    """Names a user sees in ``dir(gpuguard)``, less subpackages and dunders."""
+    """Names a user sees in ``dir(gpuguard)``, less subpackages and dunders.
+
+    Every name of ``__all__`` is touched first: most are imported on first use.
+    """
+    for name in gpuguard.__all__:
+        getattr(gpuguard, name)
     return {
         name
         for name in vars(gpuguard)

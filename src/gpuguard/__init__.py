@@ -6,18 +6,9 @@ Local AI apps run an LLM and embedding models on one GPU; gpuguard makes every G
 back to the CPU instead of waiting, and never lets an operation hang or starve.
 """
 
-from . import _logging
-from ._clock import Clock, FakeClock, SystemClock, TimerHandle
-from ._events import (
-    Event,
-    EventBus,
-    GpuEvent,
-    GpuStatus,
-    JobEvent,
-    ModelEvent,
-    Priority,
-    Subscription,
-)
+import typing
+
+from . import _lazy, _logging
 from ._exceptions import (
     BackendBusy,
     BackendError,
@@ -56,25 +47,75 @@ from ._exceptions import (
     WorkerKilled,
     WouldBlock,
 )
-from .guard import (
-    DEFAULT,
-    DefaultType,
-    GpuGuard,
-    GuardCounters,
-    GuardSnapshot,
-    HolderInfo,
-    Lease,
-    OnHang,
-    StopWork,
-    Timeout,
-    WaiterInfo,
-    in_thread,
-    run_to_end,
-)
+
+if typing.TYPE_CHECKING:
+    from ._clock import Clock, FakeClock, SystemClock, TimerHandle
+    from ._events import (
+        Event,
+        EventBus,
+        GpuEvent,
+        GpuStatus,
+        JobEvent,
+        ModelEvent,
+        Priority,
+        Subscription,
+    )
+    from .guard import (
+        DEFAULT,
+        DefaultType,
+        GpuGuard,
+        GuardCounters,
+        GuardSnapshot,
+        HolderInfo,
+        Lease,
+        OnHang,
+        StopWork,
+        Timeout,
+        WaiterInfo,
+        in_thread,
+        run_to_end,
+    )
 
 __version__ = "0.1.0"
 
 _logging.install()
+
+# The lease and the events import asyncio: loaded on first use, so that a command that needs
+# neither (``gpuguard --version``) starts at once.
+_LAZY = {
+    "Clock": "._clock",
+    "FakeClock": "._clock",
+    "SystemClock": "._clock",
+    "TimerHandle": "._clock",
+    "Event": "._events",
+    "EventBus": "._events",
+    "GpuEvent": "._events",
+    "GpuStatus": "._events",
+    "JobEvent": "._events",
+    "ModelEvent": "._events",
+    "Priority": "._events",
+    "Subscription": "._events",
+    "DEFAULT": ".guard",
+    "DefaultType": ".guard",
+    "GpuGuard": ".guard",
+    "GuardCounters": ".guard",
+    "GuardSnapshot": ".guard",
+    "HolderInfo": ".guard",
+    "Lease": ".guard",
+    "OnHang": ".guard",
+    "StopWork": ".guard",
+    "Timeout": ".guard",
+    "WaiterInfo": ".guard",
+    "in_thread": ".guard",
+    "run_to_end": ".guard",
+}
+
+__getattr__ = _lazy.lazy_getattr(__name__, _LAZY, globals())
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "DEFAULT",

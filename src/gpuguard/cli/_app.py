@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.live import Live
 
 from .. import __version__
 from .._exceptions import ConfigError, GpuGuardError
-from ..settings import Settings, load_settings
 from ._chat import chat
 from ._client import ServerClient, connected
 from ._console_log import console_logging
@@ -35,9 +32,13 @@ from ._output import (
 from ._render import holder_text, jobs_lines, queue_text, status_view
 from ._run import run
 
+if TYPE_CHECKING:
+    from ..settings import Settings
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    rich_markup_mode=None,
     cls=PlainGroup,
     name="gpuguard",
     help="One fair, bounded GPU lease for a local LLM and embeddings.",
@@ -60,7 +61,7 @@ def main() -> None:
 
 def _print_version(value: bool) -> None:
     if value:
-        console.print(f"gpuguard {__version__}")
+        typer.echo(f"gpuguard {__version__}")  # plain: no renderer to import for one line
         raise typer.Exit()
 
 
@@ -122,8 +123,11 @@ def serve(
 
     What callers may index and which names the server answers to: docs/security.md.
     """
+    import asyncio
+
     from ..server import create_app
     from ..server import serve as serve_app
+    from ..settings import load_settings
 
     if ollama_port is not None and ollama is None:
         ollama = True
@@ -212,6 +216,9 @@ def demo(
     ] = Path(".gpuguard/demo"),
 ) -> None:
     """The start-up scenario on embedded defaults: prewarm and at once refresh the schemas."""
+    import asyncio
+
+    from ..settings import load_settings
     from ._demo import run_demo
 
     if port is None:
@@ -289,6 +296,8 @@ def _states(
 
 
 def _watch_live(states: Iterator[dict[str, Any]]) -> None:
+    from rich.live import Live
+
     with Live(status_view(next(states)), console=console, refresh_per_second=8) as live:
         for state in states:
             live.update(status_view(state))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.text import Text
 
 from ._client import ServerClient, ServerError, connected
 from ._output import TokenOption, UrlOption, errors
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["chat"]
 
@@ -59,6 +61,8 @@ def chat(
 
 def _converse(client: ServerClient, options: dict[str, Any]) -> None:
     """Read questions line by line; every answer joins the history sent with the next one."""
+    from rich.text import Text
+
     prompting = sys.stdin.isatty()
     if prompting:
         errors.print(Text(f"chatting with {options['model']}: /? for help, /bye ends", "dim"))
@@ -83,6 +87,8 @@ def _converse(client: ServerClient, options: dict[str, Any]) -> None:
 
 def _command(text: str, options: dict[str, Any], history: list[dict[str, str]]) -> list[Any]:
     """Carry out one slash command; the history to go on with."""
+    from rich.text import Text
+
     name, _, argument = text.partition(" ")
     argument = argument.strip()
     if name in HELP:
@@ -106,6 +112,8 @@ def _command(text: str, options: dict[str, Any], history: list[dict[str, str]]) 
 
 def _ask(client: ServerClient, options: dict[str, Any], turns: list[dict[str, str]]) -> str:
     """Stream one answer to stdout (waiting notices to stderr); the answer's text."""
+    from rich.text import Text
+
     pieces: list[str] = []
     for payload in client.chat_stream({**options, "messages": turns}):
         notice = payload.get("gpuguard")

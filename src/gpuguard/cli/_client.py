@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigError
 from .._server_file import read_server_token
-from ..settings import ServerSettings, load_settings
 from ._output import fail
-from ._probe import stranger
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..settings import ServerSettings
 
 __all__ = ["ServerClient", "ServerError", "connected", "resolved", "server_address", "url_of"]
 
@@ -40,6 +41,8 @@ def server_address(url: str | None, token: str | None) -> tuple[str, str | None]
     """The server's URL and token: as given, else from the settings; ConfigError if invalid."""
     if url and token:
         return url, token
+    from ..settings import load_settings  # pydantic: only for a command that reads settings
+
     server = load_settings().server
     secret = server.token.get_secret_value() if server.token else None
     return url or url_of(server), token or secret
@@ -61,6 +64,8 @@ class ServerClient:
 
         Without ``token``, the one this user's ``gpuguard serve`` left for a loopback ``url``.
         """
+        import httpx  # here: a command that talks to no server never imports it
+
         token = token or read_server_token(url)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
@@ -107,6 +112,8 @@ class ServerClient:
         return self._transmit(self._http.build_request(method, path, **kwargs))
 
     def _transmit(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        import httpx
+
         try:
             return self._http.send(request, stream=stream)
         except httpx.TransportError as exc:
@@ -125,6 +132,8 @@ class ServerClient:
             message = error.get("message") if isinstance(error, dict) else error
             reason = f"{response.status_code}: {message or response.reason_phrase}"
             if response.status_code in _WRONG_PLACE:
+                from ._probe import stranger
+
                 other = stranger(self.url, self._headers)
                 if other is not None:
                     raise ServerError(f"{reason} from {response.request.url.path}: {other}")

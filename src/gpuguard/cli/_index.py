@@ -19,6 +19,7 @@ from ._output import JsonOption, TokenOption, UrlOption, console, errors, print_
 __all__ = ["index_app"]
 
 index_app = typer.Typer(
+    rich_markup_mode=None,
     cls=PlainGroup,
     help="Index a database's schemas or a folder of documents.",
     no_args_is_help=True,

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 from ._client import ServerClient, connected
 from ._help import PlainCommand, PlainGroup
@@ -29,6 +26,9 @@ from ._output import (
 )
 from ._render import jobs_lines
 
+if TYPE_CHECKING:
+    pass
+
 __all__ = ["FINISHED", "follow", "jobs_app", "print_outcome"]
 
 FINISHED = frozenset({"completed", "failed", "cancelled"})
@@ -37,6 +37,7 @@ INTERRUPTED = 130
 _POLL_S = 0.2
 
 jobs_app = typer.Typer(
+    rich_markup_mode=None,
     cls=PlainGroup,
     help="The server's indexing jobs: list them, show one, cancel one.",
     no_args_is_help=True,
@@ -100,6 +101,8 @@ def _line_printer() -> Seen:
 
 
 def _follow_with_bar(client: ServerClient, job: dict[str, Any]) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -123,6 +126,8 @@ def _follow_with_bar(client: ServerClient, job: dict[str, Any]) -> dict[str, Any
 
 def print_outcome(job: dict[str, Any]) -> None:
     """The job's last word, coloured by how it ended (not by the words in it)."""
+    from rich.text import Text
+
     status = job.get("status", "")
     style = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(status, "")
     detail = job.get("error") if status == "failed" else job.get("detail")
@@ -142,6 +147,8 @@ def jobs_list(
     url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
 ) -> None:
     """Every job the server remembers, newest first, with its progress."""
+    from rich.table import Table
+
     with connected(url, token) as client:
         jobs = client.get("/admin/jobs")["jobs"]
     if as_json:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from ._client import ServerClient, ServerError, connected, resolved
 from ._help import PlainCommand, PlainGroup
 from ._output import JsonOption, TokenOption, UrlOption, console, fail, interactive, print_json
 from ._render import holder_text, model_size, ps_rows, ps_table, queue_text, size_text
 
+if TYPE_CHECKING:
+    pass
+
 __all__ = ["models_app", "ps"]
 
 models_app = typer.Typer(
-    cls=PlainGroup, help="List, load and unload the backend's models.", no_args_is_help=True
+    rich_markup_mode=None,
+    cls=PlainGroup,
+    help="List, load and unload the backend's models.",
+    no_args_is_help=True,
 )
 
 ModelArgument = Annotated[str, typer.Argument(metavar="MODEL", help="The model's name.")]
@@ -33,6 +38,8 @@ def models_list(
     url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
 ) -> None:
     """The backend's models: loaded or not, the current one, size and VRAM where known."""
+    from rich.table import Table
+
     listing, status = _get(url, token, "/v1/models", "/admin/status")
     loaded = {entry["id"]: entry for entry in status.get("loaded", [])}
     rows = [

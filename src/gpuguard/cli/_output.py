@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from rich.console import Console
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = [
     "JsonOption",
@@ -27,8 +28,36 @@ __all__ = [
     "repeated",
 ]
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+
+class _ConsoleOnFirstUse:
+    """A rich ``Console`` made when first used.
+
+    A command that draws nothing (``--version``, ``--help``) never imports rich.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def _made(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    def __enter__(self) -> Console:  # rich's live views buffer output in ``with console:``
+        return self._made().__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._made().__exit__(*exc_info)
+
+
+console = cast("Console", _ConsoleOnFirstUse(highlight=False))
+errors = cast("Console", _ConsoleOnFirstUse(stderr=True, highlight=False))
 
 UrlOption = Annotated[
     str | None,
@@ -72,5 +101,7 @@ def print_json(data: Any) -> None:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` on stderr; the exit to raise."""
+    from rich.text import Text
+
     errors.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
     return typer.Exit(code)

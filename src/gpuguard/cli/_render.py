@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
 
 __all__ = [
     "event_row",
@@ -43,6 +44,11 @@ _STATUS_STYLE = {
 
 def lane_view(gpu: dict[str, Any]) -> Panel:
     """The holder, the queue by priority and the counters, from ``GET /admin/gpu``."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
     snapshot = gpu["snapshot"]
     current = gpu.get("current") or snapshot.get("holder")
     holder = Text(holder_text(current), style="bold blue" if current else "green")
@@ -61,6 +67,8 @@ def lane_view(gpu: dict[str, Any]) -> Panel:
 
 def event_row(event: dict[str, Any], start: float) -> tuple[str, str, Text, str, str]:
     """One timeline row: seconds since ``start``, operation, status, model, device/detail."""
+    from rich.text import Text
+
     status = event["status"]
     device = ""
     if status == "fallback":
@@ -79,6 +87,8 @@ def event_row(event: dict[str, Any], start: float) -> tuple[str, str, Text, str,
 
 def timeline_table(events: list[dict[str, Any]], *, title: str = "Timeline") -> Table:
     """GPU events as a table: time (s), operation, status, model, device or holder."""
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     table.add_column("t (s)", justify="right", no_wrap=True, min_width=7)
     table.add_column("operation", overflow="fold")
@@ -206,6 +216,8 @@ def until_text(expires_at: object, now: datetime | None = None) -> str:
 
 def ps_table(rows: list[dict[str, Any]]) -> Table:
     """``gpuguard ps``: the loaded models, like ``ollama ps``."""
+    from rich.table import Table
+
     table = Table("model", "size", "VRAM", "processor", "until", box=None, pad_edge=False)
     for row in rows:
         name = f"{row['model']} *" if row["current"] else row["model"]
@@ -231,6 +243,9 @@ def jobs_lines(jobs: list[dict[str, Any]]) -> list[str]:
 
 def status_view(state: dict[str, Any]) -> Group:
     """``gpuguard status``: backend, current model, loaded models, running jobs, the lane."""
+    from rich.console import Group
+    from rich.text import Text
+
     backend = state["backend"]
     health = Text("ok", "green") if backend.get("ok") else Text("down", "red")
     loaded = ", ".join(m["id"] for m in state.get("loaded", [])) or "none"

@@ -1,0 +1,5 @@
+"""``python -m gpuguard``: the ``gpuguard`` command."""
+
+from .cli import main
+
+main()
