@@ -38,14 +38,14 @@ import json
 import os
 import platform
 import random
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from _trees import load_average, print_side_by_side, run_in_tree, source_trees
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -484,13 +484,11 @@ def peak_rss_kb() -> int:
 
 
 def run_row(row: str, src: Path, work: Path, args: argparse.Namespace, onnx: str | None) -> Any:
-    command = [sys.executable, str(HERE), "--row", row, "--work", str(work)]
+    command = [str(HERE), "--row", row, "--work", str(work)]
     command += ["--postgres", args.postgres] + (["--quick"] if args.quick else [])
     command += ["--onnx", onnx] if onnx else []
     command += ["--corpus-gb", str(args.corpus_gb)] if args.corpus_gb is not None else []
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_in_tree(command, src)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -621,14 +619,12 @@ def main() -> None:
         child(args)
         return
 
-    trees = {"new": HERE.parent.parent / "src"}
-    if args.baseline:
-        trees["baseline"] = Path(args.baseline).resolve()
-    started, load_before = time.perf_counter(), os.getloadavg()
+    trees = source_trees(args.baseline)
+    started, load_before = time.perf_counter(), load_average()
     print(
         f"machine: {platform.node()} | {platform.machine()} | {os.cpu_count()} CPUs | "
         f"device {device_name()} | Python {platform.python_version()} | "
-        f"sizes {'quick' if args.quick else 'full'} | load {load_before[0]:.2f}"
+        f"sizes {'quick' if args.quick else 'full'} | load {load_before:.2f}"
     )
     rows = [row for row in args.rows.split(",") if row]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {
@@ -651,12 +647,9 @@ def main() -> None:
         (metric, *(reports[name][at][1] for name in trees), target)
         for at, (metric, _, target) in enumerate(reports["new"])
     ]
-    widths = [max(len(line[i]) for line in (*table, header)) for i in range(len(header))]
-    for line in (header, tuple("-" * width for width in widths), *table):
-        print(" | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
-    load_after = os.getloadavg()
+    print_side_by_side(header, table)
     print(
-        f"load average {load_before[0]:.2f} -> {load_after[0]:.2f}; "
+        f"load average {load_before:.2f} -> {load_average():.2f}; "
         f"{time.perf_counter() - started:.0f} s in all"
     )
 
