@@ -27,13 +27,15 @@ from gpuguard.embed import (
     Vectors,
     create_embedder_pair,
 )
+from gpuguard.llm.tiny_model import write_tiny_gguf
 from gpuguard.server import open_runtime
 from gpuguard.settings import load_settings
 
-ENGINE_MODULES = ("torch", "sentence_transformers", "fastembed", "llama_cpp")
+ENGINE_MODULES = ("torch", "sentence_transformers", "fastembed", "llama_cpp", "numpy")
 
 _IN_A_FRESH_PROCESS = """
 import asyncio, json, sys
+from gpuguard.llm.tiny_model import write_tiny_gguf
 from gpuguard.server import open_runtime
 from gpuguard.settings import load_settings
 
@@ -79,7 +81,14 @@ def _fresh_runtime(tmp_path: Path, *, embed: bool) -> dict[str, Any]:
 
 
 def test_building_the_default_runtime_imports_no_engine(tmp_path: Path) -> None:
-    """``gpu_device="auto"`` is not asked of torch here: the worker asks, when it starts."""
+    """``gpu_device="auto"`` is not asked of torch here: the worker asks, when it starts.
+
+    The tiny model is written first (a first start writes it with numpy); then nothing in
+    the building needs numpy either.
+    """
+    model = load_settings(data_dir=tmp_path).generated_model_path
+    model.parent.mkdir(parents=True)
+    write_tiny_gguf(model)
     built = _fresh_runtime(tmp_path, embed=False)
     assert built == {"modules": [], "gpu_device": "auto", "worker_alive": False}
 
@@ -92,9 +101,12 @@ def _has_cuda() -> bool:
 
 @pytest.mark.skipif(_has_cuda(), reason="with a GPU the two roles run on two devices")
 def test_without_a_gpu_one_model_in_the_worker_serves_both_roles(tmp_path: Path) -> None:
-    """The CPU role embeds on the worker's model: the server holds no copy, nor torch."""
+    """The CPU role embeds on the worker's model: the server holds no copy, nor torch.
+
+    (numpy comes with the vectors the worker sends back, and with the tiny model written.)
+    """
     embedded = _fresh_runtime(tmp_path, embed=True)
-    assert embedded == {"modules": [], "gpu_device": "cpu", "worker_alive": True}
+    assert embedded == {"modules": ["numpy"], "gpu_device": "cpu", "worker_alive": True}
 
 
 def test_an_in_process_gpu_engine_on_the_cpu_is_the_cpu_embedder(tmp_path: Path) -> None:

@@ -27,10 +27,11 @@ from ._fallback import FALLBACK_MESSAGE, report_fallback
 from ._lease import LeaseGuard
 from ._pair import EmbedderPair
 from ._process import ProcessEmbedder
-from ._protocol import Embedder, Vectors
+from ._protocol import Embedder
 from ._shared import SharedModelEmbedder, create_embedder_pair
 
 if TYPE_CHECKING:
+    from ._protocol import Vectors
     from .hashing import HashEmbedder
     from .onnx import FastEmbedEmbedder, export_onnx
     from .remote import RemoteEmbedder
@@ -69,6 +70,7 @@ _LAZY = {
     "HashEmbedder": ".hashing",
     "RemoteEmbedder": ".remote",
     "SentenceTransformerEmbedder": ".sentence_transformers",
+    "Vectors": "._protocol",
 }
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from ._protocol import Vectors
+if TYPE_CHECKING:
+    from ._protocol import Vectors
 
 __all__ = ["BulkStats", "Device", "EmbeddedBatch", "chunked"]
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import abc
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .._exceptions import EmbeddingError
 from ..guard import in_thread
 from ._on_device import ModelOnDevice
-from ._protocol import Vectors
 from ._tokens import check_token_ids
 from ._vectors import as_normalised_vectors
+
+if TYPE_CHECKING:
+    from ._protocol import Vectors
 
 __all__ = ["LocalEmbedder"]
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .._exceptions import EmbedderUnavailable, EmbeddingError
-from ._protocol import Vectors
+
+if TYPE_CHECKING:
+    from ._protocol import Vectors
 
 __all__ = ["ModelOnDevice"]
 
@@ -45,6 +47,8 @@ class ModelOnDevice:
 
     def _no_vectors(self) -> Vectors:
         """The answer to an empty batch."""
+        import numpy as np
+
         return np.zeros((0, self._dimension or 0), dtype=np.float32)
 
     def _load_failed(self, exc: Exception) -> EmbedderUnavailable:

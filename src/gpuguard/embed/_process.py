@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigError, EmbedderUnavailable, EmbeddingError
 from ..worker import WorkerProcess
 from ._engines import LOCAL_ENGINES, create_local_embedder
 from ._on_device import ModelOnDevice
-from ._protocol import Vectors
 from ._tokens import check_token_ids
+
+if TYPE_CHECKING:
+    from ._protocol import Vectors
 
 __all__ = ["EngineHost", "ProcessEmbedder"]
 

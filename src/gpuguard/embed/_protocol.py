@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
-import numpy as np
-from numpy.typing import NDArray
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    Vectors: TypeAlias = NDArray[np.float32]
+    """A ``(n, dimension)`` float32 array of L2-normalised rows."""
 
 __all__ = ["CountsTokens", "Embedder", "Vectors"]
 
-Vectors = NDArray[np.float32]
-"""A ``(n, dimension)`` float32 array of L2-normalised rows."""
+
+def __getattr__(name: str) -> Any:
+    """``Vectors`` at run time, made on first use: annotations need no numpy imported."""
+    if name != "Vectors":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import numpy as np
+    from numpy.typing import NDArray
+
+    globals()["Vectors"] = vectors = NDArray[np.float32]
+    return vectors
 
 
 @runtime_checkable

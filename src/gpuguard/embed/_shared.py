@@ -13,13 +13,17 @@ copies of one model (and of torch, in two processes) would serve one device. Bui
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ._engines import LOCAL_ENGINES
 from ._factory import create_embedder
 from ._local import LocalEmbedder
 from ._on_device import ModelOnDevice
 from ._process import ProcessEmbedder
-from ._protocol import CountsTokens, Embedder, Vectors
+from ._protocol import CountsTokens, Embedder
+
+if TYPE_CHECKING:
+    from ._protocol import Vectors
 
 __all__ = ["SharedModelEmbedder", "create_embedder_pair"]
 

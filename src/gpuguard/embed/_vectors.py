@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import EmbeddingError
-from ._protocol import Vectors
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike
+
+    from ._protocol import Vectors
 
 __all__ = ["as_normalised_vectors"]
 
@@ -19,6 +21,8 @@ def as_normalised_vectors(data: ArrayLike, *, expected_rows: int) -> Vectors:
     All-zero rows stay zero (they have no direction). Raises :class:`EmbeddingError` when
     the engine returned a different number of rows or something that is not a matrix.
     """
+    import numpy as np
+
     array: np.ndarray[Any, np.dtype[np.float32]] = np.asarray(data, dtype=np.float32)
     if array.ndim != 2 or array.shape[0] != expected_rows:
         raise EmbeddingError(

@@ -18,8 +18,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import numpy as np
-
 from ._batches import EmbeddedBatch, chunked
 
 __all__ = ["Window", "windows"]
@@ -69,6 +67,8 @@ class Window(Generic[T]):
         ``fallback`` is True when any of them fell back; ``seconds`` is its texts' share
         of the embedding time.
         """
+        import numpy as np
+
         count = len(self.texts)
         first_vectors = embedded[0][1].vectors
         vectors = np.empty((count, first_vectors.shape[1]), dtype=first_vectors.dtype)

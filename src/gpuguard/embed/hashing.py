@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._intervals import IntervalRecorder
 from ._local import LocalEmbedder
-from ._protocol import Vectors
+
+if TYPE_CHECKING:
+    from ._protocol import Vectors
 
 __all__ = ["HashEmbedder"]
 

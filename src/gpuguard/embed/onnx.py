@@ -20,14 +20,14 @@ import threading
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigError, EmbedderUnavailable
 from ._bundled import DEFAULT_MODEL, resolve_model
 from ._local import LocalEmbedder
-from ._protocol import Vectors
+
+if TYPE_CHECKING:
+    from ._protocol import Vectors
 
 __all__ = ["MANIFEST_NAME", "FastEmbedEmbedder", "export_onnx"]
 
@@ -117,6 +117,8 @@ class FastEmbedEmbedder(LocalEmbedder):
         return int(engine.embedding_size)
 
     def _encode_sync(self, texts: list[str]) -> Vectors:
+        import numpy as np
+
         rows = list(self._engine.embed(texts, batch_size=self._batch_size))
         return np.stack(rows).astype(np.float32, copy=False)
 

@@ -8,15 +8,17 @@ Both APIs take ``{"model": ..., "input": [texts]}``. OpenAI answers
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import numpy as np
 
 from .._exceptions import ConfigError, EmbedderUnavailable, EmbeddingError
-from ._protocol import Vectors
 from ._tokens import no_tokenizer
 from ._vectors import as_normalised_vectors
+
+if TYPE_CHECKING:
+    from ._protocol import Vectors
 
 __all__ = ["RemoteApi", "RemoteEmbedder"]
 

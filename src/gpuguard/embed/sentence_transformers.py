@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigError, EmbedderUnavailable
 from ._bundled import resolve_model
 from ._local import LocalEmbedder
-from ._protocol import Vectors
+
+if TYPE_CHECKING:
+    from ._protocol import Vectors
 
 __all__ = ["SentenceTransformerEmbedder"]
 

@@ -19,10 +19,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .._events import Priority
 from .._exceptions import ConfigError
-from ..embed._protocol import Vectors
+
+if TYPE_CHECKING:
+    from ..embed._protocol import Vectors
 
 __all__ = ["EmbedSize", "Embedded", "EmbeddingSizes"]
 

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .._events import Priority
 from .._exceptions import ConfigError
 from ..embed._bulk import BulkEmbedder
 from ..embed._openai_tokens import OpenAITokens
 from ..embed._pair import EmbedderPair
-from ..embed._protocol import Embedder, Vectors
+from ..embed._protocol import Embedder
 from ..embed._tokens import TOKEN_MEANINGS, TokenMeaning
 from ._embed_sizes import Embedded, EmbeddingSizes, EmbedSize
 from ._lane import Lane
 from ._values import GatewayTimeouts
+
+if TYPE_CHECKING:
+    from ..embed._protocol import Vectors
 
 __all__ = ["Embeddings"]
 
@@ -95,6 +97,8 @@ class Embeddings:
 
     async def embed_request(self, texts: Sequence[str]) -> Embedded:
         """Embed one API request's texts, scheduled by its size."""
+        import numpy as np
+
         pair, bulk = self.pair, self.bulk
         if pair is None or bulk is None:
             raise ConfigError("no embedder is configured")

@@ -29,11 +29,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from .._events import EventBus, Priority
 from ..embed._bulk import BulkEmbedder
 from ..embed._pair import EmbedderPair
-from ..embed._protocol import Embedder, Vectors
+from ..embed._protocol import Embedder
 from ..embed._tokens import TokenMeaning
 from ..guard import GpuGuard
 from ..llm._protocol import ChatChunk, ChatMessage, ChatOptions, LlmBackend
@@ -44,6 +45,9 @@ from ._footprints import FootprintMeter
 from ._lane import Lane
 from ._models import LlmModels
 from ._values import GatewayStatus, GatewayTimeouts, GpuWaiting, ModelInfo
+
+if TYPE_CHECKING:
+    from ..embed._protocol import Vectors
 
 __all__ = ["ModelGateway"]
 

@@ -26,17 +26,17 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, get_args
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from .._exceptions import StoreError
-from ..embed import Vectors
-from ._private import SQLITE_SIDE_FILES, private_file
+from ._store_file import connect, database_errors
+
+if TYPE_CHECKING:
+    from ..embed import Vectors
 
 __all__ = ["Chunk", "SearchHit", "SourceKind", "StoreStats", "VectorStore"]
 
@@ -45,26 +45,6 @@ SourceKind = Literal["document", "schema"]
 
 _KINDS: tuple[SourceKind, ...] = get_args(SourceKind)
 _MAX_K = 4096  # sqlite-vec's limit on k
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sources (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    content_hash TEXT NOT NULL,
-    chunk_count INTEGER NOT NULL,
-    UNIQUE (kind, name)
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY,
-    source_id INTEGER NOT NULL REFERENCES sources (id) ON DELETE CASCADE,
-    ordinal INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    metadata TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS chunks_by_source ON chunks (source_id);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +87,7 @@ class VectorStore:
     def __init__(self, path: str | Path, *, dimension: int | None = None) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._conn = _connect(self.path)
+        self._conn = connect(self.path)
         self._dimension = self._read_dimension()
         if dimension is not None:
             self._ensure_dimension(dimension)
@@ -135,6 +115,8 @@ class VectorStore:
 
         ``kinds`` limits the search to documents or schema (default: both).
         """
+        import numpy as np
+
         if not 1 <= k <= _MAX_K:
             raise ValueError(f"k must be between 1 and {_MAX_K}")
         wanted = _check_kinds(kinds)
@@ -259,6 +241,8 @@ class VectorStore:
     def _insert_chunks(
         self, kind: SourceKind, source_id: int, chunks: Sequence[Chunk], vectors: Vectors
     ) -> None:
+        import numpy as np
+
         first_id = int(self._query("SELECT coalesce(max(id), 0) + 1 FROM chunks")[0][0])
         ids = range(first_id, first_id + len(chunks))
         self._conn.executemany(
@@ -304,13 +288,13 @@ class VectorStore:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
-        except _database_errors() as exc:
+        except database_errors() as exc:
             raise StoreError(f"vector store {self.path}: {exc}") from exc
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return list(self._conn.execute(sql, params).fetchall())
-        except _database_errors() as exc:
+        except database_errors() as exc:
             raise StoreError(f"vector store {self.path}: {exc}") from exc
 
     def _read_dimension(self) -> int | None:
@@ -347,45 +331,3 @@ def _check_kinds(kinds: Iterable[SourceKind] | None) -> list[SourceKind]:
     if unknown or not wanted:
         raise ValueError(f"kinds must be among {_KINDS}, got {wanted}")
     return wanted
-
-
-def _database_errors() -> type[Exception]:
-    import sqlean
-
-    error: type[Exception] = sqlean.Error
-    return error
-
-
-def _connect(path: Path) -> Any:
-    """Open ``path`` with sqlite-vec loaded, WAL journalling and the tables created."""
-    try:
-        import sqlean
-        import sqlite_vec
-    except ImportError as exc:
-        raise StoreError("the vector store needs sqlean.py and sqlite-vec installed") from exc
-    try:
-        _make_private(path)
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
-        conn = sqlean.connect(str(path), isolation_level=None, check_same_thread=False)
-        conn.enable_load_extension(True)
-        sqlite_vec.load(conn)
-        conn.enable_load_extension(False)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode: a killed process loses nothing committed; a power cut may lose
-        # the last transactions but never leaves the file inconsistent.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.executescript(_SCHEMA)
-    except (OSError, ValueError, sqlean.Error) as exc:
-        raise StoreError(f"cannot open the vector store at {path}: {exc}") from exc
-    return conn
-
-
-def _make_private(path: Path) -> None:
-    """The store and SQLite's files beside it owner-only, before SQLite opens any of them."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    private_file(path)
-    for suffix in SQLITE_SIDE_FILES:
-        with suppress(FileNotFoundError):
-            private_file(path.with_name(path.name + suffix), create=False)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..embed import BulkEmbedder, BulkStats, Vectors
+from ..embed import BulkEmbedder, BulkStats
 from ..index import Chunk, SourceKind, VectorStore
+
+if TYPE_CHECKING:
+    from ..embed import Vectors
 
 __all__ = ["PendingSource", "embed_and_store"]
 
@@ -42,6 +44,8 @@ async def embed_and_store(
     transaction, in a worker thread) as soon as its last chunk is embedded, and its chunks
     are then dropped: memory holds the batches in flight and the sources they touch.
     """
+    import numpy as np
+
     async with bulk.stream(_pieces(sources), text=_piece_text, operation=operation) as run:
         async for batch in run:
             for (source, ordinal), vector in zip(batch.items, batch.vectors, strict=True):

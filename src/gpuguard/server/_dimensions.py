@@ -6,10 +6,13 @@ N values of each vector and renormalise them, as OpenAI's shortened embeddings d
 
 from __future__ import annotations
 
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING
 
 from .._exceptions import InvalidRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 __all__ = ["shorten"]
 
@@ -20,6 +23,8 @@ def shorten(vectors: NDArray[np.float32], dimensions: int | None) -> NDArray[np.
     ``None`` leaves the vectors whole. More dimensions than the model has is an
     :class:`InvalidRequest` naming ``dimensions`` (a 400); all-zero rows stay zero.
     """
+    import numpy as np
+
     if dimensions is None:
         return vectors
     have = vectors.shape[1]

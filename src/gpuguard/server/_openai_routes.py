@@ -5,12 +5,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncGenerator, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from numpy.typing import NDArray
 from starlette.responses import StreamingResponse
 
 from .._exceptions import GpuGuardError, ModelNotFound, UnsupportedParameter
@@ -31,6 +29,10 @@ from ._openai_payloads import Answer, chunk_payload, new_id, text_chunk_payload
 from ._openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ._retrieval import with_passages
 from ._streaming import ChatStream, ClosingStreamingResponse, first_item, items
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 __all__ = ["router"]
 
