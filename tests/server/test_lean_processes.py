@@ -133,6 +133,7 @@ class _Worker:
         self.loads = 0
 
     async def probe_device(self) -> str:
+        await asyncio.sleep(0)  # the worker answers later: concurrent callers interleave
         self.device = self._probed
         return self.device
 
@@ -171,7 +172,7 @@ async def test_the_cpu_role_uses_the_workers_model_when_it_runs_on_the_cpu() -> 
 
 async def test_the_cpu_role_loads_its_own_copy_beside_a_gpu_worker() -> None:
     cpu, worker, built = _shared("cuda")
-    await cpu.load()
+    await asyncio.gather(cpu.load(), cpu.load())  # two first calls: one copy
     await cpu.embed(["x"])
     assert (cpu.shares_worker, worker.loads, len(built)) == (False, 0, 1)
     assert built[0].calls == 1

@@ -56,7 +56,8 @@ class SharedModelEmbedder(ModelOnDevice):
             return self._own
         if await self._worker.probe_device() == "cpu":
             return self._worker
-        self._own = self._own_factory()
+        if self._own is None:  # checked again: a concurrent first call may have built it
+            self._own = self._own_factory()
         return self._own
 
     async def load(self) -> int:
