@@ -260,3 +260,18 @@ async def test_an_embedding_load_that_does_not_fit_unloads_an_idle_llm(tmp_path:
     assert rig.backend.loaded == {"m1"}
     assert rig.gateway.embedders is not None
     assert rig.gateway.embedders.gpu_ready
+
+
+async def test_a_background_prewarm_that_does_not_fit_unloads_nothing_and_is_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(tmp_path)
+    rig.book.remember("m3", 8 * GIB)
+    await rig.gateway.load("m1")
+    await rig.gateway.load("m2")
+    with caplog.at_level(logging.INFO, logger="gpuguard.gateway"):
+        await rig.gateway.prewarm("m3")  # not the current model: it may not evict
+    assert rig.backend.loaded == {"m1", "m2"}
+    assert any("not prewarming 'm3'" in r.getMessage() for r in caplog.records)
+    await rig.gateway.prewarm("m1")  # the current one, resident: nothing to do but load
+    assert rig.backend.loaded == {"m1", "m2"}

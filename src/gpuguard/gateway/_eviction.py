@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 
 from .._events import Priority
 from ..guard import Lease
@@ -30,6 +31,15 @@ __all__ = ["Evictor", "attach_evictor"]
 logger = logging.getLogger("gpuguard.gateway")
 
 MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Shortfall:
+    """A load's ``need``, how much of it is ``short`` of the budget, the models leases name."""
+
+    need: int
+    short: int
+    busy: set[str | None]
 
 
 class Evictor:
@@ -49,27 +59,22 @@ class Evictor:
         self._footprints = footprints
         self._residents = residents
 
+    def fits(self, lease: Lease, model: str) -> bool:
+        """Whether ``model`` fits beside what is committed now, with nothing unloaded.
+
+        True as well where nothing is counted (exclusive, the GPU unreadable, its size
+        unknown): the load runs as it always has.
+        """
+        shortfall = self._shortfall(lease, model)
+        return shortfall is None or shortfall.short <= 0
+
     async def make_room(self, lease: Lease, model: str) -> None:
         """Unload idle resident models until ``model`` fits the budget; ``lease`` is its load's."""
-        snapshot = self._lane.guard.snapshot()
-        memory = snapshot.memory
-        if memory is None:
-            return  # exclusive, or the GPU cannot be read: nothing is counted
-        need = self._footprints.get(model)
-        if need is None:
-            logger.info("the size of %r is not known yet: it loads without making room", model)
+        shortfall = self._shortfall(lease, model)
+        if shortfall is None or shortfall.short <= 0:
             return
-        counted = 0
-        busy: set[str | None] = set()
-        for holder in snapshot.holders:
-            if holder.lease_id == lease.lease_id:
-                counted += holder.memory_bytes or 0
-            else:
-                busy.add(holder.model)
-        short = need - counted - memory.available_bytes
-        if short <= 0:
-            return
-        victims = self._victims(model, busy, short)
+        need, short = shortfall.need, shortfall.short
+        victims = self._victims(model, shortfall.busy, short)
         if victims is None:
             logger.warning(
                 "%r needs %.0f MiB, %.0f MiB more than the budget has left, and unloading "
@@ -84,6 +89,25 @@ class Evictor:
             logger.info(
                 "unloaded %r (%.0f MiB) to make room for %r", victim.name, size / MIB, model
             )
+
+    def _shortfall(self, lease: Lease, model: str) -> _Shortfall | None:
+        """How far ``model``'s load (in ``lease``) is over the budget (``None``: not counted)."""
+        snapshot = self._lane.guard.snapshot()
+        memory = snapshot.memory
+        if memory is None:
+            return None  # exclusive, or the GPU cannot be read: nothing is counted
+        need = self._footprints.get(model)
+        if need is None:
+            logger.info("the size of %r is not known yet: it loads without making room", model)
+            return None
+        counted = 0
+        busy: set[str | None] = set()
+        for holder in snapshot.holders:
+            if holder.lease_id == lease.lease_id:
+                counted += holder.memory_bytes or 0
+            else:
+                busy.add(holder.model)
+        return _Shortfall(need, need - counted - memory.available_bytes, busy)
 
     def _victims(
         self, model: str, busy: set[str | None], short: int
@@ -123,4 +147,5 @@ def attach_evictor(
 
     evictor = Evictor(lane, footprints, residents)
     models.make_room = embeddings.make_room = evictor.make_room
+    models.fits = evictor.fits
     return evictor

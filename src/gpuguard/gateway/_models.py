@@ -42,7 +42,8 @@ class LlmModels:
 
     ``resident`` records the loaded models and their recency, for the budget policy and the
     unloads; ``make_room``, when set, runs in each load's lease before the load
-    (:class:`~._eviction.Evictor`: idle models unloaded while the load would not fit).
+    (:class:`~._eviction.Evictor`: idle models unloaded while the load would not fit), and
+    ``fits`` tells a background prewarm, which never unloads, whether to load at all.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class LlmModels:
         self.loaded: set[str] = set()
         self.resident = resident if resident is not None else ResidentModels()
         self.make_room: Callable[[Lease, str], Awaitable[None]] | None = None
+        self.fits: Callable[[Lease, str], bool] | None = None
         self.errors: list[str] = []
         self.prewarm_task: asyncio.Task[None] | None = None
         self._backend = backend
@@ -84,7 +86,8 @@ class LlmModels:
     async def prewarm(self, model: str | None, *, operation: str) -> None:
         """Load ``model`` (default: the current one) under the lease, with status events."""
         name = self.name(model)
-        if operation == "prewarm" and name != self.current and self._full(name):
+        background = operation == "prewarm" and name != self.current
+        if background and self._full(name):
             logger.info(
                 "not prewarming %r: %s models are loaded already (max_loaded_models); it "
                 "loads on first use",
@@ -93,6 +96,13 @@ class LlmModels:
             )
             return
         async with self._hold(operation, name, self._timeouts.load_hold_s) as lease:
+            if background and self.fits is not None and not self.fits(lease, name):
+                logger.info(
+                    "not prewarming %r: it does not fit beside the models loaded (budget); "
+                    "it loads on first use",
+                    name,
+                )
+                return
             self._lane.publish(name, "prewarming")
             await self.load_held(lease, name)
             self._lane.publish(name, "ready")
