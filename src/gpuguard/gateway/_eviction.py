@@ -35,9 +35,13 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class _Shortfall:
-    """A load's ``need``, how much of it is ``short`` of the budget, the models leases name."""
+    """How far a load is over the budget.
 
-    need: int
+    ``need`` is its footprint (``None``: unknown), ``short`` what it lacks (0 when unknown),
+    ``busy`` the models other leases name.
+    """
+
+    need: int | None
     short: int
     busy: set[str | None]
 
@@ -71,9 +75,14 @@ class Evictor:
     async def make_room(self, lease: Lease, model: str) -> None:
         """Unload idle resident models until ``model`` fits the budget; ``lease`` is its load's."""
         shortfall = self._shortfall(lease, model)
-        if shortfall is None or shortfall.short <= 0:
+        if shortfall is None:
             return
         need, short = shortfall.need, shortfall.short
+        if need is None:
+            logger.info("the size of %r is not known yet: it loads without making room", model)
+            return
+        if short <= 0:
+            return
         victims = self._victims(model, shortfall.busy, short)
         if victims is None:
             logger.warning(
@@ -98,8 +107,7 @@ class Evictor:
             return None  # exclusive, or the GPU cannot be read: nothing is counted
         need = self._footprints.get(model)
         if need is None:
-            logger.info("the size of %r is not known yet: it loads without making room", model)
-            return None
+            return _Shortfall(None, 0, set())
         counted = 0
         busy: set[str | None] = set()
         for holder in snapshot.holders:
