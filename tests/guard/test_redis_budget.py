@@ -8,6 +8,7 @@ write to a ledger file. Each test uses its own key prefix and removes its keys.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from gpuguard.guard.scopes.redis import RedisArbiter
 from gpuguard.settings import load_settings
 
 from ._support import SETTLERS, checkpoints, start, until
-from .redis_support import REDIS_URL, delete_keys, redis_arbiter, require_redis
+from .redis_support import REDIS_URL, delete_keys, private_redis, redis_arbiter, require_redis
 
 GIB = 1024**3
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,6 +168,56 @@ async def test_the_policy_here_has_the_last_word(guards: Guards, gpu: FakeDevice
     late.finish()
     await asyncio.gather(holder.task, head.task, late.task)
     assert order == ["chat", "embed", "chat2"]
+
+
+async def _until_renewed(client: redis.Redis[bytes], key: str, after: dict[str, int]) -> None:
+    """Until every grant in ``after`` was renewed by Redis past its expiry there (bounded)."""
+    for _ in range(400):  # bounded: beats come every ttl/5
+        now = {t: json.loads(raw)["u"] for t, raw in _grants(client, key).items()}
+        if all(now.get(t, 0) > u for t, u in after.items()):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"grants not renewed: {after} -> {_grants(client, key)}")
+
+
+def _grants(client: redis.Redis[bytes], key: str) -> dict[str, bytes]:
+    return {tid.decode(): raw for tid, raw in client.hgetall(f"{key}:holders").items()}
+
+
+@pytest.mark.parametrize("fault", ["client-kill", "restart"])
+async def test_every_grant_of_a_process_outlives_a_lost_connection_or_a_lost_redis(
+    tmp_path: Path, fault: str
+) -> None:
+    gpu = FakeDevices.with_gpus(80 * 1024)
+    policy = Budget(lambda: gpu.info(0), headroom_bytes=GIB)
+    with private_redis(tmp_path) as server:
+        guard = GpuGuard.redis(server.url, "gpu0", ttl_s=2.0, policy=policy)
+        admin = redis.Redis(port=server.port, socket_timeout=5)
+        try:
+            order: list[str] = []
+            first = await start(guard, "chat", order, memory_bytes=10 * GIB)
+            second = await start(guard, "embed", order, memory_bytes=10 * GIB)
+            await until(lambda: first.holding and second.holding, limit=10_000)
+            key = "gpuguard:{gpu0}"
+            before = {t: json.loads(raw)["u"] for t, raw in _grants(admin, key).items()}
+            assert len(before) == 2
+            if fault == "client-kill":
+                for client_type in ("normal", "pubsub"):
+                    admin.execute_command("CLIENT", "KILL", "TYPE", client_type, "SKIPME", "yes")
+                await _until_renewed(admin, key, before)
+            else:
+                server.kill()
+                server.start()  # every key lost: the next beat re-asserts both grants
+                await _until_renewed(admin, key, dict.fromkeys(before, 0))
+            assert first.holding
+            assert second.holding
+            assert sorted(_grants(admin, key)) == sorted(before)
+            first.finish()
+            second.finish()
+            await asyncio.gather(first.task, second.task)
+        finally:
+            await guard.aclose()
+            admin.close()
 
 
 def _worker(name: str, prefix: str, ledger: Path, gib: int) -> subprocess.Popen[bytes]:
