@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from gpuguard import FakeClock, GpuGuard, LeaseLost
+from gpuguard import FakeClock, GpuGuard, LeaseLost, StaleFence
 from gpuguard.devices import FakeDevices
+from gpuguard.guard import FenceBook
 from gpuguard.guard.policies import Budget, choose_policy
 from gpuguard.guard.scopes.redis import RedisArbiter
 from gpuguard.settings import load_settings
@@ -122,7 +123,10 @@ async def test_a_big_head_is_not_overtaken_by_small_ones(guards: Guards) -> None
     holder.finish()
     await big.until_holding()
     await until(lambda: all(op.holding for op in small))  # 53 GiB fit beside it
-    assert order == ["chat", "embed", "small0", "small1", "small2"]
+    # Redis granted them in line order (fences); their processes may start in any order.
+    fences = [op.lease.fence if op.lease is not None else None for op in (big, *small)]
+    assert fences == sorted(fences, key=lambda fence: fence or 0)
+    assert None not in fences
     for op in (big, *small):
         op.finish()
     await asyncio.gather(holder.task, big.task, *(op.task for op in small))
@@ -146,6 +150,35 @@ async def test_losing_one_grant_keeps_the_others(guards: Guards) -> None:
     assert [h.operation for h in a.snapshot().holders] == ["chat"]
     kept.finish()
     await kept.task
+
+
+async def test_leases_holding_side_by_side_each_run_their_fenced_work(
+    guards: Guards,
+) -> None:
+    a = guards()
+    first = await a.acquire("chat", memory_bytes=10 * GIB)
+    second = await a.acquire("embed", memory_bytes=10 * GIB)
+    assert first.fence is not None
+    assert second.fence is not None
+    assert first.fence < second.fence
+
+    async def work() -> str:
+        return "done"
+
+    assert await second.run(work()) == "done"
+    assert await first.run(work()) == "done"  # older, but granted beside: not taken over
+    first.release()
+    second.release()
+
+
+def test_a_grant_made_after_an_older_one_lapsed_fences_it_off() -> None:
+    book = FenceBook("gpu0")
+    book.admit(12, floor=10, operation="chat")  # granted beside 10
+    book.admit(10, operation="chat")
+    book.admit(20, floor=12, operation="chat")  # granted once 10 was gone
+    book.admit(12, floor=10, operation="chat")
+    with pytest.raises(StaleFence):
+        book.admit(10, operation="chat")
 
 
 async def test_the_policy_here_has_the_last_word(guards: Guards, gpu: FakeDevices) -> None:

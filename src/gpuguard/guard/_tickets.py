@@ -61,6 +61,9 @@ class Grant:
     hung_since: float | None = None
     fence: int | None = None
     """The fencing token of this grant, on scopes that issue them (Redis)."""
+    fence_floor: int | None = None
+    """The oldest token still holding when it was granted (under the exclusive policy, its
+    own): work under an older token was taken over (:class:`~gpuguard.guard.FenceBook`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -193,7 +194,7 @@ class RedisArbiter(LeaseCore):
         tid = self._ids.get(ticket.lease_id)
         mine = self._view.mine.get(tid) if tid is not None else None
         if tid is not None and mine is not None and mine.grant is not None:
-            mine.grant = Grant(ticket, mine.grant.granted_at, now, mine.grant.fence)
+            mine.grant = dataclasses.replace(mine.grant, hung_since=now)
             self._pending.spawn(self._call("hung", tid, "", ""))
 
     # --- what is known here (:class:`~._view.LeaseView`) -------------------------------------

@@ -141,7 +141,10 @@ class LeaseCore:
         mine.fence = fence
         if self._mark is not None:
             self._mark.take()
-        mine.grant = Grant(mine.ticket, self._clock.monotonic(), fence=int(fence))
+        floor = int(grant.get("lo") or fence)  # the oldest grant beside it, itself if alone
+        mine.grant = Grant(
+            mine.ticket, self._clock.monotonic(), fence=int(fence), fence_floor=floor
+        )
         self._confirm(state["sent"] + max(0, grant["pttl"]) / 1000.0, mine)
         if notify:
             self._on_grant(mine.ticket, waited_s)

@@ -194,7 +194,11 @@ local function grant(id, tk)
   local fence = math.max((tonumber(redis.call('GET', P .. ':fence')) or 0) + 1, real_ms)
   local f = string.format('%d', fence)
   redis.call('SET', P .. ':fence', f)
-  keep({t = id, f = f, g = now, h = false, u = real_ms + tk.ttl, ticket = tk})
+  local lo = f  -- the oldest token still holding beside it (the fence book's floor)
+  for _, h in ipairs(holders()) do
+    if tonumber(h.f) < tonumber(lo) then lo = h.f end
+  end
+  keep({t = id, f = f, lo = lo, g = now, h = false, u = real_ms + tk.ttl, ticket = tk})
   redis.call('ZREM', QUEUES[tk.p + 1], id)
   redis.call('HDEL', TICKETS, id)
   changed()
