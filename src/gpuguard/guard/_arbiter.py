@@ -5,7 +5,8 @@ arbiter that decides grants, one implementation per scope (:mod:`gpuguard.guard.
 local arbiter decides within one process; the host-wide and Redis arbiters decide across
 processes and hosts with the same rules:
 
-* at most one holder;
+* at most one holder under the exclusive policy (under a sharing one, the process and Redis
+  arbiters grant the heads of the line while the policy admits them);
 * a request is granted at once only when nobody holds *and nobody waits* (no queue jumping);
 * on release the next waiter in :class:`~gpuguard.guard._queue.WaiterQueue` order is granted;
 * when nobody holds the GPU, nobody waits for it.

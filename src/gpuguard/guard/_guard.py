@@ -45,6 +45,7 @@ from ._lease import Lease
 from ._options import DEFAULT, OnHang, Timeout, check_option, check_timeout
 from ._snapshot import GuardSnapshot, HolderInfo, holder_info, waiter_infos
 from ._telemetry import log_gpu_event
+from .policies import EXCLUSIVE, Policy
 from .scopes import make_arbiter
 
 __all__ = ["GpuGuard"]
@@ -137,16 +138,26 @@ class GpuGuard:
         on_hang: OnHang = "quarantine",
         clock: Clock | None = None,
         events: EventBus | None = None,
+        policy: Policy = EXCLUSIVE,
     ) -> GpuGuard:
         """A guard whose lease is shared through the Redis at ``url``.
 
         Every process on every host that names the same GPU (``name``, under ``prefix``)
         shares it. A holder that dies frees the GPU within ``ttl_s``; one that loses its lease gets
-        :class:`LeaseLost`. Needs the ``redis`` extra; call :meth:`aclose` when done.
+        :class:`LeaseLost`. Under a sharing ``policy`` (a :class:`~gpuguard.guard.policies.Budget`
+        reading that GPU) the lease keeps its ledger in Redis and grants several holders at
+        once. Needs the ``redis`` extra; call :meth:`aclose` when done.
         """
         clock = clock if clock is not None else SystemClock()
         arbiter = make_arbiter(
-            "redis", name, redis_url=url, aging_s=aging_s, ttl_s=ttl_s, prefix=prefix, clock=clock
+            "redis",
+            name,
+            redis_url=url,
+            aging_s=aging_s,
+            ttl_s=ttl_s,
+            prefix=prefix,
+            clock=clock,
+            policy=policy,
         )
         return cls(
             name,

@@ -63,7 +63,7 @@ def build_guard(
     is granted.
     """
     clock = SystemClock()
-    shares = limits.policy != "exclusive" and limits.scope == "process"
+    shares = limits.policy != "exclusive" and limits.scope in ("process", "redis")
     devices = detect() if shares else None  # the scope alone rules the budget out
     choice = choose_policy(
         limits.policy,

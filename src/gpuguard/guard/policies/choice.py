@@ -4,8 +4,9 @@
 NVIDIA GPU: on unified memory NVML reports none) with at least :data:`AUTO_MIN_TOTAL_BYTES`,
 in the process scope; :data:`~.exclusive.EXCLUSIVE` otherwise. ``budget`` asked for where it
 cannot work is refused with a :class:`~gpuguard.ConfigError` that says why. The budget's
-ledger lives in one process for now: the host and Redis scopes keep one holder, so they run
-the exclusive policy.
+ledger lives in the process (process scope) or in Redis (Redis scope: the lease name is one
+GPU, whose memory every host reads); the host scope keeps one holder, so it runs the
+exclusive policy.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ PolicyName = Literal["auto", "exclusive", "budget"]
 AUTO_MIN_TOTAL_BYTES: Final = 16 * 1024**3
 """The smallest GPU on which ``auto`` shares: below it one model fills the card anyway."""
 
-SHARING_SCOPES: Final = frozenset({"process"})
+SHARING_SCOPES: Final = frozenset({"process", "redis"})
 """The scopes whose arbiter can grant several holders at once."""
 
 
@@ -79,7 +80,7 @@ def _refusal(
     if scope not in SHARING_SCOPES:
         return (
             f"the {scope} scope keeps one holder across processes; the budget shares the GPU "
-            "within one process only (scope = 'process') in this version",
+            "in the process and Redis scopes only in this version",
             0,
         )
     if read is None:
