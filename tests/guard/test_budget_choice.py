@@ -36,7 +36,6 @@ def test_auto_chooses_the_budget_on_a_big_nvidia_gpu_in_the_process_scope() -> N
         (None, "process", "no NVIDIA GPU that NVML can read"),
         (FakeDevices.with_gpus(8 * 1024), "process", "8.0 GiB is too small to share"),
         (h200(), "host", "the host scope keeps one holder"),
-        (h200(), "redis", "the redis scope keeps one holder"),
     ],
 )
 def test_auto_falls_back_to_exclusive_and_says_why(
@@ -85,7 +84,7 @@ def test_budget_asked_for_on_a_small_gpu_is_granted() -> None:
 
 
 def test_the_settings_refuse_the_budget_in_a_shared_scope_naming_the_limit() -> None:
-    with pytest.raises(ConfigError, match='works with scope = "process" only'):
+    with pytest.raises(ConfigError, match='works with scope = "process" or "redis"'):
         load_settings(guard={"policy": "budget", "scope": "host"})
     with pytest.raises(ConfigError, match="policy"):
         load_settings(guard={"policy": "sometimes"})

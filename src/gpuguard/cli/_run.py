@@ -2,9 +2,11 @@
 
 The program starts only once the GPU is granted, and the lease lasts as long as any process
 of the program's tree lives (:mod:`gpuguard.cli._tree`): its background jobs, double-forked
-workers and daemons included. Every signal a terminal or a supervisor sends to stop, pause
-or tell a program something is passed on to the program's whole process group; while the
-GPU is still awaited, the stopping ones end the wait instead. The exit status is the
+workers and daemons included. On the host scope the tree itself holds the lease's kernel
+lock (``GPUGUARD_LEASE_FD``), so that stays true even when gpuguard is SIGKILLed. Every
+signal a terminal or a supervisor sends to stop, pause or tell a program something is
+passed on to the program's whole process group; while the GPU is still awaited, the
+stopping ones end the wait instead. The exit status is the
 program's, as a shell reports it (128 + N for death by signal N).
 """
 

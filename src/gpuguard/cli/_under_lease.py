@@ -20,7 +20,7 @@ from ._tree import ProgramTree, exit_status
 if TYPE_CHECKING:
     from ..guard import GpuGuard
 
-__all__ = ["FORWARDED_SIGNALS", "run_under_lease", "waiting_notice"]
+__all__ = ["FORWARDED_SIGNALS", "run_under_lease", "start_tree", "waiting_notice"]
 
 ENDING_SIGNALS = tuple(
     signal.Signals[name]
@@ -43,7 +43,7 @@ def waiting_notice(guard: GpuGuard) -> str:
     if current is None:
         return "Waiting for GPU..."
     hung = "" if current.hung_s is None else f" (hung for {current.hung_s:.0f}s)"
-    where = "" if current.pid is None else f", pid {current.pid}"
+    where = "" if current.pid is None else f", {current.where}"
     return f"Waiting for GPU... (held by {current.operation}{hung}{where})"
 
 
@@ -94,7 +94,7 @@ async def run_under_lease(
         async with hold as lease:
             if waited:
                 notify(f"got the GPU after {lease.waited_s:.1f} s")
-            tree = ProgramTree(argv)
+            tree = start_tree(argv, guard.lease_fd(lease))
             code = await lease.run(tree.wait(), stop=tree.kill)
     except asyncio.CancelledError:
         if interrupted_by is None or tree is not None:
@@ -105,3 +105,12 @@ async def run_under_lease(
         for signum in FORWARDED_SIGNALS:
             loop.remove_signal_handler(signum)
     return exit_status(code)
+
+
+def start_tree(argv: Sequence[str], lease_fd: int | None) -> ProgramTree:
+    """Start ``argv``'s tree, handing it ``lease_fd`` (then closed here: the tree keeps it)."""
+    try:
+        return ProgramTree(argv, lease_fd=lease_fd)
+    finally:
+        if lease_fd is not None:
+            os.close(lease_fd)

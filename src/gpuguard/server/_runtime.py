@@ -17,7 +17,13 @@ from pathlib import Path
 from .._events import Priority
 from .._exceptions import GpuGuardError
 from ..embed import BulkEmbedder, choose_cpu_engine, create_embedder_pair
-from ..gateway import EmbeddingSizes, FootprintMeter, GatewayTimeouts, ModelGateway
+from ..gateway import (
+    EmbeddingSizes,
+    FootprintMeter,
+    GatewayTimeouts,
+    ModelGateway,
+    ResidentModels,
+)
 from ..index import VectorStore, private_directory
 from ..jobs import JobManager
 from ..llm import LlmBackend
@@ -155,7 +161,8 @@ def build_gateway(settings: Settings) -> ModelGateway:
     """The guard, the LLM backend and the embedders, owned by one gateway."""
     limits = settings.guard
     book, meter = build_footprints(settings)
-    guard = build_guard(limits, footprints=book)
+    resident = ResidentModels()
+    guard = build_guard(limits, footprints=book, resident=resident)
     timeouts = GatewayTimeouts(
         wait_s=limits.wait_timeout_s,
         chat_wait_s=limits.chat_wait_timeout_s,
@@ -180,6 +187,8 @@ def build_gateway(settings: Settings) -> ModelGateway:
         gpu_process=spec.gpu_process,
         url=spec.url,
     )
+    if gpu is not None and spec.gpu_engine is not None:
+        book.assign(gpu.name, engine=spec.gpu_engine)  # measured beside the LLM engine's
     return ModelGateway(
         _build_backend(settings),
         model=settings.model_name,
@@ -201,6 +210,7 @@ def build_gateway(settings: Settings) -> ModelGateway:
         token_arrays=spec.token_arrays,
         max_loaded_models=settings.llm.loaded_models_bound,
         footprints=None if meter is None else FootprintMeter(book, meter),
+        resident=resident,
     )
 
 

@@ -30,7 +30,7 @@ class GuardSettings(Section):
     within ``redis_ttl_s``).
 
     ``policy``: ``"exclusive"`` (one GPU operation at a time), ``"budget"`` (side by side while
-    their memory fits the GPU less ``headroom_mb``; process scope only) or ``"auto"`` (budget
+    their memory fits the GPU less ``headroom_mb``; process and Redis scopes) or ``"auto"`` (budget
     where it can work, exclusive otherwise).
     """
 
@@ -61,10 +61,11 @@ class GuardSettings(Section):
         return self
 
     @model_validator(mode="after")
-    def _budget_needs_the_process_scope(self) -> GuardSettings:
-        if self.policy == "budget" and self.scope != "process":
+    def _budget_needs_a_sharing_scope(self) -> GuardSettings:
+        if self.policy == "budget" and self.scope not in ("process", "redis"):
             raise ValueError(
-                f'policy = "budget" works with scope = "process" only (not "{self.scope}"): '
-                'the host and Redis scopes keep one holder; use policy = "exclusive" or "auto"'
+                f'policy = "budget" works with scope = "process" or "redis" (not '
+                f'"{self.scope}"): the host scope keeps one holder; use policy = "exclusive" '
+                'or "auto"'
             )
         return self

@@ -4,13 +4,14 @@
 NVIDIA GPU: on unified memory NVML reports none) with at least :data:`AUTO_MIN_TOTAL_BYTES`,
 in the process scope; :data:`~.exclusive.EXCLUSIVE` otherwise. ``budget`` asked for where it
 cannot work is refused with a :class:`~gpuguard.ConfigError` that says why. The budget's
-ledger lives in one process for now: the host and Redis scopes keep one holder, so they run
-the exclusive policy.
+ledger lives in the process (process scope) or in Redis (Redis scope: the lease name is one
+GPU, whose memory every host reads); the host scope keeps one holder, so it runs the
+exclusive policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -26,7 +27,7 @@ PolicyName = Literal["auto", "exclusive", "budget"]
 AUTO_MIN_TOTAL_BYTES: Final = 16 * 1024**3
 """The smallest GPU on which ``auto`` shares: below it one model fills the card anyway."""
 
-SHARING_SCOPES: Final = frozenset({"process"})
+SHARING_SCOPES: Final = frozenset({"process", "redis"})
 """The scopes whose arbiter can grant several holders at once."""
 
 
@@ -45,8 +46,11 @@ def choose_policy(
     read: Callable[[], GpuMemory] | None,
     headroom_bytes: int,
     footprints: Mapping[str, int] | None = None,
+    resident: Collection[str] | None = None,
 ) -> PolicyChoice:
     """The policy for ``requested`` in ``scope`` on the GPU ``read`` reports (``None``: none).
+
+    ``footprints`` and ``resident`` go to the budget as they are (see :class:`Budget`).
 
     Raises :class:`~gpuguard.ConfigError` if ``budget`` is asked for where it cannot work.
     """
@@ -61,7 +65,7 @@ def choose_policy(
             raise ConfigError(f"policy = 'budget' cannot work here: {refusal}")
         return PolicyChoice(EXCLUSIVE, f"auto chose exclusive: {refusal}")
     assert read is not None
-    budget = Budget(read, headroom_bytes=headroom_bytes, footprints=footprints)
+    budget = Budget(read, headroom_bytes=headroom_bytes, footprints=footprints, resident=resident)
     gib = total / 1024**3
     how = "as configured" if explicit else "auto chose it"
     return PolicyChoice(
@@ -76,7 +80,7 @@ def _refusal(
     if scope not in SHARING_SCOPES:
         return (
             f"the {scope} scope keeps one holder across processes; the budget shares the GPU "
-            "within one process only (scope = 'process') in this version",
+            "in the process and Redis scopes only in this version",
             0,
         )
     if read is None:

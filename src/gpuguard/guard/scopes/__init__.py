@@ -48,17 +48,18 @@ def make_arbiter(
     dead holder is waited for until it is gone) are for the host scope (default: see
     :func:`.host.default_lock_dir`); ``redis_url``, ``ttl_s`` and ``prefix`` for the Redis
     scope. Every scope bears the GPU's machine-wide mark while this process holds
-    (:mod:`._mark`). Only the process scope grants several holders at once: another policy than the
-    exclusive one on a shared scope raises :class:`~gpuguard.ConfigError`.
+    (:mod:`._mark`). The process and Redis scopes grant several holders at once under a
+    sharing policy (the Redis one keeps the ledger in Redis); another policy than the
+    exclusive one on the host scope raises :class:`~gpuguard.ConfigError`.
     """
     if scope == "process":
         from .local import LocalArbiter
 
         return LocalArbiter(aging_s=aging_s, policy=policy, clock=clock, name=name)
-    if policy is not EXCLUSIVE and scope in SCOPES:
+    if policy is not EXCLUSIVE and scope == "host":
         raise ConfigError(
-            f"the {policy.name} policy works in the process scope only: the {scope} scope "
-            "keeps one holder across processes"
+            f"the {policy.name} policy works in the process and Redis scopes only: the "
+            f"{scope} scope keeps one holder across processes"
         )
     if scope == "host":
         from .host import HostArbiter
@@ -77,6 +78,6 @@ def make_arbiter(
         from .redis import RedisArbiter  # the redis extra is needed only here
 
         return RedisArbiter.from_url(
-            redis_url, name, aging_s=aging_s, ttl_s=ttl_s, prefix=prefix, clock=clock
+            redis_url, name, aging_s=aging_s, ttl_s=ttl_s, prefix=prefix, clock=clock, policy=policy
         )
     raise ValueError(f"unknown guard scope {scope!r}; expected one of {', '.join(SCOPES)}")
