@@ -6,7 +6,7 @@ models' remembered GPU memory it counts). Needs the ``server`` extra
 (pydantic-settings).
 """
 
-from ._build import build_footprints, build_guard, lock_dir_of
+from ._build import build_footprints, build_guard, build_guards, lease_name, lock_dir_of
 from ._settings import (
     CONFIG_ENV_VAR,
     EmbeddingSettings,
@@ -33,7 +33,9 @@ __all__ = [
     "SourceSettings",
     "build_footprints",
     "build_guard",
+    "build_guards",
     "is_loopback",
+    "lease_name",
     "load_settings",
     "lock_dir_of",
 ]
