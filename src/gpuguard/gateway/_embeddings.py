@@ -8,7 +8,7 @@ background priority per batch, falling back to the CPU whenever the GPU is busy.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from ..embed._openai_tokens import OpenAITokens
 from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder, Vectors
 from ..embed._tokens import TOKEN_MEANINGS, TokenMeaning
+from ..guard import GpuGuard
 from ._embed_sizes import Embedded, EmbeddingSizes, EmbedSize
 from ._lane import Lane
 from ._values import GatewayTimeouts
@@ -29,7 +30,10 @@ __all__ = ["Embeddings"]
 class Embeddings:
     """The GPU embedder (optional), the CPU one, their pair and the bulk embedder over it.
 
-    One pair serves every path, so the GPU model loads once whoever uses it first.
+    One pair serves every path, so the GPU model loads once whoever uses it first. With
+    GPU embedders on several GPUs (``more_gpus``: GPU index to the embedder there, beside
+    ``gpu`` on ``gpu_index``), a request's batch goes to the one with room and bulk work
+    spreads over all of them before the CPU.
     """
 
     def __init__(
@@ -42,6 +46,8 @@ class Embeddings:
         sizes: EmbeddingSizes,
         bulk_batch_size: int,
         token_arrays: TokenMeaning,
+        gpu_index: int | None = None,
+        more_gpus: Mapping[int, Embedder] | None = None,
     ) -> None:
         if gpu is not None and cpu is None:
             raise ConfigError("a GPU embedder needs a CPU embedder to fall back to")
@@ -52,28 +58,56 @@ class Embeddings:
         self.cpu = cpu
         self.sizes = sizes
         self.pair = None if cpu is None else EmbedderPair(gpu, cpu)
+        self._lane = lane
+        main = lane.gpus.indices[0] if gpu_index is None else gpu_index
+        # The GPU embedders' pairs by GPU index, the main one first.
+        self._pairs: dict[int, EmbedderPair] = {}
+        if self.pair is not None:
+            self._pairs[main] = self.pair
+            for index, embedder in (more_gpus or {}).items() if gpu is not None else ():
+                self._pairs.setdefault(index, EmbedderPair(embedder, self.pair.cpu))
         self.bulk = (
             None
             if self.pair is None
             else BulkEmbedder(
                 self.pair,
-                lane.guard,
+                lane.gpus[main],
                 batch_size=bulk_batch_size,
                 hold_timeout=timeouts.embed_hold_s,
+                more_gpus=[(lane.gpus[i], pair) for i, pair in self._pairs.items() if i != main],
+                by_room=self._names_by_room,
             )
         )
-        self._lane = lane
         self._timeouts = timeouts
+
+    def _names_by_room(self) -> list[str]:
+        return [guard.name for guard in self._lane.gpus.by_room()]
+
+    def _placed(self) -> tuple[GpuGuard, EmbedderPair]:
+        """The GPU with a GPU embedder and the most room, and that embedder's pair."""
+        if len(self._pairs) < 2:
+            index, pair = next(iter(self._pairs.items()))
+            return self._lane.gpus[index], pair
+        by_guard = {id(self._lane.gpus[index]): pair for index, pair in self._pairs.items()}
+        for guard in self._lane.gpus.by_room():
+            if id(guard) in by_guard:
+                return guard, by_guard[id(guard)]
+        raise AssertionError("every embedder's GPU is in the set")  # pragma: no cover
 
     async def load_gpu(self) -> Embedder:
         """The GPU embedder, loaded under the lease (normal priority) on first use."""
-        pair, embedder = self.pair, self.gpu
-        if pair is None or embedder is None:
+        if self.pair is None or self.gpu is None:
             raise ConfigError("no GPU embedder is configured")
+        return await self._load_on(*self._placed())
+
+    async def _load_on(self, guard: GpuGuard, pair: EmbedderPair) -> Embedder:
+        # The main GPU's embedder is ``gpu``, which the gateway lets callers replace.
+        embedder = self.gpu if pair is self.pair else pair.gpu
+        assert embedder is not None
         if not pair.gpu_ready:
             self._lane.publish(embedder.name, "loading")
             try:
-                await pair.load_gpu(self._lane.guard, hold_timeout=self._timeouts.load_hold_s)
+                await pair.load_gpu(guard, hold_timeout=self._timeouts.load_hold_s)
             except Exception as exc:
                 self._lane.publish(embedder.name, "failed", detail=str(exc))
                 raise
@@ -81,12 +115,17 @@ class Embeddings:
         return embedder
 
     async def embed(self, texts: Sequence[str], *, use_gpu: bool, priority: Priority) -> Vectors:
-        """Embed on the GPU embedder under the lease, or on the CPU one."""
+        """Embed on a GPU embedder under its GPU's lease (the GPU with room), or on the CPU."""
         if use_gpu and self.gpu is not None:
-            embedder = await self.load_gpu()
+            guard, pair = self._placed()
+            embedder = await self._load_on(guard, pair)
             timeouts = self._timeouts
-            async with self._lane.hold(
-                "embed", embedder.name, priority, timeouts.embed_hold_s, timeouts.wait_s
+            async with guard.hold(
+                "embed",
+                model=embedder.name,
+                priority=priority,
+                wait_timeout=timeouts.wait_s,
+                hold_timeout=timeouts.embed_hold_s,
             ) as lease:
                 return await lease.run(embedder.embed(texts), stop=embedder.abort)
         if self.cpu is None:
@@ -135,5 +174,8 @@ class Embeddings:
 
     async def aclose(self) -> None:
         """Free the models."""
+        for pair in self._pairs.values():
+            if pair is not self.pair and pair.gpu is not None:
+                await pair.gpu.aclose()
         if self.pair is not None:
             await self.pair.aclose()

@@ -34,9 +34,11 @@ async def admit_fence(request: Request) -> None:
     match = _VALUE.fullmatch(values[0]) if len(values) == 1 else None
     if match is None:
         raise InvalidRequest(FENCE_HEADER, "must be one '<gpu>:<token>' (a decimal fencing token)")
-    fences = get_context(request).gateway.guard.fences
-    if match["gpu"] != fences.gpu:
+    books = {guard.fences.gpu: guard.fences for guard in get_context(request).gateway.gpus}
+    fences = books.get(match["gpu"])
+    if fences is None:
+        served = ", ".join(repr(gpu) for gpu in books)
         raise InvalidRequest(
-            FENCE_HEADER, f"names GPU {match['gpu']!r}; this server fences GPU {fences.gpu!r}"
+            FENCE_HEADER, f"names GPU {match['gpu']!r}; this server fences GPU {served}"
         )
     fences.admit(int(match["token"]), operation=f"{request.method} {request.url.path}")

@@ -9,25 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._events import Priority
-from .._exceptions import GpuGuardError
-from ..embed import BulkEmbedder, choose_cpu_engine, create_embedder
+from .._exceptions import ConfigError, GpuGuardError
+from ..embed import BulkEmbedder, Embedder, choose_cpu_engine, create_embedder
 from ..gateway import EmbeddingSizes, FootprintMeter, GatewayTimeouts, ModelGateway
 from ..index import VectorStore, private_directory
 from ..jobs import JobManager
 from ..llm import LlmBackend
-from ..settings import LlmSettings, ModelSettings, Settings, build_footprints, build_guard
+from ..settings import LlmSettings, ModelSettings, Settings, build_footprints, build_guards
 from ._catalog import ModelCatalog, ModelEntry
 from ._context import Retriever, ServerContext
 from ._idle_unload import IdleUnloader
 from ._jobs import IndexingJobs
 
-__all__ = ["Runtime", "build_gateway", "model_catalog", "open_runtime", "store_retriever"]
+__all__ = [
+    "Runtime",
+    "build_gateway",
+    "model_catalog",
+    "model_gpus",
+    "open_runtime",
+    "store_retriever",
+]
 
 logger = logging.getLogger("gpuguard.server")
 
@@ -61,7 +68,7 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
         await asyncio.to_thread(private_directory, settings.data_dir)
         # Building imports torch, may write the tiny model and opens SQLite: off the loop.
         gateway = await asyncio.to_thread(build_gateway, settings)
-        stack.push_async_callback(gateway.guard.aclose)
+        stack.push_async_callback(gateway.gpus.aclose)
         stack.push_async_callback(gateway.aclose)
         store = await asyncio.to_thread(_open_store, settings.store_path)
         stack.push_async_callback(asyncio.to_thread, store.close)
@@ -155,7 +162,8 @@ def build_gateway(settings: Settings) -> ModelGateway:
     """The guard, the LLM backend and the embedders, owned by one gateway."""
     limits = settings.guard
     book, meter = build_footprints(settings)
-    guard = build_guard(limits, footprints=book)
+    gpus = build_guards(limits, footprints=book)
+    pins = model_gpus(settings, gpus.indices)
     timeouts = GatewayTimeouts(
         wait_s=limits.wait_timeout_s,
         chat_wait_s=limits.chat_wait_timeout_s,
@@ -165,15 +173,9 @@ def build_gateway(settings: Settings) -> ModelGateway:
     )
     spec = settings.embeddings
     gpu = None
-    if spec.gpu_engine is not None:
-        device = _resolve_device(spec.gpu_engine, spec.gpu_device)
-        gpu = create_embedder(
-            spec.gpu_engine,
-            model=spec.gpu_model,
-            device=device,
-            url=spec.url,
-            process=spec.gpu_process,
-        )
+    embedders = _gpu_embedders(settings, gpus.indices)
+    if embedders:
+        gpu_index, gpu = next(iter(embedders.items()))
     cpu_engine, cpu_model = spec.cpu_engine, spec.cpu_model
     if cpu_engine == "auto":
         choice = choose_cpu_engine(
@@ -183,9 +185,12 @@ def build_gateway(settings: Settings) -> ModelGateway:
         cpu_engine, cpu_model = choice.engine, choice.model or cpu_model
     cpu = create_embedder(cpu_engine, model=cpu_model, device="cpu", url=spec.url)
     return ModelGateway(
-        _build_backend(settings),
+        _build_backend(settings, pins),
         model=settings.model_name,
-        guard=guard,
+        gpus=gpus,
+        model_gpus=pins,
+        gpu_embedder_gpu=gpu_index if embedders else None,
+        more_gpu_embedders={i: e for i, e in embedders.items() if e is not gpu},
         gpu_embedder=gpu,
         cpu_embedder=cpu,
         timeouts=timeouts,
@@ -206,7 +211,55 @@ def build_gateway(settings: Settings) -> ModelGateway:
     )
 
 
-def _build_backend(settings: Settings) -> LlmBackend:
+def model_gpus(settings: Settings, indices: Sequence[int]) -> dict[str, int]:
+    """The GPU each pinned model works on (``[models."NAME"] gpu``), by the backend's name.
+
+    A GPU outside ``[guard] gpus`` is a :class:`~gpuguard.ConfigError`, at start-up.
+    """
+    pins = {}
+    for name, model in settings.models.items():
+        if model.gpu is None:
+            continue
+        if model.gpu not in indices:
+            listed = ", ".join(str(index) for index in indices)
+            raise ConfigError(
+                f'[models."{name}"] gpu = {model.gpu}: this server leases GPU(s) {listed} '
+                "([guard] gpus)"
+            )
+        pins[model.id or name] = model.gpu
+    return pins
+
+
+def _gpu_embedders(settings: Settings, indices: Sequence[int]) -> dict[int, Embedder]:
+    """The GPU embedder on each GPU it runs on, by GPU index (empty without a GPU engine).
+
+    A device of ``cuda`` (or ``auto`` resolving to it) with several GPUs gets one embedder
+    per GPU (``cuda:<index>``); ``cuda:<N>`` runs on GPU N alone; any other device (``mps``,
+    a remote engine) works under the first GPU's lease.
+    """
+    spec = settings.embeddings
+    if spec.gpu_engine is None:
+        return {}
+    device = _resolve_device(spec.gpu_engine, spec.gpu_device)
+    if device == "cuda" and len(indices) > 1:
+        placed = {index: f"cuda:{index}" for index in indices}
+    elif device.startswith("cuda:") and device[5:].isdigit() and int(device[5:]) in indices:
+        placed = {int(device[5:]): device}
+    else:
+        placed = {indices[0]: device}
+    return {
+        index: create_embedder(
+            spec.gpu_engine,
+            model=spec.gpu_model,
+            device=on,
+            url=spec.url,
+            process=spec.gpu_process,
+        )
+        for index, on in placed.items()
+    }
+
+
+def _build_backend(settings: Settings, pins: Mapping[str, int]) -> LlmBackend:
     llm = settings.llm
     if llm.backend == "fake":
         from ..llm.fake import FakeBackend
@@ -248,6 +301,7 @@ def _build_backend(settings: Settings) -> LlmBackend:
         n_gpu_layers=n_gpu_layers,
         n_ctx=n_ctx,
         more_models=more,
+        main_gpus=pins,
     )
 
 
