@@ -12,7 +12,7 @@ from gpuguard import ConfigError, GpuEvent
 from gpuguard.llm._factory import create_backend
 from gpuguard.llm._llama_host import LlamaHost
 from gpuguard.llm.llama_cpp_models import LlamaCppModels
-from gpuguard.server._runtime import build_gateway
+from gpuguard.server._runtime import build_gateway, model_gpus
 from gpuguard.settings import load_settings
 
 
@@ -83,3 +83,21 @@ async def test_a_cuda_embedder_gets_one_copy_per_gpu_and_models_their_pins(
     assert set(loads) == {"gpu1"}
     await gateway.aclose()
     await gateway.gpus.aclose()
+
+
+def test_with_several_gpus_the_embedded_llama_cpp_pins_every_model(tiny_gguf: Path) -> None:
+    settings = load_settings(
+        llm={"backend": "llama-cpp", "model": "a"},
+        guard={"gpus": [0, 1]},
+        models={"a": {"path": str(tiny_gguf)}, "b": {"path": str(tiny_gguf), "gpu": 1}},
+    )
+    assert model_gpus(settings, (0, 1)) == {"a": 0, "b": 1}
+    with pytest.raises(ConfigError, match=r'\[models."b"\] gpu = 1'):
+        model_gpus(settings, (0,))
+
+
+def test_one_gpu_pins_only_what_is_configured(tiny_gguf: Path) -> None:
+    settings = load_settings(
+        llm={"backend": "llama-cpp", "model": "a"}, models={"a": {"path": str(tiny_gguf)}}
+    )
+    assert model_gpus(settings, (0,)) == {}

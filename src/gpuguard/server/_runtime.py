@@ -214,11 +214,19 @@ def build_gateway(settings: Settings) -> ModelGateway:
 def model_gpus(settings: Settings, indices: Sequence[int]) -> dict[str, int]:
     """The GPU each pinned model works on (``[models."NAME"] gpu``), by the backend's name.
 
-    A GPU outside ``[guard] gpus`` is a :class:`~gpuguard.ConfigError`, at start-up.
+    A GPU outside ``[guard] gpus`` is a :class:`~gpuguard.ConfigError`, at start-up. With
+    several GPUs the embedded llama.cpp pins every other model to the first GPU: it fixes a
+    model's GPUs when it builds the model's worker, and left alone it would spread the
+    layers over every GPU while holding one GPU's lease.
     """
     pins = {}
+    embedded = settings.llm.backend == "llama-cpp" and len(indices) > 1
+    if embedded:
+        pins[settings.model_name] = indices[0]
     for name, model in settings.models.items():
         if model.gpu is None:
+            if embedded:
+                pins[model.id or name] = indices[0]
             continue
         if model.gpu not in indices:
             listed = ", ".join(str(index) for index in indices)
