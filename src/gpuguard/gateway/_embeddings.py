@@ -85,14 +85,12 @@ class Embeddings:
 
     def _placed(self) -> tuple[GpuGuard, EmbedderPair]:
         """The GPU with a GPU embedder and the most room, and that embedder's pair."""
-        if len(self._pairs) < 2:
-            index, pair = next(iter(self._pairs.items()))
-            return self._lane.gpus[index], pair
-        by_guard = {id(self._lane.gpus[index]): pair for index, pair in self._pairs.items()}
-        for guard in self._lane.gpus.by_room():
-            if id(guard) in by_guard:
-                return guard, by_guard[id(guard)]
-        raise AssertionError("every embedder's GPU is in the set")  # pragma: no cover
+        gpus = self._lane.gpus
+        placed = [(gpus[index], pair) for index, pair in self._pairs.items()]
+        if len(placed) < 2:
+            return placed[0]
+        rank = {id(guard): place for place, guard in enumerate(gpus.by_room())}
+        return min(placed, key=lambda gpu: rank[id(gpu[0])])
 
     async def load_gpu(self) -> Embedder:
         """The GPU embedder, loaded under the lease (normal priority) on first use."""

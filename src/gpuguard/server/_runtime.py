@@ -21,7 +21,14 @@ from ..gateway import EmbeddingSizes, FootprintMeter, GatewayTimeouts, ModelGate
 from ..index import VectorStore, private_directory
 from ..jobs import JobManager
 from ..llm import LlmBackend
-from ..settings import LlmSettings, ModelSettings, Settings, build_footprints, build_guards
+from ..settings import (
+    LlmSettings,
+    ModelSettings,
+    Settings,
+    build_footprints,
+    build_guards,
+    gpu_indices,
+)
 from ._catalog import ModelCatalog, ModelEntry
 from ._context import Retriever, ServerContext
 from ._idle_unload import IdleUnloader
@@ -162,8 +169,9 @@ def build_gateway(settings: Settings) -> ModelGateway:
     """The guard, the LLM backend and the embedders, owned by one gateway."""
     limits = settings.guard
     book, meter = build_footprints(settings)
-    gpus = build_guards(limits, footprints=book)
-    pins = model_gpus(settings, gpus.indices)
+    indices = gpu_indices(limits)
+    pins = model_gpus(settings, indices)  # a wrong pin fails before any lease exists
+    gpus = build_guards(limits, footprints=book, indices=indices)
     timeouts = GatewayTimeouts(
         wait_s=limits.wait_timeout_s,
         chat_wait_s=limits.chat_wait_timeout_s,
@@ -172,10 +180,8 @@ def build_gateway(settings: Settings) -> ModelGateway:
         embed_hold_s=limits.embed_hold_timeout_s,
     )
     spec = settings.embeddings
-    gpu = None
-    embedders = _gpu_embedders(settings, gpus.indices)
-    if embedders:
-        gpu_index, gpu = next(iter(embedders.items()))
+    placed = list(_gpu_embedders(settings, indices).items())
+    gpu_index, gpu = placed[0] if placed else (None, None)
     cpu_engine, cpu_model = spec.cpu_engine, spec.cpu_model
     if cpu_engine == "auto":
         choice = choose_cpu_engine(
@@ -189,8 +195,8 @@ def build_gateway(settings: Settings) -> ModelGateway:
         model=settings.model_name,
         gpus=gpus,
         model_gpus=pins,
-        gpu_embedder_gpu=gpu_index if embedders else None,
-        more_gpu_embedders={i: e for i, e in embedders.items() if e is not gpu},
+        gpu_embedder_gpu=gpu_index,
+        more_gpu_embedders=dict(placed[1:]),
         gpu_embedder=gpu,
         cpu_embedder=cpu,
         timeouts=timeouts,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache, partial
 from pathlib import Path
 
@@ -117,7 +117,9 @@ def build_guard(
     )
 
 
-def gpu_indices(limits: GuardSettings, detect: Callable[[], Devices | None]) -> list[int]:
+def gpu_indices(
+    limits: GuardSettings, detect: Callable[[], Devices | None] = detect_devices
+) -> list[int]:
     """The GPUs ``[guard] gpus`` names: every GPU NVML counts for ``auto`` (GPU 0 without it)."""
     if limits.gpus != "auto":
         return list(limits.gpus)
@@ -136,15 +138,17 @@ def build_guards(
     *,
     detect: Callable[[], Devices | None] = detect_devices,
     footprints: Mapping[str, int] | None = None,
+    indices: Sequence[int] | None = None,
 ) -> GpuSet:
     """One guard per GPU of ``[guard] gpus``, in order, on one bus (:func:`build_guard` each).
 
-    Each GPU's policy is chosen from its own memory. The driver is asked once (``detect``)
-    for every guard. Two GPUs whose leases would share a name (``[guard] name = "gpu1"``
-    beside GPU 1) are a :class:`~gpuguard.ConfigError`.
+    ``indices`` are the GPUs when already counted (:func:`gpu_indices`). Each GPU's policy
+    is chosen from its own memory. The driver is asked once (``detect``) for every guard.
+    Two GPUs whose leases would share a name (``[guard] name = "gpu1"`` beside GPU 1) are a
+    :class:`~gpuguard.ConfigError`.
     """
     found = cache(detect)
-    indices = gpu_indices(limits, found)
+    indices = gpu_indices(limits, found) if indices is None else list(indices)
     names = [lease_name(limits, index) for index in indices]
     if len(set(names)) != len(names):
         raise ConfigError(
