@@ -47,3 +47,11 @@ async def test_one_lane_per_gpu_with_its_memory_bar(open_page: OpenPage) -> None
         release.set()
         await holder
     await gpus.aclose()
+
+
+async def test_one_exclusive_gpu_draws_no_extra_lane(open_page: OpenPage) -> None:
+    async with open_page(enforce_csp=True) as page:
+        tab = page.page
+        await tab.locator("#lane-guard:has-text('exclusive')").wait_for()
+        assert await tab.locator("#gpu-lanes li").count() == 0
+        assert not await tab.locator("#gpu-lanes").is_visible()

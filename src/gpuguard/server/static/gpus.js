@@ -3,8 +3,9 @@
 // A lane names the GPU's lease and policy, who holds it and how many wait; where the policy
 // reads the GPU's memory, a bar shows what each holder counts (holders[].memory_bytes),
 // what else the policy counts as taken (resident models, other programs: committed less
-// the holders) and what is left, out of the GPU's total. An older server without "gpus" gets one lane from its
-// snapshot.
+// the holders) and what is left, out of the GPU's total. An older server without "gpus"
+// gets one lane from its snapshot. One GPU without memory figures (exclusive) draws none:
+// the lane card above says it all.
 "use strict";
 
 function gpuSnapshots(gpu) {
@@ -59,6 +60,9 @@ function gpuLane(snapshot) {
   );
 }
 
+/** One lane per GPU; a single GPU without memory figures is the lane card itself: none. */
 function renderGpus(gpu) {
-  $("gpu-lanes").replaceChildren(...gpuSnapshots(gpu).map(gpuLane));
+  const snapshots = gpuSnapshots(gpu);
+  const worth = snapshots.length > 1 || snapshots.some((snapshot) => snapshot.memory);
+  $("gpu-lanes").replaceChildren(...(worth ? snapshots.map(gpuLane) : []));
 }
