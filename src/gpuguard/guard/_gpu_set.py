@@ -92,11 +92,10 @@ class GpuSet:
 
 def _load(guard: GpuGuard) -> tuple[int, int, int]:
     """How loaded a GPU is, smallest first: (has a line or is full, line, less free budget)."""
-    snapshot = guard.snapshot()
-    waiting = snapshot.queue_length
-    memory = snapshot.memory
+    waiting = guard.queue_length
+    memory = None if guard.policy == "exclusive" else guard.memory  # exclusive counts none
     if memory is None:
-        return (1 if waiting or snapshot.holder is not None else 0, waiting, 0)
+        return (1 if waiting or guard.locked else 0, waiting, 0)
     free = memory.budget_bytes - memory.committed_bytes
     return (1 if waiting or free <= 0 else 0, waiting, -free)
 
