@@ -69,3 +69,14 @@ async def test_one_gpu_lists_itself_and_keeps_every_old_field(make_live: LiveFac
         assert body["gpus"] == [{"gpu": body["snapshot"]["guard"], **body["snapshot"]}]
         text = (await live.http.get("/metrics")).text
         assert 'gpuguard_gpu_policy{gpu="gpu0",policy="exclusive"} 1.0' in text
+
+
+async def test_api_ps_says_a_model_holds_the_gpu_it_works_on(make_live: LiveFactory) -> None:
+    gpus = small_and_big()
+    async with make_live(gpus=gpus) as live:
+        await live.gateway.load("other-llm")
+        async with gpus[1].hold("chat", model="other-llm"):
+            models = (await live.http.get("/api/ps")).json()["models"]
+            held = {m["name"]: m["gpuguard"]["holding_gpu"] for m in models if "gpuguard" in m}
+            assert held["other-llm"] is True
+    await gpus.aclose()
