@@ -4,16 +4,21 @@ there is room, embedding requests and bulk batches spread over the GPUs before t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
 
 from gpuguard import ConfigError, GpuEvent, GpuGuard, GpuSet, GpuStatus
+from gpuguard.devices import FakeDevices
 from gpuguard.embed import BulkEmbedder, EmbeddedBatch, EmbedderPair, Vectors
-from gpuguard.gateway import ModelGateway
+from gpuguard.gateway import ModelGateway, Placement, ResidentModels
 from gpuguard.llm import ChatMessage
+from gpuguard.settings import build_guards, load_settings
 from gpuguard.testing import FakeBackend, HashEmbedder
+
+GIB = 1024**3
 
 HELLO = [ChatMessage("user", "hello there")]
 
@@ -166,3 +171,23 @@ async def test_one_gpu_gateway_is_the_guard_alone() -> None:
     assert list(gateway.gpus) == [guard]
     with pytest.raises(ConfigError, match="first of gpus"):
         ModelGateway(FakeBackend(["m"]), guard=guard, gpus=two_gpus())
+
+
+def test_a_resident_model_counts_in_its_own_gpus_budget_only() -> None:
+    devices = FakeDevices.with_gpus(80 * 1024, 80 * 1024)
+    placement = Placement({"big": 1})
+    resident = ResidentModels()
+    resident.add("big")
+    resident.add("small")  # not placed yet: the first GPU's
+    gpus = build_guards(
+        load_settings(guard={"scope": "process", "policy": "budget", "name": "res0"}).guard,
+        detect=lambda: devices,
+        footprints={"big": 10 * GIB, "small": 1 * GIB},
+        resident=lambda index: placement.resident_on(resident, index, first=0),
+    )
+    first, second = gpus[0].memory, gpus[1].memory
+    assert first is not None
+    assert second is not None
+    assert (first.committed_bytes, second.committed_bytes) == (1 * GIB, 10 * GIB)
+    placement.set("small", 1)
+    assert gpus[0].memory == dataclasses.replace(first, committed_bytes=0, resident={})

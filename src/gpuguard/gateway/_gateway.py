@@ -41,9 +41,11 @@ from ..llm._protocol import ChatChunk, ChatMessage, ChatOptions, LlmBackend
 from ._chat import Chats
 from ._embed_sizes import Embedded, EmbeddingSizes
 from ._embeddings import Embeddings
+from ._eviction import attach_evictor
 from ._footprints import FootprintMeter
-from ._lane import Lane
+from ._lane import Lane, Placement
 from ._models import LlmModels
+from ._resident import ResidentModels
 from ._values import GatewayStatus, GatewayTimeouts, GpuWaiting, ModelInfo
 
 __all__ = ["ModelGateway"]
@@ -68,13 +70,19 @@ class ModelGateway:
             reading).
         max_loaded_models: how many LLM models may be loaded at once (``None``: no bound);
             loading one more first unloads the least recently used, under the same lease.
-        footprints: measures each model load on the GPU and remembers it, for the budget
-            policy and for the loaded models' reported memory (``None``: not measured).
+        footprints: measures each model load on the GPU (LLM and GPU embedding models) and
+            remembers it, for the budget policy and for the loaded models' reported memory
+            (``None``: not measured); with it, a load that does not fit the budget first
+            unloads idle models (:mod:`._eviction`).
+        resident: the record of the models kept loaded, to share with the budget policy
+            (``Budget(resident=...)``); a new one if omitted.
         gpus: one guard per GPU (:class:`~gpuguard.GpuSet`); ``guard`` is then its first,
             and must be left out or be that one. Default: ``guard`` alone.
         model_gpus: the GPU index each pinned model works on (its loads, unloads and chats
             take that GPU's lease); any other model is placed on the GPU with room at its
-            first operation. An index outside ``gpus`` is a :class:`ConfigError`.
+            first operation. An index outside ``gpus`` is a :class:`ConfigError`. A
+            :class:`~._lane.Placement` is filled in as models are placed, for the budgets'
+            per-GPU resident views.
         gpu_embedder_gpu: the GPU index ``gpu_embedder`` runs on (default: the first).
         more_gpu_embedders: GPU index to a GPU embedder of the same model on that GPU:
             embedding requests go to the GPU with room and bulk batches spread over them.
@@ -96,15 +104,17 @@ class ModelGateway:
         max_loaded_models: int | None = None,
         footprints: FootprintMeter | None = None,
         gpus: GpuSet | None = None,
-        model_gpus: Mapping[str, int] | None = None,
+        model_gpus: Placement | Mapping[str, int] | None = None,
         gpu_embedder_gpu: int | None = None,
         more_gpu_embedders: Mapping[int, Embedder] | None = None,
+        resident: ResidentModels | None = None,
     ) -> None:
         if gpus is not None and guard is not None and guard is not gpus.first:
             raise ConfigError("guard must be the first of gpus (or left out)")
         if gpus is None:
             gpus = GpuSet.single(guard if guard is not None else GpuGuard())
         self.backend = backend
+        self.resident = resident if resident is not None else ResidentModels()
         self.gpus = gpus
         self.guard = gpus.first
         self.events: EventBus = self.guard.events
@@ -120,11 +130,17 @@ class ModelGateway:
             token_arrays=token_arrays,
             gpu_index=gpu_embedder_gpu,
             more_gpus=more_gpu_embedders,
+            meter=footprints,
+            resident=self.resident,
         )
         self._models = LlmModels(
-            backend, lane, self._timeouts, model, max_loaded_models, footprints
+            backend, lane, self._timeouts, model, max_loaded_models, footprints, self.resident
         )
         self._chats = Chats(backend, self._models, lane, self._timeouts, chat_priorities)
+        if footprints is not None:
+            attach_evictor(
+                lane, footprints.book, self._models, self._embeddings, self._chats.priorities
+            )
 
     # --- what it holds ---------------------------------------------------------------------------
     @property

@@ -64,6 +64,13 @@ class GpuSet:
     def __len__(self) -> int:
         return len(self._guards)
 
+    def index_of(self, guard: GpuGuard) -> int:
+        """The NVML index of ``guard``'s GPU (a :class:`ConfigError` for a stranger)."""
+        for index, mine in self._guards.items():
+            if mine is guard:
+                return index
+        raise ConfigError(f"{guard!r} is not one of this server's GPUs")
+
     def items(self) -> Iterator[tuple[int, GpuGuard]]:
         """Each GPU's index and guard, in order."""
         return iter(self._guards.items())

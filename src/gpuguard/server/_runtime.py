@@ -17,7 +17,14 @@ from pathlib import Path
 from .._events import Priority
 from .._exceptions import ConfigError, GpuGuardError
 from ..embed import BulkEmbedder, Embedder, choose_cpu_engine, create_embedder
-from ..gateway import EmbeddingSizes, FootprintMeter, GatewayTimeouts, ModelGateway
+from ..gateway import (
+    EmbeddingSizes,
+    FootprintMeter,
+    GatewayTimeouts,
+    ModelGateway,
+    Placement,
+    ResidentModels,
+)
 from ..index import VectorStore, private_directory
 from ..jobs import JobManager
 from ..llm import LlmBackend
@@ -171,7 +178,14 @@ def build_gateway(settings: Settings) -> ModelGateway:
     book, meter = build_footprints(settings)
     indices = gpu_indices(limits)
     pins = model_gpus(settings, indices)  # a wrong pin fails before any lease exists
-    gpus = build_guards(limits, footprints=book, indices=indices)
+    placement = Placement(pins)
+    resident = ResidentModels()
+    gpus = build_guards(
+        limits,
+        footprints=book,
+        indices=indices,
+        resident=lambda index: placement.resident_on(resident, index, first=indices[0]),
+    )
     timeouts = GatewayTimeouts(
         wait_s=limits.wait_timeout_s,
         chat_wait_s=limits.chat_wait_timeout_s,
@@ -182,6 +196,8 @@ def build_gateway(settings: Settings) -> ModelGateway:
     spec = settings.embeddings
     placed = list(_gpu_embedders(settings, indices).items())
     gpu_index, gpu = placed[0] if placed else (None, None)
+    if gpu is not None and spec.gpu_engine is not None:
+        book.assign(gpu.name, engine=spec.gpu_engine)  # measured beside the LLM engine's
     cpu_engine, cpu_model = spec.cpu_engine, spec.cpu_model
     if cpu_engine == "auto":
         choice = choose_cpu_engine(
@@ -194,7 +210,7 @@ def build_gateway(settings: Settings) -> ModelGateway:
         _build_backend(settings, pins),
         model=settings.model_name,
         gpus=gpus,
-        model_gpus=pins,
+        model_gpus=placement,
         gpu_embedder_gpu=gpu_index,
         more_gpu_embedders=dict(placed[1:]),
         gpu_embedder=gpu,
@@ -214,6 +230,7 @@ def build_gateway(settings: Settings) -> ModelGateway:
         token_arrays=spec.token_arrays,
         max_loaded_models=settings.llm.loaded_models_bound,
         footprints=None if meter is None else FootprintMeter(book, meter),
+        resident=resident,
     )
 
 

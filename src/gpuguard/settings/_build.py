@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import cache, partial
 from pathlib import Path
 
@@ -68,6 +68,7 @@ def build_guard(
     footprints: Mapping[str, int] | None = None,
     index: int = 0,
     events: EventBus | None = None,
+    resident: Collection[str] | None = None,
 ) -> GpuGuard:
     """A guard of the configured scope and policy, with the configured bounds, for one GPU.
 
@@ -75,7 +76,8 @@ def build_guard(
     passes its own shorter limit. The policy (``auto`` looks at GPU ``index`` as ``detect``
     finds it) is logged once; ``budget`` where it cannot work raises
     :class:`~gpuguard.ConfigError`. ``footprints`` are the budget's bytes per model (a
-    :class:`FootprintBook`, read live). The host scope asks the GPU's driver (``detect``,
+    :class:`FootprintBook`, read live); ``resident`` the models kept loaded on this GPU
+    (the gateway's record, read live). The host scope asks the GPU's driver (``detect``,
     first when a holder dies) which processes use it, to wait for a dead holder's context
     to be torn down before the next is granted. ``events`` is the bus to publish on (the
     guards of one :class:`GpuSet` share one).
@@ -90,6 +92,7 @@ def build_guard(
         read=None if devices is None else partial(devices.info, index),
         headroom_bytes=limits.headroom_mb * MIB,
         footprints=footprints,
+        resident=resident,
     )
     _log.info("GPU %s runs the %s policy: %s", name, choice.policy.name, choice.reason)
     redis_url = None if limits.redis_url is None else limits.redis_url.get_secret_value()
@@ -139,10 +142,12 @@ def build_guards(
     detect: Callable[[], Devices | None] = detect_devices,
     footprints: Mapping[str, int] | None = None,
     indices: Sequence[int] | None = None,
+    resident: Callable[[int], Collection[str]] | None = None,
 ) -> GpuSet:
     """One guard per GPU of ``[guard] gpus``, in order, on one bus (:func:`build_guard` each).
 
-    ``indices`` are the GPUs when already counted (:func:`gpu_indices`). Each GPU's policy
+    ``indices`` are the GPUs when already counted (:func:`gpu_indices`); ``resident(i)``
+    the models kept loaded on GPU ``i``, for its budget. Each GPU's policy
     is chosen from its own memory. The driver is asked once (``detect``) for every guard.
     Two GPUs whose leases would share a name (``[guard] name = "gpu1"`` beside GPU 1) are a
     :class:`~gpuguard.ConfigError`.
@@ -159,7 +164,12 @@ def build_guards(
     return GpuSet(
         {
             index: build_guard(
-                limits, detect=found, footprints=footprints, index=index, events=events
+                limits,
+                detect=found,
+                footprints=footprints,
+                index=index,
+                events=events,
+                resident=None if resident is None else resident(index),
             )
             for index in indices
         }
