@@ -7,13 +7,14 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
 from gpuguard import ConfigError, GpuEvent, GpuGuard, GpuSet, GpuStatus
-from gpuguard.devices import FakeDevices
+from gpuguard.devices import FakeDevices, FootprintBook, ProcessGpuMemory
 from gpuguard.embed import BulkEmbedder, EmbeddedBatch, EmbedderPair, Vectors
-from gpuguard.gateway import ModelGateway, Placement, ResidentModels
+from gpuguard.gateway import FootprintMeter, ModelGateway, Placement, ResidentModels
 from gpuguard.llm import ChatMessage
 from gpuguard.settings import build_guards, load_settings
 from gpuguard.testing import FakeBackend, HashEmbedder
@@ -191,3 +192,31 @@ def test_a_resident_model_counts_in_its_own_gpus_budget_only() -> None:
     assert (first.committed_bytes, second.committed_bytes) == (1 * GIB, 10 * GIB)
     placement.set("small", 1)
     assert gpus[0].memory == dataclasses.replace(first, committed_bytes=0, resident={})
+
+
+async def test_a_load_makes_room_on_its_own_gpu_only(tmp_path: Path) -> None:
+    """GPU 0 keeps the least recently used model; GPU 1's load unloads GPU 1's."""
+    devices = FakeDevices.with_gpus(24 * 1024, 24 * 1024)
+    sizes = {"a": 10 * GIB, "b": 10 * GIB, "c": 14 * GIB}
+    book = FootprintBook(tmp_path / "footprints.json", engine="fake", overrides=sizes)
+    placement = Placement({"a": 0, "b": 1, "c": 1})
+    resident = ResidentModels()
+    gpus = build_guards(
+        load_settings(guard={"scope": "process", "policy": "budget", "name": "evict0"}).guard,
+        detect=lambda: devices,
+        footprints=book,
+        resident=lambda index: placement.resident_on(resident, index, first=0),
+    )
+    backend = FakeBackend(list(sizes))
+    gateway = ModelGateway(
+        backend,
+        gpus=gpus,
+        model_gpus=placement,
+        footprints=FootprintMeter(book, ProcessGpuMemory(devices)),
+        resident=resident,
+    )
+    await gateway.load("a")  # GPU 0: 10 of 22 GiB
+    await gateway.load("b")  # GPU 1: 10 of 22 GiB
+    await gateway.load("c")  # GPU 1: 10 + 14 > 22: b goes, a (older, on GPU 0) stays
+    assert backend.loaded == {"a", "c"}
+    await gpus.aclose()
