@@ -37,7 +37,7 @@ from typing import Any
 
 from .._clock import Clock, SystemClock
 from .._events import EventBus, Priority
-from ._arbiter import Arbiter, holders_of
+from ._arbiter import Arbiter, holders_of, lease_fd_of
 from ._fences import FenceBook
 from ._hold import Hold
 from ._keeper import Leases, Limits
@@ -280,6 +280,17 @@ class GpuGuard:
         lease = self._leases.new_lease(operation, model, priority, hold_timeout, memory_bytes)
         granted = self._arbiter.try_acquire_now(lease.ticket, lease.requested_at)
         return self._leases.granted_nowait(lease, granted)
+
+    def lease_fd(self, lease: Lease) -> int | None:
+        """A new descriptor that keeps held ``lease`` while any process has it open.
+
+        For a program started under the lease to inherit (``gpuguard run`` passes it on):
+        the GPU stays held while any process of the program's tree lives, even if this
+        process is killed. The caller closes its own copy once the program has started.
+        ``None`` on the process and Redis scopes, which have no such kernel object, and for
+        a lease that is not held.
+        """
+        return lease_fd_of(self._arbiter, lease.ticket) if lease.held else None
 
     @property
     def current(self) -> HolderInfo | None:

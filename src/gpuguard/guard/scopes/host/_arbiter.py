@@ -51,7 +51,7 @@ from ...policies import EXCLUSIVE
 from .._mark import GpuMarker
 from ._files import SYSTEM_LOCK_DIR, default_lock_dir
 from ._lease_dir import LeaseDir
-from ._probe import overdue_since
+from ._probe import overdue_since, owner_gone
 from ._repair import read_or_rebuild, sweep
 from ._requests import Request, Requests, refusing
 from ._state import Entry, State, StateError
@@ -192,6 +192,11 @@ class HostArbiter:
                     state.holder = (seq, granted_at, now)
                     lease_dir.write(state)
 
+    def lease_fd(self, ticket: Ticket) -> int | None:
+        """:meth:`.Requests.share` (``ticket``'s entry lock, for a program tree to keep)."""
+        with self._lock:
+            return self._requests.share(ticket)
+
     def holder(self) -> Grant | None:
         """The holder, in whichever process it is (None if the state cannot be read).
 
@@ -206,7 +211,7 @@ class HostArbiter:
         entry = state.requests[seq]
         if hung_since is None:
             hung_since = overdue_since(entry, granted_at, now)
-        return Grant(entry.ticket, granted_at, hung_since)
+        return Grant(entry.ticket, granted_at, hung_since, owner_gone=owner_gone(entry))
 
     def waiters(self, now: float) -> list[Queued]:
         """Every waiter on this host, in service order."""
