@@ -80,6 +80,7 @@ GUARD_ROOMS = {
     "_telemetry": "guard.machinery",
     "_snapshot": "guard.machinery",
     "_guard": "guard.front",
+    "_gpu_set": "guard.front",
 }
 
 

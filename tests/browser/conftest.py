@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from gpuguard import GpuSet
 from gpuguard.embed import BulkEmbedder
 from gpuguard.gateway import ModelGateway
 from gpuguard.index import VectorStore
@@ -140,6 +141,7 @@ def open_page(tmp_path: Path) -> OpenPage:
         load_delay_s: float = 0.0,
         token: str | None = None,
         enforce_csp: bool = False,
+        gpus: GpuSet | None = None,
     ) -> AsyncIterator[PageUnderTest]:
         backend = FakeBackend(
             ["fake-llm", "other-llm"],
@@ -152,6 +154,7 @@ def open_page(tmp_path: Path) -> OpenPage:
             model="fake-llm",
             gpu_embedder=HashEmbedder(device="cuda"),
             cpu_embedder=HashEmbedder(),
+            gpus=gpus,
         )
         assert gateway.embedders is not None
         await gateway.load("fake-llm")

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from gpuguard import GpuGuard
+from gpuguard import GpuGuard, GpuSet
 from gpuguard.embed import Embedder
 from gpuguard.embed._tokens import TokenMeaning
 from gpuguard.gateway import ModelGateway
@@ -63,13 +63,16 @@ async def live_server(
     models: dict[str, dict[str, Any]] | None = None,
     cpu_embedder: Embedder | None = None,
     token_arrays: TokenMeaning = "openai",
+    gpus: GpuSet | None = None,
 ) -> AsyncIterator[Live]:
-    """A live server; ``cpu_embedder`` replaces both hashing embedders (CPU only)."""
+    """A live server; ``cpu_embedder`` replaces both hashing embedders (CPU only); ``gpus``
+    replaces its one guard."""
     backend = backend if backend is not None else FakeBackend([MODEL, "other-llm"])
     gateway = ModelGateway(
         backend,
         model=MODEL,
-        guard=GpuGuard(max_waiters=max_waiters),
+        guard=GpuGuard(max_waiters=max_waiters) if gpus is None else None,
+        gpus=gpus,
         gpu_embedder=(
             HashEmbedder(name=EMBEDDER, device="cuda", delay_s=gpu_delay_s)
             if cpu_embedder is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gpuguard import FakeClock, GpuGuard
+from gpuguard import FakeClock, GpuGuard, GpuSet
 from gpuguard.gateway import ModelGateway
 from gpuguard.llm import ChatMessage
 from gpuguard.server._idle_unload import IdleUnloader
@@ -69,6 +69,29 @@ async def test_a_model_in_use_when_its_time_comes_is_kept() -> None:
         await caught_up(unloader, gateway)  # re-armed by the end of that use
         clock.advance(10)
         await until(lambda: "m" not in backend.loaded)
+    finally:
+        await unloader.aclose()
+        await gateway.aclose()
+
+
+async def test_a_model_in_use_on_another_gpu_is_kept() -> None:
+    clock = FakeClock()
+    backend = FakeBackend(["m"])
+    first = GpuGuard("idle0", clock=clock)
+    gpus = GpuSet({0: first, 1: GpuGuard("idle1", clock=clock, events=first.events)})
+    gateway = ModelGateway(backend, model="m", gpus=gpus, model_gpus={"m": 1})
+    unloader = IdleUnloader(gateway, {"m": 10.0})
+    try:
+        await gateway.complete(HI)
+        await caught_up(unloader, gateway)
+        async with gpus[1].hold("chat", model="m"):
+            await caught_up(unloader, gateway)
+            clock.advance(10)  # fires while "m" holds GPU 1
+            await asyncio.sleep(0)
+            assert unloader.armed == frozenset()
+        assert "m" in backend.loaded
+        history = gpus.events.history(kinds={"gpu"})
+        assert [e for e in history if e.to_dict()["operation"] == "unload"] == []
     finally:
         await unloader.aclose()
         await gateway.aclose()

@@ -11,7 +11,15 @@ import typer
 from ._client import ServerClient, ServerError, connected, resolved
 from ._help import PlainCommand, PlainGroup
 from ._output import JsonOption, TokenOption, UrlOption, console, fail, interactive, print_json
-from ._render import holder_text, model_size, ps_rows, ps_table, queue_text, size_text
+from ._render import (
+    gpu_lines,
+    holder_text,
+    model_size,
+    ps_rows,
+    ps_table,
+    queue_text,
+    size_text,
+)
 
 if TYPE_CHECKING:
     pass
@@ -149,15 +157,20 @@ def ps(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = F
     (status,) = _get(url, token, "/admin/status")
     rows = ps_rows(status)
     snapshot = status["gpu"]
+    gpus = status.get("gpus", [])
     if as_json:
+        # Several GPUs add each one's snapshot; one GPU's answer keeps its shape.
         print_json(
             {
                 "models": rows,
                 "holder": snapshot.get("holder"),
                 "waiters": snapshot.get("waiters", []),
+                **({"gpus": gpus} if len(gpus) > 1 else {}),
             }
         )
         return
     console.print(ps_table(rows) if rows else "no model is loaded")
     console.print(f"GPU lease: {holder_text(snapshot.get('holder'))}")
     console.print(f"queue: {queue_text(snapshot.get('waiters', []))}")
+    for line in gpu_lines(gpus):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "event_row",
+    "gpu_lines",
     "holder_text",
     "jobs_lines",
     "lane_view",
@@ -177,6 +178,29 @@ def queue_text(waiters: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def gpu_lines(gpus: list[dict[str, Any]]) -> list[str]:
+    """One line per GPU where there are several (none for one: its lane says it all).
+
+    ``gpu1  budget  budget 151 GB  free 120 GB  holders chat m (interactive, 1.2 s)``;
+    the memory figures only where the policy reads them.
+    """
+    if len(gpus) < 2:
+        return []
+    lines = []
+    for gpu in gpus:
+        parts = [str(gpu.get("gpu") or gpu.get("guard")), str(gpu.get("policy"))]
+        memory = gpu.get("memory")
+        if memory:
+            parts.append(f"budget {size_text(memory.get('budget_bytes'))}")
+            parts.append(f"free {size_text(memory.get('free_bytes'))}")
+        holders = gpu.get("holders") or ([gpu["holder"]] if gpu.get("holder") else [])
+        held = ", ".join(holder_text(holder) for holder in holders) or "free"
+        waiting = len(gpu.get("waiters", []))
+        parts.append(f"holders {held}" + (f"  waiting {waiting}" if waiting else ""))
+        lines.append("  ".join(parts))
+    return lines
+
+
 def ps_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
     """One dict per loaded model: model, size, vram, processor, until."""
     rows = []
@@ -265,4 +289,5 @@ def status_view(state: dict[str, Any]) -> Group:
     running = [job for job in state.get("jobs", []) if job.get("status") == "running"]
     lines.append(Text("jobs " + ("; ".join(jobs_lines(running)) or "none running")))
     lines.append(lane_view({"snapshot": state["gpu"], "current": state.get("current")}))
+    lines += [Text(line) for line in gpu_lines(state.get("gpus", []))]
     return Group(*lines)

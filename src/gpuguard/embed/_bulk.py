@@ -28,6 +28,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Sequence,
 )
 from dataclasses import dataclass
 from types import TracebackType
@@ -65,6 +66,11 @@ class BulkEmbedder:
             GPU worker does, instead of the CPU only standing in when the GPU is busy.
         hold_timeout: how long one GPU batch may hold the lease before it counts as hung
             (the embedding hold limit; the guard's default when omitted).
+        more_gpus: further GPUs, each a guard and the pair whose GPU embedder runs there;
+            every batch tries the GPUs in ``by_room`` order before the CPU, and each GPU
+            has a worker of its own, so batches run on several GPUs at once.
+        by_room: the guards' names, the GPU with the most room first, asked per batch
+            (default: ``guard`` first, then ``more_gpus`` as given).
     """
 
     def __init__(
@@ -77,9 +83,13 @@ class BulkEmbedder:
         sort_window: int | None = None,
         side_by_side: bool = False,
         hold_timeout: Timeout = DEFAULT,
+        more_gpus: Sequence[tuple[LeaseGuard, EmbedderPair]] = (),
+        by_room: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         if pair.gpu is not None and guard is None:
             raise ConfigError("a GPU embedder needs a guard: GPU work always takes the lease")
+        if any(more.gpu is None for _, more in more_gpus) or (more_gpus and pair.gpu is None):
+            raise ConfigError("every GPU of bulk embedding needs a GPU embedder")
         if batch_size < 1 or max_in_flight < 1:
             raise ConfigError("batch_size and max_in_flight must be >= 1")
         window = max(1, max_in_flight // 2) if sort_window is None else sort_window
@@ -92,6 +102,17 @@ class BulkEmbedder:
         self.sort_window = window
         self.side_by_side = side_by_side
         self.hold_timeout = hold_timeout
+        self.gpus: list[tuple[LeaseGuard, EmbedderPair]] = (
+            [] if pair.gpu is None or guard is None else [(guard, pair), *more_gpus]
+        )
+        self._by_room = by_room
+
+    def gpus_by_room(self) -> list[tuple[LeaseGuard, EmbedderPair]]:
+        """The GPUs a batch tries, the one with the most room first."""
+        if self._by_room is None or len(self.gpus) < 2:
+            return list(self.gpus)
+        rank = {name: place for place, name in enumerate(self._by_room())}
+        return sorted(self.gpus, key=lambda gpu: rank.get(gpu[0].name, len(rank)))
 
     @property
     def name(self) -> str:
@@ -172,7 +193,11 @@ class BulkRun(Generic[T]):
         self._text = text
         self._operation = operation
         self._batch_size = batch_size
-        self._gpu_loading: asyncio.Task[None] | None = None
+        self._gpu_loading: dict[int, asyncio.Task[None]] = {}  # by id() of the pair
+        gpu, guard = bulk.pair.gpu, bulk.guard
+        self._switches = (
+            None if gpu is None or guard is None else DeviceSwitches(guard, operation, gpu.name)
+        )
         self._batches = self._run()
 
     def __aiter__(self) -> AsyncIterator[EmbeddedBatch[T]]:
@@ -199,7 +224,7 @@ class BulkRun(Generic[T]):
         slots = asyncio.Semaphore(self._bulk.max_in_flight)
         order: asyncio.Queue[_Pending[T] | Exception | None] = asyncio.Queue()
         work: asyncio.Queue[_Work[T] | None] = asyncio.Queue()
-        workers = [self._gpu_first_worker] if self._bulk.pair.gpu is not None else []
+        workers = [self._gpu_first_worker for _ in self._bulk.gpus]
         if not workers or self._bulk.side_by_side:
             workers.append(self._cpu_worker)
         tasks = [asyncio.create_task(self._batcher(slots, order, work, len(workers)))]
@@ -217,8 +242,7 @@ class BulkRun(Generic[T]):
                     slots.release()
                     yield batch
         finally:
-            if self._gpu_loading is not None:
-                tasks.append(self._gpu_loading)
+            tasks += self._gpu_loading.values()
             for task in tasks:
                 task.cancel()
             # A repeated cancel of the job must not abandon a batch still on the GPU.
@@ -274,18 +298,14 @@ class BulkRun(Generic[T]):
         The GPU model loads in the background (it waits for the lease at normal priority,
         as model loads do); batches run on the CPU meanwhile instead of waiting for it.
         """
-        pair = self._bulk.pair
-        await pair.start_cpu()
-        if pair.gpu is not None and not pair.gpu_ready:
-            self._gpu_loading = asyncio.create_task(pair.load_gpu(self._bulk.guard))
+        await self._bulk.pair.start_cpu()
+        for guard, pair in self._bulk.gpus:
+            if not pair.gpu_ready:
+                self._gpu_loading[id(pair)] = asyncio.create_task(pair.load_gpu(guard))
 
     async def _gpu_first_worker(self, work: asyncio.Queue[_Work[T] | None]) -> None:
-        gpu, guard = self._bulk.pair.gpu, self._bulk.guard
-        assert gpu is not None
-        assert guard is not None
-        switches = DeviceSwitches(guard, self._operation, gpu.name)
         while (job := await work.get()) is not None:
-            await self._settle(job, self._gpu_or_fallback(gpu, guard, switches, job))
+            await self._settle(job, self._gpu_or_fallback(job))
 
     async def _cpu_worker(self, work: asyncio.Queue[_Work[T] | None]) -> None:
         while (job := await work.get()) is not None:
@@ -297,32 +317,36 @@ class BulkRun(Generic[T]):
         except Exception as exc:
             job.result.set_exception(exc)
 
-    async def _gpu_or_fallback(
-        self, gpu: Embedder, guard: LeaseGuard, switches: DeviceSwitches, job: _Work[T]
-    ) -> EmbeddedBatch[T]:
-        if not self._gpu_loaded():
-            switches.note("cpu", job.index, len(job.items), MODEL_LOADING_REASON)
-            return await self._embed_timed(self._bulk.pair.cpu, job, "cpu", True)
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                lease = await stack.enter_async_context(
-                    guard.try_hold(
-                        self._operation,
-                        model=gpu.name,
-                        priority=Priority.BACKGROUND,
-                        hold_timeout=self._bulk.hold_timeout,
+    async def _gpu_or_fallback(self, job: _Work[T]) -> EmbeddedBatch[T]:
+        """The batch on the first GPU (by room) that is free for it, else on the CPU."""
+        switches = self._switches
+        assert switches is not None  # a GPU worker runs only beside a GPU embedder
+        why = MODEL_LOADING_REASON
+        for guard, pair in self._bulk.gpus_by_room():
+            gpu = pair.gpu
+            if gpu is None or not self._gpu_loaded(pair):
+                continue
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    lease = await stack.enter_async_context(
+                        guard.try_hold(
+                            self._operation,
+                            model=gpu.name,
+                            priority=Priority.BACKGROUND,
+                            hold_timeout=self._bulk.hold_timeout,
+                        )
                     )
-                )
-            except WouldBlock as busy:
-                switches.note("cpu", job.index, len(job.items), str(busy))
-            else:
+                except WouldBlock as busy:
+                    why = str(busy)
+                    continue
                 switches.note("gpu", job.index, len(job.items), "")
                 return await lease.run(self._embed_timed(gpu, job, "gpu", False), stop=gpu.abort)
+        switches.note("cpu", job.index, len(job.items), why)
         return await self._embed_timed(self._bulk.pair.cpu, job, "cpu", True)
 
-    def _gpu_loaded(self) -> bool:
-        """Whether the GPU model is ready; re-raises its load failure (a dimension mismatch)."""
-        loading = self._gpu_loading
+    def _gpu_loaded(self, pair: EmbedderPair) -> bool:
+        """Whether ``pair``'s GPU model is ready; re-raises its load failure (a mismatch)."""
+        loading = self._gpu_loading.get(id(pair))
         if loading is None or not loading.done():
             return loading is None
         loading.result()

@@ -3,6 +3,7 @@
 from ._embed_sizes import Embedded, EmbeddingSizes, EmbedSize
 from ._footprints import FootprintMeter, Footprints
 from ._gateway import ModelGateway
+from ._lane import Placement
 from ._resident import ResidentModels
 from ._values import GatewayStatus, GatewayTimeouts, GpuWaiting, ModelInfo
 
@@ -17,5 +18,6 @@ __all__ = [
     "GpuWaiting",
     "ModelGateway",
     "ModelInfo",
+    "Placement",
     "ResidentModels",
 ]

@@ -66,7 +66,10 @@ class Chats:
         # QueueFull here, before a server has sent its first byte.
         waited = await hold.reserve()
         if waited:
-            notice = GpuWaiting("chat", self._lane.holder_name(), self._lane.guard.queue_length)
+            guard = self._lane.guard_for(name)
+            current = guard.current
+            holder = None if current is None else current.label
+            notice = GpuWaiting("chat", holder, guard.queue_length)
             logger.info("%s for chat on %s", notice.message, name)
             try:
                 yield notice

@@ -8,7 +8,7 @@ background priority per batch, falling back to the CPU whenever the GPU is busy.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .._events import Priority
@@ -18,7 +18,7 @@ from ..embed._openai_tokens import OpenAITokens
 from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder
 from ..embed._tokens import TOKEN_MEANINGS, TokenMeaning
-from ..guard import Lease
+from ..guard import GpuGuard, Lease
 from ._embed_sizes import Embedded, EmbeddingSizes, EmbedSize
 from ._footprints import FootprintMeter
 from ._lane import Lane
@@ -37,7 +37,10 @@ class Embeddings:
     One pair serves every path, so the GPU model loads once whoever uses it first. Each
     leased load of the GPU model (whoever asks for it: a request, the bulk embedder) runs
     ``make_room`` first when it is set, is measured by ``meter`` like an LLM load, and
-    makes the model one of the ``resident`` ones until it is unloaded.
+    makes the model one of the ``resident`` ones until it is unloaded. With GPU embedders
+    on several GPUs (``more_gpus``: GPU index to the embedder there, beside ``gpu`` on
+    ``gpu_index``), a request's batch goes to the one with room and bulk work spreads over
+    all of them before the CPU; only the main copy is measured and counted as resident.
     """
 
     def __init__(
@@ -50,6 +53,8 @@ class Embeddings:
         sizes: EmbeddingSizes,
         bulk_batch_size: int,
         token_arrays: TokenMeaning,
+        gpu_index: int | None = None,
+        more_gpus: Mapping[int, Embedder] | None = None,
         meter: FootprintMeter | None = None,
         resident: ResidentModels | None = None,
     ) -> None:
@@ -62,17 +67,28 @@ class Embeddings:
         self.cpu = cpu
         self.sizes = sizes
         self.pair = None if cpu is None else EmbedderPair(gpu, cpu)
+        self._lane = lane
+        main = lane.gpus.indices[0] if gpu_index is None else gpu_index
+        if gpu is not None:
+            lane.placement.set(gpu.name, main)  # where the main copy is resident
+        # The GPU embedders' pairs by GPU index, the main one first.
+        self._pairs: dict[int, EmbedderPair] = {}
+        if self.pair is not None:
+            self._pairs[main] = self.pair
+            for index, embedder in (more_gpus or {}).items() if gpu is not None else ():
+                self._pairs.setdefault(index, EmbedderPair(embedder, self.pair.cpu))
         self.bulk = (
             None
             if self.pair is None
             else BulkEmbedder(
                 self.pair,
-                lane.guard,
+                lane.gpus[main],
                 batch_size=bulk_batch_size,
                 hold_timeout=timeouts.embed_hold_s,
+                more_gpus=[(lane.gpus[i], pair) for i, pair in self._pairs.items() if i != main],
+                by_room=self._names_by_room,
             )
         )
-        self._lane = lane
         self._timeouts = timeouts
         self.meter = meter
         self.resident = resident if resident is not None else ResidentModels()
@@ -117,15 +133,32 @@ class Embeddings:
             self.resident.discard(gpu.name)
         self._lane.publish(gpu.name, "unloaded", detail=reason)
 
+    def _names_by_room(self) -> list[str]:
+        return [guard.name for guard in self._lane.gpus.by_room()]
+
+    def _placed(self) -> tuple[GpuGuard, EmbedderPair]:
+        """The GPU with a GPU embedder and the most room, and that embedder's pair."""
+        gpus = self._lane.gpus
+        placed = [(gpus[index], pair) for index, pair in self._pairs.items()]
+        if len(placed) < 2:
+            return placed[0]
+        rank = {id(guard): place for place, guard in enumerate(gpus.by_room())}
+        return min(placed, key=lambda gpu: rank[id(gpu[0])])
+
     async def load_gpu(self) -> Embedder:
         """The GPU embedder, loaded under the lease (normal priority) on first use."""
-        pair, embedder = self.pair, self.gpu
-        if pair is None or embedder is None:
+        if self.pair is None or self.gpu is None:
             raise ConfigError("no GPU embedder is configured")
+        return await self._load_on(*self._placed())
+
+    async def _load_on(self, guard: GpuGuard, pair: EmbedderPair) -> Embedder:
+        # The main GPU's embedder is ``gpu``, which the gateway lets callers replace.
+        embedder = self.gpu if pair is self.pair else pair.gpu
+        assert embedder is not None
         if not pair.gpu_ready:
             self._lane.publish(embedder.name, "loading")
             try:
-                await pair.load_gpu(self._lane.guard, hold_timeout=self._timeouts.load_hold_s)
+                await pair.load_gpu(guard, hold_timeout=self._timeouts.load_hold_s)
             except Exception as exc:
                 self._lane.publish(embedder.name, "failed", detail=str(exc))
                 raise
@@ -133,12 +166,17 @@ class Embeddings:
         return embedder
 
     async def embed(self, texts: Sequence[str], *, use_gpu: bool, priority: Priority) -> Vectors:
-        """Embed on the GPU embedder under the lease, or on the CPU one."""
+        """Embed on a GPU embedder under its GPU's lease (the GPU with room), or on the CPU."""
         if use_gpu and self.gpu is not None:
-            embedder = await self.load_gpu()
+            guard, pair = self._placed()
+            embedder = await self._load_on(guard, pair)
             timeouts = self._timeouts
-            async with self._lane.hold(
-                "embed", embedder.name, priority, timeouts.embed_hold_s, timeouts.wait_s
+            async with guard.hold(
+                "embed",
+                model=embedder.name,
+                priority=priority,
+                wait_timeout=timeouts.wait_s,
+                hold_timeout=timeouts.embed_hold_s,
             ) as lease:
                 self.resident.used(embedder.name)
                 return await lease.run(embedder.embed(texts), stop=embedder.abort)
@@ -190,6 +228,9 @@ class Embeddings:
 
     async def aclose(self) -> None:
         """Free the models."""
+        for pair in self._pairs.values():
+            if pair is not self.pair and pair.gpu is not None:
+                await pair.gpu.aclose()
         if self.pair is not None:
             await self.pair.aclose()
             if self.gpu is not None:

@@ -83,7 +83,7 @@ class Evictor:
             return
         if short <= 0:
             return
-        victims = self._victims(model, shortfall.busy, short)
+        victims = self._victims(model, shortfall.busy, short)  # on the load's GPU only
         if victims is None:
             logger.warning(
                 "%r needs %.0f MiB, %.0f MiB more than the budget has left, and unloading "
@@ -101,7 +101,7 @@ class Evictor:
 
     def _shortfall(self, lease: Lease, model: str) -> _Shortfall | None:
         """How far ``model``'s load (in ``lease``) is over the budget (``None``: not counted)."""
-        snapshot = self._lane.guard.snapshot()
+        snapshot = self._lane.guard_for(model).snapshot()  # the GPU the load is on
         memory = snapshot.memory
         if memory is None:
             return None  # exclusive, or the GPU cannot be read: nothing is counted
@@ -121,8 +121,13 @@ class Evictor:
         self, model: str, busy: set[str | None], short: int
     ) -> list[tuple[Resident, int]] | None:
         """The idle models to unload, in order, freeing ``short`` bytes (``None``: cannot)."""
+        gpu = self._lane.guard_for(model)
         idle = sorted(
-            (r for r in self._residents() if r.name != model and r.name not in busy),
+            (
+                r
+                for r in self._residents()
+                if r.name != model and r.name not in busy and self._lane.guard_for(r.name) is gpu
+            ),
             key=lambda r: (r.priority, r.last_used),
         )
         chosen: list[tuple[Resident, int]] = []

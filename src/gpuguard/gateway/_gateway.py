@@ -32,18 +32,19 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .._events import EventBus, Priority
+from .._exceptions import ConfigError
 from ..embed._bulk import BulkEmbedder
 from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder
 from ..embed._tokens import TokenMeaning
-from ..guard import GpuGuard
+from ..guard import GpuGuard, GpuSet
 from ..llm._protocol import ChatChunk, ChatMessage, ChatOptions, LlmBackend
 from ._chat import Chats
 from ._embed_sizes import Embedded, EmbeddingSizes
 from ._embeddings import Embeddings
 from ._eviction import attach_evictor
 from ._footprints import FootprintMeter
-from ._lane import Lane
+from ._lane import Lane, Placement
 from ._models import LlmModels
 from ._resident import ResidentModels
 from ._values import GatewayStatus, GatewayTimeouts, GpuWaiting, ModelInfo
@@ -79,6 +80,16 @@ class ModelGateway:
             unloads idle models (:mod:`._eviction`).
         resident: the record of the models kept loaded, to share with the budget policy
             (``Budget(resident=...)``); a new one if omitted.
+        gpus: one guard per GPU (:class:`~gpuguard.GpuSet`); ``guard`` is then its first,
+            and must be left out or be that one. Default: ``guard`` alone.
+        model_gpus: the GPU index each pinned model works on (its loads, unloads and chats
+            take that GPU's lease); any other model is placed on the GPU with room at its
+            first operation. An index outside ``gpus`` is a :class:`ConfigError`. A
+            :class:`~._lane.Placement` is filled in as models are placed, for the budgets'
+            per-GPU resident views.
+        gpu_embedder_gpu: the GPU index ``gpu_embedder`` runs on (default: the first).
+        more_gpu_embedders: GPU index to a GPU embedder of the same model on that GPU:
+            embedding requests go to the GPU with room and bulk batches spread over them.
     """
 
     def __init__(
@@ -96,14 +107,23 @@ class ModelGateway:
         token_arrays: TokenMeaning = "openai",
         max_loaded_models: int | None = None,
         footprints: FootprintMeter | None = None,
+        gpus: GpuSet | None = None,
+        model_gpus: Placement | Mapping[str, int] | None = None,
+        gpu_embedder_gpu: int | None = None,
+        more_gpu_embedders: Mapping[int, Embedder] | None = None,
         resident: ResidentModels | None = None,
     ) -> None:
+        if gpus is not None and guard is not None and guard is not gpus.first:
+            raise ConfigError("guard must be the first of gpus (or left out)")
+        if gpus is None:
+            gpus = GpuSet.single(guard if guard is not None else GpuGuard())
         self.backend = backend
         self.resident = resident if resident is not None else ResidentModels()
-        self.guard = guard if guard is not None else GpuGuard()
+        self.gpus = gpus
+        self.guard = gpus.first
         self.events: EventBus = self.guard.events
         self._timeouts = timeouts if timeouts is not None else GatewayTimeouts()
-        lane = Lane(self.guard, backend)
+        lane = Lane(gpus, backend, model_gpus)
         self._embeddings = Embeddings(
             lane,
             self._timeouts,
@@ -112,6 +132,8 @@ class ModelGateway:
             sizes=embedding_sizes if embedding_sizes is not None else EmbeddingSizes(),
             bulk_batch_size=bulk_batch_size,
             token_arrays=token_arrays,
+            gpu_index=gpu_embedder_gpu,
+            more_gpus=more_gpu_embedders,
             meter=footprints,
             resident=self.resident,
         )
@@ -306,11 +328,13 @@ class ModelGateway:
         reported = await self.backend.loaded_models() if health.ok else []
         loaded = [dataclasses.replace(m, vram_bytes=self._models.vram_bytes(m)) for m in reported]
         gpu, cpu = self.gpu_embedder, self.cpu_embedder
+        snapshots = tuple(guard.snapshot() for guard in self.gpus)
         return GatewayStatus(
             backend=health,
             model=self.model,
             loaded=loaded,
-            gpu=self.guard.snapshot(),
+            gpu=snapshots[0],
+            gpus=snapshots,
             gpu_embedder=None if gpu is None else gpu.name,
             cpu_embedder=None if cpu is None else cpu.name,
             prewarming=self._models.prewarming,

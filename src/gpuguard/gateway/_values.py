@@ -76,3 +76,5 @@ class GatewayStatus:
     cpu_embedder: str | None
     prewarming: bool = False
     errors: list[str] = field(default_factory=list)
+    gpus: tuple[GuardSnapshot, ...] = ()
+    """Every GPU's snapshot, in the set's order (``gpu`` is the first's)."""

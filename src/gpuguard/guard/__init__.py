@@ -1,6 +1,7 @@
 """The GPU lease: pure asyncio, no third-party dependency, nothing about LLMs.
 
-* the front, :class:`GpuGuard` (``_guard``), over the leases it grants (``_keeper``: the
+* the front, :class:`GpuGuard` (``_guard``) and :class:`GpuSet`, one guard per GPU
+  (``_gpu_set``), over the leases it grants (``_keeper``: the
   registry, grants and endings), each :class:`Lease` and ``async with`` :class:`Hold`
   (``_lease``, ``_hold``), the waiting line (``_queue``), queued leases (``_waiting``), hung
   and lost ones (``_hung``), counters and events (``_telemetry``), frozen views
@@ -13,6 +14,7 @@
 """
 
 from ._fences import FenceBook
+from ._gpu_set import GpuSet
 from ._guard import GpuGuard
 from ._hold import Hold
 from ._lease import Lease
@@ -25,6 +27,7 @@ __all__ = [
     "DefaultType",
     "FenceBook",
     "GpuGuard",
+    "GpuSet",
     "GuardCounters",
     "GuardSnapshot",
     "Hold",

@@ -45,6 +45,7 @@ from ._lease import Lease
 from ._options import DEFAULT, OnHang, Timeout, check_option, check_timeout
 from ._snapshot import GuardSnapshot, HolderInfo, holder_info, waiter_infos
 from ._telemetry import log_gpu_event
+from ._tickets import GpuBudget
 from .policies import EXCLUSIVE, Policy
 from .scopes import make_arbiter
 
@@ -317,6 +318,14 @@ class GpuGuard:
     def queue_length(self) -> int:
         """How many requests are waiting."""
         return self._arbiter.queue_length()
+
+    @property
+    def memory(self) -> GpuBudget | None:
+        """The GPU's memory as the policy counts it now: the snapshot's ``memory`` alone.
+
+        ``None`` under ``exclusive``, or while the GPU cannot be read.
+        """
+        return self._arbiter.policy.memory(holders_of(self._arbiter))
 
     def snapshot(self) -> GuardSnapshot:
         """A frozen view: holders, waiters in service order, the GPU's memory, counters."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from .._exceptions import ConfigError
 from ._protocol import LlmBackend
@@ -33,6 +34,7 @@ def create_backend(
     embedding: bool = False,
     timeouts: Timeouts | None = None,
     more_models: Mapping[str, tuple[str, int, int]] | None = None,
+    main_gpus: Mapping[str, int] | None = None,
 ) -> LlmBackend:
     """The backend for ``kind`` (one of :data:`BACKEND_KINDS`).
 
@@ -41,7 +43,8 @@ def create_backend(
     ``foundry`` CLI; ``openai`` requires it. ``llama-cpp`` requires ``model_path`` and uses
     ``model_name`` (default: the file's stem), ``n_gpu_layers``, ``n_ctx`` and
     ``embedding``; ``more_models`` (name to GGUF path, context size and GPU layers) makes it
-    serve those too, each loaded on demand in a worker of its own (:class:`LlamaCppModels`).
+    serve those too, each loaded on demand in a worker of its own (:class:`LlamaCppModels`);
+    ``main_gpus`` pins models by name to a GPU (llama.cpp's ``main_gpu``, every layer there).
     ``timeouts`` bounds every call (loads long, health checks short).
     Raises :class:`~gpuguard.ConfigError` for an unknown kind or a missing required option.
     """
@@ -56,7 +59,10 @@ def create_backend(
         from .llama_cpp_embedded import LlamaCppBackend
         from .llama_cpp_models import LlamaCppModels
 
+        pins = dict(main_gpus or {})
+
         def engine(path: str, name: str | None, context: int, layers: int) -> LlamaCppBackend:
+            stem = name or Path(path).stem
             return LlamaCppBackend(
                 path,
                 model_name=name,
@@ -65,6 +71,7 @@ def create_backend(
                 embedding=embedding,
                 load_timeout_s=timeouts.load_s,
                 token_timeout_s=timeouts.read_s,
+                main_gpu=pins.get(stem),
             )
 
         main = engine(model_path, model_name, n_ctx, n_gpu_layers)

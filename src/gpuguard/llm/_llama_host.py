@@ -20,17 +20,31 @@ class LlamaHost:
     ``last_n_tokens_size`` in llama-cpp-python, read each time a generation builds its
     sampler: a chat that asks for it sets it for its own generation, and the next chat
     finds the loaded value again.
+
+    ``main_gpu`` pins the model to that GPU (``split_mode`` none: every layer on it);
+    ``None`` leaves llama.cpp's default placement.
     """
 
-    def __init__(self, model_path: str, n_gpu_layers: int, n_ctx: int, embedding: bool) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        n_gpu_layers: int,
+        n_ctx: int,
+        embedding: bool,
+        main_gpu: int | None = None,
+    ) -> None:
         import llama_cpp
 
+        pinned: dict[str, Any] = {}
+        if main_gpu is not None:
+            pinned = {"main_gpu": main_gpu, "split_mode": llama_cpp.LLAMA_SPLIT_MODE_NONE}
         self._llama: Any = llama_cpp.Llama(
             model_path=model_path,
             n_gpu_layers=n_gpu_layers,
             n_ctx=n_ctx,
             embedding=embedding,
             verbose=False,
+            **pinned,
         )
         self._last_n = self._llama.last_n_tokens_size
 

@@ -57,6 +57,8 @@ class LlamaCppBackend:
     Embeddings work only with ``embedding=True``. ``load_timeout_s`` bounds the load and
     ``token_timeout_s`` the wait for each token (and for an embedding call); past either,
     the worker is killed. ``max_buffered_chunks`` bounds the tokens in flight.
+    ``main_gpu`` pins the model to that GPU (llama.cpp's ``main_gpu``, ``split_mode`` none);
+    ``None`` leaves llama.cpp to place it.
     """
 
     kind = KIND
@@ -75,6 +77,7 @@ class LlamaCppBackend:
         load_timeout_s: float = 600.0,
         token_timeout_s: float = 120.0,
         max_buffered_chunks: int = 16,
+        main_gpu: int | None = None,
     ) -> None:
         if n_ctx < 1 or load_timeout_s <= 0 or token_timeout_s <= 0 or max_buffered_chunks < 1:
             raise ConfigError(
@@ -88,7 +91,7 @@ class LlamaCppBackend:
         self._token_timeout_s = token_timeout_s
         self._worker = WorkerProcess(
             _HOST,
-            (str(self._path), n_gpu_layers, n_ctx, embedding),
+            (str(self._path), n_gpu_layers, n_ctx, embedding, main_gpu),
             name=f"llama-cpp:{self._name}",
             max_in_flight=max_buffered_chunks,
         )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..guard import GuardSnapshot
 from ._context import ServerContext, get_context
 from ._errors import error_responses
 from ._logs import LogRing
@@ -44,15 +46,27 @@ class PrewarmRequest(BaseModel):
 async def gpu(
     context: Context, recent: Annotated[int, Query(ge=0, le=1000)] = 100
 ) -> dict[str, Any]:
-    """The current operation, the snapshot (queue by priority, counters), recent GPU events."""
-    guard = context.gateway.guard
+    """The current operation, the snapshot (queue by priority, counters), recent GPU events.
+
+    ``current`` and ``snapshot`` are the first GPU's; ``gpus`` has every GPU's snapshot,
+    each named by its lease (``gpu``).
+    """
+    gpus = context.gateway.gpus
+    guard = gpus.first
     current = guard.current
     history = guard.events.history(kinds={"gpu"})
+    snapshots = [other.snapshot() for other in gpus]
     return {
         "current": None if current is None else current.to_dict(),
-        "snapshot": guard.snapshot().to_dict(),
+        "snapshot": snapshots[0].to_dict(),
         "recent": [event.to_dict() for event in history[len(history) - recent :]],
+        "gpus": gpu_dicts(snapshots),
     }
+
+
+def gpu_dicts(snapshots: Sequence[GuardSnapshot]) -> list[dict[str, Any]]:
+    """Each GPU's snapshot as a dict, named by its lease (``gpu``)."""
+    return [{"gpu": snapshot.guard, **snapshot.to_dict()} for snapshot in snapshots]
 
 
 @router.get("/status")
@@ -64,6 +78,7 @@ async def status(context: Context) -> dict[str, Any]:
         "model": report.model,
         "loaded": [asdict(m) for m in report.loaded],
         "gpu": report.gpu.to_dict(),
+        "gpus": gpu_dicts(report.gpus),
         "gpu_embedder": report.gpu_embedder,
         "cpu_embedder": report.cpu_embedder,
         "prewarming": report.prewarming,

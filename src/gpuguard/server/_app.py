@@ -81,7 +81,7 @@ def create_app(
             event_log = EventLog()
             context.gateway.events.add_listener(event_log)
             stack.callback(context.gateway.events.remove_listener, event_log)
-            metrics = GuardMetrics(context.gateway.guard)
+            metrics = GuardMetrics(context.gateway.guard, context.gateway.gpus)
             metrics.start()
             stack.push_async_callback(metrics.aclose)
             app.state.context = context

@@ -49,15 +49,16 @@ def log_start_up(settings: Settings, gateway: ModelGateway) -> None:
         f" ({where})" if where else "",
     )
     limits = settings.guard
-    lock_dir = lock_dir_of(limits) if gateway.guard.scope == "host" else None
-    logger.info(
-        "GPU lease %s: scope %s%s, policy %s, wait timeout %s",
-        limits.name,
-        gateway.guard.scope,
-        f", lock dir {lock_dir}" if lock_dir is not None else "",
-        gateway.guard.policy,
-        "none" if limits.wait_timeout_s is None else f"{limits.wait_timeout_s:g} s",
-    )
+    for guard in gateway.gpus:  # one line per GPU, the first under [guard] name
+        lock_dir = lock_dir_of(limits) if guard.scope == "host" else None
+        logger.info(
+            "GPU lease %s: scope %s%s, policy %s, wait timeout %s",
+            limits.name if guard is gateway.guard else guard.name,
+            guard.scope,
+            f", lock dir {lock_dir}" if lock_dir is not None else "",
+            guard.policy,
+            "none" if limits.wait_timeout_s is None else f"{limits.wait_timeout_s:g} s",
+        )
     spec = settings.embeddings
     gpu = f"{spec.gpu_engine} {spec.gpu_model}" if spec.gpu_engine else "none"
     logger.info("embeddings: GPU %s, CPU %s %s", gpu, spec.cpu_engine, spec.cpu_model)

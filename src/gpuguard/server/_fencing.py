@@ -42,10 +42,12 @@ async def admit_fence(request: Request) -> None:
             "must be one '<gpu>:<token>' or '<gpu>:<token>:<floor>' (decimal fencing tokens, "
             "the floor no larger than the token)",
         )
-    fences = get_context(request).gateway.guard.fences
-    if match["gpu"] != fences.gpu:
+    books = {guard.fences.gpu: guard.fences for guard in get_context(request).gateway.gpus}
+    fences = books.get(match["gpu"])
+    if fences is None:
+        served = ", ".join(repr(gpu) for gpu in books)
         raise InvalidRequest(
-            FENCE_HEADER, f"names GPU {match['gpu']!r}; this server fences GPU {fences.gpu!r}"
+            FENCE_HEADER, f"names GPU {match['gpu']!r}; this server fences GPU {served}"
         )
     floor = None if match["floor"] is None else int(match["floor"])
     operation = f"{request.method} {request.url.path}"

@@ -63,9 +63,9 @@ class IdleUnloader:
 
     def _expired(self, model: str) -> None:
         self._timers.pop(model, None)
-        current = self._gateway.guard.current
-        if current is not None and current.model == model:
-            return  # in use: the end of that use re-arms the timer
+        holding = (guard.current for guard in self._gateway.gpus)
+        if any(current is not None and current.model == model for current in holding):
+            return  # in use, on whichever GPU: the end of that use re-arms the timer
         task = asyncio.get_running_loop().create_task(self._unload(model))
         self._unloads.add(task)
         task.add_done_callback(self._unloads.discard)

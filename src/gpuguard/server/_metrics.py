@@ -3,7 +3,8 @@
 Histograms and counters are updated from :class:`~gpuguard.GpuEvent` s as they arrive (a
 background task) and, before each scrape, from whatever is still queued, so a scrape always
 reflects every event published before it. Queue lengths and dropped events are read from the
-guard at scrape time.
+guard at scrape time: the unlabelled families are the first GPU's, the families with a
+``gpu`` label (the lease's name) give every GPU's policy, holders, line and memory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .._events import Event, GpuEvent, GpuStatus, Priority
-from ..guard import GpuGuard
+from ..guard import GpuGuard, GpuSet
 
 __all__ = ["GuardMetrics"]
 
@@ -26,9 +27,12 @@ _RELEASED = frozenset({GpuStatus.COMPLETED, GpuStatus.FAILED, GpuStatus.CANCELLE
 
 
 class GuardMetrics:
-    """The metrics of one guard; :meth:`render` gives the Prometheus text format."""
+    """The metrics of a guard (and of every GPU of ``gpus``); :meth:`render` gives the text format.
 
-    def __init__(self, guard: GpuGuard) -> None:
+    Events of every GPU feed the histograms and counters (the guards of a set share a bus).
+    """
+
+    def __init__(self, guard: GpuGuard, gpus: GpuSet | None = None) -> None:
         self.guard = guard
         self.registry = CollectorRegistry(auto_describe=True)
         self._wait = Histogram(
@@ -64,6 +68,7 @@ class GuardMetrics:
             registry=self.registry,
         )
         self.registry.register(_GuardStateCollector(guard))
+        self.registry.register(_GpusCollector(gpus if gpus is not None else GpuSet.single(guard)))
         self._subscription = guard.events.subscribe(kinds={"gpu"})
         self._task: asyncio.Task[None] | None = None
 
@@ -132,3 +137,43 @@ class _GuardStateCollector(Collector):
             "Events dropped because a subscriber's queue was full.",
             value=snapshot.dropped_events,
         )
+
+
+class _GpusCollector(Collector):
+    """Scrape-time state per GPU (label ``gpu``): its policy, holders, line and memory."""
+
+    def __init__(self, gpus: GpuSet) -> None:
+        self._gpus = gpus
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        policy = GaugeMetricFamily(
+            "gpuguard_gpu_policy",
+            "1 for the policy in force on each GPU's lease.",
+            labels=["gpu", "policy"],
+        )
+        families = {
+            name: GaugeMetricFamily(f"gpuguard_gpu_{name}", text, labels=["gpu"])
+            for name, text in _PER_GPU.items()
+        }
+        for guard in self._gpus:
+            snapshot = guard.snapshot()
+            gpu = snapshot.guard
+            policy.add_metric([gpu, snapshot.policy], 1)
+            families["holders"].add_metric([gpu], len(snapshot.holders))
+            families["waiting"].add_metric([gpu], snapshot.queue_length)
+            memory = snapshot.memory
+            if memory is not None:  # a sharing policy that can read its GPU
+                families["budget_bytes"].add_metric([gpu], memory.budget_bytes)
+                families["free_bytes"].add_metric([gpu], memory.free_bytes)
+                families["committed_bytes"].add_metric([gpu], memory.committed_bytes)
+        yield policy
+        yield from families.values()
+
+
+_PER_GPU = {
+    "holders": "Operations holding each GPU's lease.",
+    "waiting": "Operations waiting for each GPU's lease.",
+    "budget_bytes": "GPU memory the budget policy shares (the GPU less the headroom).",
+    "free_bytes": "GPU memory free, as the driver reports it.",
+    "committed_bytes": "GPU memory the budget policy counts as taken or promised.",
+}

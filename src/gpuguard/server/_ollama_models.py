@@ -113,7 +113,8 @@ async def ps(context: Context) -> dict[str, Any]:
     gateway = context.gateway
     report = await gateway.status()
     forever = created_at(dt.datetime.now(dt.UTC) + FOREVER)
-    holder = report.gpu.holder
+    # What holds each GPU (its oldest holder), on whichever GPU the model works.
+    holding = {s.holder.model for s in report.gpus or (report.gpu,) if s.holder is not None}
     can = chat_capabilities(gateway)
     models = []
     for loaded in report.loaded:
@@ -123,7 +124,7 @@ async def ps(context: Context) -> dict[str, Any]:
         entry["size_vram"] = loaded.vram_bytes or 0
         entry["gpuguard"] = {
             "current": loaded.id == report.model,
-            "holding_gpu": holder is not None and holder.model == loaded.id,
+            "holding_gpu": loaded.id in holding,
         }
         models.append(entry)
     for embedder, loaded_now in embedders_of(gateway):
@@ -134,7 +135,7 @@ async def ps(context: Context) -> dict[str, Any]:
             entry["size_vram"] = entry["size"] if on_gpu else 0
             entry["gpuguard"] = {
                 "device": embedder.device,
-                "holding_gpu": holder is not None and holder.model == embedder.name,
+                "holding_gpu": embedder.name in holding,
             }
             models.append(entry)
     return {"models": models, "gpuguard": {"gpu": report.gpu.to_dict()}}

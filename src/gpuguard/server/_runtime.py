@@ -9,31 +9,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._events import Priority
-from .._exceptions import GpuGuardError
-from ..embed import BulkEmbedder, choose_cpu_engine, create_embedder_pair
+from .._exceptions import ConfigError, GpuGuardError
+from ..embed import BulkEmbedder, Embedder, choose_cpu_engine, create_embedder, create_embedder_pair
 from ..gateway import (
     EmbeddingSizes,
     FootprintMeter,
     GatewayTimeouts,
     ModelGateway,
+    Placement,
     ResidentModels,
 )
 from ..index import VectorStore, private_directory
 from ..jobs import JobManager
 from ..llm import LlmBackend
-from ..settings import LlmSettings, ModelSettings, Settings, build_footprints, build_guard
+from ..settings import (
+    LlmSettings,
+    ModelSettings,
+    Settings,
+    build_footprints,
+    build_guards,
+    gpu_indices,
+)
 from ._catalog import ModelCatalog, ModelEntry
 from ._context import Retriever, ServerContext
 from ._idle_unload import IdleUnloader
 from ._jobs import IndexingJobs
 
-__all__ = ["Runtime", "build_gateway", "model_catalog", "open_runtime", "store_retriever"]
+__all__ = [
+    "Runtime",
+    "build_gateway",
+    "model_catalog",
+    "model_gpus",
+    "open_runtime",
+    "store_retriever",
+]
 
 logger = logging.getLogger("gpuguard.server")
 
@@ -67,7 +82,7 @@ async def open_runtime(settings: Settings, *, start: bool = True) -> AsyncIterat
         await asyncio.to_thread(private_directory, settings.data_dir)
         # Building imports torch, may write the tiny model and opens SQLite: off the loop.
         gateway = await asyncio.to_thread(build_gateway, settings)
-        stack.push_async_callback(gateway.guard.aclose)
+        stack.push_async_callback(gateway.gpus.aclose)
         stack.push_async_callback(gateway.aclose)
         store = await asyncio.to_thread(_open_store, settings.store_path)
         stack.push_async_callback(asyncio.to_thread, store.close)
@@ -161,8 +176,16 @@ def build_gateway(settings: Settings) -> ModelGateway:
     """The guard, the LLM backend and the embedders, owned by one gateway."""
     limits = settings.guard
     book, meter = build_footprints(settings)
+    indices = gpu_indices(limits)
+    pins = model_gpus(settings, indices)  # a wrong pin fails before any lease exists
+    placement = Placement(pins)
     resident = ResidentModels()
-    guard = build_guard(limits, footprints=book, resident=resident)
+    gpus = build_guards(
+        limits,
+        footprints=book,
+        indices=indices,
+        resident=lambda index: placement.resident_on(resident, index, first=indices[0]),
+    )
     timeouts = GatewayTimeouts(
         wait_s=limits.wait_timeout_s,
         chat_wait_s=limits.chat_wait_timeout_s,
@@ -178,21 +201,26 @@ def build_gateway(settings: Settings) -> ModelGateway:
         )
         logger.info("CPU embeddings run on %s (%s)", choice.engine, choice.reason)
         cpu_engine, cpu_model = choice.engine, choice.model or cpu_model
+    placed = _gpu_embedder_devices(settings, indices)
     gpu, cpu = create_embedder_pair(
         spec.gpu_engine,
         cpu_engine,
         gpu_model=spec.gpu_model,
         cpu_model=cpu_model,
-        gpu_device=spec.gpu_device,
+        gpu_device=placed[0][1],
         gpu_process=spec.gpu_process,
         url=spec.url,
     )
+    gpu_index = placed[0][0] if gpu is not None else None
     if gpu is not None and spec.gpu_engine is not None:
         book.assign(gpu.name, engine=spec.gpu_engine)  # measured beside the LLM engine's
     return ModelGateway(
-        _build_backend(settings),
+        _build_backend(settings, pins),
         model=settings.model_name,
-        guard=guard,
+        gpus=gpus,
+        model_gpus=placement,
+        gpu_embedder_gpu=gpu_index,
+        more_gpu_embedders=_more_gpu_embedders(settings, placed[1:]),
         gpu_embedder=gpu,
         cpu_embedder=cpu,
         timeouts=timeouts,
@@ -214,7 +242,69 @@ def build_gateway(settings: Settings) -> ModelGateway:
     )
 
 
-def _build_backend(settings: Settings) -> LlmBackend:
+def model_gpus(settings: Settings, indices: Sequence[int]) -> dict[str, int]:
+    """The GPU each pinned model works on (``[models."NAME"] gpu``), by the backend's name.
+
+    A GPU outside ``[guard] gpus`` is a :class:`~gpuguard.ConfigError`, at start-up. With
+    several GPUs the embedded llama.cpp pins every other model to the first GPU: it fixes a
+    model's GPUs when it builds the model's worker, and left alone it would spread the
+    layers over every GPU while holding one GPU's lease.
+    """
+    pins = {}
+    embedded = settings.llm.backend == "llama-cpp" and len(indices) > 1
+    if embedded:
+        pins[settings.model_name] = indices[0]
+    for name, model in settings.models.items():
+        if model.gpu is None:
+            if embedded:
+                pins[model.id or name] = indices[0]
+            continue
+        if model.gpu not in indices:
+            listed = ", ".join(str(index) for index in indices)
+            raise ConfigError(
+                f'[models."{name}"] gpu = {model.gpu}: this server leases GPU(s) {listed} '
+                "([guard] gpus)"
+            )
+        pins[model.id or name] = model.gpu
+    return pins
+
+
+def _gpu_embedder_devices(settings: Settings, indices: Sequence[int]) -> list[tuple[int, str]]:
+    """Where the GPU embedder runs: (GPU index, device) for each copy, the main copy first.
+
+    With one GPU, the device as configured (``auto`` is resolved in the embedder's worker,
+    where the engine runs). With several, ``cuda`` or ``auto`` gets one copy per GPU
+    (``cuda:<index>``: NVML counted NVIDIA GPUs), ``cuda:<N>`` runs on GPU N alone, and any
+    other device (``mps``, a remote engine) works under the first GPU's lease.
+    """
+    device = settings.embeddings.gpu_device
+    if len(indices) > 1 and device in ("cuda", "auto"):
+        return [(index, f"cuda:{index}") for index in indices]
+    if device.startswith("cuda:") and device[5:].isdigit() and int(device[5:]) in indices:
+        return [(int(device[5:]), device)]
+    return [(indices[0], device)]
+
+
+def _more_gpu_embedders(
+    settings: Settings, placed: Sequence[tuple[int, str]]
+) -> dict[int, Embedder]:
+    """The GPU embedder's further copies (several GPUs), by GPU index."""
+    spec = settings.embeddings
+    if spec.gpu_engine is None:
+        return {}
+    return {
+        index: create_embedder(
+            spec.gpu_engine,
+            model=spec.gpu_model,
+            device=device,
+            url=spec.url,
+            process=spec.gpu_process,
+        )
+        for index, device in placed
+    }
+
+
+def _build_backend(settings: Settings, pins: Mapping[str, int]) -> LlmBackend:
     llm = settings.llm
     if llm.backend == "fake":
         from ..llm.fake import FakeBackend
@@ -256,6 +346,7 @@ def _build_backend(settings: Settings) -> LlmBackend:
         n_gpu_layers=n_gpu_layers,
         n_ctx=n_ctx,
         more_models=more,
+        main_gpus=pins,
     )
 
 

@@ -6,7 +6,14 @@ models' remembered GPU memory it counts). Needs the ``server`` extra
 (pydantic-settings).
 """
 
-from ._build import build_footprints, build_guard, lock_dir_of
+from ._build import (
+    build_footprints,
+    build_guard,
+    build_guards,
+    gpu_indices,
+    lease_name,
+    lock_dir_of,
+)
 from ._settings import (
     CONFIG_ENV_VAR,
     EmbeddingSettings,
@@ -33,7 +40,10 @@ __all__ = [
     "SourceSettings",
     "build_footprints",
     "build_guard",
+    "build_guards",
+    "gpu_indices",
     "is_loopback",
+    "lease_name",
     "load_settings",
     "lock_dir_of",
 ]

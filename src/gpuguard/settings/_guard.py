@@ -31,7 +31,11 @@ class GuardSettings(Section):
 
     ``policy``: ``"exclusive"`` (one GPU operation at a time), ``"budget"`` (side by side while
     their memory fits the GPU less ``headroom_mb``; process and Redis scopes) or ``"auto"`` (budget
-    where it can work, exclusive otherwise).
+    where it can work, exclusive otherwise), chosen for each GPU from that GPU's memory.
+
+    ``gpus``: the GPUs this process leases, one lease each: ``"auto"`` (every GPU NVML
+    counts; one where NVML is missing) or a list of NVML indices. GPU 0's lease is named
+    ``name``; GPU ``i``'s, for any other ``i``, ``gpu<i>`` (:func:`gpuguard.settings.lease_name`).
     """
 
     name: str = Field(default="gpu0", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
@@ -53,6 +57,16 @@ class GuardSettings(Section):
     headroom_mb: int = Field(
         default=2048, ge=0, description="GPU memory the budget policy never hands out."
     )
+    gpus: Literal["auto"] | list[int] = "auto"
+
+    @model_validator(mode="after")
+    def _gpus_are_distinct_indices(self) -> GuardSettings:
+        if isinstance(self.gpus, list):
+            if not self.gpus:
+                raise ValueError('gpus lists no GPU: give NVML indices ([0, 1]) or "auto"')
+            if min(self.gpus) < 0 or len(set(self.gpus)) != len(self.gpus):
+                raise ValueError(f"gpus must be distinct NVML indices (0 or more): {self.gpus}")
+        return self
 
     @model_validator(mode="after")
     def _redis_needs_a_url(self) -> GuardSettings:

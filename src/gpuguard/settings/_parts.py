@@ -34,7 +34,9 @@ class ModelSettings(Section):
     priority of its chats (``interactive`` by default; ``background`` for a batch model that
     should yield to people). ``vram_mb`` is the GPU memory the budget policy counts for it,
     over any measured footprint (``None``: measured on its first load, predicted from the
-    GGUF header until then).
+    GGUF header until then). ``gpu`` pins it to that GPU of ``[guard] gpus`` (NVML index):
+    its loads, unloads and chats take that GPU's lease, and the in-process llama.cpp loads
+    it there; ``None`` places it on the GPU with room at its first load.
     """
 
     id: str | None = Field(default=None, min_length=1)
@@ -46,6 +48,7 @@ class ModelSettings(Section):
     ttl_s: float | None = Field(default=None, gt=0)
     priority: Literal["interactive", "normal", "background"] = "interactive"
     vram_mb: int | None = Field(default=None, ge=0)
+    gpu: int | None = Field(default=None, ge=0)
 
 
 def describe_errors(exc: ValidationError, root: type[BaseModel]) -> str:

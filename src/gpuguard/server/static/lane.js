@@ -54,6 +54,7 @@ function renderLane(gpu) {
   $("lane-counters").replaceChildren(
     ...named.filter((name) => name in counters).map((name) => el("span", {}, `${name} `, el("b", {}, String(counters[name])))),
   );
+  renderGpus(gpu);
   swimlane.sync(gpu);
 }
 
