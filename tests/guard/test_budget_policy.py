@@ -257,13 +257,12 @@ async def test_the_gpu_failing_mid_run_falls_back_to_one_at_a_time_and_says_so(
     await finish_all(chat, *embeds, shared)
 
 
-@pytest.mark.parametrize("scope", ["host", "redis"])
-def test_a_shared_scope_refuses_the_budget_naming_the_limit(scope: str) -> None:
+def test_the_redis_scope_refuses_the_budget_naming_the_limit() -> None:
     devices = FakeDevices.with_gpus(80 * 1024)
     policy = Budget(lambda: devices.info(0), headroom_bytes=GIB)
-    with pytest.raises(ConfigError, match="process scope only"):
+    with pytest.raises(ConfigError, match="process and host scopes only"):
         make_arbiter(
-            scope,  # type: ignore[arg-type]
+            "redis",
             "gpu0",
             aging_s=30.0,
             clock=FakeClock(),

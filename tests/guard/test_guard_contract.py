@@ -743,7 +743,7 @@ async def test_listeners_see_every_event_synchronously(make_guard: MakeGuard) ->
 
 async def test_snapshot_contents(make_guard: MakeGuard, clock: FakeClock, scope: str) -> None:
     guard = make_guard(name="gpu0", max_waiters=8)
-    policy = "budget" if scope == "in-process-budget" else "exclusive"
+    policy = "budget" if scope.endswith("-budget") else "exclusive"
     order: list[str] = []
     holder = await start(guard, "load", order, model="qwen")
     clock.advance(1.0)

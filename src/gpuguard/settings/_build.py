@@ -13,6 +13,7 @@ from ..devices import Devices, detect_devices, predict_gguf_footprint
 from ..devices.remembered import FOOTPRINTS_FILE, FootprintBook, ProcessGpuMemory
 from ..guard import GpuGuard
 from ..guard.policies import choose_policy
+from ..guard.policies.choice import SHARING_SCOPES
 from ..guard.scopes import make_arbiter
 from ..guard.scopes.host import default_lock_dir
 from ._settings import GuardSettings, Settings
@@ -61,7 +62,7 @@ def build_guard(
     is granted.
     """
     clock = SystemClock()
-    shares = limits.policy != "exclusive" and limits.scope == "process"
+    shares = limits.policy != "exclusive" and limits.scope in SHARING_SCOPES
     devices = detect() if shares else None  # the scope alone rules the budget out
     choice = choose_policy(
         limits.policy,

@@ -48,17 +48,18 @@ def make_arbiter(
     dead holder is waited for until it is gone) are for the host scope (default: see
     :func:`.host.default_lock_dir`); ``redis_url``, ``ttl_s`` and ``prefix`` for the Redis
     scope. Every scope bears the GPU's machine-wide mark while this process holds
-    (:mod:`._mark`). Only the process scope grants several holders at once: another policy than the
-    exclusive one on a shared scope raises :class:`~gpuguard.ConfigError`.
+    (:mod:`._mark`). The process and host scopes grant several holders at once under a sharing
+    policy; another policy than the exclusive one on the Redis scope raises
+    :class:`~gpuguard.ConfigError`.
     """
     if scope == "process":
         from .local import LocalArbiter
 
         return LocalArbiter(aging_s=aging_s, policy=policy, clock=clock, name=name)
-    if policy is not EXCLUSIVE and scope in SCOPES:
+    if policy is not EXCLUSIVE and scope == "redis":
         raise ConfigError(
-            f"the {policy.name} policy works in the process scope only: the {scope} scope "
-            "keeps one holder across processes"
+            f"the {policy.name} policy works in the process and host scopes only: the redis "
+            "scope keeps one holder across hosts"
         )
     if scope == "host":
         from .host import HostArbiter
@@ -70,6 +71,7 @@ def make_arbiter(
             aging_s=aging_s,
             clock=clock,
             gpu_pids=gpu_pids,
+            policy=policy,
         )
     if scope == "redis":
         if redis_url is None:
