@@ -42,6 +42,7 @@ class Decisions:
         self._aging_s = aging_s
         self._teardown = teardown
         self._sharing = policy.name != "exclusive"
+        requests.one_holder = not self._sharing
 
     def decide(self, lease_dir: LeaseDir, now: float) -> State:
         """Read the lease; remove the dead; grant the heads the policy admits."""
@@ -112,7 +113,7 @@ class Decisions:
             state.holders.append((entry.seq, now, None))
             if request is not None:
                 mine.append(request)
-            elif entry.wake is not None:
+            elif entry.wake is not None and self._sharing:  # else its holder watch tells it
                 self._requests.to_tell.append(entry.wake)
         self._requests.peers = self.peers(state)
         return mine

@@ -79,6 +79,9 @@ class Requests:
         self._watching = False
         self.to_tell: list[str] = []
         """The inboxes of other processes granted under the lock, told once it is let go."""
+        self.one_holder = True
+        """The policy grants one holder at a time: a grant here follows a holder's release or
+        death, which the watch of that holder's entry sees, so nobody needs telling."""
         self.peers: frozenset[int] = frozenset()
         """The other processes of this host that hold beside this one (they share the mark)."""
         self.poll_s: float | None = None
@@ -205,6 +208,13 @@ class Requests:
                 entries = look(set(self._entry_watches))
             except LookupError:
                 return
+            if self.one_holder and len(entries) == 1 and not self._entry_watches:
+                [fd] = entries.values()  # one holder, elsewhere: only its release can matter
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH)  # returns when the holder releases or dies
+                finally:
+                    os.close(fd)
+                continue
             for seq, fd in entries.items():
                 self._watch_entry(seq, fd)
             inbox.wait(self.poll_s)
