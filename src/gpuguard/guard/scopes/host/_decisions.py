@@ -136,8 +136,13 @@ class Decisions:
 
 
 def counted(entry: Entry) -> Ticket:
-    """``entry``'s ticket as the policy counts it: the bytes its own process resolved."""
-    return dataclasses.replace(entry.ticket, memory_bytes=entry.need, model=None)
+    """``entry``'s ticket as the policy counts it: the bytes its own process resolved.
+
+    Its model stays named when those are known (a resident model it uses counts once); an
+    unknown need drops it, so no footprint of the deciding process stands in for it.
+    """
+    model = entry.ticket.model if entry.need is not None else None
+    return dataclasses.replace(entry.ticket, memory_bytes=entry.need, model=model)
 
 
 def _counted_grant(entry: Entry, record: HolderRecord) -> Grant:
