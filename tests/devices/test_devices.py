@@ -32,6 +32,18 @@ def test_a_fake_gpu_reports_what_was_set() -> None:
     assert devices.info(1).free_bytes == 24_000 * MIB
 
 
+def test_a_fake_allocation_moves_the_process_and_the_free_memory_together() -> None:
+    devices = FakeDevices.with_gpus(1024)
+    devices.allocate(0, 7, 600 * MIB)
+    devices.allocate(0, 7, -100 * MIB)
+    gpu = devices.info(0)
+    assert (gpu.used_by({7}), gpu.free_bytes) == (500 * MIB, 524 * MIB)
+    with pytest.raises(ValueError, match="cannot use"):
+        devices.allocate(0, 7, 600 * MIB)  # more than is free
+    devices.allocate(0, 7, -500 * MIB)
+    assert devices.info(0).processes == ()
+
+
 def test_a_failing_fake_raises_until_it_answers_again() -> None:
     devices = FakeDevices(GpuInfo(0, "Fake", "GPU-0", 8 * MIB, 8 * MIB))
     devices.fail("NVML_ERROR_GPU_IS_LOST")

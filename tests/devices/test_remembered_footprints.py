@@ -36,6 +36,17 @@ def test_footprints_are_per_engine(tmp_path: Path) -> None:
     assert FootprintBook(path, engine="ollama")["qwen"] == 6 * GIB
 
 
+def test_a_model_assigned_to_another_engine_is_kept_and_listed_under_it(tmp_path: Path) -> None:
+    path = tmp_path / "footprints.json"
+    book = FootprintBook(path, engine="llama-cpp")
+    book.assign("bge", engine="sentence-transformers")
+    book.remember("bge", GIB)
+    book.remember("qwen", 5 * GIB)
+    assert dict(book) == {"qwen": 5 * GIB, "bge": GIB}
+    assert "bge" not in FootprintBook(path, engine="llama-cpp")
+    assert FootprintBook(path, engine="sentence-transformers")["bge"] == GIB
+
+
 def test_an_override_wins_over_a_measurement(tmp_path: Path) -> None:
     book = FootprintBook(tmp_path / "f.json", engine="e", overrides={"qwen": 9 * GIB})
     book.remember("qwen", 5 * GIB)

@@ -63,6 +63,8 @@ async def test_the_budget_free_memory_and_foreign_use_are_shown() -> None:
         "headroom_bytes": 4 * GIB,
         "budget_bytes": 76 * GIB,
         "committed_bytes": 10 * GIB,  # nobody holds now: all memory in use counts as it is
+        "resident_bytes": 0,
+        "resident": {},
     }
 
 

@@ -50,6 +50,23 @@ class FakeDevices:
         """Set the processes the driver lists on GPU ``index``."""
         self._gpus[index] = dataclasses.replace(self._gpus[index], processes=processes)
 
+    def allocate(self, index: int, pid: int, delta_bytes: int) -> None:
+        """Grow (or, negative, shrink) what process ``pid`` uses on GPU ``index``.
+
+        Its listed memory and the GPU's free memory move together, as a real allocation's
+        do; a process left with nothing is no longer listed.
+        """
+        gpu = self._gpus[index]
+        listed = {p.pid: p.used_bytes for p in gpu.processes}
+        used = listed.get(pid, 0) + delta_bytes
+        if used < 0 or delta_bytes > gpu.free_bytes:
+            raise ValueError(f"process {pid} cannot use {used} bytes on GPU {index}")
+        listed[pid] = used
+        processes = tuple(GpuProcess(p, b) for p, b in listed.items() if b > 0)
+        self._gpus[index] = dataclasses.replace(
+            gpu, processes=processes, free_bytes=gpu.free_bytes - delta_bytes
+        )
+
     def fail(self, reason: str | None = "the driver stopped answering") -> None:
         """Make every read raise :class:`DevicesUnavailable` (``None``: answer again)."""
         self._failure = reason

@@ -3,10 +3,13 @@
 A :class:`FootprintBook` is what the budget policy reads as its footprints (a mapping from
 model to bytes, read at every decision, so a footprint learned by a load counts at once):
 a configured override (``[models."NAME"] vram_mb``) first, else what a load of that model by
-this engine measured. Measurements live in one small JSON file, written whole to a temporary
-file beside it, flushed, and renamed over it (a crash leaves the old file or the new one,
-never half of one), readable by its owner only (``0600``). A file that cannot be read is
-logged and started afresh: footprints are an optimisation, never a reason not to serve.
+this engine measured. A model served by another engine beside it (the GPU embedding model)
+is kept in the same book under that engine's name (:meth:`FootprintBook.assign`), so the
+budget knows every model's size from one mapping. Measurements live in one small JSON file,
+written whole to a temporary file beside it, flushed, and renamed over it (a crash leaves
+the old file or the new one, never half of one), readable by its owner only (``0600``). A
+file that cannot be read is logged and started afresh: footprints are an optimisation,
+never a reason not to serve.
 
 :class:`ProcessGpuMemory` is the meter: what the driver lists on a GPU for this process (and
 the processes it started, such as an inference worker), read before and after a load.
@@ -58,25 +61,34 @@ class FootprintBook(Mapping[str, int]):
         self.engine = engine
         self.overrides = dict(overrides or {})
         self._predict = predict
+        self._engines: dict[str, str] = {}
         self._measured: dict[str, dict[str, int]] = self._read()
 
+    def assign(self, model: str, engine: str) -> None:
+        """Keep and read ``model``'s footprint under ``engine`` (not the book's own engine)."""
+        self._engines[model] = engine
+
+    def engine_of(self, model: str) -> str:
+        """The engine whose measurements of ``model`` this book keeps."""
+        return self._engines.get(model, self.engine)
+
     def measured(self, model: str) -> int | None:
-        """What a load of ``model`` by this engine last measured (``None``: never measured)."""
-        return self._measured.get(self.engine, {}).get(model)
+        """What a load of ``model`` by its engine last measured (``None``: never measured)."""
+        return self._measured.get(self.engine_of(model), {}).get(model)
 
     def predicted(self, model: str) -> int | None:
         """The prediction for ``model`` (``None`` without one, or if it cannot be made)."""
         return None if self._predict is None else self._predict(model)
 
     def remember(self, model: str, used_bytes: int) -> None:
-        """Keep ``used_bytes`` as ``model``'s footprint under this engine, on disk at once.
+        """Keep ``used_bytes`` as ``model``'s footprint under its engine, on disk at once.
 
         If the file cannot be written (disk full, read-only) the footprint still counts in
         this process, the old file stays whole, and the failure is logged.
         """
         if used_bytes < 0:
             raise ValueError("used_bytes must be >= 0")
-        self._measured.setdefault(self.engine, {})[model] = used_bytes
+        self._measured.setdefault(self.engine_of(model), {})[model] = used_bytes
         try:
             self._write()
         except OSError as exc:
@@ -91,7 +103,9 @@ class FootprintBook(Mapping[str, int]):
         return measured
 
     def __iter__(self) -> Iterator[str]:
-        return iter({**self._measured.get(self.engine, {}), **self.overrides})
+        assigned = {model for model in self._engines if self.measured(model) is not None}
+        own = {m: None for m in self._measured.get(self.engine, {}) if m not in self._engines}
+        return iter({**own, **dict.fromkeys(assigned), **dict.fromkeys(self.overrides)})
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from .._events import Priority
 from .._exceptions import DimensionMismatch
-from ..guard import DEFAULT, Timeout
+from ..guard import DEFAULT, Lease, Timeout
 from ._lease import LeaseGuard
 from ._protocol import Embedder
 
-__all__ = ["EmbedderPair"]
+__all__ = ["EmbedderPair", "GpuLoadHook"]
+
+GpuLoadHook = Callable[[Lease, Callable[[], Awaitable[int]]], Awaitable[int]]
+"""Runs the GPU model's load (the callable; it returns the dimension) inside its lease."""
 
 MODEL_LOAD_OPERATION = "embed-load"
 """The guard operation name of a GPU embedding-model load."""
@@ -20,6 +25,9 @@ class EmbedderPair:
     Both must give vectors of the same size, or the store would mix incompatible vectors:
     a mismatch is refused with :class:`DimensionMismatch` as early as it is known (at
     construction when both dimensions are declared, else when the GPU embedder loads).
+
+    ``around_gpu_load``, when set (the gateway sets it), runs every leased load of the GPU
+    model, whoever asks for it: it may make room first and measure the load.
     """
 
     def __init__(self, gpu: Embedder | None, cpu: Embedder) -> None:
@@ -27,6 +35,7 @@ class EmbedderPair:
         self.cpu = cpu
         self._dimension: int | None = None
         self._gpu_ready = False
+        self.around_gpu_load: GpuLoadHook | None = None
         if gpu is not None and gpu.dimension is not None and cpu.dimension is not None:
             _check(gpu.dimension, cpu.dimension)
 
@@ -74,9 +83,22 @@ class EmbedderPair:
                 priority=Priority.NORMAL,
                 hold_timeout=hold_timeout,
             ) as lease:
-                gpu_dim = await lease.run(self.gpu.load(), stop=self.gpu.abort)
+                gpu_dim = await self._load_held(lease, self.gpu)
         _check(gpu_dim, await self.start_cpu())
         self._gpu_ready = True
+
+    async def _load_held(self, lease: Lease, gpu: Embedder) -> int:
+        async def load() -> int:
+            return await lease.run(gpu.load(), stop=gpu.abort)
+
+        return await (load() if self.around_gpu_load is None else self.around_gpu_load(lease, load))
+
+    async def unload_gpu(self, lease: Lease) -> None:
+        """Free the GPU model as work of ``lease`` (it loads again on next use)."""
+        if self.gpu is None or not self._gpu_ready:
+            return
+        self._gpu_ready = False
+        await lease.run(self.gpu.aclose(), stop=self.gpu.abort)
 
     async def aclose(self) -> None:
         """Free both models."""

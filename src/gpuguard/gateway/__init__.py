@@ -3,6 +3,7 @@
 from ._embed_sizes import Embedded, EmbeddingSizes, EmbedSize
 from ._footprints import FootprintMeter, Footprints
 from ._gateway import ModelGateway
+from ._resident import ResidentModels
 from ._values import GatewayStatus, GatewayTimeouts, GpuWaiting, ModelInfo
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "GpuWaiting",
     "ModelGateway",
     "ModelInfo",
+    "ResidentModels",
 ]

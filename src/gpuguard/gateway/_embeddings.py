@@ -8,7 +8,7 @@ background priority per batch, falling back to the CPU whenever the GPU is busy.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
@@ -19,8 +19,11 @@ from ..embed._openai_tokens import OpenAITokens
 from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder, Vectors
 from ..embed._tokens import TOKEN_MEANINGS, TokenMeaning
+from ..guard import Lease
 from ._embed_sizes import Embedded, EmbeddingSizes, EmbedSize
+from ._footprints import FootprintMeter
 from ._lane import Lane
+from ._resident import Resident, ResidentModels
 from ._values import GatewayTimeouts
 
 __all__ = ["Embeddings"]
@@ -29,7 +32,10 @@ __all__ = ["Embeddings"]
 class Embeddings:
     """The GPU embedder (optional), the CPU one, their pair and the bulk embedder over it.
 
-    One pair serves every path, so the GPU model loads once whoever uses it first.
+    One pair serves every path, so the GPU model loads once whoever uses it first. Each
+    leased load of the GPU model (whoever asks for it: a request, the bulk embedder) runs
+    ``make_room`` first when it is set, is measured by ``meter`` like an LLM load, and
+    makes the model one of the ``resident`` ones until it is unloaded.
     """
 
     def __init__(
@@ -42,6 +48,8 @@ class Embeddings:
         sizes: EmbeddingSizes,
         bulk_batch_size: int,
         token_arrays: TokenMeaning,
+        meter: FootprintMeter | None = None,
+        resident: ResidentModels | None = None,
     ) -> None:
         if gpu is not None and cpu is None:
             raise ConfigError("a GPU embedder needs a CPU embedder to fall back to")
@@ -64,6 +72,48 @@ class Embeddings:
         )
         self._lane = lane
         self._timeouts = timeouts
+        self.meter = meter
+        self.resident = resident if resident is not None else ResidentModels()
+        self.make_room: Callable[[Lease, str], Awaitable[None]] | None = None
+        if self.pair is not None:
+            self.pair.around_gpu_load = self._around_gpu_load
+
+    async def _around_gpu_load(self, lease: Lease, load: Callable[[], Awaitable[int]]) -> int:
+        """The GPU model's load in its lease: room made first, then measured."""
+        name = lease.model or ""  # the GPU model's name (EmbedderPair.load_gpu)
+        if self.make_room is not None:
+            await self.make_room(lease, name)
+        dimension = 0
+
+        async def run() -> None:
+            nonlocal dimension
+            dimension = await load()
+
+        await (run() if self.meter is None else self.meter.measure(name, run))
+        self.resident.add(name)
+        return dimension
+
+    def residents(self) -> list[Resident]:
+        """The GPU embedding model if it is loaded (its unloads rank as normal priority)."""
+        pair, gpu = self.pair, self.gpu
+        if pair is None or gpu is None or not pair.gpu_ready:
+            return []
+        used = self.resident.last_used(gpu.name)
+        return [Resident(gpu.name, Priority.NORMAL, used, self._unload)]
+
+    async def _unload(self, lease: Lease, reason: str) -> None:
+        pair, gpu = self.pair, self.gpu
+        if pair is None or gpu is None:
+            return
+        self._lane.publish(gpu.name, "unloading", detail=reason)
+        try:
+            await pair.unload_gpu(lease)
+        except Exception as exc:
+            self._lane.publish(gpu.name, "failed", detail=str(exc))
+            raise
+        finally:
+            self.resident.discard(gpu.name)
+        self._lane.publish(gpu.name, "unloaded", detail=reason)
 
     async def load_gpu(self) -> Embedder:
         """The GPU embedder, loaded under the lease (normal priority) on first use."""
@@ -88,6 +138,7 @@ class Embeddings:
             async with self._lane.hold(
                 "embed", embedder.name, priority, timeouts.embed_hold_s, timeouts.wait_s
             ) as lease:
+                self.resident.used(embedder.name)
                 return await lease.run(embedder.embed(texts), stop=embedder.abort)
         if self.cpu is None:
             raise ConfigError("no embedder is configured")
@@ -137,3 +188,5 @@ class Embeddings:
         """Free the models."""
         if self.pair is not None:
             await self.pair.aclose()
+            if self.gpu is not None:
+                self.resident.discard(self.gpu.name)

@@ -40,9 +40,11 @@ from ..llm._protocol import ChatChunk, ChatMessage, ChatOptions, LlmBackend
 from ._chat import Chats
 from ._embed_sizes import Embedded, EmbeddingSizes
 from ._embeddings import Embeddings
+from ._eviction import attach_evictor
 from ._footprints import FootprintMeter
 from ._lane import Lane
 from ._models import LlmModels
+from ._resident import ResidentModels
 from ._values import GatewayStatus, GatewayTimeouts, GpuWaiting, ModelInfo
 
 __all__ = ["ModelGateway"]
@@ -67,8 +69,12 @@ class ModelGateway:
             reading).
         max_loaded_models: how many LLM models may be loaded at once (``None``: no bound);
             loading one more first unloads the least recently used, under the same lease.
-        footprints: measures each model load on the GPU and remembers it, for the budget
-            policy and for the loaded models' reported memory (``None``: not measured).
+        footprints: measures each model load on the GPU (LLM and GPU embedding models) and
+            remembers it, for the budget policy and for the loaded models' reported memory
+            (``None``: not measured); with it, a load that does not fit the budget first
+            unloads idle models (:mod:`._eviction`).
+        resident: the record of the models kept loaded, to share with the budget policy
+            (``Budget(resident=...)``); a new one if omitted.
     """
 
     def __init__(
@@ -86,8 +92,10 @@ class ModelGateway:
         token_arrays: TokenMeaning = "openai",
         max_loaded_models: int | None = None,
         footprints: FootprintMeter | None = None,
+        resident: ResidentModels | None = None,
     ) -> None:
         self.backend = backend
+        self.resident = resident if resident is not None else ResidentModels()
         self.guard = guard if guard is not None else GpuGuard()
         self.events: EventBus = self.guard.events
         self._timeouts = timeouts if timeouts is not None else GatewayTimeouts()
@@ -100,11 +108,17 @@ class ModelGateway:
             sizes=embedding_sizes if embedding_sizes is not None else EmbeddingSizes(),
             bulk_batch_size=bulk_batch_size,
             token_arrays=token_arrays,
+            meter=footprints,
+            resident=self.resident,
         )
         self._models = LlmModels(
-            backend, lane, self._timeouts, model, max_loaded_models, footprints
+            backend, lane, self._timeouts, model, max_loaded_models, footprints, self.resident
         )
         self._chats = Chats(backend, self._models, lane, self._timeouts, chat_priorities)
+        if footprints is not None:
+            attach_evictor(
+                lane, footprints.book, self._models, self._embeddings, self._chats.priorities
+            )
 
     # --- what it holds ---------------------------------------------------------------------------
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 
 from .._events import Priority
@@ -13,6 +14,7 @@ from ..guard import Hold, Lease
 from ..llm._protocol import LlmBackend, LoadedModel
 from ._footprints import FootprintMeter
 from ._lane import Lane
+from ._resident import Resident, ResidentModels
 from ._values import GatewayTimeouts, ModelInfo
 
 __all__ = ["LlmModels"]
@@ -37,6 +39,11 @@ class LlmModels:
 
     With a ``meter``, every load is measured (this process's GPU memory before and after)
     and the footprint remembered for the budget policy (:mod:`._footprints`).
+
+    ``resident`` records the loaded models and their recency, for the budget policy and the
+    unloads; ``make_room``, when set, runs in each load's lease before the load
+    (:class:`~._eviction.Evictor`: idle models unloaded while the load would not fit), and
+    ``fits`` tells a background prewarm, which never unloads, whether to load at all.
     """
 
     def __init__(
@@ -47,13 +54,16 @@ class LlmModels:
         current: str | None,
         max_loaded: int | None = None,
         meter: FootprintMeter | None = None,
+        resident: ResidentModels | None = None,
     ) -> None:
         if max_loaded is not None and max_loaded < 1:
             raise ConfigError(f"max_loaded_models must be at least 1, not {max_loaded}")
         self.current = current
         self.max_loaded = max_loaded
         self.loaded: set[str] = set()
-        self._used: dict[str, None] = {}  # loaded models, least recently used first
+        self.resident = resident if resident is not None else ResidentModels()
+        self.make_room: Callable[[Lease, str], Awaitable[None]] | None = None
+        self.fits: Callable[[Lease, str], bool] | None = None
         self.errors: list[str] = []
         self.prewarm_task: asyncio.Task[None] | None = None
         self._backend = backend
@@ -76,7 +86,8 @@ class LlmModels:
     async def prewarm(self, model: str | None, *, operation: str) -> None:
         """Load ``model`` (default: the current one) under the lease, with status events."""
         name = self.name(model)
-        if operation == "prewarm" and name != self.current and self._full(name):
+        background = operation == "prewarm" and name != self.current
+        if background and self._full(name):
             logger.info(
                 "not prewarming %r: %s models are loaded already (max_loaded_models); it "
                 "loads on first use",
@@ -85,6 +96,13 @@ class LlmModels:
             )
             return
         async with self._hold(operation, name, self._timeouts.load_hold_s) as lease:
+            if background and self.fits is not None and not self.fits(lease, name):
+                logger.info(
+                    "not prewarming %r: it does not fit beside the models loaded (budget); "
+                    "it loads on first use",
+                    name,
+                )
+                return
             self._lane.publish(name, "prewarming")
             await self.load_held(lease, name)
             self._lane.publish(name, "ready")
@@ -134,23 +152,38 @@ class LlmModels:
     async def unload(self, model: str) -> None:
         """Unload ``model`` under the lease."""
         async with self._hold("unload", model, self._timeouts.unload_hold_s) as lease:
-            await self._unload_held(lease, model)
+            await self.unload_held(lease, model)
 
-    async def _unload_held(self, lease: Lease, model: str) -> None:
-        self._lane.publish(model, "unloading")
+    async def unload_held(self, lease: Lease, model: str, reason: str = "") -> None:
+        """Unload ``model`` as work of ``lease``; ``reason`` goes with its events."""
+        self._lane.publish(model, "unloading", detail=reason)
         try:
             await lease.run(self._backend.unload(model), stop=partial(self._backend.abort, model))
         except Exception as exc:
             self._lane.publish(model, "failed", detail=str(exc))
             raise
         self.loaded.discard(model)
-        self._used.pop(model, None)
-        self._lane.publish(model, "unloaded")
+        self.resident.discard(model)
+        self._lane.publish(model, "unloaded", detail=reason)
 
     def used(self, model: str) -> None:
         """Note that ``model`` served a request now (it is the last to be unloaded)."""
-        if model in self._used:
-            self._used[model] = self._used.pop(model)
+        self.resident.used(model)
+
+    def residents(self, priorities: Mapping[str, Priority]) -> list[Resident]:
+        """The loaded models, each with its chats' priority (interactive if not listed)."""
+        return [
+            Resident(
+                name,
+                priorities.get(name, Priority.INTERACTIVE),
+                self.resident.last_used(name),
+                partial(self._unload_for_room, name),
+            )
+            for name in self.loaded
+        ]
+
+    async def _unload_for_room(self, model: str, lease: Lease, reason: str) -> None:
+        await self.unload_held(lease, model, reason)
 
     def _full(self, model: str) -> bool:
         """Whether loading ``model`` needs another model unloaded first."""
@@ -162,13 +195,15 @@ class LlmModels:
         """Load ``model`` as work of ``lease``; how long it took (nanoseconds).
 
         Past ``max_loaded``, the least recently used other models are unloaded first, in
-        this same lease (so nothing else runs on the GPU between the unload and the load).
+        this same lease (so nothing else runs on the GPU between the unload and the load);
+        then ``make_room`` unloads what the budget needs unloaded.
         """
         while self._full(model):
-            others = [name for name in self._used if name != model and name in self.loaded]
-            victim = others[0] if others else next(iter(self.loaded - {model}))
+            victim = min(self.loaded - {model}, key=self.resident.last_used)
             logger.info("unloading %r to make room for %r (max_loaded_models)", victim, model)
-            await self._unload_held(lease, victim)
+            await self.unload_held(lease, victim)
+        if self.make_room is not None:
+            await self.make_room(lease, model)
         self._lane.publish(model, "loading")
         started = time.perf_counter_ns()
 
@@ -185,8 +220,7 @@ class LlmModels:
             raise
         took = time.perf_counter_ns() - started
         self.loaded.add(model)
-        self._used.pop(model, None)
-        self._used[model] = None
+        self.resident.add(model)
         self._lane.publish(model, "loaded")
         return took
 
@@ -194,8 +228,12 @@ class LlmModels:
         """Every model the backend knows, with its loaded state (which corrects ``loaded``)."""
         known = await self._backend.list_models()
         loaded = {m.id: m for m in await self._backend.loaded_models()}
+        for gone in self.loaded - set(loaded):
+            self.resident.discard(gone)
+        for name in loaded:
+            if name not in self.resident:
+                self.resident.add(name)
         self.loaded = set(loaded)
-        self._used = {name: None for name in [*self._used, *loaded] if name in loaded}
         names = list(dict.fromkeys([*known, *loaded]))
         return [
             ModelInfo(

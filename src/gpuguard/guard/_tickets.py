@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -80,20 +81,33 @@ class GpuBudget:
     """A GPU's memory as a sharing policy counts it at one instant (bytes).
 
     ``committed_bytes`` is what the holders take or were promised plus what everyone else
-    uses; ``budget_bytes`` what the policy hands out at most (the GPU less the headroom).
+    uses, resident models included; ``budget_bytes`` what the policy hands out at most (the
+    GPU less the headroom); ``resident`` the models kept loaded, each with its footprint
+    (``None``: not known).
     """
 
     total_bytes: int
     free_bytes: int
     headroom_bytes: int
     committed_bytes: int
+    resident: Mapping[str, int | None] = field(default_factory=dict)
 
     @property
     def budget_bytes(self) -> int:
         """The memory the policy shares: the GPU's, less the headroom."""
         return self.total_bytes - self.headroom_bytes
 
-    def to_dict(self) -> dict[str, int]:
+    @property
+    def resident_bytes(self) -> int:
+        """The known bytes of the resident models."""
+        return sum(size or 0 for size in self.resident.values())
+
+    @property
+    def available_bytes(self) -> int:
+        """What is left of the budget beside what is committed (negative: over it)."""
+        return self.budget_bytes - self.committed_bytes
+
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready dict."""
         return {
             "total_bytes": self.total_bytes,
@@ -101,4 +115,6 @@ class GpuBudget:
             "headroom_bytes": self.headroom_bytes,
             "budget_bytes": self.budget_bytes,
             "committed_bytes": self.committed_bytes,
+            "resident_bytes": self.resident_bytes,
+            "resident": dict(self.resident),
         }

@@ -17,7 +17,13 @@ from pathlib import Path
 from .._events import Priority
 from .._exceptions import GpuGuardError
 from ..embed import BulkEmbedder, choose_cpu_engine, create_embedder
-from ..gateway import EmbeddingSizes, FootprintMeter, GatewayTimeouts, ModelGateway
+from ..gateway import (
+    EmbeddingSizes,
+    FootprintMeter,
+    GatewayTimeouts,
+    ModelGateway,
+    ResidentModels,
+)
 from ..index import VectorStore, private_directory
 from ..jobs import JobManager
 from ..llm import LlmBackend
@@ -155,7 +161,8 @@ def build_gateway(settings: Settings) -> ModelGateway:
     """The guard, the LLM backend and the embedders, owned by one gateway."""
     limits = settings.guard
     book, meter = build_footprints(settings)
-    guard = build_guard(limits, footprints=book)
+    resident = ResidentModels()
+    guard = build_guard(limits, footprints=book, resident=resident)
     timeouts = GatewayTimeouts(
         wait_s=limits.wait_timeout_s,
         chat_wait_s=limits.chat_wait_timeout_s,
@@ -174,6 +181,7 @@ def build_gateway(settings: Settings) -> ModelGateway:
             url=spec.url,
             process=spec.gpu_process,
         )
+        book.assign(gpu.name, engine=spec.gpu_engine)  # measured beside the LLM engine's
     cpu_engine, cpu_model = spec.cpu_engine, spec.cpu_model
     if cpu_engine == "auto":
         choice = choose_cpu_engine(
@@ -203,6 +211,7 @@ def build_gateway(settings: Settings) -> ModelGateway:
         token_arrays=spec.token_arrays,
         max_loaded_models=settings.llm.loaded_models_bound,
         footprints=None if meter is None else FootprintMeter(book, meter),
+        resident=resident,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import cache, partial
 from pathlib import Path
 
@@ -50,13 +50,15 @@ def build_guard(
     *,
     detect: Callable[[], Devices | None] = detect_devices,
     footprints: Mapping[str, int] | None = None,
+    resident: Collection[str] | None = None,
 ) -> GpuGuard:
     """A guard of the configured scope and policy, with the configured bounds.
 
     Its hold timeout is the load limit, the longest any operation may take; each call site
     passes its own shorter limit. The policy (``auto`` looks at the first GPU ``detect``
     finds) is logged once; ``budget`` where it cannot work raises :class:`~gpuguard.ConfigError`.
-    ``footprints`` are the budget's bytes per model (a :class:`FootprintBook`, read live).
+    ``footprints`` are the budget's bytes per model (a :class:`FootprintBook`, read live);
+    ``resident`` the models kept loaded (the gateway's record, read live).
     The host scope asks the first GPU's driver (``detect``, first when a holder dies) which
     processes use it, to wait for a dead holder's context to be torn down before the next
     is granted.
@@ -70,6 +72,7 @@ def build_guard(
         read=None if devices is None else partial(devices.info, 0),
         headroom_bytes=limits.headroom_mb * MIB,
         footprints=footprints,
+        resident=resident,
     )
     _log.info("GPU %s runs the %s policy: %s", limits.name, choice.policy.name, choice.reason)
     redis_url = None if limits.redis_url is None else limits.redis_url.get_secret_value()

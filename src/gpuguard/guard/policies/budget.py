@@ -5,7 +5,15 @@ ticket needs fits the GPU's memory minus a headroom. *Committed* is read from th
 time (:class:`GpuMemory`, NVML in production): for each process that holds, the larger of
 what its holders declared and what the driver lists for it (a holder that has not allocated
 yet still counts in full), plus every byte the driver counts as used by anyone else (programs
-that do not use gpuguard, and models kept loaded outside a lease).
+that do not use gpuguard, engines in other processes).
+
+*Resident* models (``resident``: the models this process keeps loaded, told by the gateway)
+count explicitly, by their footprints, whether or not a lease holds: they are added to this
+process's declared bytes, except those a holder or the ticket itself names (a chat on a
+resident model counts that model once, as its need). So a load declared beside resident
+models counts on top of them, never hidden in their ``max`` with what the driver lists. A
+load itself (a transition) is admitted as if the idle resident models were gone: the gateway
+unloads as many as it needs in the load's lease before loading (``gateway/_eviction.py``).
 
 Rules beside the sum:
 
@@ -25,7 +33,8 @@ Rules beside the sum:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Final, Protocol
 
 from ..._exceptions import DevicesUnavailable
@@ -64,6 +73,9 @@ class Budget:
             copied, and read at each decision, so a footprint learned later (a
             :class:`~gpuguard.devices.FootprintBook`) counts at once.
         default_bytes: bytes for a ticket with neither; ``None`` (the default): it runs alone.
+        resident: the models kept loaded by process ``resident_pid`` (default: this one);
+            kept, not copied, and read at each decision, each counted by its footprint (one
+            without a footprint is seen only through the driver's figures).
     """
 
     name: Final = "budget"
@@ -75,6 +87,8 @@ class Budget:
         headroom_bytes: int,
         footprints: Mapping[str, int] | None = None,
         default_bytes: int | None = None,
+        resident: Collection[str] | None = None,
+        resident_pid: int | None = None,
     ) -> None:
         if headroom_bytes < 0:
             raise ValueError("headroom_bytes must be >= 0")
@@ -84,6 +98,8 @@ class Budget:
         self.headroom_bytes = headroom_bytes
         self.footprints: Mapping[str, int] = footprints if footprints is not None else {}
         self.default_bytes = default_bytes
+        self.resident: Collection[str] = resident if resident is not None else ()
+        self.resident_pid = os.getpid() if resident_pid is None else resident_pid
         self._unreadable: str | None = None
 
     def admits(self, holders: Sequence[Grant], ticket: Ticket) -> bool:
@@ -101,7 +117,10 @@ class Budget:
         need = self.need(ticket)
         if need is None or any(self.need(g.ticket) is None for g in holders):
             return False
-        return committed_bytes(holders, gpu, self) + need <= gpu.total_bytes - self.headroom_bytes
+        committed = committed_bytes(holders, gpu, self, ticket)
+        if is_transition(ticket):  # the load may unload idle resident models to make room
+            committed -= self.idle_resident_bytes(holders, ticket)
+        return committed + need <= gpu.total_bytes - self.headroom_bytes
 
     def need(self, ticket: Ticket) -> int | None:
         """The bytes ``ticket`` needs; ``None`` if unknown (it must run alone)."""
@@ -110,6 +129,18 @@ class Budget:
         if ticket.model is not None and ticket.model in self.footprints:
             return self.footprints[ticket.model]
         return self.default_bytes
+
+    def resident_sizes(self) -> dict[str, int | None]:
+        """Each resident model and its footprint (``None``: not known)."""
+        return {model: self.footprints.get(model) for model in list(self.resident)}
+
+    def idle_resident_bytes(self, holders: Sequence[Grant], ticket: Ticket | None = None) -> int:
+        """The known bytes of the resident models that neither ``holders`` nor ``ticket`` name."""
+        named = {g.ticket.model for g in holders}
+        if ticket is not None:
+            named.add(ticket.model)
+        sizes = self.resident_sizes()
+        return sum(size for model, size in sizes.items() if size and model not in named)
 
     def memory(self, holders: Sequence[Grant]) -> GpuBudget | None:
         """The GPU's memory now, as counted beside ``holders`` (``None``: it cannot be read)."""
@@ -122,6 +153,7 @@ class Budget:
             free_bytes=gpu.free_bytes,
             headroom_bytes=self.headroom_bytes,
             committed_bytes=committed_bytes(holders, gpu, self),
+            resident=self.resident_sizes(),
         )
 
     def _note_unreadable(self, reason: str | None) -> None:
@@ -142,12 +174,20 @@ def is_transition(ticket: Ticket) -> bool:
     return ticket.operation in TRANSITIONS
 
 
-def committed_bytes(holders: Sequence[Grant], gpu: GpuMemory, budget: Budget) -> int:
-    """Memory taken or promised: each holding process's max(declared, listed), plus the rest."""
+def committed_bytes(
+    holders: Sequence[Grant], gpu: GpuMemory, budget: Budget, ticket: Ticket | None = None
+) -> int:
+    """Memory taken or promised: each process's max(declared, listed), plus the rest.
+
+    The resident models nobody holding (nor ``ticket``) names are declared by their process.
+    """
     declared: dict[int, int] = {}
     for grant in holders:
         pid = grant.ticket.owner.pid
         declared[pid] = declared.get(pid, 0) + (budget.need(grant.ticket) or 0)
+    idle = budget.idle_resident_bytes(holders, ticket)
+    if idle:
+        declared[budget.resident_pid] = declared.get(budget.resident_pid, 0) + idle
     listed = {pid: gpu.used_by({pid}) for pid in declared}
     others = max(0, gpu.total_bytes - gpu.free_bytes - sum(listed.values()))
     return others + sum(max(declared[pid], listed[pid]) for pid in declared)

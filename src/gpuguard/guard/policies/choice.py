@@ -10,7 +10,7 @@ host scope); the Redis scope keeps one holder, so it runs the exclusive policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -45,8 +45,11 @@ def choose_policy(
     read: Callable[[], GpuMemory] | None,
     headroom_bytes: int,
     footprints: Mapping[str, int] | None = None,
+    resident: Collection[str] | None = None,
 ) -> PolicyChoice:
     """The policy for ``requested`` in ``scope`` on the GPU ``read`` reports (``None``: none).
+
+    ``footprints`` and ``resident`` go to the budget as they are (see :class:`Budget`).
 
     Raises :class:`~gpuguard.ConfigError` if ``budget`` is asked for where it cannot work.
     """
@@ -61,7 +64,7 @@ def choose_policy(
             raise ConfigError(f"policy = 'budget' cannot work here: {refusal}")
         return PolicyChoice(EXCLUSIVE, f"auto chose exclusive: {refusal}")
     assert read is not None
-    budget = Budget(read, headroom_bytes=headroom_bytes, footprints=footprints)
+    budget = Budget(read, headroom_bytes=headroom_bytes, footprints=footprints, resident=resident)
     gib = total / 1024**3
     how = "as configured" if explicit else "auto chose it"
     return PolicyChoice(
