@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 
 from gpuguard import GpuGuard
+from gpuguard.guard.scopes.host._lease_dir import LeaseDir
 from gpuguard.guard.scopes.host._state import State
 
 from ._budget_worker import GIB, TOTAL_GIB, gpu_name
@@ -139,3 +142,17 @@ def test_an_older_reader_finds_its_fields_and_the_oldest_holder() -> None:
     assert written["holder"] == [2, 1.0, None]  # what an older process reads as the holder
     assert written["requests"] == {"1": old_request, "2": old_request}  # its ten fields
     assert State.decode(state.encode()).holders == state.holders
+
+
+def test_a_watcher_still_holding_a_dead_entry_does_not_keep_it_alive(tmp_path: Path) -> None:
+    """A watcher's shared lock, taken as the owner let go, is no owner's lock."""
+    lease_dir = LeaseDir.open(tmp_path, "gpu0", group=None)
+    owner = lease_dir.create_entry(0, os.getpid())
+    watcher = lease_dir.open_entry(0)
+    assert watcher is not None
+    assert lease_dir.alive(0)
+    os.close(owner)  # the owner dies
+    fcntl.flock(watcher, fcntl.LOCK_SH)  # its watcher woke and has not closed yet
+    assert not lease_dir.alive(0)
+    os.close(watcher)
+    lease_dir.close()
