@@ -313,7 +313,7 @@ class HostArbiter:
             record = state.holding(request.seq)
             if record is not None:
                 state.holders.remove(record)
-            if state.teardown is None:
+            if state.teardown is None and state.waiting():
                 granted = self._decisions.grant_heads(lease_dir, state, now)
             lease_dir.write(state)
         except StateError:
