@@ -9,9 +9,14 @@ GPU ``holds`` times in a row with an empty body; per hold it prints:
 * commands/op: ``INFO commandstats`` calls over the measured holds (the commands the lease
   script runs included), per hold;
 * Redis CPU/op: ``used_cpu_user + used_cpu_sys`` of the server, per hold, in microseconds;
+* client CPU/op: the client processes' CPU time (``time.process_time``) over the measured
+  holds, per hold, in microseconds: with Redis's, where a hand-off's time goes on the cores;
 * hand-off p50/p99: from one hold's release to the next hold's first line, on the
   system-wide monotonic clock (every client waits, so each grant is a hand-off).
 
+``budget`` is the same scope under the budget policy (a fake 80-GiB GPU, 1 GiB kept free)
+with holds that declare 50 GiB each, so no two fit together: every grant takes the sharing
+path (the room measured, the ledger summed in the script), and still hands off one at a time.
 The peer (``setnx``) is the lock most Redis users write: ``SET key token NX PX ttl``; a
 waiter that fails waits for a ``released`` message (or 100 ms) and tries again; the holder
 deletes its key with a compare-and-delete script and publishes ``released``. It has no queue
@@ -33,9 +38,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 PROCESSES: Final = 4
 PREFIX: Final = "gpuguard-bench-scale"
@@ -51,20 +56,31 @@ RELEASE: Final = (
 Warm = Callable[[], None]
 
 
-async def guard_client(url: str, name: str, holds: int, warm: Warm, go: asyncio.Event) -> list[int]:
+async def guard_client(
+    url: str, name: str, holds: int, warm: Warm, go: asyncio.Event, budget: bool = False
+) -> list[int]:
     """One guard: a warm-up hold, then ``holds`` holds; [grant_ns, release_ns, ...]."""
     from gpuguard import EventBus, GpuGuard
 
     bus = EventBus(history_size=0)
-    guard = GpuGuard.redis(url, name, prefix=PREFIX, events=bus, max_waiters=1024)
+    options: dict[str, Any] = {}  # none for the baseline, whose guard takes no policy
+    need = None
+    if budget:
+        from gpuguard.devices import FakeDevices
+        from gpuguard.guard.policies import Budget
+
+        gpu = FakeDevices.with_gpus(80 * 1024)
+        options["policy"] = Budget(lambda: gpu.info(0), headroom_bytes=1024**3)
+        need = 50 * 1024**3  # no two fit together: one at a time, through the ledger
+    guard = GpuGuard.redis(url, name, prefix=PREFIX, events=bus, max_waiters=1024, **options)
     times: list[int] = []
     try:
-        async with guard.hold("warm-up"):
+        async with guard.hold("warm-up", memory_bytes=need):
             pass
         warm()
         await go.wait()
         for _ in range(holds):
-            async with guard.hold("bench"):
+            async with guard.hold("bench", memory_bytes=need):
                 times.append(time.monotonic_ns())
                 await asyncio.sleep(0)
                 times.append(time.monotonic_ns())
@@ -108,16 +124,22 @@ async def worker(impl: str, url: str, name: str, clients: int, holds: int, out: 
         if warmed[0] == clients:
             all_warm.set()
 
-    run = guard_client if impl != "setnx" else setnx_client
-    tasks = [asyncio.create_task(run(url, name, holds, warm, go)) for _ in range(clients)]
+    def run() -> Coroutine[None, None, list[int]]:
+        if impl == "setnx":
+            return setnx_client(url, name, holds, warm, go)
+        return guard_client(url, name, holds, warm, go, budget=impl == "budget")
+
+    tasks = [asyncio.create_task(run()) for _ in range(clients)]
     await all_warm.wait()
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
+    cpu = time.process_time()
     go.set()
     results = await asyncio.gather(*tasks)
+    cpu = time.process_time() - cpu
     text = "\n".join(" ".join(map(str, r)) for r in results)
     await asyncio.to_thread(Path(out).write_text, text)
-    print("done", flush=True)
+    print(f"done {cpu!r}", flush=True)
 
 
 # --- the parent -----------------------------------------------------------------------------
@@ -180,7 +202,7 @@ def run_size(impl: str, src: str, url: str, clients: int, holds: int) -> dict[st
             for i in range(procs)
         ]
         try:
-            spans, calls, cpu_s = _measure(workers, outs, url)
+            spans, calls, cpu_s, client_s = _measure(workers, outs, url)
         finally:
             for w in workers:
                 w.kill()  # a worker that failed must not outlive the bench
@@ -193,6 +215,7 @@ def run_size(impl: str, src: str, url: str, clients: int, holds: int) -> dict[st
         "ops": n,
         "cmds": calls / n,
         "cpu_us": cpu_s * 1e6 / n,
+        "client_us": client_s * 1e6 / n,
         "p50": _pct(gaps, 50) / 1e6,
         "p99": _pct(gaps, 99) / 1e6,
     }
@@ -200,19 +223,22 @@ def run_size(impl: str, src: str, url: str, clients: int, holds: int) -> dict[st
 
 def _measure(
     workers: list[subprocess.Popen[str]], outs: list[str], url: str
-) -> tuple[list[tuple[int, int]], int, float]:
-    """Start the warm workers at once; their holds, and the server's commands and CPU."""
+) -> tuple[list[tuple[int, int]], int, float, float]:
+    """Start the warm workers at once; their holds, the server's commands and CPU, theirs."""
     for w in workers:
         assert w.stdout is not None
         assert w.stdout.readline().strip() == "ready"
     calls, cpu = server_counters(url)
+    client_s = 0.0
     for w in workers:
         assert w.stdin is not None
         w.stdin.write("go\n")
         w.stdin.flush()
     for w in workers:
         assert w.stdout is not None
-        assert w.stdout.readline().strip() == "done"
+        done, client_cpu = w.stdout.readline().split()
+        assert done == "done"
+        client_s += float(client_cpu)
     calls2, cpu2 = server_counters(url)
     spans = sorted(
         (int(pair[0]), int(pair[1]))
@@ -221,7 +247,7 @@ def _measure(
         if line
         for pair in _pairs(line.split())
     )
-    return spans, calls2 - calls, cpu2 - cpu
+    return spans, calls2 - calls, cpu2 - cpu, client_s
 
 
 def _pairs(values: list[str]) -> list[tuple[str, str]]:
@@ -240,7 +266,7 @@ def main(quick: bool, baseline: str | None, url: str | None, sizes: list[int] | 
 
     here = str(Path(__file__).resolve().parents[1] / "src")
     impls = [("gpuguard", here)] + ([("baseline", baseline)] if baseline else [])
-    impls.append(("setnx", here))
+    impls += [("budget", here), ("setnx", here)]
     sizes = sizes or ([1, 4, 16, 64] if quick else [1, 4, 16, 64, 256])
     with tempfile.TemporaryDirectory() as tmp:
         server = None
@@ -249,15 +275,17 @@ def main(quick: bool, baseline: str | None, url: str | None, sizes: list[int] | 
         try:
             print(f"load average {os.getloadavg()}; redis at {url}")
             print(f"{'clients':>7} {'impl':>9} {'holds':>6} {'cmds/op':>8} {'CPU us/op':>10} "
+                  f"{'client us/op':>12} "
                   f"{'p50 ms':>8} {'p99 ms':>8}")  # fmt: skip
             for clients in sizes:
                 holds = max(2, (100 if quick else 300) // clients)
                 for label, src in impls:
-                    impl = "setnx" if label == "setnx" else "gpuguard"
+                    impl = label if label in ("setnx", "budget") else "gpuguard"
                     r = run_size(impl, src, url, clients, holds)
                     print(
                         f"{clients:7} {label:>9} {r['ops']:6.0f} {r['cmds']:8.1f} "
-                        f"{r['cpu_us']:10.0f} {r['p50']:8.3f} {r['p99']:8.3f}",
+                        f"{r['cpu_us']:10.0f} {r['client_us']:12.0f} {r['p50']:8.3f} "
+                        f"{r['p99']:8.3f}",
                         flush=True,
                     )
             print(f"load average {os.getloadavg()}")

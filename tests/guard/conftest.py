@@ -3,9 +3,9 @@
 Every test builds its guard through ``make_guard``, parametrised over :data:`SCOPES`: the
 in-process guard, the host-wide guard (the guards of one test meet in that test's own lock
 directory) and the Redis guard (the real Redis on 127.0.0.1:6379, one key prefix per guard,
-removed afterwards); and the in-process and host-wide guards under the budget policy, where
-no operation declares its memory, so each runs alone and the whole exclusive contract must
-hold.
+removed afterwards); and the in-process, host-wide and Redis guards under the budget policy,
+where no operation declares its memory, so each runs alone and the whole exclusive contract
+must hold.
 A Redis guard orders its queue by the test's FakeClock, and the
 checkpoint helpers also wait for its round trips to Redis (:func:`._support.settled`).
 """
@@ -21,14 +21,14 @@ import pytest
 
 from gpuguard import FakeClock, GpuGuard
 from gpuguard.devices import FakeDevices
-from gpuguard.guard.policies import Budget
+from gpuguard.guard.policies import EXCLUSIVE, Budget
 from gpuguard.guard.scopes import make_arbiter
 from gpuguard.guard.scopes.local import LocalArbiter
 
 from ._support import SETTLERS, MakeGuard
 from .redis_support import REDIS_URL, delete_keys, redis_arbiter
 
-SCOPES = ["in-process", "in-process-budget", "host", "host-budget", "redis"]
+SCOPES = ["in-process", "in-process-budget", "host", "host-budget", "redis", "redis-budget"]
 
 
 @pytest.fixture(params=SCOPES)
@@ -52,10 +52,8 @@ async def make_guard(scope: str, clock: FakeClock, tmp_path: Path) -> AsyncItera
         if scope == "in-process":
             return GpuGuard(clock=clock, **options)
         if scope == "in-process-budget":
-            gpu = FakeDevices.with_gpus(80 * 1024)
-            policy = Budget(lambda: gpu.info(0), headroom_bytes=1024**3)
             aging_s = options.pop("aging_s", 30.0)
-            local = LocalArbiter(aging_s=aging_s, policy=policy, clock=clock)
+            local = LocalArbiter(aging_s=aging_s, policy=_fake_budget(), clock=clock)
             return GpuGuard(clock=clock, arbiter=local, **options)
         if scope == "host":
             host_guard = GpuGuard.host(lock_dir=tmp_path / "locks", clock=clock, **options)
@@ -76,7 +74,11 @@ async def make_guard(scope: str, clock: FakeClock, tmp_path: Path) -> AsyncItera
             guards.append(budget_guard)
             return budget_guard
         arbiter = redis_arbiter(
-            f"gpu{len(guards)}", prefix=prefix, clock=clock, aging_s=options.pop("aging_s", 30.0)
+            f"gpu{len(guards)}",
+            prefix=prefix,
+            clock=clock,
+            aging_s=options.pop("aging_s", 30.0),
+            policy=_fake_budget() if scope == "redis-budget" else EXCLUSIVE,
         )
         guard = GpuGuard(clock=clock, arbiter=arbiter, **options)
         guards.append(guard)
@@ -89,5 +91,11 @@ async def make_guard(scope: str, clock: FakeClock, tmp_path: Path) -> AsyncItera
         SETTLERS.clear()
         for guard in guards:
             await guard.aclose()
-        if scope == "redis":
+        if scope.startswith("redis"):
             await delete_keys(REDIS_URL, prefix)
+
+
+def _fake_budget() -> Budget:
+    """The budget policy on an 80-GiB fake GPU, 1 GiB kept free."""
+    gpu = FakeDevices.with_gpus(80 * 1024)
+    return Budget(lambda: gpu.info(0), headroom_bytes=1024**3)

@@ -19,6 +19,7 @@ import redis
 import redis.asyncio as aioredis
 
 from gpuguard import FakeClock
+from gpuguard.guard.policies import EXCLUSIVE, Policy
 from gpuguard.guard.scopes.redis import RedisArbiter
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -35,14 +36,26 @@ def require_redis(url: str = REDIS_URL) -> None:
 
 
 def redis_arbiter(
-    name: str, *, prefix: str, clock: FakeClock, aging_s: float | None
+    name: str,
+    *,
+    prefix: str,
+    clock: FakeClock,
+    aging_s: float | None,
+    policy: Policy = EXCLUSIVE,
 ) -> RedisArbiter:
     """A Redis arbiter whose queue follows ``clock`` (the contract suite's fake time)."""
     require_redis()
     client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=2.0)
     sync_client = redis.Redis.from_url(REDIS_URL, socket_timeout=2.0)
     return RedisArbiter(
-        client, sync_client, name, aging_s=aging_s, prefix=prefix, clock=clock, queue_clock=clock
+        client,
+        sync_client,
+        name,
+        aging_s=aging_s,
+        prefix=prefix,
+        clock=clock,
+        queue_clock=clock,
+        policy=policy,
     )
 
 

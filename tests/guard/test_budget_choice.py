@@ -36,7 +36,6 @@ def test_auto_chooses_the_budget_on_a_big_nvidia_gpu_in_the_process_scope() -> N
     [
         (None, "process", "no NVIDIA GPU that NVML can read"),
         (FakeDevices.with_gpus(8 * 1024), "process", "8.0 GiB is too small to share"),
-        (h200(), "redis", "the redis scope keeps one holder"),
     ],
 )
 def test_auto_falls_back_to_exclusive_and_says_why(
@@ -64,7 +63,6 @@ def test_auto_on_a_gpu_whose_memory_cannot_be_read_is_exclusive() -> None:
     ("read", "scope", "why"),
     [
         (None, "process", "no NVIDIA GPU that NVML can read"),
-        (lambda: h200().info(0), "redis", "the redis scope keeps one holder"),
         (lambda: FakeDevices.with_gpus(1024).info(0), "process", "the headroom"),
     ],
 )
@@ -84,11 +82,10 @@ def test_budget_asked_for_on_a_small_gpu_is_granted() -> None:
     assert isinstance(choice.policy, Budget)
 
 
-def test_the_settings_refuse_the_budget_in_the_redis_scope_naming_the_limit() -> None:
+def test_the_settings_take_the_budget_in_every_scope() -> None:
     redis = {"scope": "redis", "redis_url": "redis://127.0.0.1:6379/0"}
-    with pytest.raises(ConfigError, match='works with scope = "process" or "host" only'):
-        load_settings(guard={"policy": "budget", **redis})
-    assert load_settings(guard={"policy": "budget", "scope": "host"}).guard.policy == "budget"
+    for guard in ({"scope": "process"}, {"scope": "host"}, redis):
+        assert load_settings(guard={"policy": "budget", **guard}).guard.policy == "budget"
     with pytest.raises(ConfigError, match="policy"):
         load_settings(guard={"policy": "sometimes"})
 
@@ -124,18 +121,6 @@ def test_the_default_host_scope_shares_a_big_gpu_by_budget(tmp_path: Path) -> No
     guard = build_guard(settings.guard, detect=detect)
     assert (guard.scope, guard.policy, asked) == ("host", "budget", [1])
     assert build_guard(settings.guard, detect=lambda: None).policy == "exclusive"
-
-
-def test_the_redis_scope_runs_exclusive_without_asking_the_gpu() -> None:
-    settings = load_settings(guard={"scope": "redis", "redis_url": "redis://127.0.0.1:6379/0"})
-    asked: list[int] = []
-
-    def detect() -> Devices:
-        asked.append(1)
-        return h200()
-
-    guard = build_guard(settings.guard, detect=detect)
-    assert (guard.scope, guard.policy, asked) == ("redis", "exclusive", [])
 
 
 def test_a_budget_guard_built_where_no_gpu_is_found_is_refused() -> None:

@@ -26,7 +26,7 @@ from gpuguard import GpuGuard, LeaseLost
 from .redis_support import PrivateRedis, private_redis
 
 ROOT = Path(__file__).resolve().parents[2]
-HOLDER_KEY = "gpuguard-test-procs:{gpu0}:holder"
+HOLDERS_KEY = "gpuguard-test-procs:{gpu0}:holders"
 
 
 def _worker(*args: str) -> subprocess.Popen[bytes]:
@@ -111,15 +111,15 @@ def test_a_blocked_event_loop_does_not_starve_the_heartbeat(tmp_path: Path) -> N
 
 
 def test_a_restart_that_lost_every_key_gives_no_second_holder(tmp_path: Path) -> None:
-    seen: list[bytes | None] = []
+    seen: list[int] = []
 
     def restart(server: PrivateRedis) -> None:
         server.kill()
         server.start()
         admin = _admin(server)
         for _ in range(400):  # bounded: A's heartbeat re-asserts its grant
-            seen.append(admin.get(HOLDER_KEY))
-            if seen[-1] is not None:
+            seen.append(admin.hlen(HOLDERS_KEY))
+            if seen[-1]:
                 break
             time.sleep(0.01)
         # Anyone asking now waits for A: its grant stands again.
@@ -137,7 +137,7 @@ def test_a_restart_that_lost_every_key_gives_no_second_holder(tmp_path: Path) ->
         admin.close()
 
     a_lines = _run_fault(tmp_path, "thread", restart)
-    assert seen[-1] is not None, "A's grant was not re-asserted after the restart"
+    assert seen[-1], "A's grant was not re-asserted after the restart"
     assert "released" in a_lines, a_lines
     after_ns = int((tmp_path / "after").read_text())
     assert after_ns >= _at(tmp_path / "a", "work-end")

@@ -156,7 +156,7 @@ async def test_a_holder_whose_grant_was_taken_learns_it_at_its_next_heartbeat() 
         holding = asyncio.create_task(hold())
         await work_started.wait()
         # Someone else's grant replaces ours (as after an expiry on a stalled host).
-        redis.Redis.from_url(REDIS_URL).delete(f"{PREFIX}:{{{name}}}:holder")
+        redis.Redis.from_url(REDIS_URL).delete(f"{PREFIX}:{{{name}}}:holders")
         with pytest.raises(LeaseLost, match="gone or taken over"):
             await asyncio.wait_for(holding, 5.0)
         assert guard.current is None

@@ -83,6 +83,7 @@ async def test_a_stale_fence_gets_409_and_the_server_keeps_serving(
         ("gpu0:-1", "must be one '<gpu>:<token>'"),
         ("gpu0:12345678901234567890", "must be one '<gpu>:<token>'"),
         ("gpu 0:5", "must be one '<gpu>:<token>'"),
+        ("gpu0:5:6", "the floor no larger than the token"),
         ("gpu1:5", "names GPU 'gpu1'; this server fences GPU 'gpu0'"),
     ],
 )
@@ -94,6 +95,24 @@ async def test_a_malformed_or_foreign_fence_is_a_400(live: Live, value: str, why
     assert why in response.json()["error"]["message"]
     assert live.backend.chats == []
     assert live.guard.fences.newest is None, "a refused header was recorded"
+
+
+async def test_fronts_sharing_the_gpu_name_a_floor_and_older_grants_beside_it_pass(
+    live: Live,
+) -> None:
+    """Budget fronts: grants 10 and 12 hold side by side (floor 10); grant 20 came after 10
+    lapsed (floor 12): from then on 10 is refused, 12 still passes."""
+    for value, status in [
+        ("gpu0:12:10", 200),
+        ("gpu0:10", 200),
+        ("gpu0:20:12", 200),
+        ("gpu0:12:10", 200),
+        ("gpu0:10", 409),
+    ]:
+        response = await live.http.post(
+            "/v1/chat/completions", json=CHAT, headers={"X-GPU-Fence": value}
+        )
+        assert (value, response.status_code) == (value, status)
 
 
 async def test_two_fence_headers_are_a_400(live: Live) -> None:

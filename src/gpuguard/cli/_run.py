@@ -2,9 +2,11 @@
 
 The program starts only once the GPU is granted, and the lease lasts as long as any process
 of the program's tree lives (:mod:`gpuguard.cli._tree`): its background jobs, double-forked
-workers and daemons included. Every signal a terminal or a supervisor sends to stop, pause
-or tell a program something is passed on to the program's whole process group; while the
-GPU is still awaited, the stopping ones end the wait instead. The exit status is the
+workers and daemons included. On the host scope the tree itself holds the lease's kernel
+lock (``GPUGUARD_LEASE_FD``), so that stays true even when gpuguard is SIGKILLed. Every
+signal a terminal or a supervisor sends to stop, pause or tell a program something is
+passed on to the program's whole process group; while the GPU is still awaited, the
+stopping ones end the wait instead. The exit status is the
 program's, as a shell reports it (128 + N for death by signal N).
 """
 
@@ -49,7 +51,7 @@ def waiting_notice(guard: GpuGuard) -> str:
     if current is None:
         return "Waiting for GPU..."
     hung = "" if current.hung_s is None else f" (hung for {current.hung_s:.0f}s)"
-    where = "" if current.pid is None else f", pid {current.pid}"
+    where = "" if current.pid is None else f", {current.where}"
     return f"Waiting for GPU... (held by {current.operation}{hung}{where})"
 
 
@@ -100,7 +102,7 @@ async def run_under_lease(
         async with hold as lease:
             if waited:
                 notify(f"got the GPU after {lease.waited_s:.1f} s")
-            tree = ProgramTree(argv)
+            tree = start_tree(argv, guard.lease_fd(lease))
             code = await lease.run(tree.wait(), stop=tree.kill)
     except asyncio.CancelledError:
         if interrupted_by is None or tree is not None:
@@ -111,6 +113,15 @@ async def run_under_lease(
         for signum in FORWARDED_SIGNALS:
             loop.remove_signal_handler(signum)
     return exit_status(code)
+
+
+def start_tree(argv: Sequence[str], lease_fd: int | None) -> ProgramTree:
+    """Start ``argv``'s tree, handing it ``lease_fd`` (then closed here: the tree keeps it)."""
+    try:
+        return ProgramTree(argv, lease_fd=lease_fd)
+    finally:
+        if lease_fd is not None:
+            os.close(lease_fd)
 
 
 def run(

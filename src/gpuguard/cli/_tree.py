@@ -8,6 +8,12 @@
   which reaps every process of the tree: :meth:`ProgramTree.wait` returns only when the last
   one has ended. Elsewhere it returns when the program itself has ended.
 * The kernel kills the program when gpuguard dies, even by SIGKILL (``PR_SET_PDEATHSIG``).
+* Where the lease is a kernel lock (host scope), the program inherits it: one descriptor,
+  named in ``GPUGUARD_LEASE_FD``, which every process of the tree inherits in turn. The lock
+  is held while any process keeps it open, so a descendant that outlives a SIGKILLed
+  gpuguard (PDEATHSIG reaches only the program itself) still holds the GPU, and nobody is
+  granted before it has ended. A process that closes it lets go of the GPU for its tree:
+  that is the program's choice.
 
 The tree is reaped by one thread blocked in ``waitpid(-1)``: this process starts no other
 children while a tree runs.
@@ -27,7 +33,10 @@ from pathlib import Path
 
 from .._kernel import become_subreaper, die_with_parent
 
-__all__ = ["ProgramTree", "exit_status"]
+__all__ = ["LEASE_FD_VAR", "ProgramTree", "exit_status"]
+
+LEASE_FD_VAR = "GPUGUARD_LEASE_FD"
+"""The environment variable that tells the program which descriptor keeps the lease."""
 
 
 def exit_status(code: int) -> int:
@@ -36,18 +45,25 @@ def exit_status(code: int) -> int:
 
 
 class ProgramTree:
-    """One program and its descendants: start it, signal the tree, kill it, wait for its end."""
+    """One program and its descendants: start it, signal the tree, kill it, wait for its end.
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    ``lease_fd``, if given, is passed on to the program (the same number, named in
+    :data:`LEASE_FD_VAR`); the caller closes its own copy once the tree has started.
+    """
+
+    def __init__(self, argv: Sequence[str], *, lease_fd: int | None = None) -> None:
         become_subreaper()
         loop = asyncio.get_running_loop()
         self._ended: asyncio.Future[int] = loop.create_future()
         self._killing = False
+        kept = () if lease_fd is None else (lease_fd,)
         self._program = subprocess.Popen(
             list(argv),
             start_new_session=True,
             # Between fork and exec: one prctl through the C library gpuguard already loaded.
             preexec_fn=partial(die_with_parent, os.getpid()),
+            pass_fds=kept,
+            env=_environment(lease_fd),
         )
         self.pid = self._program.pid
         """The program's process id, which is also its process group's."""
@@ -100,6 +116,14 @@ class ProgramTree:
                 self._kill_all()
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
             loop.call_soon_threadsafe(_settle, self._ended, code)
+
+
+def _environment(lease_fd: int | None) -> dict[str, str]:
+    """The program's environment: gpuguard's, naming ``lease_fd`` (not an outer run's)."""
+    env = {name: value for name, value in os.environ.items() if name != LEASE_FD_VAR}
+    if lease_fd is not None:
+        env[LEASE_FD_VAR] = str(lease_fd)
+    return env
 
 
 def _settle(ended: asyncio.Future[int], code: int) -> None:

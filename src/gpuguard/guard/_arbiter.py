@@ -5,7 +5,8 @@ arbiter that decides grants, one implementation per scope (:mod:`gpuguard.guard.
 local arbiter decides within one process; the host-wide and Redis arbiters decide across
 processes and hosts with the same rules:
 
-* at most one holder;
+* at most one holder under the exclusive policy (under a sharing one, the process and Redis
+  arbiters grant the heads of the line while the policy admits them);
 * a request is granted at once only when nobody holds *and nobody waits* (no queue jumping);
 * on release the next waiter in :class:`~gpuguard.guard._queue.WaiterQueue` order is granted;
 * when nobody holds the GPU, nobody waits for it.
@@ -20,7 +21,7 @@ from typing import Protocol, runtime_checkable
 from ._tickets import Grant, Queued, Ticket
 from .policies import Policy
 
-__all__ = ["Arbiter", "OnGrant", "OnLost", "holders_of", "placer"]
+__all__ = ["Arbiter", "OnGrant", "OnLost", "holders_of", "lease_fd_of", "placer"]
 
 
 OnGrant = Callable[[Ticket, float], None]
@@ -115,6 +116,23 @@ def holders_of(arbiter: Arbiter) -> tuple[Grant, ...]:
         return arbiter.holders()
     holder = arbiter.holder()
     return () if holder is None else (holder,)
+
+
+@runtime_checkable
+class _Inheriting(Protocol):
+    """An arbiter whose grant is a kernel lock that a program's processes can inherit."""
+
+    def lease_fd(self, ticket: Ticket) -> int | None:
+        """A new descriptor that keeps ``ticket``'s grant while any process has it open."""
+
+
+def lease_fd_of(arbiter: Arbiter, ticket: Ticket) -> int | None:
+    """``arbiter``'s inheritable descriptor of held ``ticket``; None where it has none.
+
+    Only the host scope has one (its request's ``flock``-ed entry). In-process and Redis
+    grants are no kernel object: nothing a child process could keep.
+    """
+    return arbiter.lease_fd(ticket) if isinstance(arbiter, _Inheriting) else None
 
 
 @runtime_checkable

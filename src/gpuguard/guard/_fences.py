@@ -7,6 +7,12 @@ work, ``gpuguard serve`` in front of a shared GPU server), :class:`FenceBook` re
 newest token seen and refuses an older one with :class:`~gpuguard.StaleFence`. Equal or
 newer tokens pass; work without a token (scopes that issue none) is not fenced.
 
+Under a sharing policy several grants hold at once, each with its own token: a grant also
+names its *floor*, the oldest token still holding when it was granted, and the book refuses
+only tokens below the highest floor seen. A grant made beside an older one keeps that one
+valid; a grant made after an older one lapsed (its bytes no longer counted) raises the floor
+past it. Under the exclusive policy the floor is the token itself: the newest-wins rule.
+
 GPU work a fenced lease runs carries its token onward: :func:`under_fence` runs it with the
 token in a context variable, and an HTTP client of an LLM server sends
 :func:`fence_headers` (``X-GPU-Fence: <gpu>:<token>``) with each request, so that a
@@ -31,9 +37,13 @@ FENCE_HEADER = "X-GPU-Fence"
 _CURRENT: ContextVar[str | None] = ContextVar("gpuguard_fence", default=None)
 
 
-async def under_fence(work: Awaitable[R], gpu: str, fence: int) -> R:
-    """Await ``work`` with ``gpu``'s fencing token ``fence`` as the one it carries onward."""
-    token = _CURRENT.set(f"{gpu}:{fence}")
+async def under_fence(work: Awaitable[R], gpu: str, fence: int, floor: int | None = None) -> R:
+    """Await ``work`` with ``gpu``'s fencing token ``fence`` as the one it carries onward.
+
+    A ``floor`` below ``fence`` travels with it (``<gpu>:<token>:<floor>``).
+    """
+    value = f"{gpu}:{fence}" if floor is None or floor >= fence else f"{gpu}:{fence}:{floor}"
+    token = _CURRENT.set(value)
     try:
         return await work
     finally:
@@ -52,23 +62,28 @@ class FenceBook:
     def __init__(self, gpu: str) -> None:
         self.gpu = gpu
         self._newest: int | None = None
+        self._floor: int | None = None
 
     @property
     def newest(self) -> int | None:
         """The newest token admitted so far (None before the first)."""
         return self._newest
 
-    def admit(self, fence: int, *, operation: str, model: str | None = None) -> None:
-        """Let work under ``fence`` go to the GPU, or raise :class:`StaleFence` if older.
+    def admit(
+        self, fence: int, *, operation: str, model: str | None = None, floor: int | None = None
+    ) -> None:
+        """Let work under ``fence`` go to the GPU, or raise :class:`StaleFence` if taken over.
 
-        A token newer than any seen becomes the newest: from then on older ones are refused.
+        ``floor`` (default: ``fence``) is the oldest token still holding when ``fence`` was
+        granted: from then on tokens below it are refused.
         """
-        newest = self._newest
-        if newest is not None and fence < newest:
+        if self._floor is not None and fence < self._floor:
             raise StaleFence(
-                operation=operation, model=model, gpu=self.gpu, fence=fence, newest=newest
+                operation=operation, model=model, gpu=self.gpu, fence=fence, newest=self._floor
             )
-        self._newest = fence
+        floor = fence if floor is None else min(floor, fence)
+        self._floor = floor if self._floor is None else max(self._floor, floor)
+        self._newest = fence if self._newest is None else max(self._newest, fence)
 
     def __repr__(self) -> str:
         return f"<FenceBook {self.gpu!r} newest={self._newest}>"

@@ -37,7 +37,7 @@ from typing import Any
 
 from .._clock import Clock, SystemClock
 from .._events import EventBus, Priority
-from ._arbiter import Arbiter, holders_of
+from ._arbiter import Arbiter, holders_of, lease_fd_of
 from ._fences import FenceBook
 from ._hold import Hold
 from ._keeper import Leases, Limits
@@ -45,6 +45,7 @@ from ._lease import Lease
 from ._options import DEFAULT, OnHang, Timeout, check_option, check_timeout
 from ._snapshot import GuardSnapshot, HolderInfo, holder_info, waiter_infos
 from ._telemetry import log_gpu_event
+from .policies import EXCLUSIVE, Policy
 from .scopes import make_arbiter
 
 __all__ = ["GpuGuard"]
@@ -137,16 +138,26 @@ class GpuGuard:
         on_hang: OnHang = "quarantine",
         clock: Clock | None = None,
         events: EventBus | None = None,
+        policy: Policy = EXCLUSIVE,
     ) -> GpuGuard:
         """A guard whose lease is shared through the Redis at ``url``.
 
         Every process on every host that names the same GPU (``name``, under ``prefix``)
         shares it. A holder that dies frees the GPU within ``ttl_s``; one that loses its lease gets
-        :class:`LeaseLost`. Needs the ``redis`` extra; call :meth:`aclose` when done.
+        :class:`LeaseLost`. Under a sharing ``policy`` (a :class:`~gpuguard.guard.policies.Budget`
+        reading that GPU) the lease keeps its ledger in Redis and grants several holders at
+        once. Needs the ``redis`` extra; call :meth:`aclose` when done.
         """
         clock = clock if clock is not None else SystemClock()
         arbiter = make_arbiter(
-            "redis", name, redis_url=url, aging_s=aging_s, ttl_s=ttl_s, prefix=prefix, clock=clock
+            "redis",
+            name,
+            redis_url=url,
+            aging_s=aging_s,
+            ttl_s=ttl_s,
+            prefix=prefix,
+            clock=clock,
+            policy=policy,
         )
         return cls(
             name,
@@ -279,6 +290,17 @@ class GpuGuard:
         lease = self._leases.new_lease(operation, model, priority, hold_timeout, memory_bytes)
         granted = self._arbiter.try_acquire_now(lease.ticket, lease.requested_at)
         return self._leases.granted_nowait(lease, granted)
+
+    def lease_fd(self, lease: Lease) -> int | None:
+        """A new descriptor that keeps held ``lease`` while any process has it open.
+
+        For a program started under the lease to inherit (``gpuguard run`` passes it on):
+        the GPU stays held while any process of the program's tree lives, even if this
+        process is killed. The caller closes its own copy once the program has started.
+        ``None`` on the process and Redis scopes, which have no such kernel object, and for
+        a lease that is not held.
+        """
+        return lease_fd_of(self._arbiter, lease.ticket) if lease.held else None
 
     @property
     def current(self) -> HolderInfo | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .._clock import Clock
 from .._events import EventBus, GpuStatus, Priority
 from .._exceptions import GuardError, LeaseNotHeld, WouldBlock
-from ._arbiter import Arbiter
+from ._arbiter import Arbiter, holders_of
 from ._deadlines import HoldDeadlines
 from ._fences import FenceBook
 from ._hung import INTERRUPTED, HungLeases
@@ -202,9 +202,10 @@ class Leases:
         lease.state = LeaseState.HELD
         lease.granted_at = now
         if self.arbiter.issues_fences:  # else no need to ask who holds (a locked file read)
-            grant = self.arbiter.holder()
-            if grant is not None and grant.ticket == lease.ticket:
-                lease.fence = grant.fence
+            mine = (g for g in holders_of(self.arbiter) if g.ticket == lease.ticket)
+            grant = next(mine, None)  # its own grant: under a sharing policy, one of several
+            if grant is not None:
+                lease.fence, lease.fence_floor = grant.fence, grant.fence_floor
         self._leases[lease.lease_id] = lease
         self.telemetry.started(lease.ticket, waited_s=waited_s, queued=queued)
         lease.timer = None

@@ -99,6 +99,8 @@ class Lease:
         self._closers: set[asyncio.Task[None]] = set()
         self.fence: int | None = None
         """The fencing token of the grant, on scopes that issue them (Redis)."""
+        self.fence_floor: int | None = None
+        """The oldest token still holding when it was granted (:attr:`Grant.fence_floor`)."""
         self.lost_reason: str | None = None
         self.interrupted: set[asyncio.Task[object]] = set()
         """Tasks the guard cancelled because this lease hung; their cancel is withdrawn."""
@@ -165,11 +167,13 @@ class Lease:
             raise self.keeper.refusal(self)
         if self.fence is not None:
             try:
-                self.keeper.fences.admit(self.fence, operation=self.operation, model=self.model)
+                self.keeper.fences.admit(
+                    self.fence, operation=self.operation, model=self.model, floor=self.fence_floor
+                )
             except GuardError:
                 _discard(work)
                 raise
-            work = under_fence(work, self.keeper.fences.gpu, self.fence)
+            work = under_fence(work, self.keeper.fences.gpu, self.fence, self.fence_floor)
         self.tracked = True
         task = asyncio.current_task()
         token = object()

@@ -30,6 +30,8 @@ class HolderInfo:
     stopped, the GPU quarantined until that work really ends. ``pid``, ``host`` and
     ``process`` name where it runs (a host-wide or Redis guard spans processes).
     ``memory_bytes`` is the GPU memory the policy counts for it (``None``: unknown).
+    ``owner_gone`` is True when that process has ended but the programs it started still
+    hold the lease (host scope, ``gpuguard run``).
     """
 
     lease_id: int
@@ -43,6 +45,7 @@ class HolderInfo:
     host: str | None = None
     process: str | None = None
     memory_bytes: int | None = None
+    owner_gone: bool = False
 
     @property
     def hung(self) -> bool:
@@ -53,12 +56,19 @@ class HolderInfo:
     def label(self) -> str:
         """How waiters name it: ``chat``, ``chat (hung for 12s)``, ``train (pid 4242)``.
 
-        The pid is named when the holder runs in another process (a host-wide or Redis lease).
+        The pid is named when the holder runs in another process (a host-wide or Redis lease),
+        and said to be gone when only the programs it started still hold.
         """
         notes = [] if self.hung_s is None else [f"hung for {self.hung_s:.0f}s"]
         if self.pid is not None and self.pid != os.getpid():
-            notes.append(f"pid {self.pid}")
+            notes.append(self.where)
         return f"{self.operation} ({', '.join(notes)})" if notes else self.operation
+
+    @property
+    def where(self) -> str:
+        """``pid 4242``, or ``pid 4242 gone; its programs still hold the GPU``."""
+        gone = " gone; its programs still hold the GPU" if self.owner_gone else ""
+        return f"pid {self.pid}{gone}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -193,6 +203,7 @@ def holder_info(grant: Grant, now: float, memory_bytes: int | None = None) -> Ho
         host=ticket.owner.host,
         process=ticket.owner.process,
         memory_bytes=memory_bytes,
+        owner_gone=grant.owner_gone,
     )
 
 

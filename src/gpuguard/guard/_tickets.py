@@ -61,6 +61,12 @@ class Grant:
     hung_since: float | None = None
     fence: int | None = None
     """The fencing token of this grant, on scopes that issue them (Redis)."""
+    owner_gone: bool = False
+    """True when the process that was granted has ended but the programs it started keep
+    the lease (host scope: they inherited its kernel lock, as under ``gpuguard run``)."""
+    fence_floor: int | None = None
+    """The oldest token still holding when it was granted (under the exclusive policy, its
+    own): work under an older token was taken over (:class:`~gpuguard.guard.FenceBook`)."""
 
 
 @dataclass(frozen=True, slots=True)

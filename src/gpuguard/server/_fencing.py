@@ -1,9 +1,11 @@
-"""``X-GPU-Fence: <gpu>:<token>``: a gpuguard in front of this server names its lease's fence.
+"""``X-GPU-Fence: <gpu>:<token>[:<floor>]``: a gpuguard in front names its lease's fence.
 
 A request that carries the header is admitted only if its token is not older than the newest
 this server has seen for that GPU (:class:`~gpuguard.guard.FenceBook`, shared with the
 server's own leases); an older one is answered 409 (:class:`~gpuguard.StaleFence`) before
-any work starts. A malformed header, or one naming a GPU this server does not serve, is a
+any work starts. A front whose lease shares the GPU (the budget policy) adds its grant's
+floor, the oldest token still holding beside it: tokens at or above the highest floor seen
+pass. A malformed header, or one naming a GPU this server does not serve, is a
 400. Requests without the header are not fenced. Only a caller with the server's token may
 send the header (401 otherwise), even where inference is open.
 """
@@ -20,7 +22,9 @@ from ._context import get_context
 
 __all__ = ["admit_fence"]
 
-_VALUE = re.compile(r"(?P<gpu>[A-Za-z0-9._-]{1,64}):(?P<token>[0-9]{1,19})")
+_VALUE = re.compile(
+    r"(?P<gpu>[A-Za-z0-9._-]{1,64}):(?P<token>[0-9]{1,19})(?::(?P<floor>[0-9]{1,19}))?"
+)
 
 
 async def admit_fence(request: Request) -> None:
@@ -32,11 +36,17 @@ async def admit_fence(request: Request) -> None:
     # from anyone else would have every later fenced request refused.
     request.app.state.access.require(request, FENCE_HEADER)
     match = _VALUE.fullmatch(values[0]) if len(values) == 1 else None
-    if match is None:
-        raise InvalidRequest(FENCE_HEADER, "must be one '<gpu>:<token>' (a decimal fencing token)")
+    if match is None or (match["floor"] is not None and int(match["floor"]) > int(match["token"])):
+        raise InvalidRequest(
+            FENCE_HEADER,
+            "must be one '<gpu>:<token>' or '<gpu>:<token>:<floor>' (decimal fencing tokens, "
+            "the floor no larger than the token)",
+        )
     fences = get_context(request).gateway.guard.fences
     if match["gpu"] != fences.gpu:
         raise InvalidRequest(
             FENCE_HEADER, f"names GPU {match['gpu']!r}; this server fences GPU {fences.gpu!r}"
         )
-    fences.admit(int(match["token"]), operation=f"{request.method} {request.url.path}")
+    floor = None if match["floor"] is None else int(match["floor"])
+    operation = f"{request.method} {request.url.path}"
+    fences.admit(int(match["token"]), operation=operation, floor=floor)

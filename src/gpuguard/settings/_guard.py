@@ -30,8 +30,8 @@ class GuardSettings(Section):
     within ``redis_ttl_s``).
 
     ``policy``: ``"exclusive"`` (one GPU operation at a time), ``"budget"`` (side by side while
-    their memory fits the GPU less ``headroom_mb``; process and host scopes) or ``"auto"``
-    (budget where it can work, exclusive otherwise).
+    their memory fits the GPU less ``headroom_mb``; every scope) or ``"auto"`` (budget where it
+    can work, exclusive otherwise).
     """
 
     name: str = Field(default="gpu0", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
@@ -58,13 +58,4 @@ class GuardSettings(Section):
     def _redis_needs_a_url(self) -> GuardSettings:
         if self.scope == "redis" and self.redis_url is None:
             raise ValueError('scope = "redis" needs redis_url (redis://host:6379/0)')
-        return self
-
-    @model_validator(mode="after")
-    def _budget_needs_a_sharing_scope(self) -> GuardSettings:
-        if self.policy == "budget" and self.scope == "redis":
-            raise ValueError(
-                'policy = "budget" works with scope = "process" or "host" only (not "redis"): '
-                'the Redis scope keeps one holder; use policy = "exclusive" or "auto"'
-            )
         return self

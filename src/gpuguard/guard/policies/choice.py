@@ -2,10 +2,10 @@
 
 ``auto`` picks :class:`~.budget.Budget` on a GPU whose memory NVML reports (a discrete
 NVIDIA GPU: on unified memory NVML reports none) with at least :data:`AUTO_MIN_TOTAL_BYTES`,
-in the process and host scopes; :data:`~.exclusive.EXCLUSIVE` otherwise. ``budget`` asked for
-where it cannot work is refused with a :class:`~gpuguard.ConfigError` that says why. The
-budget's ledger lives in one process (the process scope) or in the host lease's state (the
-host scope); the Redis scope keeps one holder, so it runs the exclusive policy.
+in every scope; :data:`~.exclusive.EXCLUSIVE` otherwise. ``budget`` asked for where it cannot
+work is refused with a :class:`~gpuguard.ConfigError` that says why. The budget's ledger lives
+in the process (process scope), in the host lease's state (host scope: every process of the
+machine) or in Redis (Redis scope: the lease name is one GPU, whose memory every host reads).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ PolicyName = Literal["auto", "exclusive", "budget"]
 AUTO_MIN_TOTAL_BYTES: Final = 16 * 1024**3
 """The smallest GPU on which ``auto`` shares: below it one model fills the card anyway."""
 
-SHARING_SCOPES: Final = frozenset({"process", "host"})
+SHARING_SCOPES: Final = frozenset({"process", "host", "redis"})
 """The scopes whose arbiter can grant several holders at once."""
 
 
@@ -78,8 +78,8 @@ def _refusal(
     """Why the budget cannot run here (``None`` if it can), and the GPU's memory."""
     if scope not in SHARING_SCOPES:
         return (
-            f"the {scope} scope keeps one holder across hosts; the budget shares the GPU "
-            "within one process or one host only (scope = 'process' or 'host') in this version",
+            f"the {scope} scope keeps one holder; the budget shares the GPU in the process, "
+            "host and Redis scopes only",
             0,
         )
     if read is None:

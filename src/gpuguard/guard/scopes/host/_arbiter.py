@@ -55,7 +55,7 @@ from .._mark import GpuMarker
 from ._decisions import Decisions
 from ._files import SYSTEM_LOCK_DIR, default_lock_dir
 from ._lease_dir import LeaseDir
-from ._probe import overdue_since
+from ._probe import overdue_since, owner_gone
 from ._repair import sweep
 from ._requests import Request, Requests, refusing
 from ._state import Entry, HolderRecord, State, StateError
@@ -206,6 +206,11 @@ class HostArbiter:
                 seq, granted_at, _ = record
                 state.holders[state.holders.index(record)] = (seq, granted_at, now)
                 lease_dir.write(state)
+
+    def lease_fd(self, ticket: Ticket) -> int | None:
+        """:meth:`.Requests.share` (``ticket``'s entry lock, for a program tree to keep)."""
+        with self._lock:
+            return self._requests.share(ticket)
 
     def holder(self) -> Grant | None:
         """The oldest holder, in whichever process it is (None if the state cannot be read)."""
@@ -363,7 +368,7 @@ def _grant(state: State, record: HolderRecord, now: float) -> Grant:
     entry = state.requests[seq]
     if hung_since is None:
         hung_since = overdue_since(entry, granted_at, now)
-    return Grant(entry.ticket, granted_at, hung_since)
+    return Grant(entry.ticket, granted_at, hung_since, owner_gone=owner_gone(entry))
 
 
 def _after_fork_in_child() -> None:

@@ -1,25 +1,28 @@
-"""What other processes can tell about a holder its own timers cannot: overdue, stopped.
+"""What other processes can tell about a holder its own timers cannot: overdue, stopped, gone.
 
 A holder's hold timer runs in its own process; stopped (SIGSTOP, a debugger) or frozen, it
 never fires, and the holder would hold without bound. Every other process sees its grant
 time and hold timeout in the shared state, and where the holder runs on this host, the
-kernel's word on whether it is stopped (``/proc/<pid>/stat``).
+kernel's word on whether it is stopped (``/proc/<pid>/stat``) or gone: a holder whose entry
+is still locked although its process has ended is held by the programs it started, which
+inherited the lock (``gpuguard run``).
 """
 
 from __future__ import annotations
 
 import os
 
-from .._proc import process_state
+from .._proc import hostname, process_state
 from ._state import Entry
 
-__all__ = ["GRACE_S", "overdue_since"]
+__all__ = ["GRACE_S", "overdue_since", "owner_gone"]
 
 GRACE_S = 1.0
 """How long past its deadline a running holder is given to notice by itself (its grant is
 stamped a moment before its own timer starts)."""
 
 _STOPPED = frozenset("Tt")  # stopped by a signal; stopped by a tracer
+_ENDED = frozenset({None, "Z", "X"})  # no such process; a zombie; dead
 
 
 def overdue_since(entry: Entry, granted_at: float, now: float) -> float | None:
@@ -38,3 +41,11 @@ def overdue_since(entry: Entry, granted_at: float, now: float) -> float | None:
     if now >= deadline + GRACE_S or process_state(owner.pid, owner.host) in _STOPPED:
         return deadline
     return None
+
+
+def owner_gone(entry: Entry) -> bool:
+    """Whether the process of a live (still locked) holder of this host has ended."""
+    owner = entry.ticket.owner
+    if owner.pid == os.getpid() or owner.host != hostname():
+        return False
+    return process_state(owner.pid) in _ENDED

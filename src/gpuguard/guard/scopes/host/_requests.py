@@ -122,6 +122,17 @@ class Requests:
             lease_dir.remove_entry(request.seq)
         os.close(request.fd)
 
+    def share(self, ticket: Ticket) -> int | None:
+        """A new descriptor of the locked entry of ``ticket``'s held request (None if none).
+
+        It shares the entry's open file description, hence its ``flock``: handed to a child
+        (:mod:`gpuguard.cli._tree`), the request stays alive, and the GPU held, while any
+        process keeps it open, even after this one has ended. The caller closes its copy.
+        The at-fork hook does not know it, so a child made by ``fork()`` keeps it.
+        """
+        request = self.of(ticket)
+        return None if request is None or not request.delivered else os.dup(request.fd)
+
     # --- grants ----------------------------------------------------------------------------
 
     def granted(self, request: Request) -> None:

@@ -26,10 +26,16 @@ shared state for ``current``/``snapshot()``.
   leaves nothing held. If Redis cannot be told, the TTL frees the GPU.
 
 The URL may carry an ACL user and password and ``rediss://`` for TLS (docs/security.md).
-Needs the ``redis`` extra (redis-py). The parts: :mod:`._arbiter` (decisions of this process),
-:mod:`._link` (connections), :mod:`._listener` (messages), :mod:`._heartbeat` (renewals and
-the fence), :mod:`._lua` (the transitions, atomic in Redis), :mod:`._mirror` and
-:mod:`._view` (what this process knows of the lease).
+* **Sharing.** Under a sharing policy (the budget) the grants in Redis are the ledger: the
+  heads of the line are granted, atomically, while their bytes fit the room their process
+  measured on the GPU; each grant has its own TTL and fence, and one lost leaves the others
+  standing (:mod:`._sharing`). A lease name is one GPU.
+
+Needs the ``redis`` extra (redis-py). The parts: :mod:`._arbiter` (the arbiter's calls),
+:mod:`._core` (this process's tickets, held to Redis's answers), :mod:`._sharing` (what the
+policy counts here), :mod:`._link` (connections), :mod:`._listener` (messages),
+:mod:`._heartbeat` (renewals and the fence), :mod:`._lua` (the transitions, atomic in Redis),
+:mod:`._mirror` and :mod:`._view` (what this process knows of the lease).
 """
 
 from ._arbiter import RedisArbiter

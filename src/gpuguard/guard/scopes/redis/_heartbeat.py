@@ -1,13 +1,14 @@
 """The Redis scope's heartbeat, in threads of its own: renewals no event loop can starve.
 
 While this process has tickets, a thread beats every ``every_s`` on a connection of its own:
-a holder renews its grant's TTL (Redis answers ``lost`` if the grant is gone or another
-holds it, and re-asserts a grant that Redis forgot with all its data), a waiter renews its
-process's liveness key. A waiter also beats as the holder's grant is due to expire, so that
-Redis grants the next waiter when a holder died. A blocking call on the event loop, a
-GIL-releasing thread or a slow loop does not delay a beat.
+a holder renews the TTL of each of its grants in one call (Redis answers ``lost`` with those
+that are gone or taken over, renews the others, and re-asserts grants that Redis forgot with
+all its data), a waiter renews its process's liveness key. A waiter also beats as another
+process's grant is due to expire, so that Redis grants the next waiter when a holder died.
+A blocking call on the event loop, a GIL-releasing thread or a slow loop does not delay a
+beat.
 
-Each answered beat *confirms* the grant until ``sent + ttl`` by this host's clock (Redis
+Each answered beat *confirms* the grants until ``sent + ttl`` by this host's clock (Redis
 renewed it no earlier than it was sent). A second thread, the fence, watches that deadline:
 ``margin_s`` before it, unless a later beat confirmed more, it reports ``on_expired`` once,
 so the holder stops its work before its TTL can lapse by its own clock and Redis hand the
@@ -23,26 +24,31 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from redis.exceptions import RedisError
 
+from ._mirror import grants
 from ._view import Mine
 
-__all__ = ["RETRY_S", "Heartbeat"]
+__all__ = ["RETRY_S", "Heartbeat", "Held"]
 
 RETRY_S: Final = 0.05
 """Pause before a beat that failed (no answer, connection refused) is tried again."""
 
-Beat = Callable[[str, str, str], dict[str, Any]]
-"""``beat(ticket, fence, ticket_json)`` for the holding ticket (``""`` for none): the answer."""
+Held = tuple[str, str, str]
+"""A grant of this process: its ticket's Redis id, fence and JSON (for a re-assertion)."""
+
+Beat = Callable[[Sequence[Held]], dict[str, Any]]
+"""``beat(grants)`` for this process's grants (none: a waiter's beat): Redis's answer."""
 
 
 class Heartbeat:
     """The beating and fencing threads of one arbiter (see the module docstring).
 
-    ``on_answer(state, ticket, fence)`` runs in the loop for every answered beat,
+    ``on_answer(state, grants)`` runs in the loop for every answered beat (``grants``: those
+    it renewed),
     ``on_expired(reason)`` when no beat confirmed the grant (or the process's place in
     line) until ``margin_s`` before it could lapse.
     """
@@ -68,12 +74,12 @@ class Heartbeat:
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._on_answer: Callable[[dict[str, Any], str, str], None] = _ignore
+        self._on_answer: Callable[[dict[str, Any], Sequence[Held]], None] = _ignore
         self._on_expired: Callable[[str], None] = _ignore
 
     def start(
         self,
-        on_answer: Callable[[dict[str, Any], str, str], None],
+        on_answer: Callable[[dict[str, Any], Sequence[Held]], None],
         on_expired: Callable[[str], None],
     ) -> None:
         """Start both threads (unless they run), reporting to the running event loop."""
@@ -93,21 +99,26 @@ class Heartbeat:
         with self._cond:
             return self._lapsed
 
-    def confirm(self, until: float) -> None:
-        """Redis keeps this process's grant (or place in line) until ``until`` (monotonic)."""
+    def confirm(self, until: float, *, lower_only: bool = False) -> None:
+        """Redis keeps this process's grant (or place in line) until ``until`` (monotonic).
+
+        ``lower_only``: the grants held already were not renewed by it; it may only bring
+        the deadline closer.
+        """
         with self._cond:
+            if lower_only and self._until is not None and not self._lapsed:
+                until = min(until, self._until)
             self._until, self._lapsed = until, False
             self._cond.notify_all()
 
     def saw(self, state: dict[str, Any], is_mine: Callable[[str], bool]) -> None:
-        """A state read from Redis: if another process holds, beat as its grant expires."""
+        """A state read from Redis: if another process holds, beat as its first grant expires."""
         with self._cond:
             self._holder_seen(state, is_mine)
 
     def _holder_seen(self, state: dict[str, Any], is_mine: Callable[[str], bool]) -> None:
-        h = state["h"]
-        others = bool(h) and not is_mine(h["t"])
-        self._holder_expires = state["sent"] + state["pttl"] / 1000.0 if others else None
+        others = [h["pttl"] for h in grants(state) if not is_mine(h["t"])]
+        self._holder_expires = state["sent"] + min(others) / 1000.0 if others else None
         self._cond.notify_all()
 
     def poke(self) -> None:
@@ -143,28 +154,30 @@ class Heartbeat:
                         due = now + self.every_s  # its request renewed the process just now
                     wake = due
                     holding = _holding(tickets)
-                    if holding is None and self._holder_expires is not None:
+                    waiting = len(holding) < len(tickets)
+                    if waiting and self._holder_expires is not None:
                         wake = min(wake, self._holder_expires + 0.001)
                     if now >= wake:
                         break
                     self._cond.wait(wake - now)
-            tid, fence, ticket = ("", "", "") if holding is None else holding
             sent = time.monotonic()
             try:
-                state = self._beat(tid, fence, ticket)
+                state = self._beat(holding)
             except RedisError:
                 due = time.monotonic() + RETRY_S  # the fence thread decides when to give up
                 continue
             due = sent + self.every_s
-            self._answered(state, tid, sent)
-            if not self._post(self._on_answer, state, tid, fence):
+            self._answered(state, holding, sent)
+            if not self._post(self._on_answer, state, holding):
                 return
 
-    def _answered(self, state: dict[str, Any], tid: str, sent: float) -> None:
+    def _answered(self, state: dict[str, Any], renewed: Sequence[Held], sent: float) -> None:
+        """Confirm until ``sent + ttl`` if the beat named every grant still held here."""
         with self._cond:
             tickets = self._tickets()
-            holding = _holding(tickets)
-            if state["r"] == "ok" and (holding[0] if holding else "") == tid:
+            lost = set(state["x"].split()) if state["r"] == "lost" else set()
+            held = {tid for tid, _, _ in _holding(tickets)} - lost
+            if held <= {tid for tid, _, _ in renewed}:
                 self._until, self._lapsed = sent + self.ttl_s, False
             self._holder_seen(state, tickets.__contains__)
 
@@ -200,12 +213,9 @@ class Heartbeat:
         return True
 
 
-def _holding(tickets: Mapping[str, Mine]) -> tuple[str, str, str] | None:
-    """The holding ticket among ``tickets``: its id, fence and JSON (for a re-assertion)."""
-    for tid, mine in tickets.items():
-        if mine.fence is not None:
-            return tid, mine.fence, mine.json
-    return None
+def _holding(tickets: Mapping[str, Mine]) -> list[Held]:
+    """The holding tickets among ``tickets``: id, fence and JSON of each."""
+    return [(tid, m.fence, m.json) for tid, m in tickets.items() if m.fence is not None]
 
 
 def _ignore(*args: object) -> None:

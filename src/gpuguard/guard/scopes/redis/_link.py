@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final
 
 import redis
@@ -116,11 +116,16 @@ class RedisLink:
         return _decode(raw, sent)
 
     def beat(
-        self, tid: str, fence: str, ticket: str, *, client_id: str, ttl_ms: str
+        self, held: Sequence[tuple[str, str, str]], *, client_id: str, ttl_ms: str
     ) -> dict[str, Any]:
-        """Renew (``beat``) on the heartbeat's own connection; called from its thread."""
+        """Renew ``held`` (id, fence, JSON of each grant) on the heartbeat's own connection.
+
+        Called from the heartbeat's thread; with no grants it renews the process's liveness.
+        """
         sent = time.monotonic()
-        args = self._args("beat", tid, client_id, ttl_ms, fence, ticket)
+        named = [[tid, fence, json.loads(ticket)] for tid, fence, ticket in held]
+        grants = json.dumps(named) if named else ""
+        args = self._args("beat", "", client_id, ttl_ms, "", grants)
         return _decode(self._beat_script(keys=[self.key], args=args), sent)
 
     def pubsub(self) -> aioredis.client.PubSub:

@@ -2,9 +2,12 @@
 
 Keys, all under one prefix ``P`` (a hash tag, so a cluster keeps them in one slot):
 
-* ``P:holder``   the grant: JSON ``{t: ticket id, f: fence, g: granted_ms, h: hung_ms,
-  ticket: its details}``, with a TTL (``PX``) kept alive by the holder's heartbeat; gone means
-  nobody holds (and nothing of the grant is left behind).
+* ``P:holders``  the grants, by ticket id: JSON ``{t: ticket id, f: fence, g: granted_ms,
+  h: hung_ms, u: until (Redis ms), ticket: its details}``. A grant lapses when Redis ``TIME``
+  passes its ``u`` (renewed by its holder's heartbeat); the hash itself expires with its last
+  grant, so gone means nobody holds (and nothing of the grants is left behind). One grant
+  under the exclusive policy; under a sharing one, the ledger: every holder with the bytes it
+  counts (``ticket.b``).
 * ``P:fence``    the last fencing token. A grant takes ``max(last + 1, Redis TIME in ms)``,
   so tokens keep increasing even across a Redis restart that lost its data.
 * ``P:q:<p>``    one sorted set per declared priority (score: arrival number ``P:seq``),
@@ -24,8 +27,15 @@ and reads a bounded part of the line, whatever its length: the answer lists the 
 waiters in service order, how many wait, and which of the caller's tickets (``ARGV[9]``) are
 still in line. Only a request that finds the line full looks at every waiter, for dead ones
 to drop before refusing.
-A ``beat`` of a holder whose grant Redis forgot with every key (no ``P:fence``: nobody was
-granted since) re-asserts that grant. Times come from Redis ``TIME`` unless the caller
+The heads of the line are granted while they *fit* beside the holders (see "Big GPUs on
+the Redis lease" in docs/design.md): with nobody holding, always; else only if the head and
+every holder declared their bytes, the head is not a second load or unload (``ticket.tr``),
+and the bytes of all fit the room the head's process measured on the GPU (``ticket.room``:
+its memory less the headroom and what others use). A ticket without bytes (the exclusive
+policy sends none) runs alone. A head that does not fit holds back everyone behind it.
+A ``beat`` renews each grant it names (``ARGV[8]``) and answers ``lost`` with the ones that
+are gone; a process whose grants Redis forgot with every key (no ``P:fence``: nobody was
+granted since) re-asserts them. Times come from Redis ``TIME`` unless the caller
 passes ``now`` (tests on a fake clock). Service order mirrors
 :func:`gpuguard.guard._queue.effective_priority`: a waiter rises one level per ``aging_ms``
 waited (capped at interactive); FIFO within a level.
@@ -46,7 +56,7 @@ local t = redis.call('TIME')
 local real_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now = real_ms
 if ARGV[3] ~= '' then now = tonumber(ARGV[3]) end
-local HOLDER, TICKETS = P .. ':holder', P .. ':tickets'
+local HOLDERS, TICKETS = P .. ':holders', P .. ':tickets'
 local QUEUES = {P .. ':q:0', P .. ':q:1', P .. ':q:2'}
 
 local function eff(prio, enq)
@@ -56,12 +66,6 @@ end
 
 local function ticket(id)
   local raw = redis.call('HGET', TICKETS, id)
-  if raw then return cjson.decode(raw) end
-  return nil
-end
-
-local function holder()
-  local raw = redis.call('GET', HOLDER)
   if raw then return cjson.decode(raw) end
   return nil
 end
@@ -77,6 +81,74 @@ local function changed()
   if not dirty then redis.call('SET', P .. ':ver', string.format('%d', real_ms * 1000), 'NX') end
   redis.call('INCR', P .. ':ver')
   dirty = true
+end
+
+-- The grants that hold now, oldest first, read once per call; a lapsed one is dropped.
+local held = nil
+local function holders()
+  if held then return held end
+  held = {}
+  local raw = redis.call('HGETALL', HOLDERS)
+  for i = 1, #raw, 2 do
+    local h = cjson.decode(raw[i + 1])
+    if h.u > real_ms then
+      held[#held + 1] = h
+    else
+      redis.call('HDEL', HOLDERS, raw[i])
+      changed()
+    end
+  end
+  table.sort(held, function(a, b) return tonumber(a.f) < tonumber(b.f) end)
+  return held
+end
+
+local function holder(id)
+  for _, h in ipairs(holders()) do
+    if h.t == id then return h end
+  end
+  return nil
+end
+
+-- Write grant h (new or renewed); the hash lives as long as its longest grant.
+local function store(h)
+  local last = h.u
+  for _, o in ipairs(holders()) do
+    if o.u > last then last = o.u end
+  end
+  redis.call('HSET', HOLDERS, h.t, cjson.encode(h))
+  redis.call('PEXPIRE', HOLDERS, math.max(1, last - real_ms))
+end
+
+local function keep(h)
+  store(h)
+  table.insert(holders(), h)
+end
+
+local function unkeep(id)
+  redis.call('HDEL', HOLDERS, id)
+  local hs = holders()
+  for i = #hs, 1, -1 do
+    if hs[i].t == id then table.remove(hs, i) end
+  end
+  changed()
+end
+
+local function shares(tk)
+  return type(tk.b) == 'number' and not tk.alone
+end
+
+-- May tk start beside the holders? Always when nobody holds; else only if it and every
+-- holder declared their bytes, it is not a second load or unload, and the sum fits its room.
+local function fits(tk)
+  local hs = holders()
+  if #hs == 0 then return true end
+  if not shares(tk) or type(tk.room) ~= 'number' then return false end
+  local sum = tk.b
+  for _, h in ipairs(hs) do
+    if not shares(h.ticket) or (tk.tr and h.ticket.tr) then return false end
+    sum = sum + h.ticket.b
+  end
+  return sum <= tk.room
 end
 
 -- The details of tickets ``ids`` (false for one that is gone), in one HMGET per 1,000.
@@ -122,8 +194,11 @@ local function grant(id, tk)
   local fence = math.max((tonumber(redis.call('GET', P .. ':fence')) or 0) + 1, real_ms)
   local f = string.format('%d', fence)
   redis.call('SET', P .. ':fence', f)
-  local h = {t = id, f = f, g = now, h = false, ticket = tk}
-  redis.call('SET', HOLDER, cjson.encode(h), 'PX', tk.ttl)
+  local lo = f  -- the oldest token still holding beside it (the fence book's floor)
+  for _, h in ipairs(holders()) do
+    if tonumber(h.f) < tonumber(lo) then lo = h.f end
+  end
+  keep({t = id, f = f, lo = lo, g = now, h = false, u = real_ms + tk.ttl, ticket = tk})
   redis.call('ZREM', QUEUES[tk.p + 1], id)
   redis.call('HDEL', TICKETS, id)
   changed()
@@ -131,10 +206,13 @@ local function grant(id, tk)
   return f
 end
 
--- Nobody holds: grant the best head of the three lines (skipping dead waiters).
+-- Grant the best head of the three lines (skipping dead waiters), again and again while it
+-- fits beside the holders; a head that does not fit holds back everyone behind it.
 local function promote()
-  if redis.call('EXISTS', HOLDER) == 1 then return end
   while true do
+    for _, h in ipairs(holders()) do
+      if not shares(h.ticket) then return end  -- it runs alone
+    end
     local best, best_tk, best_rank, best_seq = nil, nil, -1, 0
     for p = 1, 3 do
       local head = redis.call('ZRANGE', QUEUES[p], 0, 0, 'WITHSCORES')
@@ -155,17 +233,16 @@ local function promote()
     end
     if best == nil then return end
     if best then
+      if not fits(best_tk) then return end
       grant(best, best_tk)
-      return
     end
   end
 end
 
 local function release_if(id, fence)
-  local h = holder()
-  if h and h.t == id and (fence == '' or h.f == fence) then
-    redis.call('DEL', HOLDER)
-    changed()
+  local h = holder(id)
+  if h and (fence == '' or h.f == fence) then
+    unkeep(id)
     return true
   end
   return false
@@ -181,14 +258,15 @@ local function unqueue(id)
   return false
 end
 
--- The lease after this call: the holder, the first SHOWN waiters in service order (they are
--- among the first SHOWN of each line: FIFO within a line, and the older rank no lower), how
--- many wait, and which of the caller's tickets (ARGV[9]) are still in line. A change that left
--- the lease free with nobody waiting is announced to every process (a grant was announced
--- to its own process only).
+-- The lease after this call: the holders (with the ms each has left), the first SHOWN
+-- waiters in service order (they are among the first SHOWN of each line: FIFO within a line,
+-- and the older rank no lower), how many wait, and which of the caller's tickets (ARGV[9])
+-- are still in line. A change that left the lease free with nobody waiting is announced to
+-- every process (a grant was announced to its own process only).
 local SHOWN = 32
 local function state(result, extra)
-  local h, pttl = holder(), redis.call('PTTL', HOLDER)
+  local hs = holders()
+  for _, h in ipairs(hs) do h.pttl = h.u - real_ms end
   local waiters, n = {}, 0
   for p = 1, 3 do
     local ids, seqs, raws = line(p, SHOWN)
@@ -207,7 +285,7 @@ local function state(result, extra)
   end)
   for i = #waiters, SHOWN + 1, -1 do waiters[i] = nil end
   local ver = redis.call('GET', P .. ':ver') or '0'
-  if dirty and not h and n == 0 then redis.call('PUBLISH', P .. ':events', 'free ' .. ver) end
+  if dirty and #hs == 0 and n == 0 then redis.call('PUBLISH', P .. ':events', 'free ' .. ver) end
   local mine, listed = {}, {}
   for id in string.gmatch(ARGV[9] or '', '%S+') do mine[#mine + 1] = id end
   local raws = details(mine)
@@ -215,8 +293,7 @@ local function state(result, extra)
     if raws[i] then listed[#listed + 1] = mine[i] end
   end
   return cjson.encode({
-    r = result, x = extra or false, now = now, h = h or false, pttl = pttl,
-    w = waiters, n = n, o = listed, v = ver,
+    r = result, x = extra or false, now = now, h = hs, w = waiters, n = n, o = listed, v = ver,
   })
 end
 
@@ -225,20 +302,21 @@ local function enter(tk)
   redis.call('SET', P .. ':client:' .. tk.c, '1', 'PX', tk.ttl)
 end
 
-if op == 'beat' and tid ~= '' and redis.call('EXISTS', HOLDER) == 0
-    and redis.call('EXISTS', P .. ':fence') == 0 then
+if op == 'beat' and ARGV[8] ~= '' and redis.call('EXISTS', P .. ':fence') == 0 then
   -- Redis lost its data (restarted without persistence) and granted nobody since: the
-  -- holder's renewal re-asserts its grant, so nobody is granted beside its running work.
-  redis.call('SET', P .. ':fence', ARGV[7])
-  local h = {t = tid, f = ARGV[7], g = now, h = false, ticket = cjson.decode(ARGV[8])}
-  redis.call('SET', HOLDER, cjson.encode(h), 'PX', ARGV[6])
+  -- holder's renewal re-asserts its grants, so nobody is granted beside its running work.
+  local top = 0
+  for _, g in ipairs(cjson.decode(ARGV[8])) do
+    keep({t = g[1], f = g[2], g = now, h = false, u = real_ms + tonumber(ARGV[6]), ticket = g[3]})
+    top = math.max(top, tonumber(g[2]))
+  end
+  redis.call('SET', P .. ':fence', string.format('%d', top))
   changed()
 end
 promote()
 if op == 'acquire' or op == 'enqueue' then
   local tk = cjson.decode(arg)
-  local busy = redis.call('EXISTS', HOLDER) == 1 or queued() > 0
-  if not busy then
+  if queued() == 0 and fits(tk) then
     enter(tk)
     return state('granted', grant(tid, tk))
   end
@@ -252,8 +330,8 @@ if op == 'acquire' or op == 'enqueue' then
   return state('queued')
 elseif op == 'withdraw' or op == 'drop' then
   if unqueue(tid) then return state('withdrawn') end
-  local h = holder()
-  if h and h.t == tid then
+  local h = holder(tid)
+  if h then
     -- Granted meanwhile: 'withdraw' keeps the grant (the caller takes it), 'drop' ends it.
     if op == 'withdraw' then return state('granted', h.f) end
     release_if(tid, '')
@@ -269,19 +347,45 @@ elseif op == 'release' then
     return state('released')
   end
   return state('gone')
+elseif op == 'requeue' then
+  -- Its own process refused the grant beside the others (its GPU said no): back to the
+  -- head of its line, to be granted alone (everyone behind it waits for that).
+  local h = holder(tid)
+  if h and h.f == arg then
+    unkeep(tid)
+    local tk = h.ticket
+    tk.alone = true
+    local q = QUEUES[tk.p + 1]
+    local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+    local seq = head[2] and tonumber(head[2]) - 1 or redis.call('INCR', P .. ':seq')
+    redis.call('SET', P .. ':client:' .. tk.c, '1', 'PX', tk.ttl)
+    redis.call('HSET', TICKETS, tid, cjson.encode(tk))
+    redis.call('ZADD', q, seq, tid)
+    promote()
+    return state('queued')
+  end
+  return state('gone')
 elseif op == 'beat' then
   redis.call('SET', P .. ':client:' .. arg, '1', 'PX', ARGV[6])
-  if tid ~= '' then
-    local h = holder()
-    if not h or h.t ~= tid or h.f ~= ARGV[7] then return state('lost') end
-    redis.call('PEXPIRE', HOLDER, ARGV[6])
+  local lost = {}
+  if ARGV[8] ~= '' then
+    for _, g in ipairs(cjson.decode(ARGV[8])) do
+      local h = holder(g[1])
+      if h and h.f == g[2] then
+        h.u = real_ms + tonumber(ARGV[6])
+        store(h)
+      else
+        lost[#lost + 1] = g[1]
+      end
+    end
   end
+  if #lost > 0 then return state('lost', table.concat(lost, ' ')) end
   return state('ok')
 elseif op == 'hung' then
-  local h = holder()
-  if h and h.t == tid then
+  local h = holder(tid)
+  if h then
     h.h = now
-    redis.call('SET', HOLDER, cjson.encode(h), 'KEEPTTL')
+    redis.call('HSET', HOLDERS, tid, cjson.encode(h))
     changed()
   end
   return state('ok')

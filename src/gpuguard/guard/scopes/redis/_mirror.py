@@ -13,7 +13,7 @@ from typing import Any
 from ...._events import Priority
 from ..._tickets import Grant, Owner, Queued, Ticket
 
-__all__ = ["Mirror", "ticket_json"]
+__all__ = ["Mirror", "Share", "grants", "ticket_json"]
 
 
 @dataclass(slots=True)
@@ -21,9 +21,8 @@ class Mirror:
     """The shared state as last read from Redis, in this process's clock."""
 
     version: int = -1
-    holder: Grant | None = None
-    holder_id: str | None = None
-    expires_in_s: float | None = None
+    holders: list[tuple[str, str, Grant]] = field(default_factory=list)
+    """Every grant, oldest first: ticket id, fence, the grant here."""
     waiters: list[tuple[str, int, Queued]] = field(default_factory=list)
     """The first waiters in service order: ticket id, arrival number, the waiter here."""
     count: int = 0
@@ -39,16 +38,19 @@ class Mirror:
             return local_now - (float(state["now"]) - ms) / 1000.0
 
         mirror = Mirror(version=state["v"], count=int(state["n"]), mine=frozenset(state["o"]))
-        h = state["h"]
-        if h and h.get("ticket"):
-            mirror.holder_id = h["t"]
-            mirror.holder = Grant(
-                _ticket(h["ticket"]),
-                local(h["g"]),
-                None if h["h"] is False else local(h["h"]),
-                int(h["f"]),
+        mirror.holders = [
+            (
+                h["t"],
+                h["f"],
+                Grant(
+                    _ticket(h["ticket"]),
+                    local(h["g"]),
+                    None if h["h"] is False else local(h["h"]),
+                    int(h["f"]),
+                ),
             )
-            mirror.expires_in_s = max(0.0, state["pttl"] / 1000.0)
+            for h in grants(state)
+        ]
         waiters = state["w"] if isinstance(state["w"], list) else []  # cjson: {} when empty
         mirror.waiters = [
             (
@@ -61,23 +63,47 @@ class Mirror:
         return mirror
 
 
+def grants(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The grants a state from Redis lists, oldest first (cjson writes none as ``{}``)."""
+    held = state["h"]
+    return held if isinstance(held, list) else []
+
+
 def _ticket(raw: dict[str, Any]) -> Ticket:
     owner = Owner(int(raw["pid"]), str(raw["host"]), str(raw["proc"]))
-    return Ticket(int(raw["l"]), raw["o"], raw["m"], Priority(raw["p"]), owner)
+    need = raw.get("b")
+    memory = need if isinstance(need, int) and not isinstance(need, bool) else None
+    return Ticket(int(raw["l"]), raw["o"], raw["m"], Priority(raw["p"]), owner, memory)
 
 
-def ticket_json(ticket: Ticket, client_id: str, ttl_s: float) -> str:
-    """``ticket`` as Redis keeps it (read back by :func:`_ticket`), from process ``client_id``."""
-    return json.dumps(
-        {
-            "c": client_id,
-            "l": ticket.lease_id,
-            "o": ticket.operation,
-            "m": ticket.model,
-            "p": int(ticket.priority),
-            "pid": ticket.owner.pid,
-            "host": ticket.owner.host,
-            "proc": ticket.owner.process,
-            "ttl": int(ttl_s * 1000),
-        }
-    )
+def ticket_json(ticket: Ticket, client_id: str, ttl_s: float, share: Share | None = None) -> str:
+    """``ticket`` as Redis keeps it (read back by :func:`_ticket`), from process ``client_id``.
+
+    ``share``: what a sharing policy counts for it (``None``: it runs alone).
+    """
+    raw: dict[str, Any] = {
+        "c": client_id,
+        "l": ticket.lease_id,
+        "o": ticket.operation,
+        "m": ticket.model,
+        "p": int(ticket.priority),
+        "pid": ticket.owner.pid,
+        "host": ticket.owner.host,
+        "proc": ticket.owner.process,
+        "ttl": int(ttl_s * 1000),
+    }
+    if share is not None:
+        raw.update(b=share.need_bytes, room=share.room_bytes, tr=share.transition)
+    return json.dumps(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What the lease script counts for a ticket under a sharing policy (bytes)."""
+
+    need_bytes: int
+    """What the policy counts for it (declared, or the model's footprint)."""
+    room_bytes: int
+    """What its process measured as shareable: the GPU less the headroom and foreign memory."""
+    transition: bool
+    """It loads or unloads a model (two never overlap)."""

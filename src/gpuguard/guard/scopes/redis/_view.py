@@ -19,7 +19,7 @@ from typing import Any, Final
 from ...._events import Priority
 from ..._queue import effective_priority
 from ..._tickets import Grant, Queued, Ticket
-from ._mirror import Mirror
+from ._mirror import Mirror, grants
 
 __all__ = ["PLACE_GONE", "LeaseView", "Mine", "Verdicts"]
 
@@ -63,8 +63,8 @@ class Verdicts:
     """Held tickets (and why) that a later state no longer names as the holder."""
     gone: list[tuple[str, Mine]] = field(default_factory=list)
     """Queued tickets that a later state no longer lists (:data:`PLACE_GONE`)."""
-    unwanted: tuple[str, str] | None = None
-    """A grant (ticket, fence) to a ticket this process gave up on: to give back."""
+    unwanted: list[tuple[str, str]] = field(default_factory=list)
+    """Grants (ticket, fence) to tickets this process gave up on: to give back."""
 
 
 @dataclass(slots=True)
@@ -87,15 +87,15 @@ class LeaseView:
         Only states newer than a ticket's grant or place in line (``Mine.version``) judge
         it; a withdrawal in flight (``leaving``) is no loss.
         """
-        h, newer = state["h"], state["v"]
-        named = (h["t"], h["f"]) if h else None
+        newer = state["v"]
+        named = {h["t"]: h["f"] for h in grants(state)}
         listed = {w["id"] for w in state["w"]} if isinstance(state["w"], list) else set()
         listed.update(state["o"])  # this process's tickets in line, shown or not
         verdicts = Verdicts()
         for tid, mine in self.mine.items():
-            if mine.fence is None and named is not None and named[0] == tid:
+            if mine.fence is None and tid in named:
                 verdicts.granted.append((tid, mine))
-            elif mine.fence is not None and named != (tid, mine.fence) and newer > mine.version:
+            elif mine.fence is not None and named.get(tid) != mine.fence and newer > mine.version:
                 now_held = "another holds it" if named else "nobody holds it"
                 reason = f"its grant was gone or taken over in Redis ({now_held})"
                 verdicts.lost.append((tid, reason))
@@ -103,23 +103,36 @@ class LeaseView:
                 mine.fence is None and not mine.leaving and 0 < mine.version < newer
             ) and tid not in listed:
                 verdicts.gone.append((tid, mine))
-        if named is not None and self.is_mine(named[0]) and named[0] not in self.mine:
-            verdicts.unwanted = named
+        verdicts.unwanted = [
+            (tid, fence)
+            for tid, fence in named.items()
+            if self.is_mine(tid) and tid not in self.mine
+        ]
         return verdicts
 
-    def holding(self) -> tuple[str, Mine] | None:
-        """The ticket of this process that holds the GPU (its Redis id and record), if any."""
-        return next(((tid, m) for tid, m in self.mine.items() if m.fence is not None), None)
+    def holding(self) -> list[tuple[str, Mine]]:
+        """The tickets of this process that hold the GPU (their Redis ids and records)."""
+        return [(tid, m) for tid, m in self.mine.items() if m.fence is not None]
+
+    def holders(self) -> tuple[Grant, ...]:
+        """Every grant, oldest first: Redis's last report, with this process's own grants.
+
+        A grant of this process shows from the moment it was taken here; one it gave back is
+        gone at once.
+        """
+        listed = [
+            (grant.fence or 0, grant)
+            for tid, _, grant in self.mirror.holders
+            if not self.is_mine(tid)
+        ]
+        listed += [(int(m.fence or 0), m.grant) for _, m in self.holding() if m.grant is not None]
+        listed.sort(key=lambda item: item[0])
+        return tuple(grant for _, grant in listed)
 
     def holder(self) -> Grant | None:
-        """The grant of this process, else the holder Redis last reported."""
-        held = self.holding()
-        if held is not None and held[1].grant is not None:
-            return held[1].grant
-        holder_id = self.mirror.holder_id
-        if holder_id is None or self.is_mine(holder_id):
-            return None  # a grant of ours that this process has already given back
-        return self.mirror.holder
+        """The oldest grant (the only one under the exclusive policy), or None."""
+        held = self.holders()
+        return held[0] if held else None
 
     def waiters(self, now: float) -> list[Queued]:
         """Every waiter in service order, aged to ``now`` by the queue's rules.
