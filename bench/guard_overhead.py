@@ -23,7 +23,10 @@ default and host-wide, in the same interleaved rounds: before/after figures of a
 the noise of a shared machine cannot split between two runs.
 
 The in-process queue and hold rows (:mod:`in_process_queue`) follow: the uncontended hold
-beside ``anyio.Lock``, and the cost per waiter of joining and leaving a line of 1,000.
+beside ``anyio.Lock``, and the cost per waiter of joining and leaving a line of 1,000; then
+the host lease's scaling rows (:mod:`host_scaling`: 2, 4, 8 and 16 processes, per hold and
+hand-off p50/p99, beside ``fcntl.flock``, ``filelock`` and ``portalocker``; ``--scaling``
+runs only those).
 
 ``--redis URL`` adds the Redis scope (two guards, two connections, one lease): uncontended
 hold+release and the hand-off from one guard's release to the other guard's waiter, p50/p99,
@@ -48,6 +51,7 @@ from pathlib import Path
 from time import perf_counter_ns
 from types import ModuleType
 
+import host_scaling
 import in_process_queue
 from gpuguard import EventBus, GpuGuard
 from gpuguard.guard.scopes.host import default_lock_dir
@@ -354,6 +358,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--baseline", metavar="SRC", help="also measure the gpuguard package under SRC"
     )
+    parser.add_argument("--scaling", action="store_true", help="only the host scaling rows")
     parser.add_argument(
         "--holder", nargs=3, metavar=("SCOPE", "PLACE", "COUNT"), help=argparse.SUPPRESS
     )
@@ -361,12 +366,15 @@ if __name__ == "__main__":
     if arguments.holder:
         scope, place, count = arguments.holder
         asyncio.run(hold_for_the_parent(scope, place, int(count)))
+    elif arguments.scaling:
+        host_scaling.rows(arguments.baseline, arguments.quick)
     else:
         meeting = f"bench-{os.getpid()}"
         try:
             baseline = None if arguments.baseline is None else load_baseline(arguments.baseline)
             asyncio.run(main(arguments.quick, meeting, baseline))
             asyncio.run(in_process_queue.rows(baseline, arguments.quick))
+            host_scaling.rows(arguments.baseline, arguments.quick)
         finally:
             for place in default_lock_dir().glob(f"{meeting}-*"):
                 shutil.rmtree(place, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +36,6 @@ def test_auto_chooses_the_budget_on_a_big_nvidia_gpu_in_the_process_scope() -> N
     [
         (None, "process", "no NVIDIA GPU that NVML can read"),
         (FakeDevices.with_gpus(8 * 1024), "process", "8.0 GiB is too small to share"),
-        (h200(), "host", "the host scope keeps one holder"),
     ],
 )
 def test_auto_falls_back_to_exclusive_and_says_why(
@@ -63,7 +63,6 @@ def test_auto_on_a_gpu_whose_memory_cannot_be_read_is_exclusive() -> None:
     ("read", "scope", "why"),
     [
         (None, "process", "no NVIDIA GPU that NVML can read"),
-        (lambda: h200().info(0), "host", "the host scope keeps one holder"),
         (lambda: FakeDevices.with_gpus(1024).info(0), "process", "the headroom"),
     ],
 )
@@ -83,9 +82,10 @@ def test_budget_asked_for_on_a_small_gpu_is_granted() -> None:
     assert isinstance(choice.policy, Budget)
 
 
-def test_the_settings_refuse_the_budget_in_a_shared_scope_naming_the_limit() -> None:
-    with pytest.raises(ConfigError, match='works with scope = "process" or "redis"'):
-        load_settings(guard={"policy": "budget", "scope": "host"})
+def test_the_settings_take_the_budget_in_every_scope() -> None:
+    redis = {"scope": "redis", "redis_url": "redis://127.0.0.1:6379/0"}
+    for guard in ({"scope": "process"}, {"scope": "host"}, redis):
+        assert load_settings(guard={"policy": "budget", **guard}).guard.policy == "budget"
     with pytest.raises(ConfigError, match="policy"):
         load_settings(guard={"policy": "sometimes"})
 
@@ -110,8 +110,8 @@ def test_the_built_guard_runs_the_chosen_policy_and_says_so_once(
     ]
 
 
-def test_the_default_host_scope_runs_exclusive_without_asking_the_gpu() -> None:
-    settings = load_settings()
+def test_the_default_host_scope_shares_a_big_gpu_by_budget(tmp_path: Path) -> None:
+    settings = load_settings(guard={"lock_dir": str(tmp_path)})
     asked: list[int] = []
 
     def detect() -> Devices:
@@ -119,7 +119,8 @@ def test_the_default_host_scope_runs_exclusive_without_asking_the_gpu() -> None:
         return h200()
 
     guard = build_guard(settings.guard, detect=detect)
-    assert (guard.scope, guard.policy, asked) == ("host", "exclusive", [])
+    assert (guard.scope, guard.policy, asked) == ("host", "budget", [1])
+    assert build_guard(settings.guard, detect=lambda: None).policy == "exclusive"
 
 
 def test_a_budget_guard_built_where_no_gpu_is_found_is_refused() -> None:

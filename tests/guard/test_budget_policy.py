@@ -11,10 +11,9 @@ import logging
 
 import pytest
 
-from gpuguard import ConfigError, FakeClock, GpuGuard, Priority, WaitTimeout, WouldBlock
+from gpuguard import FakeClock, GpuGuard, Priority, WaitTimeout, WouldBlock
 from gpuguard.devices import FakeDevices, GpuProcess
 from gpuguard.guard.policies import Budget
-from gpuguard.guard.scopes import make_arbiter
 from gpuguard.guard.scopes.local import LocalArbiter
 
 from ._support import Op, start, until
@@ -255,20 +254,6 @@ async def test_the_gpu_failing_mid_run_falls_back_to_one_at_a_time_and_says_so(
     assert shared.holding  # the GPU answers again: sharing resumes
     assert any("answers again" in r.getMessage() for r in caplog.records)
     await finish_all(chat, *embeds, shared)
-
-
-def test_the_host_scope_refuses_the_budget_naming_the_limit() -> None:
-    devices = FakeDevices.with_gpus(80 * 1024)
-    policy = Budget(lambda: devices.info(0), headroom_bytes=GIB)
-    with pytest.raises(ConfigError, match="process and Redis scopes only"):
-        make_arbiter(
-            "host",
-            "gpu0",
-            aging_s=30.0,
-            clock=FakeClock(),
-            redis_url="redis://127.0.0.1:6379/0",
-            policy=policy,
-        )
 
 
 def test_impossible_budgets_are_refused_at_once() -> None:

@@ -14,6 +14,7 @@ from ..devices import Devices, detect_devices, predict_gguf_footprint
 from ..devices.remembered import FOOTPRINTS_FILE, FootprintBook, ProcessGpuMemory
 from ..guard import GpuGuard, GpuSet
 from ..guard.policies import choose_policy
+from ..guard.policies.choice import SHARING_SCOPES
 from ..guard.scopes import make_arbiter
 from ..guard.scopes.host import default_lock_dir
 from ._settings import GuardSettings, Settings
@@ -84,7 +85,7 @@ def build_guard(
     """
     clock = SystemClock()
     name = lease_name(limits, index)
-    shares = limits.policy != "exclusive" and limits.scope in ("process", "redis")
+    shares = limits.policy != "exclusive" and limits.scope in SHARING_SCOPES
     devices = detect() if shares else None  # the scope alone rules the budget out
     choice = choose_policy(
         limits.policy,

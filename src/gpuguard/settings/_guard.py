@@ -30,8 +30,8 @@ class GuardSettings(Section):
     within ``redis_ttl_s``).
 
     ``policy``: ``"exclusive"`` (one GPU operation at a time), ``"budget"`` (side by side while
-    their memory fits the GPU less ``headroom_mb``; process and Redis scopes) or ``"auto"`` (budget
-    where it can work, exclusive otherwise), chosen for each GPU from that GPU's memory.
+    their memory fits the GPU less ``headroom_mb``; every scope) or ``"auto"`` (budget where it
+    can work, exclusive otherwise), chosen for each GPU from that GPU's memory.
 
     ``gpus``: the GPUs this process leases, one lease each: ``"auto"`` (every GPU NVML
     counts; one where NVML is missing) or a list of NVML indices. GPU 0's lease is named
@@ -72,14 +72,4 @@ class GuardSettings(Section):
     def _redis_needs_a_url(self) -> GuardSettings:
         if self.scope == "redis" and self.redis_url is None:
             raise ValueError('scope = "redis" needs redis_url (redis://host:6379/0)')
-        return self
-
-    @model_validator(mode="after")
-    def _budget_needs_a_sharing_scope(self) -> GuardSettings:
-        if self.policy == "budget" and self.scope not in ("process", "redis"):
-            raise ValueError(
-                f'policy = "budget" works with scope = "process" or "redis" (not '
-                f'"{self.scope}"): the host scope keeps one holder; use policy = "exclusive" '
-                'or "auto"'
-            )
         return self

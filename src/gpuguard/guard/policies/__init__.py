@@ -7,7 +7,7 @@ later waiter overtake an earlier one.
 
 * :data:`EXCLUSIVE` (:mod:`.exclusive`): one GPU operation at a time, the safe default.
 * :class:`Budget` (:mod:`.budget`): operations side by side while their memory fits the GPU;
-  loads and unloads still one at a time. Process and Redis scopes (not host), for now.
+  loads and unloads still one at a time. Every scope: process, host and Redis.
 * :func:`choose_policy` (:mod:`.choice`): the one place that maps a policy's name
   (``auto``, ``exclusive``, ``budget``) to a policy for a scope and a GPU.
 """

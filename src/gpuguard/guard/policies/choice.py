@@ -2,11 +2,10 @@
 
 ``auto`` picks :class:`~.budget.Budget` on a GPU whose memory NVML reports (a discrete
 NVIDIA GPU: on unified memory NVML reports none) with at least :data:`AUTO_MIN_TOTAL_BYTES`,
-in the process scope; :data:`~.exclusive.EXCLUSIVE` otherwise. ``budget`` asked for where it
-cannot work is refused with a :class:`~gpuguard.ConfigError` that says why. The budget's
-ledger lives in the process (process scope) or in Redis (Redis scope: the lease name is one
-GPU, whose memory every host reads); the host scope keeps one holder, so it runs the
-exclusive policy.
+in every scope; :data:`~.exclusive.EXCLUSIVE` otherwise. ``budget`` asked for where it cannot
+work is refused with a :class:`~gpuguard.ConfigError` that says why. The budget's ledger lives
+in the process (process scope), in the host lease's state (host scope: every process of the
+machine) or in Redis (Redis scope: the lease name is one GPU, whose memory every host reads).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ PolicyName = Literal["auto", "exclusive", "budget"]
 AUTO_MIN_TOTAL_BYTES: Final = 16 * 1024**3
 """The smallest GPU on which ``auto`` shares: below it one model fills the card anyway."""
 
-SHARING_SCOPES: Final = frozenset({"process", "redis"})
+SHARING_SCOPES: Final = frozenset({"process", "host", "redis"})
 """The scopes whose arbiter can grant several holders at once."""
 
 
@@ -79,8 +78,8 @@ def _refusal(
     """Why the budget cannot run here (``None`` if it can), and the GPU's memory."""
     if scope not in SHARING_SCOPES:
         return (
-            f"the {scope} scope keeps one holder across processes; the budget shares the GPU "
-            "in the process and Redis scopes only in this version",
+            f"the {scope} scope keeps one holder; the budget shares the GPU in the process, "
+            "host and Redis scopes only",
             0,
         )
     if read is None:

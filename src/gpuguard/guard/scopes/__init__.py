@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Final, Literal
 
 from ..._clock import Clock
-from ..._exceptions import ConfigError
 from .._arbiter import Arbiter
 from ..policies import EXCLUSIVE, Policy
 
@@ -48,19 +47,13 @@ def make_arbiter(
     dead holder is waited for until it is gone) are for the host scope (default: see
     :func:`.host.default_lock_dir`); ``redis_url``, ``ttl_s`` and ``prefix`` for the Redis
     scope. Every scope bears the GPU's machine-wide mark while this process holds
-    (:mod:`._mark`). The process and Redis scopes grant several holders at once under a
-    sharing policy (the Redis one keeps the ledger in Redis); another policy than the
-    exclusive one on the host scope raises :class:`~gpuguard.ConfigError`.
+    (:mod:`._mark`). Every scope grants several holders at once under a sharing policy (the
+    host scope keeps the ledger in its state, the Redis one in Redis).
     """
     if scope == "process":
         from .local import LocalArbiter
 
         return LocalArbiter(aging_s=aging_s, policy=policy, clock=clock, name=name)
-    if policy is not EXCLUSIVE and scope == "host":
-        raise ConfigError(
-            f"the {policy.name} policy works in the process and Redis scopes only: the "
-            f"{scope} scope keeps one holder across processes"
-        )
     if scope == "host":
         from .host import HostArbiter
 
@@ -71,6 +64,7 @@ def make_arbiter(
             aging_s=aging_s,
             clock=clock,
             gpu_pids=gpu_pids,
+            policy=policy,
         )
     if scope == "redis":
         if redis_url is None:

@@ -5,7 +5,9 @@ the kernel removes the name when the socket closes or the process dies, and no f
 operation (``rm -rf``, logind's clean-up, another ``lock_dir``) can touch it. Every scope
 takes the same mark while this process holds: the host scope (any lock directory), the Redis
 scope (any Redis, any prefix) and the process scope. Processes that share one lease never
-hold at once, so they never meet on the mark; a holder that finds it taken holds a second
+hold at once under the exclusive policy, and co-holders of one host lease under a sharing
+policy name each other (``peers``), so they never meet on the mark; a holder that finds it
+taken by anyone else holds a second
 lease on the same GPU name (host beside Redis, host beside process, two lock directories,
 two process-scope programs) and learns the other holder's pid and uid from the kernel
 (``SO_PEERCRED``).
@@ -27,6 +29,7 @@ import os
 import socket
 import struct
 import weakref
+from collections.abc import Container
 
 from ._proc import process_name, process_state
 
@@ -74,8 +77,12 @@ class GpuMarker:
         """True while this process bears the mark."""
         return self._socket is not None
 
-    def take(self) -> OtherHolder | None:
-        """Bind the mark; if another lease holds it, warn and return who holds it."""
+    def take(self, peers: Container[int] = ()) -> OtherHolder | None:
+        """Bind the mark; if another lease holds it, warn and return who holds it.
+
+        ``peers`` are the pids that hold this very lease beside this process: one of them
+        bearing the mark is no second lease.
+        """
         self.holding = True
         if self._socket is not None:
             return None
@@ -102,6 +109,8 @@ class GpuMarker:
                     continue
                 if other != UNKNOWN and process_state(other[0]) in _GONE:
                     continue  # a holder that is exiting (killed): its mark goes with it
+                if other[0] in peers:
+                    return None  # a co-holder of this lease bears it
                 break
             self._socket = sock
             _BOUND[self._address] = self

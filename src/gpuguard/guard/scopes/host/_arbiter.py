@@ -1,24 +1,27 @@
 """The host-wide arbiter: one GPU lease shared by every process on this machine.
 
-Same rules as :class:`~gpuguard.guard.scopes.local.LocalArbiter` (one holder, no queue
-jumping, :class:`~gpuguard.guard._queue.WaiterQueue` service order, nobody waits while nobody
-holds), kept in one directory per GPU (:mod:`._lease_dir`) of the machine's lock directory
-(:mod:`._files`):
+Same rules as :class:`~gpuguard.guard.scopes.local.LocalArbiter` (one holder under the
+exclusive policy, several while a sharing policy admits the head of the line beside them, no
+queue jumping, :class:`~gpuguard.guard._queue.WaiterQueue` service order, nobody waits while
+nobody holds), kept in one directory per GPU (:mod:`._lease_dir`) of the machine's lock
+directory (:mod:`._files`):
 
 * every decision takes an exclusive ``flock`` on the GPU's directory for a few microseconds,
   reads the state, decides and replaces the state whole, so each grant is atomic across
   processes. The state holds the host-wide ticket counter (FIFO across processes), every
-  request (operation, model, priority, hold timeout, pid, host, process, since) and which one
-  holds the GPU, since when, and since when it hangs.
+  request (operation, model, priority, hold timeout, pid, host, process, since, the bytes its
+  policy counts, its process's inbox) and which ones hold the GPU, since when, and since when
+  they hang (:mod:`._decisions` decides).
 * ``entries/<ticket>``: one file per request, created and ``flock``-ed by its process for
   the request's whole life. The kernel drops that lock when the process dies (SIGKILL, OOM
   kill), so a dead request is recognisable at once (its lock can be taken) and whoever
   decides next removes it. A holder whose entry is dead holds nothing.
 
 Liveness comes from the kernel, never from timers. Wake-ups are pushed: a process with queued
-requests runs one watcher thread blocked in ``flock(LOCK_SH)`` on the holder's entry; the
-kernel wakes it the moment the holder releases or dies, and it re-decides. A release grants
-the next waiter in the same step; when that waiter belongs to the releasing guard it is told
+requests runs one watcher thread that sleeps until the kernel wakes it, when a holder of
+another process releases or dies (a ``flock(LOCK_SH)`` on its entry) or when another process
+granted one of its requests (a datagram to its inbox, :mod:`._wake`), and it re-decides. A
+release grants the next waiters in the same step; a waiter of the releasing guard is told
 synchronously, as in one process.
 
 Every descriptor is this process's own: a child made by ``fork()`` closes the ones it
@@ -39,7 +42,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from ...._clock import Clock
@@ -47,15 +50,16 @@ from ...._exceptions import ConfigError
 from ..._arbiter import OnGrant, OnLost
 from ..._queue import WaiterQueue
 from ..._tickets import Grant, Queued, Ticket
-from ...policies import EXCLUSIVE
+from ...policies import EXCLUSIVE, Policy
 from .._mark import GpuMarker
+from ._decisions import Decisions
 from ._files import SYSTEM_LOCK_DIR, default_lock_dir
 from ._lease_dir import LeaseDir
 from ._probe import overdue_since, owner_gone
-from ._repair import read_or_rebuild, sweep
+from ._repair import sweep
 from ._requests import Request, Requests, refusing
-from ._state import Entry, State, StateError
-from ._teardown import POLL_S, GpuPids, TeardownWait
+from ._state import Entry, HolderRecord, State, StateError
+from ._teardown import GpuPids, TeardownWait
 
 __all__ = ["HostArbiter"]
 
@@ -70,7 +74,6 @@ class HostArbiter:
     scope = "host"
     decides_locally = True  # local files under a lock: nothing worth awaiting
     issues_fences = False
-    policy = EXCLUSIVE  # the state file records one holder
 
     def __init__(
         self,
@@ -82,6 +85,7 @@ class HostArbiter:
         lock_group: str | None = None,
         gpu_pids: GpuPids | None = None,
         teardown_s: float = 5.0,
+        policy: Policy = EXCLUSIVE,
     ) -> None:
         if not name or not all(c.isalnum() or c in "._-" for c in name) or name[0] == ".":
             raise ValueError(f"GPU name {name!r} must be letters, digits, '.', '_' or '-'")
@@ -98,15 +102,20 @@ class HostArbiter:
         self._name, self._root, self._group = name, root, lock_group
         self._dir: LeaseDir | None = LeaseDir.open(root, name, group=lock_group)
         self.directory = self._dir.path
+        self.policy = policy
         self._aging_s = aging_s
-        self._teardown = TeardownWait(gpu_pids, teardown_s)
         self._clock = clock
         self._requests = Requests(clock, GpuMarker(name, f"the lock directory {self.directory}"))
+        self._decisions = Decisions(
+            self._requests, policy, aging_s=aging_s, teardown=TeardownWait(gpu_pids, teardown_s)
+        )
         self._pid = os.getpid()
         self._lock = threading.Lock()
         _LIVE.add(self)
         with contextlib.suppress(StateError), self._locked() as lease_dir:
-            sweep(lease_dir, self._read(lease_dir))  # damage is refused request by request
+            sweep(
+                lease_dir, self._decisions.read(lease_dir)
+            )  # damage is refused request by request
 
     def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
         """Set the grant callback (the kernel keeps a host-wide lease: it is never lost)."""
@@ -119,13 +128,16 @@ class HostArbiter:
         return self.try_acquire_now(ticket, now)
 
     def try_acquire_now(self, ticket: Ticket, now: float) -> bool:
-        """Grant at once if nobody on this host holds or waits."""
+        """Grant at once if nobody on this host waits and the policy admits ``ticket``."""
         with refusing(ticket), self._locked() as lease_dir:
             state = self._decide(lease_dir, now)
-            if state.holder is not None or state.requests or state.teardown is not None:
+            if state.waiting() or state.teardown is not None:
+                return False
+            entry = self._decisions.entry(ticket, state.next_seq, now, "")
+            if not self._decisions.admits(state, entry):
                 return False
             request = self._new_request(lease_dir, state, ticket, now)
-            state.holder = (request.seq, now, None)
+            state.holders.append((request.seq, now, None))
             self._commit(lease_dir, state, request)
             self._requests.granted(request)
         return True
@@ -142,14 +154,16 @@ class HostArbiter:
         future = loop.create_future()
         with refusing(ticket), self._locked() as lease_dir:
             state = self._decide(lease_dir, now)
-            if len(state.requests) - (state.holder is not None) >= limit:
+            if state.waiting() >= limit:
                 return None
             request = self._new_request(lease_dir, state, ticket, now)
             request.future, request.loop = future, loop
-            free = state.holder is None and state.teardown is None
-            granted = self._grant_next(lease_dir, state, now) if free else None
+            granted = []
+            if state.teardown is None:
+                granted = self._decisions.grant_heads(lease_dir, state, now)
             self._commit(lease_dir, state, request)
-            self._requests.schedule(granted)
+            for mine in granted:
+                self._requests.schedule(mine)
             start = self._requests.want_watcher()
         self._requests.wake()
         if start:
@@ -162,35 +176,36 @@ class HostArbiter:
             request = self._requests.of(ticket)
             if request is None or request.delivered:
                 return False
-            self._leave(lease_dir, request, self._clock.monotonic())
+            for granted in self._leave(lease_dir, request, self._clock.monotonic()):
+                self._requests.schedule(granted)
         self._requests.wake()
         return True
 
     def release(self, ticket: Ticket, now: float) -> None:
-        """Free the GPU and grant the next live waiter on this host (this never fails)."""
+        """Free the GPU and grant the next live waiters on this host (this never fails)."""
         with self._locked() as lease_dir:
             request = self._requests.of(ticket)
             if request is None:
                 return
-            self._requests.marker.drop()
+            self._requests.let_go_of_mark(request)
             granted = self._leave(lease_dir, request, now)
-            if granted is not None:
-                self._requests.granted(granted)
+            for mine in granted:
+                self._requests.granted(mine)
         self._requests.wake()
-        if granted is not None:
-            self._requests.on_grant(granted.entry.ticket, now - granted.entry.enqueued_at)
-            granted.resolve()
+        for mine in granted:
+            self._requests.on_grant(mine.entry.ticket, now - mine.entry.enqueued_at)
+            mine.resolve()
 
     def mark_hung(self, ticket: Ticket, now: float) -> None:
         """Record since when the holder hangs, for every process to see."""
         with contextlib.suppress(StateError), self._locked() as lease_dir:
             request = self._requests.of(ticket)
             state = self._decide(lease_dir, now)
-            if request is not None and state.holder is not None:
-                seq, granted_at, _ = state.holder
-                if seq == request.seq:
-                    state.holder = (seq, granted_at, now)
-                    lease_dir.write(state)
+            record = None if request is None else state.holding(request.seq)
+            if record is not None:
+                seq, granted_at, _ = record
+                state.holders[state.holders.index(record)] = (seq, granted_at, now)
+                lease_dir.write(state)
 
     def lease_fd(self, ticket: Ticket) -> int | None:
         """:meth:`.Requests.share` (``ticket``'s entry lock, for a program tree to keep)."""
@@ -198,27 +213,27 @@ class HostArbiter:
             return self._requests.share(ticket)
 
     def holder(self) -> Grant | None:
-        """The holder, in whichever process it is (None if the state cannot be read).
+        """The oldest holder, in whichever process it is (None if the state cannot be read)."""
+        return next(iter(self.holders()), None)
+
+    def holders(self) -> tuple[Grant, ...]:
+        """Every holder, oldest first, in whichever process (none if the state is unreadable).
 
         A holder in another process past its deadline (stopped, or too busy to notice) is
         shown hung since then: its own timer could not say so.
         """
         now = self._clock.monotonic()
         state = self._peek(now)
-        if state is None or state.holder is None:
-            return None
-        seq, granted_at, hung_since = state.holder
-        entry = state.requests[seq]
-        if hung_since is None:
-            hung_since = overdue_since(entry, granted_at, now)
-        return Grant(entry.ticket, granted_at, hung_since, owner_gone=owner_gone(entry))
+        if state is None:
+            return ()
+        return tuple(_grant(state, record, now) for record in state.holders)
 
     def waiters(self, now: float) -> list[Queued]:
         """Every waiter on this host, in service order."""
         state = self._peek(now)
         if state is None:
             return []
-        queue = self._queue(state)
+        queue = self._decisions.queue(state)
         return [
             Queued(e.item.ticket, e.enqueued_at, queue.effective_priority(e, now))
             for e in queue.order(now)
@@ -230,7 +245,7 @@ class HostArbiter:
     def queue_length(self) -> int:
         """How many wait on this host."""
         state = self._peek(self._clock.monotonic())
-        return 0 if state is None else len(state.requests) - (state.holder is not None)
+        return 0 if state is None else state.waiting()
 
     def __repr__(self) -> str:
         return f"<HostArbiter {str(self.directory)!r} requests here={len(self._requests)}>"
@@ -258,6 +273,7 @@ class HostArbiter:
                 lease_dir.unlock()
                 if self._dir is not lease_dir:
                     lease_dir.close()
+                self._requests.tell()
 
     def _peek(self, now: float) -> State | None:
         """The decided state for a read-only question; None if it cannot be read."""
@@ -268,67 +284,16 @@ class HostArbiter:
             return None
 
     def _decide(self, lease_dir: LeaseDir, now: float) -> State:
-        """Read the lease; if nobody holds, grant the next waiter (its process is told)."""
-        state = self._read(lease_dir)
-        dead = [
-            seq for seq in state.requests if seq not in self._requests and not lease_dir.alive(seq)
-        ]
-        gone = {seq: state.requests.pop(seq) for seq in dead}
-        teardown, changed = state.teardown, bool(dead)
-        if state.holder is not None and state.holder[0] in gone:  # died holding
-            self._teardown.died(state, gone[state.holder[0]], now)
-            state.holder = None
-        blocked = state.holder is None and self._teardown.blocks(state, now)
-        if state.holder is None and state.requests and not blocked:
-            self._grant_next(lease_dir, state, now)
-            changed = True
-        self._requests.poll_s = POLL_S if blocked else None
-        if changed or state.teardown != teardown:
-            lease_dir.write(state)
-        for seq in dead:
-            lease_dir.remove_entry(seq)
-        if state.holder is not None:
-            self._requests.schedule(self._requests.get(state.holder[0]))
-        return state
-
-    def _read(self, lease_dir: LeaseDir) -> State:
-        """The state as written (:func:`.read_or_rebuild`); our vanished requests fail."""
-        state, problem = read_or_rebuild(lease_dir, self._requests)
-        for request in self._requests.values():
-            if request.seq not in state.requests:  # someone rewrote the state without it
-                self._requests.fail(request, problem, lease_dir)
-        return state
-
-    def _queue(self, state: State) -> WaiterQueue[Entry]:
-        holder = None if state.holder is None else state.holder[0]
-        queue: WaiterQueue[Entry] = WaiterQueue(aging_s=self._aging_s)
-        for seq in sorted(state.requests):
-            if seq != holder:
-                entry = state.requests[seq]
-                queue.push(seq, entry.ticket.priority, entry.enqueued_at, entry)
-        return queue
-
-    def _grant_next(self, lease_dir: LeaseDir, state: State, now: float) -> Request | None:
-        """Make the next waiter the holder; return it if it is this arbiter's own."""
-        queue = self._queue(state)
-        while len(queue):
-            entry = queue.pop_next(now).item
-            mine = self._requests.get(entry.seq)
-            if mine is not None and mine.future is not None and mine.future.done():
-                del state.requests[entry.seq]  # its task was cancelled and has not run yet
-                self._requests.close(mine, lease_dir)
-                continue
-            state.holder = (entry.seq, now, None)
-            return mine
-        return None
+        return self._decisions.decide(lease_dir, now)
 
     def _new_request(
         self, lease_dir: LeaseDir, state: State, ticket: Ticket, now: float
     ) -> Request:
         seq = state.next_seq
         state.next_seq += 1
+        entry = self._decisions.entry(ticket, seq, now, self._requests.inbox.open())
         fd = lease_dir.create_entry(seq, ticket.owner.pid)
-        request = self._requests.add(Entry(seq, ticket, now), fd)
+        request = self._requests.add(entry, fd)
         state.requests[seq] = request.entry
         return request
 
@@ -340,30 +305,32 @@ class HostArbiter:
             self._requests.close(request, lease_dir)
             raise
 
-    def _leave(self, lease_dir: LeaseDir, request: Request, now: float) -> Request | None:
-        """Take this arbiter's ``request`` out; the next holder if it is one of ours.
+    def _leave(self, lease_dir: LeaseDir, request: Request, now: float) -> list[Request]:
+        """Take this arbiter's ``request`` out; the waiters of ours granted in its place.
 
         The entry is closed whatever happens, so other processes see the request gone even
         when the state cannot be written (they repair it then).
         """
-        granted = None
+        granted: list[Request] = []
         try:
             state = self._decide(lease_dir, now)
             state.requests.pop(request.seq, None)
-            if state.holder is not None and state.holder[0] == request.seq:
-                state.holder = None
-                granted = self._grant_next(lease_dir, state, now)
+            record = state.holding(request.seq)
+            if record is not None:
+                state.holders.remove(record)
+            if state.teardown is None and state.waiting():
+                granted = self._decisions.grant_heads(lease_dir, state, now)
             lease_dir.write(state)
         except StateError:
-            granted = None
+            granted = []
         finally:
             self._requests.close(request, lease_dir)
         return granted
 
     # --- the watcher thread ----------------------------------------------------------------
 
-    def _watch_once(self) -> int | None:
-        """One look for the watcher: the holder's entry to wait on, or None to wait for us.
+    def _watch_once(self, watched: Collection[int]) -> dict[int, int]:
+        """One look for the watcher: the entries of other processes' holders to watch too.
 
         Raises :class:`LookupError` when this arbiter has no waiter left (the watcher ends).
         """
@@ -371,14 +338,18 @@ class HostArbiter:
             with self._locked() as lease_dir:
                 if self._requests.idle():
                     raise LookupError("no waiter left")
-                holder = self._decide(lease_dir, self._clock.monotonic()).holder
-                if holder is None or holder[0] in self._requests:
-                    return None
-                return lease_dir.open_entry(holder[0])
+                state = self._decide(lease_dir, self._clock.monotonic())
+                entries: dict[int, int] = {}
+                for seq, _, _ in state.holders:
+                    if seq not in self._requests and seq not in watched:
+                        fd = lease_dir.open_entry(seq)
+                        if fd is not None:
+                            entries[seq] = fd
+                return entries
         except (StateError, OSError, ConfigError) as exc:  # refused: fail, never strand them
             with self._lock:
                 self._requests.fail_waiting(str(exc), self._dir)
-            return None
+            return {}
 
     # --- fork ------------------------------------------------------------------------------
 
@@ -390,6 +361,14 @@ class HostArbiter:
         if self._dir is not None:
             self._dir.close()
             self._dir = None
+
+
+def _grant(state: State, record: HolderRecord, now: float) -> Grant:
+    seq, granted_at, hung_since = record
+    entry = state.requests[seq]
+    if hung_since is None:
+        hung_since = overdue_since(entry, granted_at, now)
+    return Grant(entry.ticket, granted_at, hung_since, owner_gone=owner_gone(entry))
 
 
 def _after_fork_in_child() -> None:

@@ -152,7 +152,12 @@ class LeaseDir:
             os.close(fd)
 
     def alive(self, seq: int) -> bool:
-        """Whether some process still locks entry ``seq`` (the kernel drops it on death)."""
+        """Whether some process still locks entry ``seq`` (the kernel drops it on death).
+
+        Its owner locks it exclusively; watchers take shared locks for a moment as the owner
+        lets go. So the probe asks for a shared lock: only the owner's lock refuses it, and a
+        watcher still holding its shared lock never makes a dead request look alive.
+        """
         fd = self._peeks.get(seq)
         if fd is None:
             fd = self.open_entry(seq)
@@ -160,7 +165,7 @@ class LeaseDir:
                 return False  # its owner was killed as it removed it
             self._peeks[seq] = fd
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
         return False  # dead: the lock taken here goes when the descriptor is closed

@@ -3,7 +3,11 @@
 The arbiter (:mod:`._arbiter`) decides under the lock; :class:`Requests` keeps what this
 process has asked for (each request's locked entry descriptor, its future and its event
 loop), tells a waiter of its grant on its own loop, fails it when the lease cannot be
-trusted, and runs the one watcher thread that sleeps in the kernel until the holder changes.
+trusted, and runs the one watcher thread that sleeps in the kernel until something changes:
+a datagram in this process's inbox (:mod:`._wake`: another process granted one of ours, or
+this process released) or a holder's entry let go (one short thread per holder of another
+process blocks in ``flock`` on its entry: the kernel wakes it when that holder releases or
+dies).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 from ...._clock import Clock
@@ -23,12 +27,14 @@ from ..._tickets import Ticket
 from .._mark import GpuMarker
 from ._lease_dir import LeaseDir
 from ._state import Entry, StateError
+from ._wake import Inbox, post
 
 __all__ = ["Request", "Requests", "refusing"]
 
-Look = Callable[[], int | None]
-"""One look of the watcher: a descriptor of the holder's entry to wait on, None to wait
-for this process's own release; raises :class:`LookupError` when nothing is left to watch."""
+Look = Callable[[Collection[int]], dict[int, int]]
+"""One look of the watcher, given the entries watched already: descriptors of the other
+holders' entries to watch as well, by ``seq``; raises :class:`LookupError` when nothing is
+left to watch."""
 
 
 @dataclass(eq=False)
@@ -67,8 +73,17 @@ class Requests:
         self.on_grant: OnGrant = _ignore_grant
         self._by_seq: dict[int, Request] = {}
         self._by_lease: dict[int, int] = {}
-        self._changed = threading.Event()
+        self.inbox = Inbox()
+        self._entry_watches: dict[int, int] = {}
+        """The other holders' entries a thread waits on now, by ``seq`` (their descriptors)."""
         self._watching = False
+        self.to_tell: list[str] = []
+        """The inboxes of other processes granted under the lock, told once it is let go."""
+        self.one_holder = True
+        """The policy grants one holder at a time: a grant here follows a holder's release or
+        death, which the watch of that holder's entry sees, so nobody needs telling."""
+        self.peers: frozenset[int] = frozenset()
+        """The other processes of this host that hold beside this one (they share the mark)."""
         self.poll_s: float | None = None
         """How often the watcher looks again unasked (a dead holder's GPU teardown)."""
 
@@ -123,7 +138,18 @@ class Requests:
     def granted(self, request: Request) -> None:
         """``request`` holds from now on: this process bears the GPU's machine-wide mark."""
         request.delivered = True
-        self.marker.take()
+        self.marker.take(self.peers)
+
+    def let_go_of_mark(self, request: Request) -> None:
+        """``request`` releases: drop the mark unless another request here still holds."""
+        if not any(r.delivered and r is not request for r in self._by_seq.values()):
+            self.marker.drop()
+
+    def tell(self) -> None:
+        """Wake the processes granted by the last decision (called once the lock is let go)."""
+        told, self.to_tell = self.to_tell, []
+        for name in told:
+            post(name)
 
     def schedule(self, request: Request | None) -> None:
         """Tell a waiter of its grant from its event loop, outside whatever runs now."""
@@ -177,7 +203,7 @@ class Requests:
 
     def wake(self) -> None:
         """A release or withdraw here: the watcher looks again."""
-        self._changed.set()
+        self.inbox.wake()
 
     def start_watcher(self, look: Look) -> None:
         """Run the watcher thread (a daemon: it sleeps in the kernel, never in Python)."""
@@ -186,23 +212,42 @@ class Requests:
         ).start()
 
     def _watch(self, look: Look) -> None:
-        """While this process has waiters: sleep in the kernel until the holder changes."""
-        for fd in self._looks(look):
-            if fd is None:
-                self._changed.wait(self.poll_s)  # a release or withdraw here sets it
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH)  # returns when the holder releases or dies
-            finally:
-                os.close(fd)
-
-    def _looks(self, look: Look) -> Iterator[int | None]:
+        """While this process has waiters: sleep in the kernel until something changes."""
+        inbox = self.inbox
         while True:
-            self._changed.clear()
             try:
-                yield look()
+                entries = look(set(self._entry_watches))
             except LookupError:
                 return
+            if self.one_holder and len(entries) == 1 and not self._entry_watches:
+                [fd] = entries.values()  # one holder, elsewhere: only its release can matter
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH)  # returns when the holder releases or dies
+                finally:
+                    os.close(fd)
+                continue
+            for seq, fd in entries.items():
+                self._watch_entry(seq, fd)
+            inbox.wait(self.poll_s)
+
+    def _watch_entry(self, seq: int, fd: int) -> None:
+        """Wake the watcher once entry ``seq`` (a holder elsewhere) is let go."""
+        self._entry_watches[seq] = fd
+        threading.Thread(
+            target=self._wait_entry, args=(seq, fd), name="gpuguard-host-entry", daemon=True
+        ).start()
+
+    def _wait_entry(self, seq: int, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # returns when the holder releases or dies
+        except OSError:
+            pass  # closed under it (a fork's child): nothing to wait for
+        finally:
+            if self._entry_watches.get(seq) == fd:
+                del self._entry_watches[seq]
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self.wake()
 
     # --- fork ------------------------------------------------------------------------------
 
@@ -213,7 +258,12 @@ class Requests:
                 os.close(request.fd)
         self._by_seq.clear()
         self._by_lease.clear()
-        self._changed = threading.Event()
+        for fd in self._entry_watches.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._entry_watches = {}
+        self.inbox.close()
+        self.to_tell = []
         self._watching = False
         self.marker.drop()
 

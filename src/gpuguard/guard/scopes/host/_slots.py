@@ -33,21 +33,29 @@ class StateSlots:
         self._generation = 0
 
     def read(self) -> State:
-        """The current state; :class:`StateError` if neither slot holds a whole one."""
-        best: tuple[int, int, State] | None = None
+        """The current state; :class:`StateError` if neither slot holds a whole one.
+
+        Both slots' headers and CRCs are checked; only the newest whole payload is parsed
+        (the other one, only if that one does not parse).
+        """
+        whole: list[tuple[int, int, bytes]] = []
         problems = []
         for index, fd in enumerate(self._fds):
             try:
-                generation, state = _decode(_pread_all(fd))
+                generation, payload = _unwrap(_pread_all(fd))
             except StateError as exc:
                 problems.append(str(exc))
                 continue
-            if best is None or generation > best[0]:
-                best = (generation, index, state)
-        if best is None:
-            raise StateError(" and ".join(sorted(set(problems))))
-        self._generation, self._current, state = best
-        return state
+            whole.append((generation, index, payload))
+        for generation, index, payload in sorted(whole, key=lambda w: (-w[0], w[1])):
+            try:
+                state = State.decode(payload)
+            except StateError as exc:
+                problems.append(str(exc))
+                continue
+            self._generation, self._current = generation, index
+            return state
+        raise StateError(" and ".join(sorted(set(problems))))
 
     def write(self, state: State) -> None:
         """Write ``state`` into the other slot; :class:`StateError` if it cannot be."""
@@ -83,7 +91,8 @@ def _pread_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode(raw: bytes) -> tuple[int, State]:
+def _unwrap(raw: bytes) -> tuple[int, bytes]:
+    """A slot's generation and its payload, the CRC checked (not yet parsed)."""
     if not raw:
         raise StateError("empty")
     header, _, rest = raw.partition(b"\n")
@@ -97,4 +106,4 @@ def _decode(raw: bytes) -> tuple[int, State]:
     payload = rest[:length]
     if len(payload) != length or zlib.crc32(payload) != crc:
         raise StateError(f"cut or damaged ({len(raw)} bytes)")
-    return generation, State.decode(payload)
+    return generation, payload
