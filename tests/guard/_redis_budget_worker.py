@@ -15,15 +15,9 @@ from gpuguard import GpuGuard
 from gpuguard.devices import FakeDevices
 from gpuguard.guard.policies import Budget
 
+from ._redis_worker import log
+
 GIB = 1024**3
-
-
-def log(ledger: str, line: str) -> None:
-    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 async def main(url: str, name: str, prefix: str, ledger: str, gib: int) -> None:
