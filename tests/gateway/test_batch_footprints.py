@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuguard import FakeClock, GpuGuard
+from gpuguard import EmbeddingError, FakeClock, GpuGuard
 from gpuguard.devices import DevicesUnavailable, FakeDevices, FootprintBook, ProcessGpuMemory
 from gpuguard.embed import Vectors
 from gpuguard.gateway import FootprintMeter, ModelGateway
@@ -220,3 +220,16 @@ async def test_a_gpu_that_cannot_be_read_never_fails_a_batch_and_says_so_once(
         "embedding batches of 'emb' on GPU 0 are not measured: it cannot be read "
         "(NVML_ERROR_UNKNOWN)"
     ]
+
+
+async def test_a_batch_that_fails_is_not_measured(
+    devices: FakeDevices, book: FootprintBook
+) -> None:
+    def fail() -> None:
+        devices.allocate(0, os.getpid(), GIB)  # what it took before it failed
+        raise RuntimeError("CUDA out of memory")
+
+    gw = gateway(devices, book, GpuHashEmbedder(devices, during=fail))
+    with pytest.raises(EmbeddingError, match="out of memory"):
+        await gw.embed_request(["a query"])
+    assert book.measured_batch(EMB) is None
