@@ -143,3 +143,41 @@ def test_the_meter_counts_a_child_started_from_another_thread() -> None:
         thread.join()
         child.kill()
         child.wait()
+
+
+def test_batch_footprints_are_kept_apart_under_the_models_engine(tmp_path: Path) -> None:
+    path = tmp_path / "footprints.json"
+    book = FootprintBook(path, engine="llama-cpp")
+    book.assign("bge", engine="sentence-transformers")
+    book.remember("bge", GIB)
+    assert book.batch_need("bge") is None  # its batches not measured yet
+    book.remember_batch("bge", GIB // 2)
+    assert dict(book) == {"bge": GIB}  # the mapping lists models only
+    assert book.batch_need("bge") == GIB + GIB // 2
+    assert json.loads(path.read_text())["batches"] == {"sentence-transformers": {"bge": GIB // 2}}
+    again = FootprintBook(path, engine="sentence-transformers")
+    assert again.measured_batch("bge") == GIB // 2
+
+
+def test_a_configured_footprint_is_a_batchs_whole_need(tmp_path: Path) -> None:
+    book = FootprintBook(tmp_path / "f.json", engine="e", overrides={"bge": 3 * GIB})
+    assert book.batch_need("bge") == 3 * GIB
+    book.remember("bge", GIB)
+    book.remember_batch("bge", GIB)
+    assert book.batch_need("bge") == 3 * GIB
+
+
+def test_a_file_from_before_batches_reads_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "footprints.json"
+    path.write_text('{"version": 1, "engines": {"e": {"m": 7}}}')
+    book = FootprintBook(path, engine="e")
+    assert (dict(book), book.measured_batch("m")) == ({"m": 7}, None)
+
+
+def test_the_meter_reads_the_gpu_it_is_asked_for() -> None:
+    devices = FakeDevices.with_gpus(80 * 1024, 80 * 1024)
+    devices.set_processes(0, GpuProcess(os.getpid(), 3 * GIB))
+    devices.set_processes(1, GpuProcess(os.getpid(), 5 * GIB))
+    meter = ProcessGpuMemory(devices)
+    assert (meter(), meter(0), meter(1)) == (3 * GIB, 3 * GIB, 5 * GIB)
+    assert ProcessGpuMemory(devices, 1)() == 5 * GIB

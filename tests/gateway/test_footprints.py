@@ -19,6 +19,7 @@ from gpuguard.devices import (
 from gpuguard.gateway import FootprintMeter, ModelGateway
 from gpuguard.guard.policies import Budget
 from gpuguard.guard.scopes.local import LocalArbiter
+from gpuguard.settings import build_guards, load_settings
 from gpuguard.testing import FakeBackend
 
 GIB = 1024**3
@@ -102,7 +103,7 @@ async def test_a_load_that_takes_nothing_here_is_not_remembered(
 async def test_a_gpu_that_cannot_be_read_never_fails_the_load(
     devices: FakeDevices, book: FootprintBook, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def unreadable() -> int:
+    def unreadable(gpu: int) -> int:
         raise DevicesUnavailable("NVML_ERROR_UNKNOWN")
 
     gw = ModelGateway(GpuBackend(devices, {"m1": GIB}), footprints=FootprintMeter(book, unreadable))
@@ -121,3 +122,28 @@ async def test_loaded_models_report_their_footprint(
     status = await gw.status()
     assert [(m.id, m.vram_bytes) for m in status.loaded] == [("m1", 10 * GIB)]
     assert [m.vram_bytes for m in await gw.models() if m.loaded] == [10 * GIB]
+
+
+async def test_a_model_pinned_to_gpu_1_is_measured_on_gpu_1_only(tmp_path: Path) -> None:
+    devices = FakeDevices.with_gpus(24 * 1024, 24 * 1024)
+    book = FootprintBook(tmp_path / "footprints.json", engine="fake")
+    limits = load_settings(guard={"scope": "process", "policy": "budget", "name": "pin0"}).guard
+    gpus = build_guards(limits, detect=lambda: devices, footprints=book)
+
+    class OnGpu1(FakeBackend):
+        """Its load takes 10 GiB on GPU 1 while other work of this process takes 3 on GPU 0."""
+
+        async def load(self, model: str) -> None:
+            await super().load(model)
+            devices.allocate(1, os.getpid(), 10 * GIB)
+            devices.allocate(0, os.getpid(), 3 * GIB)
+
+    gw = ModelGateway(
+        OnGpu1(["m1"]),
+        gpus=gpus,
+        model_gpus={"m1": 1},
+        footprints=FootprintMeter(book, ProcessGpuMemory(devices)),
+    )
+    await gw.load("m1")
+    assert book.measured("m1") == 10 * GIB
+    await gpus.aclose()

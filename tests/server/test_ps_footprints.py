@@ -24,7 +24,7 @@ async def test_ps_reports_the_footprint_of_a_loaded_model(tmp_path: Path) -> Non
         model=MODEL,
         guard=GpuGuard(),
         cpu_embedder=HashEmbedder(name="hash-embedder"),
-        footprints=FootprintMeter(book, lambda: 0),
+        footprints=FootprintMeter(book, lambda _gpu: 0),
     )
     app = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)
     async with running_server(app) as url, httpx.AsyncClient(base_url=url) as http:

@@ -32,7 +32,7 @@ async def test_ps_lists_the_resident_models_and_their_bytes(tmp_path: Path) -> N
         model=MODEL,
         guard=guard,
         cpu_embedder=HashEmbedder(name="hash-embedder"),
-        footprints=FootprintMeter(book, lambda: 0),
+        footprints=FootprintMeter(book, lambda _gpu: 0),
         resident=resident,
     )
     app = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)

@@ -5,14 +5,18 @@ model to bytes, read at every decision, so a footprint learned by a load counts 
 a configured override (``[models."NAME"] vram_mb``) first, else what a load of that model by
 this engine measured. A model served by another engine beside it (the GPU embedding model)
 is kept in the same book under that engine's name (:meth:`FootprintBook.assign`), so the
-budget knows every model's size from one mapping. Measurements live in one small JSON file,
+budget knows every model's size from one mapping. Beside each model's load, the book keeps
+what one embedding batch of it was measured to add (:meth:`FootprintBook.remember_batch`, in
+the file's ``batches`` section, apart from the models so that the mapping lists models
+only). Measurements live in one small JSON file,
 written whole to a temporary file beside it, flushed, and renamed over it (a crash leaves
 the old file or the new one, never half of one), readable by its owner only (``0600``). A
 file that cannot be read is logged and started afresh: footprints are an optimisation,
 never a reason not to serve.
 
 :class:`ProcessGpuMemory` is the meter: what the driver lists on a GPU for this process (and
-the processes it started, such as an inference worker), read before and after a load.
+the processes it started, such as an inference worker), read on the GPU the work runs on,
+before and after a load or a batch.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class FootprintBook(Mapping[str, int]):
         self.overrides = dict(overrides or {})
         self._predict = predict
         self._engines: dict[str, str] = {}
-        self._measured: dict[str, dict[str, int]] = self._read()
+        self._measured, self._batches = self._read()
 
     def assign(self, model: str, engine: str) -> None:
         """Keep and read ``model``'s footprint under ``engine`` (not the book's own engine)."""
@@ -80,15 +84,41 @@ class FootprintBook(Mapping[str, int]):
         """The prediction for ``model`` (``None`` without one, or if it cannot be made)."""
         return None if self._predict is None else self._predict(model)
 
+    def measured_batch(self, model: str) -> int | None:
+        """What one embedding batch of ``model`` was measured to add to the GPU, if known."""
+        return self._batches.get(self.engine_of(model), {}).get(model)
+
+    def batch_need(self, model: str) -> int | None:
+        """The GPU memory one embedding batch of ``model`` needs, for its lease.
+
+        A configured footprint (``vram_mb``) is the whole figure; else the model's measured
+        footprint plus what its batches were measured to add. ``None`` until both are known:
+        the budget then counts the model's footprint, as for any operation on it.
+        """
+        if model in self.overrides:
+            return self.overrides[model]
+        weights, batch = self.measured(model), self.measured_batch(model)
+        return None if weights is None or batch is None else weights + batch
+
     def remember(self, model: str, used_bytes: int) -> None:
         """Keep ``used_bytes`` as ``model``'s footprint under its engine, on disk at once.
 
         If the file cannot be written (disk full, read-only) the footprint still counts in
         this process, the old file stays whole, and the failure is logged.
         """
+        self._keep(self._measured, model, used_bytes)
+
+    def remember_batch(self, model: str, used_bytes: int) -> None:
+        """Keep ``used_bytes`` as what one embedding batch of ``model`` adds, on disk at once.
+
+        Kept like :meth:`remember`, apart from the models' own footprints.
+        """
+        self._keep(self._batches, model, used_bytes)
+
+    def _keep(self, section: dict[str, dict[str, int]], model: str, used_bytes: int) -> None:
         if used_bytes < 0:
             raise ValueError("used_bytes must be >= 0")
-        self._measured.setdefault(self.engine_of(model), {})[model] = used_bytes
+        section.setdefault(self.engine_of(model), {})[model] = used_bytes
         try:
             self._write()
         except OSError as exc:
@@ -110,34 +140,30 @@ class FootprintBook(Mapping[str, int]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    def _read(self) -> dict[str, dict[str, int]]:
+    def _read(self) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+        """The models' footprints and the batches', by engine (both empty when unreadable)."""
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {}
+            return {}, {}
         except (OSError, ValueError) as exc:
             _log.warning("footprints in %s cannot be read (%s): measuring afresh", self.path, exc)
-            return {}
+            return {}, {}
         engines = raw.get("engines") if isinstance(raw, dict) else None
         if not isinstance(engines, dict):
             _log.warning(
                 "footprints in %s are not in the expected form: measuring afresh", self.path
             )
-            return {}
-        return {
-            str(engine): {
-                str(model): size
-                for model, size in models.items()
-                if isinstance(size, int) and not isinstance(size, bool) and size >= 0
-            }
-            for engine, models in engines.items()
-            if isinstance(models, dict)
-        }
+            return {}, {}
+        batches = raw.get("batches")  # absent from files written before batches were measured
+        return _sizes(engines), _sizes(batches) if isinstance(batches, dict) else {}
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(
-            {"version": _VERSION, "engines": self._measured}, indent=1, sort_keys=True
+            {"version": _VERSION, "engines": self._measured, "batches": self._batches},
+            indent=1,
+            sort_keys=True,
         )
         fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
@@ -155,10 +181,24 @@ class FootprintBook(Mapping[str, int]):
         return f"<FootprintBook {self.engine!r} {str(self.path)!r} models={len(self)}>"
 
 
-class ProcessGpuMemory:
-    """Bytes the driver lists on GPU ``index`` for this process and its children.
+def _sizes(engines: dict[object, object]) -> dict[str, dict[str, int]]:
+    """The well-formed ``{engine: {model: bytes}}`` entries of one section of the file."""
+    return {
+        str(engine): {
+            str(model): size
+            for model, size in models.items()
+            if isinstance(size, int) and not isinstance(size, bool) and size >= 0
+        }
+        for engine, models in engines.items()
+        if isinstance(models, dict)
+    }
 
-    Calling it may raise :class:`~gpuguard.DevicesUnavailable`.
+
+class ProcessGpuMemory:
+    """Bytes the driver lists on a GPU for this process and its children.
+
+    Called with a GPU's index it reads that GPU, without one GPU ``index``; calling it may
+    raise :class:`~gpuguard.DevicesUnavailable`.
     """
 
     def __init__(self, devices: Devices, index: int = 0, *, pid: int | None = None) -> None:
@@ -166,9 +206,10 @@ class ProcessGpuMemory:
         self._index = index
         self._pid = os.getpid() if pid is None else pid
 
-    def __call__(self) -> int:
-        """What this process tree uses on the GPU now."""
-        return self._devices.info(self._index).used_by(_tree(self._pid))
+    def __call__(self, index: int | None = None) -> int:
+        """What this process tree uses on GPU ``index`` (default: its own GPU) now."""
+        gpu = self._index if index is None else index
+        return self._devices.info(gpu).used_by(_tree(self._pid))
 
     def __repr__(self) -> str:
         return f"<ProcessGpuMemory gpu={self._index} pid={self._pid}>"

@@ -18,9 +18,9 @@ from ..embed._openai_tokens import OpenAITokens
 from ..embed._pair import EmbedderPair
 from ..embed._protocol import Embedder
 from ..embed._tokens import TOKEN_MEANINGS, TokenMeaning
-from ..guard import GpuGuard, Lease
+from ..guard import Lease
 from ._embed_sizes import Embedded, EmbeddingSizes, EmbedSize
-from ._footprints import FootprintMeter
+from ._footprints import FootprintMeter, MeteredGuard
 from ._lane import Lane
 from ._resident import Resident, ResidentModels
 from ._values import GatewayTimeouts
@@ -40,7 +40,9 @@ class Embeddings:
     makes the model one of the ``resident`` ones until it is unloaded. With GPU embedders
     on several GPUs (``more_gpus``: GPU index to the embedder there, beside ``gpu`` on
     ``gpu_index``), a request's batch goes to the one with room and bulk work spreads over
-    all of them before the CPU; only the main copy is measured and counted as resident.
+    all of them before the CPU; only the main copy's load is measured and counted as
+    resident. Every GPU batch, on whichever GPU, declares the memory a batch of the model is
+    known to need and is measured there (:class:`~._footprints.MeteredGuard`).
     """
 
     def __init__(
@@ -68,29 +70,31 @@ class Embeddings:
         self.sizes = sizes
         self.pair = None if cpu is None else EmbedderPair(gpu, cpu)
         self._lane = lane
+        self.meter = meter
         main = lane.gpus.indices[0] if gpu_index is None else gpu_index
+        self._main = main
         if gpu is not None:
             lane.placement.set(gpu.name, main)  # where the main copy is resident
-        # The GPU embedders' pairs by GPU index, the main one first.
+        # The GPU embedders' pairs by GPU index, the main one first, and their GPUs' leases.
         self._pairs: dict[int, EmbedderPair] = {}
         if self.pair is not None:
             self._pairs[main] = self.pair
             for index, embedder in (more_gpus or {}).items() if gpu is not None else ():
                 self._pairs.setdefault(index, EmbedderPair(embedder, self.pair.cpu))
+        self._leases = {i: MeteredGuard(lane.gpus[i], i, meter) for i in self._pairs}
         self.bulk = (
             None
             if self.pair is None
             else BulkEmbedder(
                 self.pair,
-                lane.gpus[main],
+                self._leases[main],
                 batch_size=bulk_batch_size,
                 hold_timeout=timeouts.embed_hold_s,
-                more_gpus=[(lane.gpus[i], pair) for i, pair in self._pairs.items() if i != main],
+                more_gpus=[(self._leases[i], pair) for i, pair in self._pairs.items() if i != main],
                 by_room=self._names_by_room,
             )
         )
         self._timeouts = timeouts
-        self.meter = meter
         self.resident = resident if resident is not None else ResidentModels()
         self.make_room: Callable[[Lease, str], Awaitable[None]] | None = None
         if self.pair is not None:
@@ -107,7 +111,7 @@ class Embeddings:
             nonlocal dimension
             dimension = await load()
 
-        await (run() if self.meter is None else self.meter.measure(name, run))
+        await (run() if self.meter is None else self.meter.measure(name, run, gpu=self._main))
         self.resident.add(name)
         return dimension
 
@@ -136,14 +140,13 @@ class Embeddings:
     def _names_by_room(self) -> list[str]:
         return [guard.name for guard in self._lane.gpus.by_room()]
 
-    def _placed(self) -> tuple[GpuGuard, EmbedderPair]:
-        """The GPU with a GPU embedder and the most room, and that embedder's pair."""
-        gpus = self._lane.gpus
-        placed = [(gpus[index], pair) for index, pair in self._pairs.items()]
+    def _placed(self) -> tuple[MeteredGuard, EmbedderPair]:
+        """The GPU with a GPU embedder and the most room (its lease), and that embedder's pair."""
+        placed = [(self._leases[index], pair) for index, pair in self._pairs.items()]
         if len(placed) < 2:
             return placed[0]
-        rank = {id(guard): place for place, guard in enumerate(gpus.by_room())}
-        return min(placed, key=lambda gpu: rank[id(gpu[0])])
+        rank = {id(guard): place for place, guard in enumerate(self._lane.gpus.by_room())}
+        return min(placed, key=lambda gpu: rank[id(gpu[0].guard)])
 
     async def load_gpu(self) -> Embedder:
         """The GPU embedder, loaded under the lease (normal priority) on first use."""
@@ -151,7 +154,7 @@ class Embeddings:
             raise ConfigError("no GPU embedder is configured")
         return await self._load_on(*self._placed())
 
-    async def _load_on(self, guard: GpuGuard, pair: EmbedderPair) -> Embedder:
+    async def _load_on(self, guard: MeteredGuard, pair: EmbedderPair) -> Embedder:
         # The main GPU's embedder is ``gpu``, which the gateway lets callers replace.
         embedder = self.gpu if pair is self.pair else pair.gpu
         assert embedder is not None
@@ -171,7 +174,7 @@ class Embeddings:
             guard, pair = self._placed()
             embedder = await self._load_on(guard, pair)
             timeouts = self._timeouts
-            async with guard.hold(
+            async with guard.batch_hold(
                 "embed",
                 model=embedder.name,
                 priority=priority,

@@ -40,8 +40,9 @@ class LlmModels:
     current one never unloads another: it is skipped (and logged), and the model loads on
     first use.
 
-    With a ``meter``, every load is measured (this process's GPU memory before and after)
-    and the footprint remembered for the budget policy (:mod:`._footprints`).
+    With a ``meter``, every load is measured (this process's GPU memory before and after, on
+    the GPU the model works on) and the footprint remembered for the budget policy
+    (:mod:`._footprints`).
 
     ``resident`` records the loaded models and their recency, for the budget policy and the
     unloads; ``make_room``, when set, runs in each load's lease before the load
@@ -231,7 +232,8 @@ class LlmModels:
             if self.meter is None:
                 await run_load()
             else:
-                await self.meter.measure(model, run_load)
+                gpu = self._lane.gpus.index_of(self._lane.guard_for(model))
+                await self.meter.measure(model, run_load, gpu=gpu)
         except Exception as exc:
             self._lane.publish(model, "failed", detail=str(exc))
             raise

@@ -29,11 +29,13 @@ from ..index import VectorStore, private_directory
 from ..jobs import JobManager
 from ..llm import LlmBackend
 from ..settings import (
+    DetectDevices,
     LlmSettings,
     ModelSettings,
     Settings,
     build_footprints,
     build_guards,
+    detect_once,
     gpu_indices,
 )
 from ._catalog import ModelCatalog, ModelEntry
@@ -172,16 +174,22 @@ def store_retriever(gateway: ModelGateway, store: VectorStore, k: int) -> Retrie
     return retrieve
 
 
-def build_gateway(settings: Settings) -> ModelGateway:
-    """The guard, the LLM backend and the embedders, owned by one gateway."""
+def build_gateway(settings: Settings, *, detect: DetectDevices | None = None) -> ModelGateway:
+    """The guard, the LLM backend and the embedders, owned by one gateway.
+
+    ``detect`` finds the GPU driver (NVML by default); it is asked once, for the footprints'
+    meter, the GPUs and their guards alike.
+    """
     limits = settings.guard
-    book, meter = build_footprints(settings)
-    indices = gpu_indices(limits)
+    found = detect_once(detect)
+    book, meter = build_footprints(settings, detect=found)
+    indices = gpu_indices(limits, found)
     pins = model_gpus(settings, indices)  # a wrong pin fails before any lease exists
     placement = Placement(pins)
     resident = ResidentModels()
     gpus = build_guards(
         limits,
+        detect=found,
         footprints=book,
         indices=indices,
         resident=lambda index: placement.resident_on(resident, index, first=indices[0]),

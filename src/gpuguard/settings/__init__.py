@@ -7,9 +7,11 @@ models' remembered GPU memory it counts). Needs the ``server`` extra
 """
 
 from ._build import (
+    DetectDevices,
     build_footprints,
     build_guard,
     build_guards,
+    detect_once,
     gpu_indices,
     lease_name,
     lock_dir_of,
@@ -30,6 +32,7 @@ from ._settings import (
 
 __all__ = [
     "CONFIG_ENV_VAR",
+    "DetectDevices",
     "EmbeddingSettings",
     "GuardSettings",
     "IndexSettings",
@@ -41,6 +44,7 @@ __all__ = [
     "build_footprints",
     "build_guard",
     "build_guards",
+    "detect_once",
     "gpu_indices",
     "is_loopback",
     "lease_name",

@@ -20,9 +20,11 @@ from ..guard.scopes.host import default_lock_dir
 from ._settings import GuardSettings, Settings
 
 __all__ = [
+    "DetectDevices",
     "build_footprints",
     "build_guard",
     "build_guards",
+    "detect_once",
     "gpu_indices",
     "lease_name",
     "lock_dir_of",
@@ -32,6 +34,18 @@ _log = logging.getLogger("gpuguard.guard")
 
 MIB = 1024 * 1024
 
+DetectDevices = Callable[[], Devices | None]
+"""How the GPU driver is found: :func:`~gpuguard.devices.detect_devices`, or a fake."""
+
+
+def detect_once(detect: DetectDevices | None = None) -> DetectDevices:
+    """``detect`` (NVML's :func:`~gpuguard.devices.detect_devices` by default), asked once.
+
+    What a server builds at start-up (its footprints and their meter, its GPUs, their
+    guards) shares the one answer: the driver is queried once, not once per part.
+    """
+    return cache(detect_devices if detect is None else detect)
+
 
 def lock_dir_of(limits: GuardSettings) -> Path | None:
     """Where a host-scope lease meets the other processes (None for other scopes)."""
@@ -40,9 +54,9 @@ def lock_dir_of(limits: GuardSettings) -> Path | None:
     return limits.lock_dir if limits.lock_dir is not None else default_lock_dir()
 
 
-def _gpu_pids(detect: Callable[[], Devices | None], index: int) -> Callable[[], set[int]]:
+def _gpu_pids(detect: DetectDevices, index: int) -> Callable[[], set[int]]:
     """The pids the driver lists on GPU ``index`` now; the driver is found at the first call."""
-    found = cache(detect)
+    found = detect_once(detect)
 
     def gpu_pids() -> set[int]:
         devices = found()
@@ -65,7 +79,7 @@ def lease_name(limits: GuardSettings, index: int) -> str:
 def build_guard(
     limits: GuardSettings,
     *,
-    detect: Callable[[], Devices | None] = detect_devices,
+    detect: DetectDevices = detect_devices,
     footprints: Mapping[str, int] | None = None,
     index: int = 0,
     events: EventBus | None = None,
@@ -121,9 +135,7 @@ def build_guard(
     )
 
 
-def gpu_indices(
-    limits: GuardSettings, detect: Callable[[], Devices | None] = detect_devices
-) -> list[int]:
+def gpu_indices(limits: GuardSettings, detect: DetectDevices = detect_devices) -> list[int]:
     """The GPUs ``[guard] gpus`` names: every GPU NVML counts for ``auto`` (GPU 0 without it)."""
     if limits.gpus != "auto":
         return list(limits.gpus)
@@ -140,7 +152,7 @@ def gpu_indices(
 def build_guards(
     limits: GuardSettings,
     *,
-    detect: Callable[[], Devices | None] = detect_devices,
+    detect: DetectDevices = detect_devices,
     footprints: Mapping[str, int] | None = None,
     indices: Sequence[int] | None = None,
     resident: Callable[[int], Collection[str]] | None = None,
@@ -153,7 +165,7 @@ def build_guards(
     Two GPUs whose leases would share a name (``[guard] name = "gpu1"`` beside GPU 1) are a
     :class:`~gpuguard.ConfigError`.
     """
-    found = cache(detect)
+    found = detect_once(detect)
     indices = gpu_indices(limits, found) if indices is None else list(indices)
     names = [lease_name(limits, index) for index in indices]
     if len(set(names)) != len(names):
@@ -178,13 +190,14 @@ def build_guards(
 
 
 def build_footprints(
-    settings: Settings, *, detect: Callable[[], Devices | None] = detect_devices
+    settings: Settings, *, detect: DetectDevices = detect_devices
 ) -> tuple[FootprintBook, ProcessGpuMemory | None]:
-    """The models' footprints for this engine, and the meter that measures loads.
+    """The models' footprints for this engine, and the meter that measures loads and batches.
 
     Kept in ``<data_dir>/footprints.json``; ``[models."NAME"] vram_mb`` overrides them; a
-    llama-cpp model with a GGUF ``path`` is predicted from its header. No meter without a
-    GPU NVML can read (nothing is measured then).
+    llama-cpp model with a GGUF ``path`` is predicted from its header. The meter reads this
+    process's memory on whichever GPU it is asked for; no meter without a GPU NVML can read
+    (nothing is measured then).
     """
     entries = {model.id or name: model for name, model in settings.models.items()}
     overrides = {m: e.vram_mb * MIB for m, e in entries.items() if e.vram_mb is not None}
