@@ -29,7 +29,7 @@ from ._output import (
     print_json,
     repeated,
 )
-from ._render import holder_text, jobs_lines, queue_text, status_view
+from ._render import status_view, watch_line
 from ._run import run
 
 if TYPE_CHECKING:
@@ -304,22 +304,10 @@ def _watch_live(states: Iterator[dict[str, Any]]) -> None:
 
 
 def _watch_lines(states: Iterator[dict[str, Any]]) -> None:
-    """Piped: a timestamped line whenever the holder, the queue or the jobs change."""
+    """Piped: a timestamped line whenever a GPU's holder or queue, or the jobs, change."""
     last = ""
     for state in states:
-        snapshot = state["gpu"]
-        running = [job for job in state["jobs"] if job.get("status") == "running"]
-        # The holder's held time changes every refresh: compare without it.
-        holder = state.get("current") or snapshot.get("holder")
-        key = (
-            f"{holder and (holder['operation'], holder.get('model'))} "
-            f"{queue_text(snapshot.get('waiters', []))} {jobs_lines(running)}"
-        )
+        key, text = watch_line(state)
         if key != last:
-            jobs = "; ".join(jobs_lines(running)) or "none"
-            console.print(
-                f"{time.strftime('%H:%M:%S')} holder {holder_text(holder)} | "
-                f"queue {queue_text(snapshot.get('waiters', []))} | jobs {jobs}",
-                soft_wrap=True,
-            )
+            console.print(f"{time.strftime('%H:%M:%S')} {text}", soft_wrap=True)
             last = key

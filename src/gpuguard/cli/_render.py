@@ -28,6 +28,7 @@ __all__ = [
     "timeline_table",
     "until_text",
     "waiter_text",
+    "watch_line",
 ]
 
 _STATUS_STYLE = {
@@ -181,24 +182,68 @@ def queue_text(waiters: list[dict[str, Any]]) -> str:
 def gpu_lines(gpus: list[dict[str, Any]]) -> list[str]:
     """One line per GPU where there are several (none for one: its lane says it all).
 
-    ``gpu1  budget  budget 151 GB  free 120 GB  holders chat m (interactive, 1.2 s)``;
-    the memory figures only where the policy reads them.
+    ``gpu1  budget  budget 151 GB  free 120 GB  holders chat m (interactive, 1.2 s)  waiting
+    #1 embed, #2 train``; the memory figures only where the policy reads them.
     """
     if len(gpus) < 2:
         return []
     lines = []
     for gpu in gpus:
-        parts = [str(gpu.get("gpu") or gpu.get("guard")), str(gpu.get("policy"))]
-        memory = gpu.get("memory")
-        if memory:
-            parts.append(f"budget {size_text(memory.get('budget_bytes'))}")
-            parts.append(f"free {size_text(memory.get('free_bytes'))}")
-        holders = gpu.get("holders") or ([gpu["holder"]] if gpu.get("holder") else [])
-        held = ", ".join(holder_text(holder) for holder in holders) or "free"
-        waiting = len(gpu.get("waiters", []))
+        parts = [_gpu_name(gpu), str(gpu.get("policy")), *_memory_parts(gpu)]
+        held = ", ".join(holder_text(holder) for holder in _holders(gpu)) or "free"
+        waiting = ", ".join(waiter_text(waiter) for waiter in gpu.get("waiters", []))
         parts.append(f"holders {held}" + (f"  waiting {waiting}" if waiting else ""))
         lines.append("  ".join(parts))
     return lines
+
+
+def watch_line(state: dict[str, Any]) -> tuple[str, str]:
+    """A piped ``status --watch`` line for ``state``, and the key whose change prints anew.
+
+    One GPU: ``holder H | queue Q | jobs J``. Several: ``NAME holder H | queue Q`` for each
+    GPU (``NAME budget B free F`` where its policy reads memory), then ``jobs J``. The key
+    leaves out what moves at every refresh: held times and memory figures.
+    """
+    running = [job for job in state.get("jobs", []) if job.get("status") == "running"]
+    gpus = state.get("gpus", [])
+    if len(gpus) > 1:
+        lanes = [(f"{' '.join([_gpu_name(gpu), *_memory_parts(gpu)])} ", gpu) for gpu in gpus]
+        held = [_holders(gpu) for gpu in gpus]
+    else:
+        snapshot = state["gpu"]
+        holder = state.get("current") or snapshot.get("holder")
+        lanes, held = [("", snapshot)], [[holder] if holder else []]
+    texts, keys = [], []
+    for (name, gpu), holders in zip(lanes, held, strict=True):
+        queue = queue_text(gpu.get("waiters", []))
+        holding = ", ".join(holder_text(holder) for holder in holders) or "free"
+        texts.append(f"{name}holder {holding} | queue {queue}")
+        keys.append(f"{[(h['operation'], h.get('model')) for h in holders]} {queue}")
+    jobs = "; ".join(jobs_lines(running)) or "none"
+    return " | ".join([*keys, jobs]), " | ".join([*texts, f"jobs {jobs}"])
+
+
+def _gpu_name(gpu: dict[str, Any]) -> str:
+    return str(gpu.get("gpu") or gpu.get("guard"))
+
+
+def _memory_parts(gpu: dict[str, Any]) -> list[str]:
+    """``budget 151 GB``, ``free 120 GB`` where the GPU's policy reads its memory."""
+    memory = gpu.get("memory")
+    if not memory:
+        return []
+    return [
+        f"budget {size_text(memory.get('budget_bytes'))}",
+        f"free {size_text(memory.get('free_bytes'))}",
+    ]
+
+
+def _holders(gpu: dict[str, Any]) -> list[dict[str, Any]]:
+    """A GPU snapshot's holders (an older server's: its one ``holder``)."""
+    holders: list[dict[str, Any]] = gpu.get("holders") or (
+        [gpu["holder"]] if gpu.get("holder") else []
+    )
+    return holders
 
 
 def ps_rows(status: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,17 +8,25 @@ signal a terminal or a supervisor sends to stop, pause or tell a program somethi
 passed on to the program's whole process group; while the GPU is still awaited, the
 stopping ones end the wait instead. The exit status is the
 program's, as a shell reports it (128 + N for death by signal N).
+
+``--gpu K`` takes GPU K's lease (one of ``[guard] gpus``; default: the first of them, GPU 0
+with ``auto``), the lease the server takes for its work on that GPU, so a program on one GPU
+never waits for another's work; the program sees that GPU only (``CUDA_VISIBLE_DEVICES``),
+unless the user named the devices in its environment.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .._exceptions import GpuGuardError
 from ._output import errors, fail
+
+if TYPE_CHECKING:
+    from ..settings import GuardSettings
 
 __all__ = ["run"]
 
@@ -38,6 +46,15 @@ def run(
     wait_timeout: Annotated[
         float | None,
         typer.Option(min=0, metavar="S", help="Give up after waiting this long for the GPU."),
+    ] = None,
+    gpu: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            metavar="K",
+            help="The GPU (NVML index, one of [guard] gpus) whose lease to hold and which "
+            "the program sees (default: the first of [guard] gpus, GPU 0 with auto).",
+        ),
     ] = None,
     config: Annotated[
         Path | None,
@@ -59,7 +76,9 @@ def run(
     if priority.upper() not in Priority.__members__:
         raise fail(f"unknown priority {priority!r}: interactive, normal or background", 2)
     try:
-        guard = build_guard(load_settings(config).guard)
+        limits = load_settings(config).guard
+        index = _chosen_gpu(limits, gpu)
+        guard = build_guard(limits, index=index)
         code = asyncio.run(
             run_under_lease(
                 command,
@@ -68,6 +87,7 @@ def run(
                 priority=Priority[priority.upper()],
                 wait_timeout=wait_timeout,
                 notify=lambda line: errors.print(line, markup=False, highlight=False),
+                gpu=index,
             )
         )
     except GpuGuardError as exc:
@@ -75,3 +95,21 @@ def run(
     except OSError as exc:
         raise fail(f"cannot run {command[0]!r}: {exc}", 127) from exc
     raise typer.Exit(code)
+
+
+def _chosen_gpu(limits: GuardSettings, gpu: int | None) -> int:
+    """GPU ``gpu`` if ``[guard] gpus`` has it (else exit 2, naming them), or the first of them.
+
+    ``auto`` always has GPU 0, so the driver is asked only when another GPU is named.
+    """
+    from ..settings import gpu_indices
+
+    if gpu is None:
+        return 0 if limits.gpus == "auto" else limits.gpus[0]
+    indices = [0] if limits.gpus == "auto" and gpu == 0 else gpu_indices(limits)
+    if gpu not in indices:
+        listed = ", ".join(str(index) for index in indices)
+        raise fail(
+            f"GPU {gpu} is not one of the GPUs gpuguard leases here ({listed}); see [guard] gpus", 2
+        )
+    return gpu

@@ -14,6 +14,10 @@
   gpuguard (PDEATHSIG reaches only the program itself) still holds the GPU, and nobody is
   granted before it has ended. A process that closes it lets go of the GPU for its tree:
   that is the program's choice.
+* The program sees the GPU whose lease it holds, and only that one: ``CUDA_VISIBLE_DEVICES``
+  names its NVML index (with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, the order in which CUDA's
+  numbers are NVML's), unless the environment names the devices already: that is the
+  user's choice, and the lease is only as true as it.
 
 The tree is reaped by one thread blocked in ``waitpid(-1)``: this process starts no other
 children while a tree runs.
@@ -33,10 +37,12 @@ from pathlib import Path
 
 from .._kernel import become_subreaper, die_with_parent
 
-__all__ = ["LEASE_FD_VAR", "ProgramTree", "exit_status"]
+__all__ = ["DEVICES_VAR", "LEASE_FD_VAR", "ProgramTree", "exit_status"]
 
 LEASE_FD_VAR = "GPUGUARD_LEASE_FD"
 """The environment variable that tells the program which descriptor keeps the lease."""
+DEVICES_VAR = "CUDA_VISIBLE_DEVICES"
+"""The environment variable that tells CUDA which GPUs the program may see."""
 
 
 def exit_status(code: int) -> int:
@@ -49,9 +55,13 @@ class ProgramTree:
 
     ``lease_fd``, if given, is passed on to the program (the same number, named in
     :data:`LEASE_FD_VAR`); the caller closes its own copy once the tree has started.
+    ``gpu``, if given, is the NVML index of the GPU whose lease the tree holds: the only one
+    the program sees, unless the environment names its devices (:data:`DEVICES_VAR`).
     """
 
-    def __init__(self, argv: Sequence[str], *, lease_fd: int | None = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], *, lease_fd: int | None = None, gpu: int | None = None
+    ) -> None:
         become_subreaper()
         loop = asyncio.get_running_loop()
         self._ended: asyncio.Future[int] = loop.create_future()
@@ -63,7 +73,7 @@ class ProgramTree:
             # Between fork and exec: one prctl through the C library gpuguard already loaded.
             preexec_fn=partial(die_with_parent, os.getpid()),
             pass_fds=kept,
-            env=_environment(lease_fd),
+            env=_environment(lease_fd, gpu),
         )
         self.pid = self._program.pid
         """The program's process id, which is also its process group's."""
@@ -118,11 +128,19 @@ class ProgramTree:
             loop.call_soon_threadsafe(_settle, self._ended, code)
 
 
-def _environment(lease_fd: int | None) -> dict[str, str]:
-    """The program's environment: gpuguard's, naming ``lease_fd`` (not an outer run's)."""
+def _environment(lease_fd: int | None, gpu: int | None) -> dict[str, str]:
+    """The program's environment: gpuguard's, naming ``lease_fd`` and GPU ``gpu``.
+
+    An outer run's descriptor is not passed on; devices the user named stay as named.
+    """
     env = {name: value for name, value in os.environ.items() if name != LEASE_FD_VAR}
     if lease_fd is not None:
         env[LEASE_FD_VAR] = str(lease_fd)
+    if gpu is not None and DEVICES_VAR not in env:
+        # CUDA counts in NVML's order only by PCI bus; with one GPU visible, the order
+        # changes nothing else for the program.
+        env[DEVICES_VAR] = str(gpu)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     return env
 
 

@@ -55,12 +55,14 @@ async def run_under_lease(
     priority: Priority,
     wait_timeout: float | None,
     notify: Callable[[str], None],
+    gpu: int,
 ) -> int:
     """Hold the GPU, run ``argv``'s whole tree to its end, free the GPU; return its status.
 
-    A program ended by signal N gives ``128 + N``, as shells report it. Raises the guard's
-    errors (``WaitTimeout``, ``QueueFull``) when the GPU was not granted, and ``OSError``
-    when the program cannot be started.
+    ``gpu`` is the NVML index of ``guard``'s GPU, the one the program is shown
+    (:class:`ProgramTree`). A program ended by signal N gives ``128 + N``, as shells report
+    it. Raises the guard's errors (``WaitTimeout``, ``QueueFull``) when the GPU was not
+    granted, and ``OSError`` when the program cannot be started.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -94,7 +96,7 @@ async def run_under_lease(
         async with hold as lease:
             if waited:
                 notify(f"got the GPU after {lease.waited_s:.1f} s")
-            tree = start_tree(argv, guard.lease_fd(lease))
+            tree = start_tree(argv, guard.lease_fd(lease), gpu)
             code = await lease.run(tree.wait(), stop=tree.kill)
     except asyncio.CancelledError:
         if interrupted_by is None or tree is not None:
@@ -107,10 +109,13 @@ async def run_under_lease(
     return exit_status(code)
 
 
-def start_tree(argv: Sequence[str], lease_fd: int | None) -> ProgramTree:
-    """Start ``argv``'s tree, handing it ``lease_fd`` (then closed here: the tree keeps it)."""
+def start_tree(argv: Sequence[str], lease_fd: int | None, gpu: int) -> ProgramTree:
+    """Start ``argv``'s tree on GPU ``gpu``, handing it ``lease_fd``.
+
+    The descriptor is closed here once handed on: the tree keeps it.
+    """
     try:
-        return ProgramTree(argv, lease_fd=lease_fd)
+        return ProgramTree(argv, lease_fd=lease_fd, gpu=gpu)
     finally:
         if lease_fd is not None:
             os.close(lease_fd)

@@ -72,8 +72,9 @@ class ModelGateway:
             default: ``cl100k_base`` ids, as OpenAI's, LangChain's and LlamaIndex's clients
             send them) or ``"model"`` (ids of the embedding model's own tokenizer, vLLM's
             reading).
-        max_loaded_models: how many LLM models may be loaded at once (``None``: no bound);
-            loading one more first unloads the least recently used, under the same lease.
+        max_loaded_models: how many LLM models may be loaded at once on each GPU (``None``:
+            no bound); loading one more first unloads that GPU's least recently used, under
+            the same lease.
         footprints: measures each model load on the GPU (LLM and GPU embedding models) and
             remembers it, for the budget policy and for the loaded models' reported memory
             (``None``: not measured); with it, a load that does not fit the budget first

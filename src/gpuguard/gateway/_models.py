@@ -32,10 +32,13 @@ class LlmModels:
     (what this gateway loaded, corrected whenever the backend is asked); ``errors`` the
     newest failures of background prewarms, which are reported, never raised.
 
-    ``max_loaded`` bounds the models loaded at once (``None``: no bound). Loading one more
-    first unloads the least recently used other, in the same lease, as llama-swap swaps
-    models and Ollama evicts them; a background prewarm of a model that is not the current
-    one never unloads another: it is skipped (and logged), and the model loads on first use.
+    ``max_loaded`` bounds the models loaded at once on each GPU (``None``: no bound), as
+    Ollama's default bound grows with the GPUs. Loading one more on a GPU first unloads the
+    least recently used other model of that GPU, in the same lease (a model on another GPU
+    takes none of its memory, and unloading it would need that GPU's lease), as llama-swap
+    swaps models and Ollama evicts them; a background prewarm of a model that is not the
+    current one never unloads another: it is skipped (and logged), and the model loads on
+    first use.
 
     With a ``meter``, every load is measured (this process's GPU memory before and after, on
     the GPU the model works on) and the footprint remembered for the budget policy
@@ -90,10 +93,10 @@ class LlmModels:
         background = operation == "prewarm" and name != self.current
         if background and self._full(name):
             logger.info(
-                "not prewarming %r: %s models are loaded already (max_loaded_models); it "
-                "loads on first use",
+                "not prewarming %r: %s models are loaded already on its GPU "
+                "(max_loaded_models); it loads on first use",
                 name,
-                len(self.loaded),
+                len(self._beside(name)),
             )
             return
         async with self._hold(operation, name, self._timeouts.load_hold_s) as lease:
@@ -187,20 +190,34 @@ class LlmModels:
         await self.unload_held(lease, model, reason)
 
     def _full(self, model: str) -> bool:
-        """Whether loading ``model`` needs another model unloaded first."""
+        """Whether loading ``model`` needs another model of its GPU unloaded first."""
         if self.max_loaded is None or model in self.loaded:
             return False
-        return len(self.loaded) >= self.max_loaded
+        return len(self._beside(model)) >= self.max_loaded
+
+    def _beside(self, model: str) -> set[str]:
+        """The other loaded models on the GPU ``model`` works on (or would be placed on now).
+
+        A loaded model not placed yet (loaded before this gateway asked) counts on the first
+        GPU, as that GPU's budget counts it. Nothing is placed here, so a prewarm skipped for
+        want of room does not fix its model's GPU.
+        """
+        placement, gpus = self._lane.placement, self._lane.gpus
+        index = placement.get(model)
+        if index is None:
+            index = gpus.index_of(gpus.place())
+        on_gpu = placement.resident_on(self.loaded, index, first=gpus.indices[0])
+        return set(on_gpu) - {model}
 
     async def load_held(self, lease: Lease, model: str) -> int:
         """Load ``model`` as work of ``lease``; how long it took (nanoseconds).
 
-        Past ``max_loaded``, the least recently used other models are unloaded first, in
-        this same lease (so nothing else runs on the GPU between the unload and the load);
-        then ``make_room`` unloads what the budget needs unloaded.
+        Past ``max_loaded`` on its GPU, the least recently used other models of that GPU
+        are unloaded first, in this same lease (so nothing else runs on the GPU between the
+        unload and the load); then ``make_room`` unloads what the budget needs unloaded.
         """
         while self._full(model):
-            victim = min(self.loaded - {model}, key=self.resident.last_used)
+            victim = min(self._beside(model), key=self.resident.last_used)
             logger.info("unloading %r to make room for %r (max_loaded_models)", victim, model)
             await self.unload_held(lease, victim)
         if self.make_room is not None:

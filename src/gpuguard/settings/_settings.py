@@ -115,9 +115,10 @@ class LlmSettings(Section):
     max_loaded_models: int | None = Field(
         default=None,
         ge=1,
-        description="How many models may be loaded at once; loading one more first unloads "
-        "the least recently used, under the GPU lease (default: 1 for the embedded llama-cpp "
-        "backend; no bound for LLM servers, which evict by their own rules).",
+        description="How many models may be loaded at once on each GPU; loading one more on "
+        "a GPU first unloads that GPU's least recently used model, under its lease (default: "
+        "1 per GPU for the embedded llama-cpp backend; no bound for LLM servers, which evict "
+        "by their own rules).",
     )
 
     @property
