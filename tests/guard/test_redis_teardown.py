@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from gpuguard import FakeClock, GpuGuard, Lease, WouldBlock
+from gpuguard import FakeClock, GpuGuard, GuardUnavailable, Lease, WouldBlock
 from gpuguard.devices import DevicesUnavailable
 from gpuguard.guard import Hold
 from gpuguard.guard.scopes import make_arbiter
@@ -115,9 +115,9 @@ async def killed_behind(
         try:
             yield Scene(name, guard, holder.pid, granted)
         finally:
-            granted.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await granted
+            if granted.cancel():  # still waiting (a test that awaited it saw its end)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await granted
     finally:
         holder.kill()
         holder.wait(5)
@@ -196,5 +196,21 @@ async def test_a_waiter_that_gives_up_while_held_back_hands_the_gpu_on(tmp_path:
         assert remembered == [b"teardown"]  # its grant is given back; the dead holder stays
         with pytest.raises(WouldBlock):  # and a request that would not wait is refused
             scene.guard.acquire_nowait("try")
+        with pytest.raises(WouldBlock):
+            async with scene.guard.try_hold("try"):
+                pytest.fail("granted while the dead holder is still on the GPU")
         driver.listed.clear()
         scene.guard.acquire_nowait("try").release()
+
+
+async def test_a_grant_lost_while_held_back_fails_the_request(tmp_path: Path) -> None:
+    driver, clock = Driver(), FakeClock()
+    async with killed_behind(tmp_path, driver, clock) as scene:
+        await asked_or_granted(driver, scene.granted)
+        client = redis.Redis.from_url(REDIS_URL)
+        key = f"{PREFIX}:{{{scene.name}}}:holders"
+        taken = [field for field in client.hkeys(key) if field != b"teardown"]
+        assert client.hdel(key, *taken) == 1  # its grant is gone from Redis
+        with pytest.raises(GuardUnavailable, match="its grant was gone"):
+            async with asyncio.timeout(POLL_LIMIT_S):  # its next heartbeat finds it gone
+                await scene.granted
