@@ -36,8 +36,8 @@ POLL_LIMIT_S = 30.0
 class Driver:
     """The GPU driver's list of processes, as the test sets it; ``asked`` once it was read."""
 
-    def __init__(self, *listed: int) -> None:
-        self.listed = set(listed)
+    def __init__(self) -> None:
+        self.listed: set[int] = set()
         self.asked = asyncio.Event()
         self.failing = False
 
