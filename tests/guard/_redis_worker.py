@@ -3,7 +3,8 @@
 ``python -m tests.guard._redis_worker URL NAME LEDGER SEED OPS`` runs ``OPS`` operations with
 random priorities, hold times, wait timeouts and cancellations against the lease ``NAME``,
 and appends ``start``/``end`` lines (fence, system-wide monotonic time) to ``LEDGER``.
-``... URL NAME LEDGER hold`` takes the lease, writes ``held`` and waits to be killed;
+``... URL NAME LEDGER hold [HOST]`` takes the lease (as a process of host ``HOST``, if
+given), writes ``held`` and waits to be killed;
 ``... URL NAME LEDGER wait`` queues for it, writes ``queued`` and waits to be killed.
 ``... URL NAME LEDGER brief`` queues for it (lease TTL 60 s), writes ``queued``, and once
 granted releases it and exits at once, without closing the guard: a short script's life.
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import random
+import socket
 import sys
 import time
 
@@ -60,7 +62,9 @@ async def hammer(url: str, name: str, ledger: str, seed: int, ops: int) -> None:
         await guard.aclose()
 
 
-async def hold(url: str, name: str, ledger: str) -> None:
+async def hold(url: str, name: str, ledger: str, host: str | None) -> None:
+    if host is not None:  # its tickets name this host, as a process there would
+        socket.gethostname = lambda: host
     guard = GpuGuard.redis(url, name, prefix="gpuguard-test-procs", ttl_s=1.0)
     lease = await guard.acquire("doomed")
     log(ledger, f"held {lease.fence}")
@@ -121,7 +125,7 @@ async def next_(url: str, name: str, ledger: str) -> None:
 if __name__ == "__main__":
     url, name, ledger = sys.argv[1:4]
     if sys.argv[4] == "hold":
-        asyncio.run(hold(url, name, ledger))
+        asyncio.run(hold(url, name, ledger, sys.argv[5] if len(sys.argv) > 5 else None))
     elif sys.argv[4] == "wait":
         asyncio.run(wait(url, name, ledger))
     elif sys.argv[4] == "brief":

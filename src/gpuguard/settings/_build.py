@@ -92,10 +92,10 @@ def build_guard(
     finds it) is logged once; ``budget`` where it cannot work raises
     :class:`~gpuguard.ConfigError`. ``footprints`` are the budget's bytes per model (a
     :class:`FootprintBook`, read live); ``resident`` the models kept loaded on this GPU
-    (the gateway's record, read live). The host scope asks the GPU's driver (``detect``,
-    first when a holder dies) which processes use it, to wait for a dead holder's context
-    to be torn down before the next is granted. ``events`` is the bus to publish on (the
-    guards of one :class:`GpuSet` share one).
+    (the gateway's record, read live). The host and Redis scopes ask the GPU's driver
+    (``detect``, first when a holder dies) which processes use it, to wait for a dead
+    holder's context to be torn down before the next is granted. ``events`` is the bus to
+    publish on (the guards of one :class:`GpuSet` share one).
     """
     clock = SystemClock()
     name = lease_name(limits, index)

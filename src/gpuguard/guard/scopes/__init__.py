@@ -43,11 +43,12 @@ def make_arbiter(
 ) -> Arbiter:
     """The arbiter of ``scope`` for the GPU ``name``, granting under ``policy``.
 
-    ``lock_dir``, ``lock_group`` and ``gpu_pids`` (the pids the driver lists on this GPU: a
-    dead holder is waited for until it is gone) are for the host scope (default: see
+    ``lock_dir`` and ``lock_group`` are for the host scope (default: see
     :func:`.host.default_lock_dir`); ``redis_url``, ``ttl_s`` and ``prefix`` for the Redis
-    scope. Every scope bears the GPU's machine-wide mark while this process holds
-    (:mod:`._mark`). Every scope grants several holders at once under a sharing policy (the
+    scope; ``gpu_pids`` (the pids the driver lists on this GPU) for both: the next holder
+    waits, bounded, until a dead holder of this host is gone from the GPU (:mod:`._teardown`).
+    Every scope bears the GPU's machine-wide mark while this process holds (:mod:`._mark`).
+    Every scope grants several holders at once under a sharing policy (the
     host scope keeps the ledger in its state, the Redis one in Redis).
     """
     if scope == "process":
@@ -72,6 +73,13 @@ def make_arbiter(
         from .redis import RedisArbiter  # the redis extra is needed only here
 
         return RedisArbiter.from_url(
-            redis_url, name, aging_s=aging_s, ttl_s=ttl_s, prefix=prefix, clock=clock, policy=policy
+            redis_url,
+            name,
+            aging_s=aging_s,
+            ttl_s=ttl_s,
+            prefix=prefix,
+            clock=clock,
+            policy=policy,
+            gpu_pids=gpu_pids,
         )
     raise ValueError(f"unknown guard scope {scope!r}; expected one of {', '.join(SCOPES)}")

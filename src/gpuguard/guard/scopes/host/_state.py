@@ -18,6 +18,7 @@ from typing import Any
 
 from ...._events import Priority
 from ..._tickets import Owner, Ticket
+from .._teardown import Teardown
 
 __all__ = ["Entry", "HolderRecord", "State", "StateError", "Teardown"]
 
@@ -46,10 +47,6 @@ class Entry:
 
 HolderRecord = tuple[int, float, float | None]
 """The holder: its entry's ``seq``, when it was granted, since when it hangs."""
-
-
-Teardown = tuple[int, str, float]
-"""A dead holder whose GPU memory may still be in use: its pid, its host, since when."""
 
 
 @dataclass(slots=True)

@@ -30,11 +30,15 @@ The URL may carry an ACL user and password and ``rediss://`` for TLS (docs/secur
   heads of the line are granted, atomically, while their bytes fit the room their process
   measured on the GPU; each grant has its own TTL and fence, and one lost leaves the others
   standing (:mod:`._sharing`). A lease name is one GPU.
+* **A dead holder's GPU memory.** Redis remembers the holder of a grant that lapsed; a waiter
+  of its host granted next starts once the GPU's driver no longer lists it (bounded,
+  :mod:`._teardown`), holding the grant meanwhile.
 
 Needs the ``redis`` extra (redis-py). The parts: :mod:`._arbiter` (the arbiter's calls),
 :mod:`._core` (this process's tickets, held to Redis's answers), :mod:`._sharing` (what the
-policy counts here), :mod:`._link` (connections), :mod:`._listener` (messages),
-:mod:`._heartbeat` (renewals and the fence), :mod:`._lua` (the transitions, atomic in Redis),
+policy counts here), :mod:`._teardown` (grants held back for a dead holder's teardown),
+:mod:`._link` (connections), :mod:`._listener` (messages), :mod:`._heartbeat` (renewals and
+the fence), :mod:`._lua` and :mod:`._lua_grants` (the transitions, atomic in Redis),
 :mod:`._mirror` and :mod:`._view` (what this process knows of the lease).
 """
 

@@ -12,6 +12,7 @@ from ...._clock import Clock
 from ...._exceptions import GuardUnavailable
 from ..._tickets import Grant, Queued, Ticket
 from ...policies import EXCLUSIVE, Policy
+from .._teardown import TEARDOWN_S, GpuPids
 from ._core import LeaseCore
 from ._link import RedisLink
 from ._pending import told_too_late
@@ -33,6 +34,9 @@ class RedisArbiter(LeaseCore):
             host would meet on it).
         aging_s: as for :class:`~gpuguard.GpuGuard` (use the same value on every host).
         ttl_s: the grant's time to live; a dead holder frees the GPU within it.
+        gpu_pids: the pids the GPU's driver lists on it now: a waiter granted after a holder
+            of this host died starts once the driver no longer lists it, or ``teardown_s``
+            after its grant lapsed (:mod:`._teardown`); without it, at once.
         policy: who may hold at once (:mod:`gpuguard.guard.policies`): the budget's ledger
             is kept in Redis (:mod:`._sharing`); use the same policy on every host.
         clock: this process's clock, for the times shown in snapshots; ``queue_clock``
@@ -53,6 +57,8 @@ class RedisArbiter(LeaseCore):
         prefix: str = "gpuguard",
         clock: Clock | None = None,
         policy: Policy = EXCLUSIVE,
+        gpu_pids: GpuPids | None = None,
+        teardown_s: float = TEARDOWN_S,
     ) -> RedisArbiter:
         """Connect to the Redis at ``url`` (``redis://host:6379/0``; see ``RedisLink.clients``)."""
         client, sync_client = RedisLink.clients(url, ttl_s)
@@ -65,6 +71,8 @@ class RedisArbiter(LeaseCore):
             prefix=prefix,
             clock=clock,
             policy=policy,
+            gpu_pids=gpu_pids,
+            teardown_s=teardown_s,
         )
 
     # --- taking the GPU (Redis decides) ----------------------------------------------------
@@ -114,6 +122,7 @@ class RedisArbiter(LeaseCore):
         # Tracked (and counted in the line) from the start: its grant may be published at
         # once, and a later request of this process must see it ahead of itself.
         tid, mine = self._track(ticket, now)
+        mine.waits = op == "enqueue"
         call = asyncio.ensure_future(self._send(op, tid, mine, str(limit)))
         mine.asking = asyncio.shield(call)
         try:
@@ -156,7 +165,11 @@ class RedisArbiter(LeaseCore):
             self._ids.pop(ticket.lease_id, None)
             return False
         if mine.fence is not None:
-            return False
+            if not self._held_back.cancel(tid):
+                return False
+            # Granted, and held back for a dead holder's GPU teardown: hand it on instead.
+            self.release(ticket, self._clock.monotonic())
+            return True
         mine.leaving = True
         try:
             state = self._call_now("withdraw", tid, "", "")
@@ -222,6 +235,7 @@ class RedisArbiter(LeaseCore):
     async def aclose(self) -> None:
         """Stop listening and beating, tell Redis what is still pending, close the client."""
         self._pending.closed = True
+        self._held_back.close()
         await self._listener.stop()
         await self._heartbeat.stop()
         await self._pending.drain(requests=False)

@@ -25,12 +25,14 @@ from ..._arbiter import OnGrant, OnLost
 from ..._tickets import Grant, Ticket
 from ...policies import EXCLUSIVE, Policy
 from .._mark import GpuMarker
+from .._teardown import TEARDOWN_S, GpuPids, TeardownRule
 from ._heartbeat import Heartbeat, Held
 from ._link import RedisLink
 from ._listener import GrantListener
 from ._mirror import grants, ticket_json
 from ._pending import PendingCalls, told_too_late
 from ._sharing import Sharing
+from ._teardown import HeldBack
 from ._view import PLACE_GONE, LeaseView, Mine
 
 __all__ = ["LeaseCore"]
@@ -56,6 +58,8 @@ class LeaseCore:
         clock: Clock | None = None,
         queue_clock: Clock | None = None,
         policy: Policy = EXCLUSIVE,
+        gpu_pids: GpuPids | None = None,
+        teardown_s: float = TEARDOWN_S,
     ) -> None:
         if not ttl_s > 0:
             raise ValueError("ttl_s must be > 0")
@@ -77,6 +81,9 @@ class LeaseCore:
             queue_clock=queue_clock,
         )
         self._clock = clock if clock is not None else SystemClock()
+        self.teardown_s = teardown_s
+        rule = TeardownRule(gpu_pids, teardown_s)
+        self._held_back = HeldBack(rule, self._clock, self._teardown_over)
         where = f"the Redis lease {self.key}"
         self._mark = GpuMarker(name, where) if policy is EXCLUSIVE else None  # while holding
         self._ids: dict[int, str] = {}
@@ -103,7 +110,7 @@ class LeaseCore:
         tid = self._ids.setdefault(ticket.lease_id, f"{self._client_id}:{ticket.lease_id}")
         future = asyncio.get_running_loop().create_future()
         share = self._sharing.share(ticket, self._view.holders())
-        tk = ticket_json(ticket, self._client_id, self.ttl_s, share)
+        tk = ticket_json(ticket, self._client_id, self.ttl_s, self.teardown_s, share)
         mine = self._view.mine[tid] = Mine(ticket, tk, now, future)
         self._heartbeat.poke()
         return tid, mine
@@ -121,7 +128,9 @@ class LeaseCore:
 
         False if it was not taken: its task gave up, or the policy here refuses it beside the
         others (then a waiter goes back to the head of its line, to be granted alone, and a
-        request that would not wait (``notify`` False) gives the grant back).
+        request that would not wait (``notify`` False) gives the grant back), or a dead
+        holder's GPU context may still be in use and it would not wait (a waiter's grant is
+        taken, and reported once that is over: :mod:`._teardown`).
         """
         if mine.fence is not None:
             return True  # both a request's answer and a later read say so; the first counts
@@ -129,11 +138,13 @@ class LeaseCore:
         fence, mine.version = grant["f"], state["v"]
         older = [g for g in self._view.holders() if (g.fence or 0) < int(fence)]
         refused = self._sharing.refuses(mine.ticket, older)  # later grants check against it
-        if mine.gave_up or (refused and not notify):
-            # Its task gave up before the grant reached this process: hand the GPU on.
+        dead = None if mine.gave_up or refused else self._held_back.dead_holder(state)
+        stays = mine.waits and not mine.leaving  # it may wait for the grant to be reported
+        if mine.gave_up or (refused and not notify) or (dead is not None and not stays):
+            # Its task gave up before the grant reached this process: hand the GPU on (once).
             if self._view.mine.get(tid) is mine:
                 del self._view.mine[tid]
-            self._give_back("release", tid, fence)
+                self._give_back("release", tid, fence)
             return False
         if refused:
             self._give_back("requeue", tid, fence)
@@ -146,11 +157,24 @@ class LeaseCore:
             mine.ticket, self._clock.monotonic(), fence=int(fence), fence_floor=floor
         )
         self._confirm(state["sent"] + max(0, grant["pttl"]) / 1000.0, mine)
+        if dead is not None:
+            self._held_back.hold_back(tid, dead)
+        else:
+            self._report(mine, waited_s, notify)
+        return True
+
+    def _report(self, mine: Mine, waited_s: float, notify: bool) -> None:
+        """Tell the guard that ``mine`` holds the GPU now."""
         if notify:
             self._on_grant(mine.ticket, waited_s)
         if not mine.future.done():
             mine.future.set_result(None)
-        return True
+
+    def _teardown_over(self, tid: str) -> None:
+        """A grant held back for a dead holder's GPU teardown starts now (a waiter's)."""
+        mine = self._view.mine.get(tid)
+        if mine is not None and mine.fence is not None:
+            self._report(mine, self._clock.monotonic() - mine.requested_at, notify=True)
 
     def _confirm(self, until: float, taken: Mine | None = None) -> None:
         """Redis keeps what this process asked for until ``until``.
@@ -221,7 +245,10 @@ class LeaseCore:
         if mine is not None and mine.fence is not None:
             if self._mark is not None:
                 self._mark.drop()
-            self._on_lost(mine.ticket, reason)
+            if not self._held_back.cancel(tid):
+                self._on_lost(mine.ticket, reason)
+            elif not mine.future.done():  # never reported held: its request fails instead
+                mine.future.set_exception(self._unavailable(mine.ticket, reason))
 
     def _beaten(self, state: dict[str, Any], renewed: Sequence[Held]) -> None:
         """The heartbeat thread's answer, in the loop: the state, and grants found gone."""

@@ -4,10 +4,11 @@ Keys, all under one prefix ``P`` (a hash tag, so a cluster keeps them in one slo
 
 * ``P:holders``  the grants, by ticket id: JSON ``{t: ticket id, f: fence, g: granted_ms,
   h: hung_ms, u: until (Redis ms), ticket: its details}``. A grant lapses when Redis ``TIME``
-  passes its ``u`` (renewed by its holder's heartbeat); the hash itself expires with its last
-  grant, so gone means nobody holds (and nothing of the grants is left behind). One grant
-  under the exclusive policy; under a sharing one, the ledger: every holder with the bytes it
-  counts (``ticket.b``).
+  passes its ``u`` (renewed by its holder's heartbeat); the hash itself expires a teardown
+  bound after its last grant (nothing of the grants is left behind), and keeps the holder of
+  a grant that lapsed meanwhile as ``teardown``, for the next holder to wait for its GPU
+  context (:mod:`._lua_grants`). One grant under the exclusive policy; under a sharing one,
+  the ledger: every holder with the bytes it counts (``ticket.b``).
 * ``P:fence``    the last fencing token. A grant takes ``max(last + 1, Redis TIME in ms)``,
   so tokens keep increasing even across a Redis restart that lost its data.
 * ``P:q:<p>``    one sorted set per declared priority (score: arrival number ``P:seq``),
@@ -24,9 +25,10 @@ makes it read the state: this script decides), and the others are not woken at a
 that leaves the lease free with nobody waiting is published as ``free <version>`` on
 ``P:events``, for every process's view. Each call runs a bounded number of Redis commands,
 and reads a bounded part of the line, whatever its length: the answer lists the first 32
-waiters in service order, how many wait, and which of the caller's tickets (``ARGV[9]``) are
-still in line. Only a request that finds the line full looks at every waiter, for dead ones
-to drop before refusing.
+waiters in service order, how many wait, which of the caller's tickets (``ARGV[9]``) are
+still in line, and the dead holder whose teardown may still be under way (``d``). Only a
+request that finds the line full looks at every waiter, for dead ones to drop before
+refusing.
 The heads of the line are granted while they *fit* beside the holders (see "Big GPUs on
 the Redis lease" in docs/design.md): with nobody holding, always; else only if the head and
 every holder declared their bytes, the head is not a second load or unload (``ticket.tr``),
@@ -45,9 +47,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from ._lua_grants import GRANTS
+
 __all__ = ["LEASE_SCRIPT"]
 
-LEASE_SCRIPT: Final = r"""
+_HEAD: Final = r"""
 local P = KEYS[1]
 local op, tid = ARGV[1], ARGV[2]
 local aging = tonumber(ARGV[4])
@@ -83,56 +87,9 @@ local function changed()
   dirty = true
 end
 
--- The grants that hold now, oldest first, read once per call; a lapsed one is dropped.
-local held = nil
-local function holders()
-  if held then return held end
-  held = {}
-  local raw = redis.call('HGETALL', HOLDERS)
-  for i = 1, #raw, 2 do
-    local h = cjson.decode(raw[i + 1])
-    if h.u > real_ms then
-      held[#held + 1] = h
-    else
-      redis.call('HDEL', HOLDERS, raw[i])
-      changed()
-    end
-  end
-  table.sort(held, function(a, b) return tonumber(a.f) < tonumber(b.f) end)
-  return held
-end
+"""
 
-local function holder(id)
-  for _, h in ipairs(holders()) do
-    if h.t == id then return h end
-  end
-  return nil
-end
-
--- Write grant h (new or renewed); the hash lives as long as its longest grant.
-local function store(h)
-  local last = h.u
-  for _, o in ipairs(holders()) do
-    if o.u > last then last = o.u end
-  end
-  redis.call('HSET', HOLDERS, h.t, cjson.encode(h))
-  redis.call('PEXPIRE', HOLDERS, math.max(1, last - real_ms))
-end
-
-local function keep(h)
-  store(h)
-  table.insert(holders(), h)
-end
-
-local function unkeep(id)
-  redis.call('HDEL', HOLDERS, id)
-  local hs = holders()
-  for i = #hs, 1, -1 do
-    if hs[i].t == id then table.remove(hs, i) end
-  end
-  changed()
-end
-
+_BODY: Final = r"""
 local function shares(tk)
   return type(tk.b) == 'number' and not tk.alone
 end
@@ -294,6 +251,7 @@ local function state(result, extra)
   end
   return cjson.encode({
     r = result, x = extra or false, now = now, h = hs, w = waiters, n = n, o = listed, v = ver,
+    d = mourned(),
   })
 end
 
@@ -392,3 +350,6 @@ elseif op == 'hung' then
 end
 return state('ok')
 """
+
+LEASE_SCRIPT: Final = _HEAD + GRANTS + _BODY
+"""The script: its head (keys, time, versions), the grants (:mod:`._lua_grants`), the rest."""

@@ -76,10 +76,14 @@ def _ticket(raw: dict[str, Any]) -> Ticket:
     return Ticket(int(raw["l"]), raw["o"], raw["m"], Priority(raw["p"]), owner, memory)
 
 
-def ticket_json(ticket: Ticket, client_id: str, ttl_s: float, share: Share | None = None) -> str:
+def ticket_json(
+    ticket: Ticket, client_id: str, ttl_s: float, teardown_s: float, share: Share | None = None
+) -> str:
     """``ticket`` as Redis keeps it (read back by :func:`_ticket`), from process ``client_id``.
 
-    ``share``: what a sharing policy counts for it (``None``: it runs alone).
+    ``teardown_s``: how long its holder is remembered after its grant lapses (a dead holder's
+    GPU teardown, :mod:`._lua_grants`); ``share``: what a sharing policy counts for it
+    (``None``: it runs alone).
     """
     raw: dict[str, Any] = {
         "c": client_id,
@@ -91,6 +95,7 @@ def ticket_json(ticket: Ticket, client_id: str, ttl_s: float, share: Share | Non
         "host": ticket.owner.host,
         "proc": ticket.owner.process,
         "ttl": int(ttl_s * 1000),
+        "td": int(teardown_s * 1000),
     }
     if share is not None:
         raw.update(b=share.need_bytes, room=share.room_bytes, tr=share.transition)

@@ -46,6 +46,8 @@ class Mine:
     """What its task awaits while Redis decides: cancelled with that task, at once."""
     leaving: bool = False
     """Withdrawing: Redis's answer will no longer list it, and that is no loss."""
+    waits: bool = False
+    """It joined the line (a request that takes the GPU only at once does not wait)."""
 
     @property
     def gave_up(self) -> bool:
