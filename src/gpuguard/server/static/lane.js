@@ -124,7 +124,7 @@ function onGpuEvent(event) {
     foldEmbedding(event);
     return;
   }
-  const key = event.lease_id ? `lease-${event.lease_id}` : `gpu-${++timeline.sequence}`;
+  const key = event.lease_id ? `lease-${leaseKey(event.guard, event)}` : `gpu-${++timeline.sequence}`;
   upsertRow(key, category, (d) => {
     d.first = d.first || event.timestamp;
     d.operation = event.operation;

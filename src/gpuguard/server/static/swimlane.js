@@ -9,8 +9,14 @@
 // instead of an antialiased sliver.
 const MIN_BAR_PX = 4;
 
+/** One lease of one GPU: lease ids count per guard and per process, so the GPU, the host and
+ * the pid are part of the key (an event and a snapshot entry of the same lease meet on it). */
+function leaseKey(guard, info) {
+  return `${guard || ""}/${info.host || ""}/${info.pid ?? ""}/${info.lease_id}`;
+}
+
 const swimlane = {
-  leases: new Map(), // lease_id -> {operation, model, priority, waitFrom, from, to, status}
+  leases: new Map(), // leaseKey -> {gpu, operation, model, priority, waitFrom, from, to, status}
   marks: [], // CPU fallbacks: {t, operation}
   keepSeconds: 330,
   timer: null,
@@ -22,11 +28,12 @@ const swimlane = {
     return Number($("swim-window").value) || 120;
   },
 
-  lease(id, priority, operation) {
-    let lease = this.leases.get(id);
+  lease(guard, info) {
+    const key = leaseKey(guard, info);
+    let lease = this.leases.get(key);
     if (!lease) {
-      lease = { operation, priority, status: "waiting" };
-      this.leases.set(id, lease);
+      lease = { gpu: guard, operation: info.operation, priority: info.priority, status: "waiting" };
+      this.leases.set(key, lease);
     }
     return lease;
   },
@@ -39,7 +46,7 @@ const swimlane = {
       return;
     }
     if (!event.lease_id) return;
-    const lease = this.lease(event.lease_id, event.priority, event.operation);
+    const lease = this.lease(event.guard, event);
     lease.model = event.model || lease.model;
     lease.status = event.status;
     if (event.status === "waiting") {
@@ -55,20 +62,22 @@ const swimlane = {
     }
   },
 
-  /** Fill in what the events did not show (a page opened while the GPU was held). */
+  /** Fill in what the events did not show (a page opened while a GPU was held): every GPU. */
   sync(gpu) {
-    const snapshot = gpu.snapshot;
-    const now = snapshot.taken_at || serverNow();
-    const holder = gpu.current || snapshot.holder;
-    if (holder) {
-      const lease = this.lease(holder.lease_id, holder.priority, holder.operation);
-      lease.model = holder.model || lease.model;
-      if (lease.from === undefined) lease.from = now - (holder.held_s || 0);
-      if (holder.hung) lease.status = "hung";
-    }
-    for (const waiter of snapshot.waiters || []) {
-      const lease = this.lease(waiter.lease_id, waiter.priority, waiter.operation);
-      if (lease.waitFrom === undefined) lease.waitFrom = now - (waiter.waited_s || 0);
+    for (const snapshot of gpuSnapshots(gpu)) {
+      const now = snapshot.taken_at || serverNow();
+      const first = gpu.current && snapshot.guard === gpu.snapshot.guard ? [gpu.current] : [];
+      const holders = snapshot.holders && snapshot.holders.length ? snapshot.holders : snapshot.holder ? [snapshot.holder] : [];
+      for (const holder of [...first, ...holders]) {
+        const lease = this.lease(snapshot.guard, holder);
+        lease.model = holder.model || lease.model;
+        if (lease.from === undefined) lease.from = now - (holder.held_s || 0);
+        if (holder.hung) lease.status = "hung";
+      }
+      for (const waiter of snapshot.waiters || []) {
+        const lease = this.lease(snapshot.guard, waiter);
+        if (lease.waitFrom === undefined) lease.waitFrom = now - (waiter.waited_s || 0);
+      }
     }
     this.draw();
   },
@@ -80,6 +89,12 @@ const swimlane = {
       if (end !== undefined && end < horizon) this.leases.delete(id);
     }
     this.marks = this.marks.filter((mark) => mark.t >= horizon);
+  },
+
+  /** "gpu1: " before a bar's title when the leases seen name several GPUs. */
+  onGpu(lease) {
+    const gpus = new Set([...this.leases.values()].map((each) => each.gpu));
+    return gpus.size > 1 && lease.gpu ? `${lease.gpu}: ` : "";
   },
 
   draw() {
@@ -128,7 +143,7 @@ const swimlane = {
           const x0 = clampX(lease.waitFrom);
           const w = Math.max(MIN_BAR_PX, clampX(end) - x0);
           const wait = svg("rect", { x: x0, y, width: w, height: h, rx: 3, class: "swim-wait", "data-lease": id });
-          wait.append(svg("title", {}, `${lease.operation} waited ${seconds(end - lease.waitFrom)}`));
+          wait.append(svg("title", {}, `${this.onGpu(lease)}${lease.operation} waited ${seconds(end - lease.waitFrom)}`));
           picture.append(wait);
         }
       }
@@ -148,7 +163,7 @@ const swimlane = {
         "data-lease": id,
       });
       const name = `${lease.operation}${lease.model ? ` \u00b7 ${lease.model}` : ""}`;
-      bar.append(svg("title", {}, `${name}: ${lease.status}, held ${seconds(end - lease.from)}`));
+      bar.append(svg("title", {}, `${this.onGpu(lease)}${name}: ${lease.status}, held ${seconds(end - lease.from)}`));
       picture.append(bar);
       if (w > 46) {
         const text = svg("text", { x: x0 + 4, y: y + h / 2 + 4, class: "bar-label" });
