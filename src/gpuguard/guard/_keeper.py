@@ -166,10 +166,13 @@ class Leases:
         memory_bytes: int | None = None,
     ) -> Lease:
         """A lease not yet asked for, with its own ticket (``memory_bytes``: as declared)."""
-        hold_s = self.limits.hold_timeout if hold_timeout is DEFAULT else hold_timeout
         if memory_bytes is not None and memory_bytes < 0:
             raise ValueError("memory_bytes must be >= 0")
-        hold = check_timeout(hold_s, "hold_timeout")
+        hold = (
+            self.limits.hold_timeout  # checked when the guard was made
+            if hold_timeout is DEFAULT
+            else check_timeout(hold_timeout, "hold_timeout")
+        )
         ticket = Ticket(
             next(self._ids),
             operation,
@@ -212,7 +215,7 @@ class Leases:
             grant = next(mine, None)  # its own grant: under a sharing policy, one of several
             if grant is not None:
                 lease.fence, lease.fence_floor = grant.fence, grant.fence_floor
-        self._leases[lease.lease_id] = lease
+        self._leases[lease.ticket.lease_id] = lease
         self.telemetry.started(lease.ticket, waited_s=waited_s, queued=queued)
         lease.timer = None
         if lease.hold_timeout is not None:
@@ -272,7 +275,7 @@ class Leases:
 
     def forget(self, lease: Lease) -> None:
         """Drop ``lease`` from the registry, its hold deadline and its wait timer."""
-        self._leases.pop(lease.lease_id, None)
+        self._leases.pop(lease.ticket.lease_id, None)
         self.deadlines.discard(lease)
         if lease.timer is not None:
             lease.timer.cancel()

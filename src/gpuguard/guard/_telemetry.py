@@ -108,7 +108,7 @@ class GuardTelemetry:
     ) -> None:
         """Publish the event of a transition; built only once something takes it."""
         self.events.publish_lazily(
-            _level_of(status, ticket.priority),
+            _LEVEL_TABLE[ticket.priority][status],
             _gpu_event,
             self.guard,
             ticket,
@@ -177,6 +177,10 @@ def _level_of(status: GpuStatus, priority: Priority) -> int:
     if status in _ROUTINE:
         return _ROUTINE_LEVELS[priority]
     return _LEVELS.get(status, logging.INFO)
+
+
+_LEVEL_TABLE = {p: {status: _level_of(status, p) for status in GpuStatus} for p in Priority}
+""":func:`_level_of` for each priority and status, looked up on every transition."""
 
 
 def log_gpu_event(event: Event) -> None:
