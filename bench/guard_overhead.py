@@ -10,8 +10,9 @@ that noise from other processes lands on both):
   to the waiter's first line in its body (p50 and p99 over many hand-offs).
 
 The in-process guard runs in three configurations: as built by default (a bus keeping a
-history, no subscriber, INFO logging off), with a subscriber draining the bus, and quiet (no
-history, no subscriber), where it builds no events at all. Each wider scope (:data:`SCOPES`)
+history, no subscriber, INFO logging off: its events wait unbuilt in the history), with a
+subscriber draining the bus, and quiet (no history, no subscriber), where it builds no events
+at all. Each wider scope (:data:`SCOPES`)
 runs as built by default, with its hand-off measured twice: to a waiter in the same process,
 and to a waiter in another process (a child running this script with ``--holder SCOPE``,
 which holds and releases while this process waits; timestamps on the system-wide monotonic
@@ -118,7 +119,7 @@ def load_baseline(src: str) -> ModuleType:
 def baseline_contenders(baseline: ModuleType, meeting: str) -> list[Contender]:
     """The baseline's guard as built by default and host-wide (no targets: for comparison)."""
     guards = {
-        "baseline GpuGuard (default)": baseline.GpuGuard(),
+        "baseline GpuGuard (default)": baseline.GpuGuard(f"{meeting}-baseline-default"),
         "baseline GpuGuard.host (same)": baseline.GpuGuard.host(f"{meeting}-baseline"),
     }
     contenders = [guard_contender(name, guard) for name, guard in guards.items()]
@@ -262,7 +263,8 @@ async def main(quick: bool, meeting: str, baseline: ModuleType | None) -> bool:
     """Measure, print the table, and say whether every guard setup met the targets."""
     rounds, iterations, handoffs = (5, 5_000, 2_000) if quick else (15, 20_000, 15_000)
     cross = 200 if quick else 2_000
-    subscribed = GpuGuard()
+    # Each guard names a GPU of its own (see in_process_queue): no second lease of one GPU.
+    subscribed = GpuGuard(f"{meeting}-subscribed")
     subscription = subscribed.events.subscribe()
 
     async def drain() -> None:
@@ -272,9 +274,12 @@ async def main(quick: bool, meeting: str, baseline: ModuleType | None) -> bool:
     drainer = asyncio.create_task(drain())
     contenders = [
         lock_contender(),
-        guard_contender("GpuGuard (default: history)", GpuGuard()),
+        guard_contender("GpuGuard (default: history)", GpuGuard(f"{meeting}-default")),
         guard_contender("GpuGuard (+ draining subscriber)", subscribed),
-        guard_contender("GpuGuard (quiet: no events)", GpuGuard(events=EventBus(history_size=0))),
+        guard_contender(
+            "GpuGuard (quiet: no events)",
+            GpuGuard(f"{meeting}-quiet", events=EventBus(history_size=0)),
+        ),
     ]
     wider = [
         guard_contender(f"GpuGuard.{scope} (same process)", build(f"{meeting}-{scope}"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import statistics
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -39,11 +40,13 @@ def _contenders(baseline: ModuleType | None) -> dict[str, tuple[Hold, Callable[[
 
         return (lambda: one), line
 
-    def guard(cls: Any) -> tuple[Hold, Callable[[int], Hold]]:
-        one = cls()
+    def guard(cls: Any, label: str) -> tuple[Hold, Callable[[int], Hold]]:
+        # A GPU name of its own: a guard bears its GPU's machine-wide mark, and a second
+        # lease of the same GPU (the baseline's, another program's) warns on every grant.
+        one = cls(f"bench-{os.getpid()}-{label}")
 
         def line(size: int) -> Hold:
-            shared = cls(max_waiters=size + 1)
+            shared = cls(f"bench-{os.getpid()}-{label}-line", max_waiters=size + 1)
             return lambda: shared.hold("bench", model="m")
 
         return (lambda: one.hold("bench", model="m")), line
@@ -54,9 +57,9 @@ def _contenders(baseline: ModuleType | None) -> dict[str, tuple[Hold, Callable[[
 
         found["anyio.Lock"] = lock(anyio.Lock)
         found["anyio.Lock(fast_acquire=True)"] = lock(lambda: anyio.Lock(fast_acquire=True))
-    found["GpuGuard (default)"] = guard(GpuGuard)
+    found["GpuGuard (default)"] = guard(GpuGuard, "guard")
     if baseline is not None:
-        found["baseline GpuGuard (default)"] = guard(baseline.GpuGuard)
+        found["baseline GpuGuard (default)"] = guard(baseline.GpuGuard, "baseline")
     return found
 
 

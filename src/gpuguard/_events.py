@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 logger = logging.getLogger("gpuguard.events")
 
@@ -265,6 +265,13 @@ class Subscription:
         )
 
 
+_Unbuilt = tuple[Callable[..., Event], tuple[Any, ...]]
+"""An event published lazily that nobody has taken yet: what builds it, and with what.
+
+A plain ``tuple`` (``type(entry) is tuple``): no event is one, since an event has a ``kind``.
+"""
+
+
 class EventBus:
     """Fan-out of events to bounded subscriber queues, plus a short history.
 
@@ -277,8 +284,9 @@ class EventBus:
         if history_size < 0 or default_maxsize < 1:
             raise ValueError("history_size must be >= 0 and default_maxsize >= 1")
         self._subscribers: list[Subscription] = []
-        self._listeners: dict[Callable[[Event], None], None] = {}
-        self._history: deque[Event] = deque(maxlen=history_size)
+        self._listeners: dict[Callable[[Event], None], Callable[[int], bool] | None] = {}
+        """Each listener, with what tells whether it would use an event of a level."""
+        self._history: deque[Event | _Unbuilt] = deque(maxlen=history_size)
         self._default_maxsize = default_maxsize
         self.published = 0
         self.dropped = 0
@@ -290,6 +298,29 @@ class EventBus:
         """
         self.published += 1
         self._history.append(event)
+        self._deliver(event)
+
+    def publish_lazily(self, level: int, build: Callable[..., Event], *args: Any) -> None:
+        """Publish the event ``build(*args)`` makes, building it only once someone takes it.
+
+        For a publisher on a hot path (a guard's every grant and release). ``level`` (a
+        :mod:`logging` level) is what the event is worth to listeners added with ``wants``.
+        It is built now, once, for every listener and subscriber, if there is a subscriber,
+        a listener added without ``wants``, or one whose ``wants(level)`` is true; else the
+        history keeps what builds it, and :meth:`history` builds it (once) when read.
+        """
+        if not self._subscribers:
+            for wants in self._listeners.values():
+                if wants is None or wants(level):
+                    break
+            else:  # nobody takes it now
+                self.published += 1
+                if self._history.maxlen:
+                    self._history.append((build, args))
+                return
+        self.publish(build(*args))
+
+    def _deliver(self, event: Event) -> None:
         for listener in self._listeners:
             try:
                 listener(event)
@@ -299,12 +330,17 @@ class EventBus:
             if not subscriber._offer(event):
                 self.dropped += 1
 
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
+    def add_listener(
+        self, listener: Callable[[Event], None], *, wants: Callable[[int], bool] | None = None
+    ) -> None:
         """Call ``listener(event)`` synchronously for every event published from now on.
 
-        For quick, non-blocking consumers (logging, counters); adding one twice is a no-op.
+        For quick, non-blocking consumers (logging, counters); adding one twice is a no-op
+        (the second ``wants`` counts). ``wants(level)`` says whether the listener would do
+        anything with an event of that :mod:`logging` level (say, ``logger.isEnabledFor``):
+        when no receiver would, :meth:`publish_lazily` does not build the event.
         """
-        self._listeners[listener] = None
+        self._listeners[listener] = wants
 
     def remove_listener(self, listener: Callable[[Event], None]) -> None:
         """Stop calling ``listener``; harmless if it was not added."""
@@ -330,7 +366,10 @@ class EventBus:
 
     def history(self, *, kinds: Iterable[str] | None = None) -> list[Event]:
         """The most recent events, oldest first (optionally only some kinds)."""
-        events = list(self._history)
+        if any(type(entry) is tuple for entry in self._history):
+            built = [_built(entry) for entry in self._history]
+            self._history = deque(built, maxlen=self._history.maxlen)  # each is built once
+        events = cast("list[Event]", list(self._history))
         if kinds is None:
             return events
         wanted = frozenset(kinds)
@@ -346,3 +385,11 @@ class EventBus:
             f"<EventBus subscribers={len(self._subscribers)} published={self.published} "
             f"dropped={self.dropped}>"
         )
+
+
+def _built(entry: Event | _Unbuilt) -> Event:
+    """The event of a history entry, built if it was published lazily."""
+    if type(entry) is tuple:
+        build, args = entry
+        return build(*args)
+    return cast(Event, entry)

@@ -70,8 +70,5 @@ class HoldDeadlines:
             self._arm(min(self._deadlines.values()), _running_loop())
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+# The running loop, or None outside one (asyncio's own non-raising form: read on every grant).
+_running_loop = asyncio._get_running_loop

@@ -44,7 +44,7 @@ from ._keeper import Leases, Limits
 from ._lease import Lease
 from ._options import DEFAULT, OnHang, Timeout, check_option, check_timeout
 from ._snapshot import GuardSnapshot, HolderInfo, holder_info, waiter_infos
-from ._telemetry import log_gpu_event
+from ._telemetry import log_gpu_event, log_wants
 from ._tickets import GpuBudget
 from .policies import EXCLUSIVE, Policy
 from .scopes import make_arbiter
@@ -93,7 +93,7 @@ class GpuGuard:
         self.on_hang: OnHang = on_hang
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.events = events if events is not None else EventBus()
-        self.events.add_listener(log_gpu_event)
+        self.events.add_listener(log_gpu_event, wants=log_wants)
         if arbiter is None:
             arbiter = make_arbiter("process", name, aging_s=aging_s, clock=self.clock)
         self._arbiter = arbiter

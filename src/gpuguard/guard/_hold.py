@@ -57,36 +57,39 @@ class Hold:
         """Take the GPU, or a place in its queue, now; True if the GPU was busy (queued)."""
         if self._lease is not None:
             raise RuntimeError("this hold has already asked for the GPU")
-        if self._nowait:
-            self._lease = await self._leases.request_nowait(
-                self._operation,
-                model=self._model,
-                priority=self._priority,
-                hold_timeout=self._hold_timeout,
-                memory_bytes=self._memory_bytes,
-            )
-            return False
-        self._lease, self._pending = await self._leases.request(
-            self._operation,
-            model=self._model,
-            priority=self._priority,
-            wait_timeout=self._wait_timeout,
-            hold_timeout=self._hold_timeout,
-            memory_bytes=self._memory_bytes,
-        )
+        lease = self._new_lease()
+        if not self._leases.grant_now(lease):
+            await self._ask(lease)
+        self._lease = lease
         return self._pending is not None
+
+    def _new_lease(self) -> Lease:
+        return self._leases.new_lease(
+            self._operation, self._model, self._priority, self._hold_timeout, self._memory_bytes
+        )
+
+    async def _ask(self, lease: Lease) -> None:
+        """Past :meth:`Leases.grant_now`: ask a shared scope, or queue (or ``WouldBlock``)."""
+        if self._nowait:
+            await self._leases.submit_nowait(lease)
+        else:
+            self._pending = await self._leases.submit(lease, self._wait_timeout)
 
     async def __aenter__(self) -> Lease:
         if self._entered or self._given_up:
             raise RuntimeError("a hold() context manager cannot be entered twice or once given up")
         self._entered = True
-        if self._lease is None:
-            await self.reserve()
-        assert self._lease is not None
-        self._lease.owner_task = asyncio.current_task()  # whoever reserved, this task runs it
+        lease = self._lease
+        if lease is None:  # asked for here, by the task that runs it
+            lease = self._new_lease()
+            if not self._leases.grant_now(lease):
+                await self._ask(lease)
+            self._lease = lease
+        else:
+            lease.owner_task = asyncio.current_task()  # whoever reserved, this task runs it
         if self._pending is not None:
-            await self._leases.await_grant(self._lease, self._pending)
-        return self._lease
+            await self._leases.await_grant(lease, self._pending)
+        return lease
 
     async def aclose(self) -> None:
         """Give up a reservation never entered: leave the queue, or hand its grant on.
@@ -113,7 +116,7 @@ class Hold:
         lease = self._lease
         assert lease is not None
         try:
-            if lease.held and lease.streams:
+            if lease.streams and lease.held:
                 await lease.close_streams()  # left open (a ``break``): it may still produce
         finally:
             if lease.state in (LeaseState.HUNG, LeaseState.LOST):

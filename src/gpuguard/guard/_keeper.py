@@ -87,19 +87,39 @@ class Leases:
 
         Returns the lease and, when it is queued, the future of its grant.
         """
-        limit = self.limits.wait_timeout if wait_timeout is DEFAULT else wait_timeout
-        wait_s = check_timeout(limit, "wait_timeout")
+        check_timeout(self.wait_limit(wait_timeout), "wait_timeout")
         lease = self.new_lease(operation, model, priority, hold_timeout, memory_bytes)
+        if self.grant_now(lease):
+            return lease, None
+        return lease, await self.submit(lease, wait_timeout)
+
+    def wait_limit(self, wait_timeout: Timeout) -> float | None:
+        """How long a request asked with ``wait_timeout`` may wait (the guard's default)."""
+        return self.limits.wait_timeout if wait_timeout is DEFAULT else wait_timeout
+
+    def grant_now(self, lease: Lease) -> bool:
+        """Grant new ``lease`` here and now if the arbiter decides locally and admits it.
+
+        The uncontended hold's one step; else :meth:`submit` asks a shared scope or queues.
+        """
+        arbiter = self.arbiter
+        if arbiter.decides_locally and arbiter.try_acquire_now(lease.ticket, lease.requested_at):
+            self._grant(lease, 0.0, lease.requested_at, queued=False)
+            return True
+        return False
+
+    async def submit(self, lease: Lease, wait_timeout: Timeout) -> asyncio.Future[None] | None:
+        """Ask for new ``lease`` past :meth:`grant_now`: the future of its grant if queued.
+
+        ``None`` when it was granted at once; ``QueueFull`` when the line has no room.
+        """
+        limit = self.wait_limit(wait_timeout)
         ticket, now = lease.ticket, lease.requested_at
         try:
             arbiter = self.arbiter
-            if (
-                arbiter.try_acquire_now(ticket, now)
-                if arbiter.decides_locally
-                else await arbiter.try_acquire(ticket, now)
-            ):
-                self._grant(lease, 0.0, queued=False)
-                return lease, None
+            if not arbiter.decides_locally and await arbiter.try_acquire(ticket, now):
+                self._grant(lease, 0.0, self.clock.monotonic(), queued=False)
+                return None
             self._leases[ticket.lease_id] = lease  # before enqueue: a shared scope may grant
             pending = await arbiter.enqueue(ticket, now, limit=self.limits.max_waiters)
         except asyncio.CancelledError:
@@ -114,26 +134,14 @@ class Leases:
             self._leases.pop(ticket.lease_id, None)
             self.waiting.reject(lease)
         if lease.state is LeaseState.WAITING:  # not granted while it joined the line
-            self.waiting.joined(lease, pending, wait_s)
-        return lease, pending
+            self.waiting.joined(lease, pending, limit)
+        return pending
 
-    async def request_nowait(
-        self,
-        operation: str,
-        *,
-        model: str | None,
-        priority: Priority,
-        hold_timeout: Timeout,
-        memory_bytes: int | None = None,
-    ) -> Lease:
-        """Take the GPU if it is free and nobody waits, on any scope; else :class:`WouldBlock`."""
-        lease = self.new_lease(operation, model, priority, hold_timeout, memory_bytes)
-        ticket, now = lease.ticket, lease.requested_at
+    async def submit_nowait(self, lease: Lease) -> Lease:
+        """Past :meth:`grant_now`: ask a shared scope for new ``lease``, else ``WouldBlock``."""
         arbiter = self.arbiter
-        granted = (
-            arbiter.try_acquire_now(ticket, now)
-            if arbiter.decides_locally
-            else await arbiter.try_acquire(ticket, now)
+        granted = not arbiter.decides_locally and await arbiter.try_acquire(
+            lease.ticket, lease.requested_at
         )
         return self.granted_nowait(lease, granted)
 
@@ -146,7 +154,7 @@ class Leases:
                 holder=self.holder_label(),
                 queued=self.arbiter.queue_length(),
             )
-        self._grant(lease, 0.0, queued=False)
+        self._grant(lease, 0.0, self.clock.monotonic(), queued=False)
         return lease
 
     def new_lease(
@@ -158,17 +166,19 @@ class Leases:
         memory_bytes: int | None = None,
     ) -> Lease:
         """A lease not yet asked for, with its own ticket (``memory_bytes``: as declared)."""
-        hold_s = self.limits.hold_timeout if hold_timeout is DEFAULT else hold_timeout
         if memory_bytes is not None and memory_bytes < 0:
             raise ValueError("memory_bytes must be >= 0")
-        hold = check_timeout(hold_s, "hold_timeout")
-        owner = Owner.this_process()
+        hold = (
+            self.limits.hold_timeout  # checked when the guard was made
+            if hold_timeout is DEFAULT
+            else check_timeout(hold_timeout, "hold_timeout")
+        )
         ticket = Ticket(
             next(self._ids),
             operation,
             model,
-            Priority(priority),
-            owner,
+            priority if type(priority) is Priority else Priority(priority),
+            Owner.this_process(),
             memory_bytes,
             hold_timeout_s=hold,
         )
@@ -195,10 +205,9 @@ class Leases:
         if lease is not None:
             if lease.timer is not None:
                 lease.timer.cancel()  # its wait timeout
-            self._grant(lease, waited_s, queued=True)
+            self._grant(lease, waited_s, self.clock.monotonic(), queued=True)
 
-    def _grant(self, lease: Lease, waited_s: float, *, queued: bool) -> None:
-        now = self.clock.monotonic()
+    def _grant(self, lease: Lease, waited_s: float, now: float, *, queued: bool) -> None:
         lease.state = LeaseState.HELD
         lease.granted_at = now
         if self.arbiter.issues_fences:  # else no need to ask who holds (a locked file read)
@@ -206,7 +215,7 @@ class Leases:
             grant = next(mine, None)  # its own grant: under a sharing policy, one of several
             if grant is not None:
                 lease.fence, lease.fence_floor = grant.fence, grant.fence_floor
-        self._leases[lease.lease_id] = lease
+        self._leases[lease.ticket.lease_id] = lease
         self.telemetry.started(lease.ticket, waited_s=waited_s, queued=queued)
         lease.timer = None
         if lease.hold_timeout is not None:
@@ -266,7 +275,7 @@ class Leases:
 
     def forget(self, lease: Lease) -> None:
         """Drop ``lease`` from the registry, its hold deadline and its wait timer."""
-        self._leases.pop(lease.lease_id, None)
+        self._leases.pop(lease.ticket.lease_id, None)
         self.deadlines.discard(lease)
         if lease.timer is not None:
             lease.timer.cancel()

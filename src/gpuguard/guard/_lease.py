@@ -72,6 +72,19 @@ class Lease:
     operation can be stopped through its work.
     """
 
+    # What a new lease starts with, as class attributes: a lease is made on every request.
+    granted_at: float | None = None
+    hung_at: float | None = None
+    timer: TimerHandle | None = None
+    quarantined = False
+    """True while hung and still holding the GPU, until its work has really ended."""
+    tracked = False
+    fence: int | None = None
+    """The fencing token of the grant, on scopes that issue them (Redis)."""
+    fence_floor: int | None = None
+    """The oldest token still holding when it was granted (:attr:`Grant.fence_floor`)."""
+    lost_reason: str | None = None
+
     def __init__(
         self, keeper: Keeper, ticket: Ticket, hold_timeout: float | None, clock: Clock
     ) -> None:
@@ -81,27 +94,16 @@ class Lease:
         self.hold_timeout = hold_timeout
         self.clock = clock
         self.requested_at = clock.monotonic()
-        self.granted_at: float | None = None
-        self.hung_at: float | None = None
         self.state = LeaseState.WAITING
-        self.timer: TimerHandle | None = None
-        self.quarantined = False
-        """True while hung and still holding the GPU, until its work has really ended."""
         self.owner_task = _running_task()
         """Interrupted on hang if no tracked work ever ran (an opaque ``async with`` body):
         the task that asked for the lease, then the one that entered ``async with``. None
         in synchronous code (``acquire_nowait`` outside an event loop)."""
-        self.tracked = False
         self.works: dict[object, asyncio.Task[object] | None] = {}
         """Tracked work in flight, each with the task awaiting it."""
         self.streams: dict[OnceClosed[Any], StopWork | None] = {}
         """Open streams (:meth:`stream`), each with its ``stop``: GPU work until closed."""
         self._closers: set[asyncio.Task[None]] = set()
-        self.fence: int | None = None
-        """The fencing token of the grant, on scopes that issue them (Redis)."""
-        self.fence_floor: int | None = None
-        """The oldest token still holding when it was granted (:attr:`Grant.fence_floor`)."""
-        self.lost_reason: str | None = None
         self.interrupted: set[asyncio.Task[object]] = set()
         """Tasks the guard cancelled because this lease hung; their cancel is withdrawn."""
 

@@ -10,7 +10,6 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 
 from .._events import Priority
 
@@ -28,15 +27,28 @@ class Owner:
     @staticmethod
     def this_process() -> Owner:
         """The current process (a child of ``fork()`` is itself, not its parent)."""
-        return _owner(os.getpid())
+        global _this_process
+        if _this_process is None:
+            _this_process = Owner(os.getpid(), socket.gethostname(), _process_name())
+        return _this_process
 
 
-@cache
-def _owner(pid: int) -> Owner:
-    return Owner(pid, socket.gethostname(), _process_name())
+_this_process: Owner | None = None
+"""This process's :class:`Owner` once asked for (it is read on every request)."""
 
 
-@dataclass(frozen=True, slots=True)
+def _forget_this_process() -> None:
+    """In a child of ``fork()``: the parent's owner is not the child's."""
+    global _this_process
+    _this_process = None
+
+
+os.register_at_fork(after_in_child=_forget_this_process)
+
+_set = object.__setattr__
+
+
+@dataclass(frozen=True, init=False)
 class Ticket:
     """One request for the GPU, as the arbiter records it."""
 
@@ -51,8 +63,34 @@ class Ticket:
     """How long it may hold once granted (None: no limit): shared scopes show a holder
     past it as hung to other processes, whose own timers cannot see it."""
 
+    def __init__(
+        self,
+        lease_id: int,
+        operation: str,
+        model: str | None,
+        priority: Priority,
+        owner: Owner,
+        memory_bytes: int | None = None,
+        hold_timeout_s: float | None = None,
+    ) -> None:
+        # One store of the instance's dict, not a frozen field's ``__setattr__`` per field:
+        # a ticket is made on every request.
+        _set(
+            self,
+            "__dict__",
+            {
+                "lease_id": lease_id,
+                "operation": operation,
+                "model": model,
+                "priority": priority,
+                "owner": owner,
+                "memory_bytes": memory_bytes,
+                "hold_timeout_s": hold_timeout_s,
+            },
+        )
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, init=False)
 class Grant:
     """The current holder: its ticket, when it was granted, and since when it hangs (if so)."""
 
@@ -67,6 +105,29 @@ class Grant:
     fence_floor: int | None = None
     """The oldest token still holding when it was granted (under the exclusive policy, its
     own): work under an older token was taken over (:class:`~gpuguard.guard.FenceBook`)."""
+
+    def __init__(
+        self,
+        ticket: Ticket,
+        granted_at: float,
+        hung_since: float | None = None,
+        fence: int | None = None,
+        owner_gone: bool = False,
+        fence_floor: int | None = None,
+    ) -> None:
+        # As Ticket's: a grant is made on every hold.
+        _set(
+            self,
+            "__dict__",
+            {
+                "ticket": ticket,
+                "granted_at": granted_at,
+                "hung_since": hung_since,
+                "fence": fence,
+                "owner_gone": owner_gone,
+                "fence_floor": fence_floor,
+            },
+        )
 
 
 @dataclass(frozen=True, slots=True)

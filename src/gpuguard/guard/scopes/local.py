@@ -9,7 +9,6 @@ Given the GPU's name, it bears the machine-wide mark (:mod:`._mark`) from its fi
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from ..._clock import Clock, SystemClock
 from .._arbiter import OnGrant, OnLost
@@ -51,8 +50,11 @@ class LocalArbiter:
         """The guard's clock: the line's order when a waiter leaves it (aging)."""
         self._queue: WaiterQueue[_Waiter] = WaiterQueue(aging_s=aging_s)
         self._entries: dict[int, QueueEntry[_Waiter]] = {}
-        self._holders: dict[int, Grant] = {}
-        """The grants that hold now, by lease id, oldest first."""
+        self._holders: dict[int, tuple[Ticket, float]] = {}
+        """The tickets that hold now, each with when it was granted, by lease id, oldest first
+        (a :class:`Grant` is made only when asked for: not on every hold)."""
+        self._hung_since: dict[int, float] = {}
+        """Since when each hung holder hangs, by lease id."""
         self._on_grant: OnGrant = _ignore_grant
 
     def bind(self, on_grant: OnGrant, on_lost: OnLost) -> None:
@@ -63,7 +65,7 @@ class LocalArbiter:
         """Grant at once if nobody waits and the policy admits ``ticket`` beside the holders."""
         if len(self._queue) or not self.policy.admits(self.holders(), ticket):
             return False
-        self._hold(Grant(ticket, now))
+        self._hold(ticket, now)
         return True
 
     async def try_acquire(self, ticket: Ticket, now: float) -> bool:
@@ -93,12 +95,13 @@ class LocalArbiter:
     def release(self, ticket: Ticket, now: float) -> None:
         """Give ``ticket``'s grant back; grant waiters in line order while the policy admits."""
         if self._holders.pop(ticket.lease_id, None) is not None:
+            self._hung_since.pop(ticket.lease_id, None)
             self._grant_heads(now)
             if not self._holders and self._mark is not None:
                 self._mark.linger()  # kept bound: nobody else shares this lease
 
-    def _hold(self, grant: Grant) -> None:
-        self._holders[grant.ticket.lease_id] = grant
+    def _hold(self, ticket: Ticket, now: float) -> None:
+        self._holders[ticket.lease_id] = (ticket, now)
         if self._mark is not None:
             self._mark.take()
 
@@ -112,23 +115,28 @@ class LocalArbiter:
             waiter = entry.item
             if waiter.future.done():
                 continue  # its task was cancelled and has not run yet; it cleans up itself
-            self._hold(Grant(waiter.ticket, now))
+            self._hold(waiter.ticket, now)
             self._on_grant(waiter.ticket, now - entry.enqueued_at)
             waiter.future.set_result(None)
 
     def mark_hung(self, ticket: Ticket, now: float) -> None:
         """Record since when the holder hangs."""
-        grant = self._holders.get(ticket.lease_id)
-        if grant is not None:
-            self._holders[ticket.lease_id] = dataclasses.replace(grant, hung_since=now)
+        if ticket.lease_id in self._holders:
+            self._hung_since[ticket.lease_id] = now
 
     def holder(self) -> Grant | None:
         """The oldest holder (the only one under the exclusive policy)."""
-        return next(iter(self._holders.values()), None)
+        for ticket, granted_at in self._holders.values():
+            return Grant(ticket, granted_at, self._hung_since.get(ticket.lease_id))
+        return None
 
     def holders(self) -> tuple[Grant, ...]:
         """Every holder, oldest first."""
-        return tuple(self._holders.values())
+        hung = self._hung_since
+        return tuple(
+            Grant(ticket, granted_at, hung.get(ticket.lease_id))
+            for ticket, granted_at in self._holders.values()
+        )
 
     def waiters(self, now: float) -> list[Queued]:
         """The line in service order."""
@@ -152,7 +160,7 @@ class LocalArbiter:
             self._mark.drop()
 
     def __repr__(self) -> str:
-        holders = [g.ticket.operation for g in self._holders.values()]
+        holders = [ticket.operation for ticket, _ in self._holders.values()]
         return (
             f"<LocalArbiter policy={self.policy.name} holders={holders!r} "
             f"waiting={len(self._queue)}>"
