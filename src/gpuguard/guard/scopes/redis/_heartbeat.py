@@ -215,13 +215,13 @@ class Heartbeat:
                 while True:
                     if self._closed:
                         return
-                    left = math.inf
+                    self._fence_at = math.inf
                     if self._until is not None and not self._lapsed and self._tickets():
-                        left = self._until - self.margin_s - time.monotonic()
-                        if left <= 0:
+                        self._fence_at = self._until - self.margin_s
+                        if self._fence_at <= time.monotonic():
                             self._lapsed = True
                             break
-                    self._fence_at = time.monotonic() + left
+                    left = self._fence_at - time.monotonic()
                     self._cond.wait(None if left == math.inf else left)
                     self._fence_at = -math.inf
             reason = (
