@@ -146,7 +146,7 @@ def heard_grant(note: str, secret: str) -> Heard | None:
     only, never in an answer or a message). None for anything else: anyone may publish.
     """
     *fields, mac = note.split(" ")
-    if not secret or len(fields) != 5 or not all(f.isdigit() for f in fields[1:]):
+    if not secret or len(fields) != 5 or not all(f.isascii() and f.isdigit() for f in fields[1:]):
         return None
     body = " ".join(fields)
     inner = hashlib.sha1((secret + body).encode()).hexdigest()
