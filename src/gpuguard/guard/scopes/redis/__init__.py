@@ -10,8 +10,10 @@ shared state for ``current``/``snapshot()``.
   too; a dead waiter is skipped when its turn comes.
 * **Redis decides; messages are hints.** A grant is pushed to the granted process only, and
   the lease going free to every process; a message only makes a process read the state
-  (anyone may publish). Grants and losses follow the state read from the Lua script, never a
-  message. A hold costs a bounded number of Redis commands whatever the length of the line.
+  (anyone may publish), but for a grant made alone that the Lua script signed with the
+  granted process's secret, which is taken as it stands. Grants and losses follow what the
+  script says, never an unsigned message. A hold costs a bounded number of Redis commands
+  whatever the length of the line.
 * **Self-fencing.** A beat confirms the grant until ``sent + ttl``; ``ttl/4`` before that, if
   no later beat confirmed it (Redis stalled, unreachable), the lease is lost: its work is
   stopped and awaited, and only then does the holder get :class:`~gpuguard.LeaseLost`. A

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +30,7 @@ from .._teardown import TEARDOWN_S, GpuPids, TeardownRule
 from ._heartbeat import Heartbeat, Held
 from ._link import RedisLink
 from ._listener import GrantListener
-from ._mirror import grants, ticket_json
+from ._mirror import grants, heard_grant, ticket_json
 from ._pending import PendingCalls, told_too_late
 from ._sharing import Sharing
 from ._teardown import HeldBack
@@ -70,6 +71,9 @@ class LeaseCore:
         self.heartbeat_s = ttl_s / 5
         self.fence_margin_s = ttl_s / 4
         self._client_id = uuid.uuid4().hex[:12]
+        self._secret = secrets.token_hex(16)  # signs this process's grant messages
+        self._redis_time: tuple[float, int] | None = None
+        """The latest answer's send time here and Redis ``TIME`` (ms) when it ran."""
         self._link = RedisLink(
             client,
             sync_client,
@@ -89,7 +93,7 @@ class LeaseCore:
         self._ids: dict[int, str] = {}
         self._view = LeaseView(self._client_id, aging_s)
         self._pending = PendingCalls()
-        self._listener = GrantListener(self._link, on_change=self._look)
+        self._listener = GrantListener(self._link, on_change=self._look, on_grant=self._heard)
         ttl_ms = str(int(ttl_s * 1000))
         self._heartbeat = Heartbeat(
             self._view.mine.copy,
@@ -110,7 +114,9 @@ class LeaseCore:
         tid = self._ids.setdefault(ticket.lease_id, f"{self._client_id}:{ticket.lease_id}")
         future = asyncio.get_running_loop().create_future()
         share = self._sharing.share(ticket, self._view.holders())
-        tk = ticket_json(ticket, self._client_id, self.ttl_s, self.teardown_s, share)
+        tk = ticket_json(
+            ticket, self._client_id, self.ttl_s, self.teardown_s, share, secret=self._secret
+        )
         mine = self._view.mine[tid] = Mine(ticket, tk, now, future)
         self._heartbeat.poke()
         return tid, mine
@@ -217,6 +223,8 @@ class LeaseCore:
 
     def _answer(self, state: dict[str, Any]) -> dict[str, Any]:
         """Read a transition's answer: the newest view of the lease, and any grant it names."""
+        if self._redis_time is None or state["sent"] > self._redis_time[0]:
+            self._redis_time = (state["sent"], state["t"])
         if state["v"] >= self._view.mirror.version:
             self._view.read(state, self._clock.monotonic())
             self._heartbeat.saw(state, self._view.is_mine)
@@ -239,6 +247,35 @@ class LeaseCore:
         """A message says the lease changed: read the state in Redis (which decides)."""
         if version is None or version > self._view.mirror.version:  # not seen here yet
             self._pending.coalesce(lambda: self._call("state", "", "", ""))
+
+    def _heard(self, note: str) -> None:
+        """A grant message: take a grant Redis made alone and signed for this process; else look.
+
+        A grant beside others, or to a request whose answer is still on its way, is read from
+        the state as before (the policy's last word needs the holders; the answer comes first),
+        and so is one to a ticket this process gave up on (the state read gives it back).
+        """
+        heard = heard_grant(note, self._secret)
+        mine = self._view.mine.get(heard.tid) if heard is not None else None
+        if heard is None or mine is None or self._redis_time is None:
+            self._look(None)
+        elif mine.fence is not None:
+            return  # an answer named it first
+        elif (
+            mine.gave_up
+            or mine.leaving
+            or (mine.asking is not None and not mine.asking.done())
+            or heard.floor != int(heard.fence)
+            or heard.version <= mine.version
+        ):
+            self._look(None)
+        else:
+            view = self._view.mirror  # granted alone: every older grant there is gone
+            view.holders = [h for h in view.holders if int(h[1]) > heard.floor]
+            view.version = max(view.version, heard.version)
+            waited = self._clock.monotonic() - mine.requested_at
+            answer = heard.answer(*self._redis_time)
+            self._granted(heard.tid, mine, answer, waited_s=waited, notify=True)
 
     def _lose(self, tid: str, reason: str) -> None:
         mine = self._view.mine.pop(tid, None)

@@ -14,6 +14,11 @@ renewed it no earlier than it was sent). A second thread, the fence, watches tha
 so the holder stops its work before its TTL can lapse by its own clock and Redis hand the
 GPU on. Answers and expiries are handed to the event loop with ``call_soon_threadsafe``.
 
+The event loop wakes a thread only when that thread must look before the time it is already
+waiting for (a nearer deadline, a first ticket): each answer, grant or request otherwise
+leaves both threads asleep. On a busy machine waking a thread costs the loop a context
+switch, on the hand-off path, for a thread that would only go back to sleep.
+
 The threads read the arbiter's tickets through ``tickets()``, which returns a copy taken in
 one step (``dict.copy`` under the GIL); they never change them.
 """
@@ -73,6 +78,8 @@ class Heartbeat:
         self._holder_expires: float | None = None
         self._closed = False
         self._threads: list[threading.Thread] = []
+        self._beat_at = self._fence_at = -math.inf
+        """When each thread looks next, as it waits (inf: only when woken; -inf: not waiting)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_answer: Callable[[dict[str, Any], Sequence[Held]], None] = _ignore
         self._on_expired: Callable[[str], None] = _ignore
@@ -109,7 +116,7 @@ class Heartbeat:
             if lower_only and self._until is not None and not self._lapsed:
                 until = min(until, self._until)
             self._until, self._lapsed = until, False
-            self._cond.notify_all()
+            self._wake(fence_at=until - self.margin_s)
 
     def saw(self, state: dict[str, Any], is_mine: Callable[[str], bool]) -> None:
         """A state read from Redis: if another process holds, beat as its first grant expires."""
@@ -119,11 +126,23 @@ class Heartbeat:
     def _holder_seen(self, state: dict[str, Any], is_mine: Callable[[str], bool]) -> None:
         others = [h["pttl"] for h in grants(state) if not is_mine(h["t"])]
         self._holder_expires = state["sent"] + min(others) / 1000.0 if others else None
-        self._cond.notify_all()
+        self._wake(beat_at=self._beat_for_holder())
 
     def poke(self) -> None:
-        """Look again: this process's tickets changed."""
+        """Look again: this process's tickets changed (a thread without them waits unbounded)."""
         with self._cond:
+            if math.inf in (self._beat_at, self._fence_at):
+                self._cond.notify_all()
+            else:
+                self._wake(beat_at=self._beat_for_holder())
+
+    def _beat_for_holder(self) -> float:
+        """When a waiter beats for another process's grant (lock held): as it is due to expire."""
+        return math.inf if self._holder_expires is None else self._holder_expires + 0.001
+
+    def _wake(self, *, beat_at: float = math.inf, fence_at: float = math.inf) -> None:
+        """Wake the threads (lock held) if one must look before the time it waits for."""
+        if beat_at < self._beat_at or fence_at < self._fence_at:
             self._cond.notify_all()
 
     async def stop(self) -> None:
@@ -148,18 +167,18 @@ class Heartbeat:
                     now = time.monotonic()
                     if not tickets:
                         due = None
-                        self._cond.wait()
+                        self._wait_beat(math.inf)
                         continue
                     if due is None:
                         due = now + self.every_s  # its request renewed the process just now
                     wake = due
                     holding = _holding(tickets)
                     waiting = len(holding) < len(tickets)
-                    if waiting and self._holder_expires is not None:
-                        wake = min(wake, self._holder_expires + 0.001)
+                    if waiting:
+                        wake = min(wake, self._beat_for_holder())
                     if now >= wake:
                         break
-                    self._cond.wait(wake - now)
+                    self._wait_beat(wake)
             sent = time.monotonic()
             try:
                 state = self._beat(holding)
@@ -171,6 +190,12 @@ class Heartbeat:
             if not self._post(self._on_answer, state, holding):
                 return
 
+    def _wait_beat(self, until: float) -> None:
+        """Sleep (lock held) until ``until`` (monotonic; inf: until woken), or woken earlier."""
+        self._beat_at = until
+        self._cond.wait(None if until == math.inf else max(0.0, until - time.monotonic()))
+        self._beat_at = -math.inf
+
     def _answered(self, state: dict[str, Any], renewed: Sequence[Held], sent: float) -> None:
         """Confirm until ``sent + ttl`` if the beat named every grant still held here."""
         with self._cond:
@@ -179,6 +204,7 @@ class Heartbeat:
             held = {tid for tid, _, _ in _holding(tickets)} - lost
             if held <= {tid for tid, _, _ in renewed}:
                 self._until, self._lapsed = sent + self.ttl_s, False
+                self._wake(fence_at=self._until - self.margin_s)
             self._holder_seen(state, tickets.__contains__)
 
     # --- the fencing thread --------------------------------------------------------------
@@ -189,13 +215,15 @@ class Heartbeat:
                 while True:
                     if self._closed:
                         return
-                    left = math.inf
+                    self._fence_at = math.inf
                     if self._until is not None and not self._lapsed and self._tickets():
-                        left = self._until - self.margin_s - time.monotonic()
-                        if left <= 0:
+                        self._fence_at = self._until - self.margin_s
+                        if self._fence_at <= time.monotonic():
                             self._lapsed = True
                             break
+                    left = self._fence_at - time.monotonic()
                     self._cond.wait(None if left == math.inf else left)
+                    self._fence_at = -math.inf
             reason = (
                 f"Redis did not confirm it for {self.ttl_s - self.margin_s:.2f}s of its "
                 f"{self.ttl_s:g}s TTL; fenced before the TTL could lapse"

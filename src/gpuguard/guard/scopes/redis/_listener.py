@@ -1,13 +1,13 @@
 """The Redis scope's subscription: what Redis publishes on a lease's channels, as calls.
 
-A grant is published as ``grant <ticket> <fence>`` on the granted process's own channel only;
-the lease going free with nobody waiting as ``free`` on the lease's channel, which every
-process hears. A message is only a hint to look: any client of the same Redis can publish,
-so nothing is granted or taken away on a message's word; ``on_change`` reads the state in
-Redis, which decides. ``sync <token>`` messages are this process's own markers
-(:meth:`GrantListener.sync`: every message published before has been handled). A dropped
-subscription is re-established, and then ``on_change`` runs too (messages may have been
-missed meanwhile).
+A grant is published as ``grant <ticket> <fence> ...`` on the granted process's own channel
+only; the lease going free with nobody waiting as ``free`` on the lease's channel, which every
+process hears. Any client of the same Redis can publish, so a message is a hint to look
+(``on_change`` reads the state in Redis, which decides), unless the lease script signed it
+for this process: ``on_grant`` gets a grant message's text to check. ``sync <token>``
+messages are this process's own markers (:meth:`GrantListener.sync`: every message published
+before has been handled). A dropped subscription is re-established, and then ``on_change``
+runs too (messages may have been missed meanwhile).
 """
 
 from __future__ import annotations
@@ -32,14 +32,22 @@ RECONNECT_S: Final = 0.1
 class GrantListener:
     """Listens on ``link``'s two channels in a task of its own.
 
-    ``on_change(version)`` runs for every message but this process's own markers, and after
+    ``on_grant(note)`` runs for a ``grant`` message (``note``: what follows the word),
+    ``on_change(version)`` for every other message but this process's own markers, and after
     the subscription was re-established (``version``: the one a ``free`` message names, else
     None).
     """
 
-    def __init__(self, link: RedisLink, *, on_change: Callable[[int | None], None]) -> None:
+    def __init__(
+        self,
+        link: RedisLink,
+        *,
+        on_change: Callable[[int | None], None],
+        on_grant: Callable[[str], None],
+    ) -> None:
         self._link = link
         self._on_change = on_change
+        self._on_grant = on_grant
         self._task: asyncio.Task[None] | None = None
         self._subscribed: asyncio.Future[None] | None = None
         self._syncs: dict[str, asyncio.Future[None]] = {}
@@ -99,7 +107,7 @@ class GrantListener:
                     self._subscribed.set_result(None)
                 async for message in pubsub.listen():
                     if message["type"] == "message":
-                        self._dispatch(message["data"].decode())
+                        self._dispatch(message["data"].decode(errors="replace"))
             except RedisError as exc:
                 if not self._subscribed.done():
                     self._subscribed.set_exception(exc)
@@ -115,5 +123,7 @@ class GrantListener:
         if future is not None:
             if not future.done():
                 future.set_result(None)
+        elif kind == "grant":
+            self._on_grant(rest)
         else:
             self._on_change(int(rest) if kind == "free" and rest.isdigit() else None)

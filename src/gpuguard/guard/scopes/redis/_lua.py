@@ -19,16 +19,19 @@ Keys, all under one prefix ``P`` (a hash tag, so a cluster keeps them in one slo
 * ``P:ver``      bumped on every change, so readers keep the newest view; it starts from
   Redis ``TIME`` in microseconds, so it keeps increasing across a restart that lost it.
 
-Every grant is published as ``grant <ticket> <fence>`` on the granted process's own channel
-``P:events:<c>`` only: the next waiter is woken by that push, never by polling (the push only
-makes it read the state: this script decides), and the others are not woken at all. A change
-that leaves the lease free with nobody waiting is published as ``free <version>`` on
-``P:events``, for every process's view. Each call runs a bounded number of Redis commands,
-and reads a bounded part of the line, whatever its length: the answer lists the first 32
-waiters in service order, how many wait, which of the caller's tickets (``ARGV[9]``) are
-still in line, and the dead holder whose teardown may still be under way (``d``). Only a
-request that finds the line full looks at every waiter, for dead ones to drop before
-refusing.
+Every grant is published on its process's own channel ``P:events:<c>`` only, as ``grant
+<ticket> <fence> <floor> <until ms> <version> <mac>``, signed with that process's secret
+(``ticket.k``, never in an answer): the next waiter is woken by that push, never by polling,
+and takes a grant made alone from it (anyone may publish; only this script signs); nobody
+else is woken. While a dead holder's teardown may be under way the grant is published
+unsigned, as ``grant <ticket> <fence>``: a hint, on which the process reads the state, which
+names the dead holder. A change that leaves the lease free with nobody waiting is published
+as ``free <version>`` on ``P:events``, for every process's view. Each call runs a bounded
+number of Redis commands, and reads a bounded part of the line, whatever its length: the
+answer lists the first 32 waiters in service order, how many wait, which of the caller's
+tickets (``ARGV[9]``) are still in line, and the dead holder whose teardown may still be under
+way (``d``). Only a request that finds the line full looks at every waiter, for dead ones to
+drop before refusing.
 The heads of the line are granted while they *fit* beside the holders (see "Big GPUs on
 the Redis lease" in docs/design.md): with nobody holding, always; else only if the head and
 every holder declared their bytes, the head is not a second load or unload (``ticket.tr``),
@@ -83,8 +86,8 @@ end
 local dirty = false
 local function changed()
   if not dirty then redis.call('SET', P .. ':ver', string.format('%d', real_ms * 1000), 'NX') end
-  redis.call('INCR', P .. ':ver')
   dirty = true
+  return redis.call('INCR', P .. ':ver')
 end
 
 """
@@ -158,8 +161,14 @@ local function grant(id, tk)
   keep({t = id, f = f, lo = lo, g = now, h = false, u = real_ms + tk.ttl, ticket = tk})
   redis.call('ZREM', QUEUES[tk.p + 1], id)
   redis.call('HDEL', TICKETS, id)
-  changed()
-  redis.call('PUBLISH', P .. ':events:' .. tk.c, 'grant ' .. id .. ' ' .. f)
+  local note = string.format('%s %s %s %d %d', id, f, lo, real_ms + tk.ttl, changed())
+  local k = tk.k or ''  -- the MAC: sha1(k .. sha1(k .. note)), as _mirror.heard_grant checks
+  if dead then  -- a hint only: the grantee reads the state, which names the dead holder
+    redis.call('PUBLISH', P .. ':events:' .. tk.c, 'grant ' .. id .. ' ' .. f)
+  else
+    redis.call('PUBLISH', P .. ':events:' .. tk.c, 'grant ' .. note .. ' '
+      .. redis.sha1hex(k .. redis.sha1hex(k .. note)))
+  end
   return f
 end
 
@@ -223,7 +232,7 @@ end
 local SHOWN = 32
 local function state(result, extra)
   local hs = holders()
-  for _, h in ipairs(hs) do h.pttl = h.u - real_ms end
+  for _, h in ipairs(hs) do h.pttl, h.ticket.k = h.u - real_ms, nil end
   local waiters, n = {}, 0
   for p = 1, 3 do
     local ids, seqs, raws = line(p, SHOWN)
@@ -231,7 +240,7 @@ local function state(result, extra)
     for i = 1, #ids do
       if raws[i] then
         local tk = cjson.decode(raws[i])
-        tk.id, tk.s, tk.r = ids[i], seqs[i], eff(tk.p, tk.e)
+        tk.id, tk.s, tk.r, tk.k = ids[i], seqs[i], eff(tk.p, tk.e), nil
         table.insert(waiters, tk)
       end
     end
@@ -250,8 +259,8 @@ local function state(result, extra)
     if raws[i] then listed[#listed + 1] = mine[i] end
   end
   return cjson.encode({
-    r = result, x = extra or false, now = now, h = hs, w = waiters, n = n, o = listed, v = ver,
-    d = mourned(),
+    r = result, x = extra or false, now = now, t = real_ms, h = hs, w = waiters, n = n,
+    o = listed, v = ver, d = mourned(),
   })
 end
 

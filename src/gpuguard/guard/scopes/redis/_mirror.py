@@ -6,6 +6,8 @@ process's clock, so ``current`` and ``snapshot()`` read like those of any other 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 from ...._events import Priority
 from ..._tickets import Grant, Owner, Queued, Ticket
 
-__all__ = ["Mirror", "Share", "grants", "ticket_json"]
+__all__ = ["Heard", "Mirror", "Share", "grants", "heard_grant", "ticket_json"]
 
 
 @dataclass(slots=True)
@@ -77,16 +79,24 @@ def _ticket(raw: dict[str, Any]) -> Ticket:
 
 
 def ticket_json(
-    ticket: Ticket, client_id: str, ttl_s: float, teardown_s: float, share: Share | None = None
+    ticket: Ticket,
+    client_id: str,
+    ttl_s: float,
+    teardown_s: float,
+    share: Share | None = None,
+    *,
+    secret: str = "",
 ) -> str:
     """``ticket`` as Redis keeps it (read back by :func:`_ticket`), from process ``client_id``.
 
     ``teardown_s``: how long its holder is remembered after its grant lapses (a dead holder's
     GPU teardown, :mod:`._lua_grants`); ``share``: what a sharing policy counts for it
-    (``None``: it runs alone).
+    (``None``: it runs alone); ``secret``: the key the lease script signs this process's grant
+    messages with (:func:`heard_grant`).
     """
     raw: dict[str, Any] = {
         "c": client_id,
+        "k": secret,
         "l": ticket.lease_id,
         "o": ticket.operation,
         "m": ticket.model,
@@ -112,3 +122,45 @@ class Share:
     """What its process measured as shareable: the GPU less the headroom and foreign memory."""
     transition: bool
     """It loads or unloads a model (two never overlap)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """A grant as its message told it, signed by the lease script (:func:`heard_grant`)."""
+
+    tid: str
+    fence: str
+    floor: int
+    """The oldest grant still holding beside it: its own fence if it was granted alone."""
+    until_ms: int
+    """When it lapses unless renewed, in Redis ``TIME`` ms."""
+    version: int
+    """The version of the lease the grant made."""
+
+    def answer(self, sent: float, redis_ms: int) -> dict[str, Any]:
+        """The grant as an answer of the lease script would list it (and nothing else).
+
+        ``sent`` (this host's monotonic time) preceded Redis ``TIME`` ``redis_ms``: an answer
+        this process had before, so the grant's time left is counted from no later than then.
+        """
+        left = {"t": self.tid, "f": self.fence, "lo": str(self.floor)}
+        return {"v": self.version, "sent": sent, "h": [{**left, "pttl": self.until_ms - redis_ms}]}
+
+
+def heard_grant(note: str, secret: str) -> Heard | None:
+    """The grant a ``grant`` message's ``note`` carries, if the lease script signed it.
+
+    ``note``: ``<ticket> <fence> <floor> <until ms> <version> <mac>``, where ``mac`` is
+    ``sha1(secret + sha1(secret + the rest))`` in hex (the secret is in this process's tickets
+    only, never in an answer or a message). None for anything else: anyone may publish.
+    """
+    *fields, mac = note.split(" ")
+    if not secret or len(fields) != 5 or not all(f.isascii() and f.isdigit() for f in fields[1:]):
+        return None
+    body = " ".join(fields)
+    inner = hashlib.sha1((secret + body).encode()).hexdigest()
+    signed = hashlib.sha1((secret + inner).encode()).hexdigest()
+    if not hmac.compare_digest(signed.encode(), mac.encode()):
+        return None
+    tid, fence, floor, until_ms, version = fields
+    return Heard(tid, fence, int(floor), int(until_ms), int(version))

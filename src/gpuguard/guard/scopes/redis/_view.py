@@ -34,8 +34,8 @@ class Mine:
     """A ticket of this process: waiting (``future`` unresolved) or holding (``fence``)."""
 
     ticket: Ticket
-    json: str
-    """The ticket as Redis keeps it (:func:`~._mirror.ticket_json`)."""
+    json: str = field(repr=False)
+    """The ticket as Redis keeps it (:func:`~._mirror.ticket_json`): with the signing secret."""
     requested_at: float
     future: asyncio.Future[None]
     fence: str | None = None
