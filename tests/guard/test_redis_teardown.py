@@ -25,6 +25,8 @@ from gpuguard.devices import DevicesUnavailable
 from gpuguard.guard import Hold
 from gpuguard.guard.scopes import make_arbiter
 from gpuguard.guard.scopes._teardown import POLL_S, TEARDOWN_S
+from gpuguard.guard.scopes.redis import RedisArbiter
+from gpuguard.guard.scopes.redis._mirror import heard_grant
 
 from .redis_support import REDIS_URL, require_redis
 from .test_redis_processes import PREFIX, worker
@@ -48,7 +50,7 @@ class Driver:
         return set(self.listed)
 
 
-def waiting_guard(name: str, driver: Driver, clock: FakeClock) -> GpuGuard:
+def waiting_guard(name: str, driver: Driver, clock: FakeClock, ttl_s: float = 1.0) -> GpuGuard:
     """A Redis-scope guard of this host whose driver is ``driver`` (as the settings build it)."""
     require_redis()
     arbiter = make_arbiter(
@@ -56,7 +58,7 @@ def waiting_guard(name: str, driver: Driver, clock: FakeClock) -> GpuGuard:
         name,
         redis_url=REDIS_URL,
         prefix=PREFIX,
-        ttl_s=1.0,
+        ttl_s=ttl_s,
         aging_s=30.0,
         clock=clock,
         gpu_pids=driver,
@@ -99,11 +101,11 @@ class Scene:
 
 @contextlib.asynccontextmanager
 async def killed_behind(
-    tmp_path: Path, driver: Driver, clock: FakeClock, *host: str
+    tmp_path: Path, driver: Driver, clock: FakeClock, *host: str, ttl_s: float = 1.0
 ) -> AsyncIterator[Scene]:
     """A waiter, and its holder killed while ``driver`` lists it (as of ``host``, if given)."""
     name = f"teardown-{uuid.uuid4().hex[:8]}"
-    guard = waiting_guard(name, driver, clock)
+    guard = waiting_guard(name, driver, clock, ttl_s)
     holder = await holding(name, tmp_path / "ledger", *host)
     try:
         request = guard.hold("next")
@@ -151,6 +153,53 @@ async def test_the_next_holder_waits_until_the_dead_holder_has_left_the_gpu(
         async with asyncio.timeout(POLL_LIMIT_S):
             lease = await scene.granted
         assert lease.fence is not None
+
+
+async def test_a_grant_made_while_a_dead_holder_may_be_on_the_gpu_is_published_as_a_hint(
+    tmp_path: Path,
+) -> None:
+    """A third process's call finds the lapsed grant and grants the waiter: the message it
+    publishes is only a hint, never a signed grant the waiter could take as it is (that would
+    skip the state, which names the dead holder), and the waiter waits for the driver."""
+    driver, clock = Driver(), FakeClock()
+    async with killed_behind(tmp_path, driver, clock, ttl_s=60.0) as scene:  # no beat of its own
+        arbiter = scene.guard._arbiter  # the test reads the waiter's channel and secret
+        assert isinstance(arbiter, RedisArbiter)
+        listener = redis.Redis.from_url(REDIS_URL).pubsub()
+        listener.subscribe(arbiter._link.own_channel)
+        assert listener.get_message(timeout=10.0) is not None  # subscribed
+        other = GpuGuard(
+            arbiter=make_arbiter(
+                "redis",
+                scene.name,
+                redis_url=REDIS_URL,
+                prefix=PREFIX,
+                ttl_s=60.0,
+                aging_s=30.0,
+                clock=FakeClock(),
+            )
+        )
+        try:
+            message = None
+            for _ in range(int(POLL_LIMIT_S / 0.05)):  # bounded: until the holder's TTL lapses
+                with pytest.raises(WouldBlock):
+                    other.acquire_nowait("probe")  # each call runs the script: it reaps, grants
+                message = listener.get_message(timeout=0.05)
+                if message is not None:
+                    break
+            assert message is not None, "the waiter was never granted"
+            kind, _, note = message["data"].decode().partition(" ")
+            assert kind == "grant"
+            assert heard_grant(note, arbiter._secret) is None  # a hint: read the state
+            await asked_or_granted(driver, scene.granted)
+            assert not scene.granted.done(), "granted while the dead holder is still on the GPU"
+            driver.listed.clear()
+            clock.advance(POLL_S)
+            async with asyncio.timeout(POLL_LIMIT_S):
+                await scene.granted
+        finally:
+            listener.close()
+            await other.aclose()
 
 
 async def test_the_wait_for_a_dead_holder_is_bounded_and_said(
