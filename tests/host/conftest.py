@@ -55,6 +55,10 @@ class Processes:
         """``python -m tests.host._fault_worker ARGS``."""
         return await self.start(sys.executable, "-m", "tests.host._fault_worker", *args)
 
+    async def chain(self, *args: str) -> asyncio.subprocess.Process:
+        """``python -m tests.host._chain_worker ARGS``."""
+        return await self.start(sys.executable, "-m", "tests.host._chain_worker", *args)
+
     async def kill_all(self) -> None:
         for process in self.started:
             with contextlib.suppress(ProcessLookupError):
