@@ -35,6 +35,10 @@ from ._teardown import POLL_S, TeardownWait
 
 __all__ = ["Decisions", "Watch", "counted"]
 
+RISE_SLACK_S = 0.01
+"""A look for a waiter's rise by aging comes no sooner than this: a clock stopped just short
+of a step (a test's fake one) would otherwise have the watcher spin."""
+
 
 class Watch(NamedTuple):
     """What a waiting process's watcher sleeps on until something may have changed."""
@@ -174,7 +178,7 @@ class Decisions:
             level = effective_priority(entry.ticket.priority, entry.enqueued_at, now, aging_s)
             if level < Priority.INTERACTIVE and state.holding(entry.seq) is None:
                 waited = max(0.0, now - entry.enqueued_at) + DUE_EPSILON
-                rises.append((waited // aging_s + 1) * aging_s - waited)
+                rises.append(max(RISE_SLACK_S, (waited // aging_s + 1) * aging_s - waited))
         return min(rises, default=None)
 
     def peers(self, state: State) -> frozenset[int]:
