@@ -1,7 +1,7 @@
 """Waking one process of the host lease: a datagram to the inbox its requests name.
 
-A decision that grants a request of another process tells that process at once, and under a
-sharing policy so it tells the process of the new head of the line (:mod:`._decisions`): one
+A decision that grants a request of another process tells that process at once (and, under a
+sharing policy, the process of the new head of the line, :mod:`._decisions`): one
 datagram to the abstract Unix socket its requests name in the state
 (``@gpuguard/wake/<random>``), sent before the decider lets the directory's lock go. The
 kernel removes the name when the process dies; a datagram to an inbox that is gone or full
@@ -64,14 +64,16 @@ class Inbox:
         a later one.
         """
         sock = self._socket
-        for _ in range(_DRAIN if sock is not None else 0):
+        if sock is None:
+            return
+        for _ in range(_DRAIN):
             try:
-                sock.recv(16)  # type: ignore[union-attr]
+                sock.recv(16)
             except OSError:  # BlockingIOError: nothing more
                 return
 
     def wake(self) -> None:
-        """Wake this inbox's own waiter (a release or withdraw in this process)."""
+        """Wake this inbox's own watcher now (an entry it watches was let go)."""
         if self.name is not None:
             post(self.name)
 
