@@ -1,13 +1,15 @@
 """A process in line for one host-scope lease, for the watch-chain tests (``python -m``).
 
-``wait DIR LEDGER NAME TIMEOUT THEN``: ask for the GPU (print ``queued`` if it had to wait),
-with a wait timeout of TIMEOUT seconds (``-``: none). Once granted, append ``NAME`` to LEDGER
+``wait DIR LEDGER NAME TIMEOUT THEN [PRIORITY AGING_S]``: ask for the GPU (print ``queued`` if
+it had to wait) at PRIORITY (``normal`` unless given), with a wait timeout of TIMEOUT seconds
+(``-``: none) and the guard's ``aging_s`` (30 unless given). Once granted, append ``NAME`` to LEDGER
 (one ``O_APPEND`` write: the order of grants across processes) and print ``granted``; then,
 by THEN: ``hold`` until the line ``release`` on stdin, ``pass`` at once, or ``die`` (SIGKILL
 itself, holding). Released, it prints ``released looks=K``: K is how many looks its watcher
 thread took (counted here, around the arbiter's look), so a test can tell how many processes
 a hand-off woke. The line ``cancel`` while it waits cancels the request; cancelled or timed
-out, it prints ``left``. When stdin closes it releases (if it holds) and exits.
+out, it prints ``left``. When stdin closes it releases (if it holds) and exits. With
+``CHAIN_SAY_LOOKS=1`` in its environment it also prints ``looked K`` after each look.
 
 The GPU is named after the lock directory, so no other lease of this machine meets these on
 the machine-wide mark.
@@ -22,7 +24,7 @@ import sys
 from collections.abc import Collection
 from typing import Any
 
-from gpuguard import GpuGuard, WaitTimeout
+from gpuguard import GpuGuard, Priority, WaitTimeout
 from gpuguard.guard.scopes.host._arbiter import HostArbiter
 
 _LOOKS = [0]
@@ -35,6 +37,8 @@ def _count_looks() -> None:
     def counted(self: HostArbiter, watched: Collection[int]) -> Any:
         result = look(self, watched)
         _LOOKS[0] += 1
+        if os.environ.get("CHAIN_SAY_LOOKS") == "1":
+            say(f"looked {_LOOKS[0]}")
         return result
 
     HostArbiter._watch_once = counted  # type: ignore[method-assign]
@@ -46,13 +50,23 @@ def gpu_name(lock_dir: str | os.PathLike[str]) -> str:
 
 
 def say(line: str) -> None:
-    print(line, flush=True)
+    os.write(1, f"{line}\n".encode())  # one write: the watcher thread says lines too
 
 
-async def wait(lock_dir: str, ledger: str, name: str, timeout: str, then: str) -> None:
+async def wait(
+    lock_dir: str,
+    ledger: str,
+    name: str,
+    timeout: str,
+    then: str,
+    priority: str = "normal",
+    aging_s: str = "30",
+) -> None:
     wait_timeout = None if timeout == "-" else float(timeout)
-    guard = GpuGuard.host(gpu_name(lock_dir), lock_dir=lock_dir, wait_timeout=wait_timeout)
-    request = guard.hold(name)
+    guard = GpuGuard.host(
+        gpu_name(lock_dir), lock_dir=lock_dir, wait_timeout=wait_timeout, aging_s=float(aging_s)
+    )
+    request = guard.hold(name, priority=Priority[priority.upper()])
     if await request.reserve():
         say("queued")
     release = asyncio.Event()

@@ -11,7 +11,10 @@ the line is settled, never between a fault and the grant it must cause.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,9 @@ from .conftest import Processes, entries, finish, line
 
 GRANT_TIMEOUT_S = 15.0
 """Bound on a grant that must come (a loaded 2-core machine), not a race: nothing polls."""
+
+AGING_S = "6"
+"""Aging of the test that waits for a rise: long enough that the next process has queued."""
 
 
 async def in_line(
@@ -55,9 +61,9 @@ def grants(lock_dir: Path) -> list[str]:
     return (lock_dir.parent / "ledger").read_text().split()
 
 
-def pids(lock_dir: Path) -> tuple[int | None, list[int | None]]:
+def pids(lock_dir: Path, aging_s: float = 30.0) -> tuple[int | None, list[int | None]]:
     """The holder's pid and the waiters' pids in service order, as any process sees them."""
-    snapshot = GpuGuard.host(gpu_name(lock_dir), lock_dir=lock_dir).snapshot()
+    snapshot = GpuGuard.host(gpu_name(lock_dir), lock_dir=lock_dir, aging_s=aging_s).snapshot()
     holder = None if snapshot.holder is None else snapshot.holder.pid
     return holder, [waiter.pid for waiter in snapshot.waiters]
 
@@ -144,4 +150,55 @@ async def test_a_waiter_leaving_mid_line_passes_its_watch_on(
     assert await line(last, GRANT_TIMEOUT_S) == "granted"
     assert grants(lock_dir) == ["holder", "first", "last"]
     assert [await finish(p) for p in (middle, last)] == [0, 0]
+    assert entries(lock_dir, gpu_name(lock_dir)) == []
+
+
+def _can_unshare_network() -> bool:
+    if shutil.which("unshare") is None:
+        return False  # pragma: no cover - util-linux is everywhere these tests run
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+async def line_after_looks(process: asyncio.subprocess.Process) -> str:
+    """The next line that is not a ``looked K`` one."""
+    while (said := await line(process, GRANT_TIMEOUT_S)).startswith("looked"):
+        pass
+    return said
+
+
+async def test_a_waiter_aged_to_the_head_watches_the_holder_with_no_datagram(
+    tmp_path: Path, processes: Processes
+) -> None:
+    """A process in its own network namespace (a container on its own network) gets no
+    datagram from the others. Its background waiter, queued before a normal one, ages past
+    it to head the line: it looks again as it rises (nobody could tell it) and watches the
+    holder, so the holder's release hands it the GPU, and then the normal one."""
+    if not _can_unshare_network():
+        pytest.skip("needs unshare -n (root)")  # pragma: no cover
+    lock_dir = tmp_path / "locks"
+    ledger = tmp_path / "ledger"
+    ledger.touch()
+
+    def args(name: str, priority: str) -> tuple[str, ...]:
+        return ("wait", str(lock_dir), str(ledger), name, "-", "hold", priority, AGING_S)
+
+    holder = await processes.chain(*args("holder", "normal"))
+    assert await line(holder) == "granted"
+    aged = await processes.start(
+        "unshare", "-n", sys.executable, "-m", "tests.host._chain_worker",
+        *args("aged", "background"), CHAIN_SAY_LOOKS="1",
+    )  # fmt: skip
+    assert {await line(aged), await line(aged)} == {"queued", "looked 1"}
+    normal = await processes.chain(*args("normal", "normal"))
+    assert await line(normal) == "queued"
+    assert pids(lock_dir, float(AGING_S)) == (holder.pid, [normal.pid, aged.pid])
+
+    assert await line(aged, GRANT_TIMEOUT_S) == "looked 2"  # its rise, at AGING_S
+    assert pids(lock_dir, float(AGING_S)) == (holder.pid, [aged.pid, normal.pid])
+    await say_to(holder, "release")
+    assert await line_after_looks(aged) == "granted"
+    await say_to(aged, "release")
+    assert await line(normal, GRANT_TIMEOUT_S) == "granted"
+    assert grants(lock_dir) == ["holder", "aged", "normal"]
+    assert [await finish(p) for p in (holder, aged, normal)] == [0, 0, 0]
     assert entries(lock_dir, gpu_name(lock_dir)) == []
