@@ -55,6 +55,10 @@ class Processes:
         """``python -m tests.host._fault_worker ARGS``."""
         return await self.start(sys.executable, "-m", "tests.host._fault_worker", *args)
 
+    async def chain(self, *args: str, **env: str) -> asyncio.subprocess.Process:
+        """``python -m tests.host._chain_worker ARGS`` (``env`` added to its environment)."""
+        return await self.start(sys.executable, "-m", "tests.host._chain_worker", *args, **env)
+
     async def kill_all(self) -> None:
         for process in self.started:
             with contextlib.suppress(ProcessLookupError):

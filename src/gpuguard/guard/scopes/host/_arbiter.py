@@ -17,12 +17,14 @@ directory (:mod:`._files`):
   kill), so a dead request is recognisable at once (its lock can be taken) and whoever
   decides next removes it. A holder whose entry is dead holds nothing.
 
-Liveness comes from the kernel, never from timers. Wake-ups are pushed: a process with queued
-requests runs one watcher thread that sleeps until the kernel wakes it, when a holder of
-another process releases or dies (a ``flock(LOCK_SH)`` on its entry) or when another process
-granted one of its requests (a datagram to its inbox, :mod:`._wake`), and it re-decides. A
-release grants the next waiters in the same step; a waiter of the releasing guard is told
-synchronously, as in one process.
+Liveness comes from the kernel, never from timers. Wake-ups are pushed, and only to whom a
+change concerns: a process with queued requests runs one watcher thread that sleeps until
+the kernel wakes it, when the request it watches ends (a ``flock(LOCK_SH)`` on its entry:
+the head's process watches the holders, every other the request just ahead of its first
+waiter, :meth:`.Decisions.watch`) or when another process granted one of its requests (a
+datagram to its inbox, :mod:`._wake`), and it re-decides. So a hand-off wakes the next
+process, not every waiting one. A release grants the next waiters in the same step; a waiter
+of the releasing guard is told synchronously, as in one process.
 
 Every descriptor is this process's own: a child made by ``fork()`` closes the ones it
 inherited (without unlocking them: the locks are its parent's) and opens its own, so a guard
@@ -165,7 +167,7 @@ class HostArbiter:
             for mine in granted:
                 self._requests.schedule(mine)
             start = self._requests.want_watcher()
-        self._requests.wake()
+            self._requests.look_again()
         if start:
             self._requests.start_watcher(self._watch_once)
         return future
@@ -178,7 +180,7 @@ class HostArbiter:
                 return False
             for granted in self._leave(lease_dir, request, self._clock.monotonic()):
                 self._requests.schedule(granted)
-        self._requests.wake()
+            self._requests.look_again()
         return True
 
     def release(self, ticket: Ticket, now: float) -> None:
@@ -191,7 +193,7 @@ class HostArbiter:
             granted = self._leave(lease_dir, request, now)
             for mine in granted:
                 self._requests.granted(mine)
-        self._requests.wake()
+            self._requests.look_again()
         for mine in granted:
             self._requests.on_grant(mine.entry.ticket, now - mine.entry.enqueued_at)
             mine.resolve()
@@ -270,10 +272,10 @@ class HostArbiter:
                     self._dir = None  # refused once; the next request opens the new one
                 raise
             finally:
+                self._requests.tell()  # before the lock goes: see Requests.tell
                 lease_dir.unlock()
                 if self._dir is not lease_dir:
                     lease_dir.close()
-                self._requests.tell()
 
     def _peek(self, now: float) -> State | None:
         """The decided state for a read-only question; None if it cannot be read."""
@@ -329,8 +331,8 @@ class HostArbiter:
 
     # --- the watcher thread ----------------------------------------------------------------
 
-    def _watch_once(self, watched: Collection[int]) -> dict[int, int]:
-        """One look for the watcher: the entries of other processes' holders to watch too.
+    def _watch_once(self, watched: Collection[int]) -> tuple[dict[int, int], float | None]:
+        """One look: entries to watch too (:meth:`.Decisions.watch`), when to look unasked.
 
         Raises :class:`LookupError` when this arbiter has no waiter left (the watcher ends).
         """
@@ -338,18 +340,21 @@ class HostArbiter:
             with self._locked() as lease_dir:
                 if self._requests.idle():
                     raise LookupError("no waiter left")
-                state = self._decide(lease_dir, self._clock.monotonic())
+                self._requests.inbox.drain()  # under the lock: see Inbox.drain
+                now = self._clock.monotonic()
+                state = self._decide(lease_dir, now)
+                watch = self._decisions.watch(state, now)
                 entries: dict[int, int] = {}
-                for seq, _, _ in state.holders:
-                    if seq not in self._requests and seq not in watched:
-                        fd = lease_dir.open_entry(seq)
-                        if fd is not None:
-                            entries[seq] = fd
-                return entries
+                for seq in watch.entries:
+                    fd = None if seq in watched else lease_dir.open_entry(seq)
+                    if fd is not None:
+                        entries[seq] = fd
+                polls = [s for s in (watch.rise_s, self._requests.poll_s) if s is not None]
+                return entries, min(polls, default=None)
         except (StateError, OSError, ConfigError) as exc:  # refused: fail, never strand them
             with self._lock:
                 self._requests.fail_waiting(str(exc), self._dir)
-            return {}
+            return {}, None
 
     # --- fork ------------------------------------------------------------------------------
 

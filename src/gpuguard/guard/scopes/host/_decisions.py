@@ -6,15 +6,25 @@ grants heads of the line for as long as the policy admits the head beside every 
 (:meth:`Decisions.grant_heads`, the rules of the process scope: only the head, in
 :class:`~gpuguard.guard._queue.WaiterQueue` order). The policy counts each request by the
 bytes its own process resolved (:attr:`.Entry.need`), so every process admits against the
-same numbers. A request of another process so granted is told through its inbox
-(:mod:`._wake`) once the lock is let go.
+same numbers.
+
+Who is woken, so that a hand-off costs the same however many processes wait (the watch
+chain, :meth:`Decisions.watch`): each waiting process watches one thing, the head's process
+the holders' entries, every other process the entry of the request just ahead of its first
+waiter. A holder that ends (release or death) wakes the head's process; a waiter that dies
+or leaves wakes the process behind it, which looks again and watches on. A request of
+another process granted here is told through its inbox (:mod:`._wake`) once the decision is
+written, and under a sharing policy so is the process of the new head, which must now watch
+every holder (under ``exclusive`` it already watches the one it was behind).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
-from ..._queue import WaiterQueue
+from ...._events import Priority
+from ..._queue import DUE_EPSILON, WaiterQueue, effective_priority
 from ..._tickets import Grant, Ticket
 from ...policies import Policy
 from ._lease_dir import LeaseDir
@@ -23,7 +33,20 @@ from ._requests import Request, Requests
 from ._state import Entry, HolderRecord, State
 from ._teardown import POLL_S, TeardownWait
 
-__all__ = ["Decisions", "counted"]
+__all__ = ["Decisions", "Watch", "counted"]
+
+RISE_SLACK_S = 0.01
+"""A look for a waiter's rise by aging comes no sooner than this: a clock stopped just short
+of a step (a test's fake one) would otherwise have the watcher spin."""
+
+
+class Watch(NamedTuple):
+    """What a waiting process's watcher sleeps on until something may have changed."""
+
+    entries: list[int]
+    """The entries (of other processes' requests) whose release or death matters to it."""
+    rise_s: float | None
+    """Seconds until one of its waiters rises a level by aging (None: never)."""
 
 
 class Decisions:
@@ -42,7 +65,6 @@ class Decisions:
         self._aging_s = aging_s
         self._teardown = teardown
         self._sharing = policy.name != "exclusive"
-        requests.one_holder = not self._sharing
 
     def decide(self, lease_dir: LeaseDir, now: float) -> State:
         """Read the lease; remove the dead; grant the heads the policy admits."""
@@ -99,6 +121,7 @@ class Decisions:
         """Grant the head of the line while the policy admits it; this process's grants."""
         mine: list[Request] = []
         queue = self.queue(state)
+        holders = len(state.holders)
         while len(queue):
             entry = queue.peek_next(now).item
             request = self._requests.get(entry.seq)
@@ -113,10 +136,50 @@ class Decisions:
             state.holders.append((entry.seq, now, None))
             if request is not None:
                 mine.append(request)
-            elif entry.wake is not None and self._sharing:  # else its holder watch tells it
+            elif entry.wake is not None:
                 self._requests.to_tell.append(entry.wake)
+        if len(state.holders) > max(holders, 1) and len(queue):
+            # The new head's process watched the one it was behind; now it must watch all.
+            head = queue.peek_next(now).item
+            if head.wake is not None:
+                self._requests.to_tell.append(head.wake)
         self._requests.peers = self.peers(state)
         return mine
+
+    def watch(self, state: State, now: float) -> Watch:
+        """What this process's watcher waits on (the chain, see the module's docstring).
+
+        The head's process: the holders' entries. Any other waiting process: the entry of
+        the request just ahead of its first waiter; aging cannot move that one behind it
+        before one of its own waiters rises a level, so it looks again then.
+        """
+        mine = self._requests
+        ahead: int | None = None
+        entries: list[int] = []
+        for queued in self.queue(state).order(now):
+            seq = queued.item.seq
+            if seq in mine:
+                if ahead is not None:
+                    entries = [ahead]
+                else:
+                    entries = [h for h, _, _ in state.holders if h not in mine]
+                break
+            ahead = seq
+        return Watch(entries, self._next_rise(state, now))
+
+    def _next_rise(self, state: State, now: float) -> float | None:
+        """Seconds until a waiter of this process rises a priority level (None: never)."""
+        aging_s = self._aging_s
+        if aging_s is None:
+            return None
+        rises = []
+        for request in self._requests.values():
+            entry = request.entry
+            level = effective_priority(entry.ticket.priority, entry.enqueued_at, now, aging_s)
+            if level < Priority.INTERACTIVE and state.holding(entry.seq) is None:
+                waited = max(0.0, now - entry.enqueued_at) + DUE_EPSILON
+                rises.append(max(RISE_SLACK_S, (waited // aging_s + 1) * aging_s - waited))
+        return min(rises, default=None)
 
     def peers(self, state: State) -> frozenset[int]:
         """The pids of the other processes that hold this lease now."""

@@ -5,9 +5,9 @@ process has asked for (each request's locked entry descriptor, its future and it
 loop), tells a waiter of its grant on its own loop, fails it when the lease cannot be
 trusted, and runs the one watcher thread that sleeps in the kernel until something changes:
 a datagram in this process's inbox (:mod:`._wake`: another process granted one of ours, or
-this process released) or a holder's entry let go (one short thread per holder of another
-process blocks in ``flock`` on its entry: the kernel wakes it when that holder releases or
-dies).
+this process released) or a watched entry let go (the chain, :meth:`.Decisions.watch`: one
+short thread per watched entry blocks in ``flock`` on it, and the kernel wakes it when that
+request's process releases, leaves or dies).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from ._wake import Inbox, post
 
 __all__ = ["Request", "Requests", "refusing"]
 
-Look = Callable[[Collection[int]], dict[int, int]]
-"""One look of the watcher, given the entries watched already: descriptors of the other
-holders' entries to watch as well, by ``seq``; raises :class:`LookupError` when nothing is
-left to watch."""
+Look = Callable[[Collection[int]], tuple[dict[int, int], float | None]]
+"""One look of the watcher, given the entries watched already: descriptors of the entries
+to watch as well, by ``seq``, and the seconds after which to look again unasked (None:
+only when asked); raises :class:`LookupError` when nothing is left to watch."""
 
 
 @dataclass(eq=False)
@@ -75,13 +75,12 @@ class Requests:
         self._by_lease: dict[int, int] = {}
         self.inbox = Inbox()
         self._entry_watches: dict[int, int] = {}
-        """The other holders' entries a thread waits on now, by ``seq`` (their descriptors)."""
+        """The entries of other processes a thread waits on now, by ``seq`` (their
+        descriptors). One watched before the last look stays until it is let go: a stale
+        watch costs a wake, never a missed one."""
         self._watching = False
         self.to_tell: list[str] = []
-        """The inboxes of other processes granted under the lock, told once it is let go."""
-        self.one_holder = True
-        """The policy grants one holder at a time: a grant here follows a holder's release or
-        death, which the watch of that holder's entry sees, so nobody needs telling."""
+        """The inboxes to wake after this decision (told as it ends, before the lock goes)."""
         self.peers: frozenset[int] = frozenset()
         """The other processes of this host that hold beside this one (they share the mark)."""
         self.poll_s: float | None = None
@@ -146,9 +145,14 @@ class Requests:
             self.marker.drop()
 
     def tell(self) -> None:
-        """Wake the processes granted by the last decision (called once the lock is let go)."""
+        """Wake the processes the last decision concerns, once each.
+
+        Called as the decision ends, before the directory's lock is let go: a woken watcher
+        reads its inbox under that lock (:meth:`.Inbox.drain`), so it looks once for every
+        datagram about a decision it sees, not once more after it.
+        """
         told, self.to_tell = self.to_tell, []
-        for name in told:
+        for name in dict.fromkeys(told):
             post(name)
 
     def schedule(self, request: Request | None) -> None:
@@ -201,9 +205,13 @@ class Requests:
             return True
         return False
 
-    def wake(self) -> None:
-        """A release or withdraw here: the watcher looks again."""
-        self.inbox.wake()
+    def look_again(self) -> None:
+        """After a release, a withdraw or a request here: the watcher looks again.
+
+        Called under the lock: its first waiter, hence what it watches, may have changed.
+        """
+        if self._watching and self.inbox.name is not None:
+            self.to_tell.append(self.inbox.name)
 
     def start_watcher(self, look: Look) -> None:
         """Run the watcher thread (a daemon: it sleeps in the kernel, never in Python)."""
@@ -216,22 +224,15 @@ class Requests:
         inbox = self.inbox
         while True:
             try:
-                entries = look(set(self._entry_watches))
+                entries, recheck_s = look(set(self._entry_watches))
             except LookupError:
                 return
-            if self.one_holder and len(entries) == 1 and not self._entry_watches:
-                [fd] = entries.values()  # one holder, elsewhere: only its release can matter
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH)  # returns when the holder releases or dies
-                finally:
-                    os.close(fd)
-                continue
             for seq, fd in entries.items():
                 self._watch_entry(seq, fd)
-            inbox.wait(self.poll_s)
+            inbox.wait(recheck_s)
 
     def _watch_entry(self, seq: int, fd: int) -> None:
-        """Wake the watcher once entry ``seq`` (a holder elsewhere) is let go."""
+        """Wake the watcher once entry ``seq`` (a request elsewhere) is let go."""
         self._entry_watches[seq] = fd
         threading.Thread(
             target=self._wait_entry, args=(seq, fd), name="gpuguard-host-entry", daemon=True
@@ -247,7 +248,7 @@ class Requests:
                 del self._entry_watches[seq]
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            self.wake()
+            self.inbox.wake()
 
     # --- fork ------------------------------------------------------------------------------
 

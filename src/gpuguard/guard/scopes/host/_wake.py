@@ -1,14 +1,18 @@
 """Waking one process of the host lease: a datagram to the inbox its requests name.
 
-A decision that grants a request of another process tells that process at once: one
+A decision that grants a request of another process tells that process at once (and, under a
+sharing policy, the process of the new head of the line, :mod:`._decisions`): one
 datagram to the abstract Unix socket its requests name in the state
-(``@gpuguard/wake/<random>``). The kernel removes the name when the process dies; a datagram
-to an inbox that is gone or full is dropped, never waited for (the grant is in the state
-already, and the waiter's watch of the holders' entries wakes it at the latest). A datagram
-says only "look again": anyone may send one, and all it costs is a decision.
+(``@gpuguard/wake/<random>``), sent before the decider lets the directory's lock go. The
+kernel removes the name when the process dies; a datagram to an inbox that is gone or full
+is dropped, never waited for (the grant is in the state already, and the waiter's watch of
+the request ahead of it wakes it when that one ends). A datagram says only "look again":
+anyone may send one, and all it costs is a decision.
 
 Abstract names are per network namespace: a process in another one (a container with its own
-network sharing the lock directory) is woken by its entry watch alone.
+network sharing the lock directory) is woken by its entry watch alone. Under ``exclusive``
+that suffices (the request it watches is the one served before it); under a sharing policy
+its grant beside a holder that stays waits until an entry it watches is let go.
 """
 
 from __future__ import annotations
@@ -44,21 +48,32 @@ class Inbox:
         return self.name
 
     def wait(self, timeout_s: float | None) -> None:
-        """Sleep until a datagram arrives (or ``timeout_s`` passes); read what came."""
+        """Sleep until a datagram is there (or ``timeout_s`` passes); :meth:`drain` reads it."""
         sock = self._socket
         if sock is None:
             return
         poll = select.poll()  # no limit on descriptor numbers, unlike select()
         poll.register(sock, select.POLLIN)
         poll.poll(None if timeout_s is None else timeout_s * 1000)
+
+    def drain(self) -> None:
+        """Read what came (datagrams say nothing but "look again": the look about to be made).
+
+        Called under the directory's lock: a decider posts before it lets the lock go, so
+        every datagram about a decision this look sees is read here, and any left comes from
+        a later one.
+        """
+        sock = self._socket
+        if sock is None:
+            return
         for _ in range(_DRAIN):
             try:
                 sock.recv(16)
-            except (BlockingIOError, OSError):
+            except OSError:  # BlockingIOError: nothing more
                 return
 
     def wake(self) -> None:
-        """Wake this inbox's own waiter (a release or withdraw in this process)."""
+        """Wake this inbox's own watcher now (an entry it watches was let go)."""
         if self.name is not None:
             post(self.name)
 
