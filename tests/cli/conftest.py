@@ -10,17 +10,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from gpuguard import GpuSet
 from gpuguard._server_file import remove_server_file, write_server_file
+from gpuguard.devices import FakeDevices
 from gpuguard.embed import BulkEmbedder, Embedder, EmbedderPair
 from gpuguard.gateway import ModelGateway
 from gpuguard.index import VectorStore
 from gpuguard.jobs import JobManager
 from gpuguard.server import ServerThread, create_app
 from gpuguard.server._jobs import IndexingJobs
-from gpuguard.settings import LlmSettings, Settings, SourceSettings
+from gpuguard.settings import LlmSettings, Settings, SourceSettings, build_guards, load_settings
 from gpuguard.testing import FakeBackend, HashEmbedder
 
 
@@ -86,3 +89,29 @@ def read_line(pipe: IO[bytes], deadline_s: float = CHILD_DEADLINE_S) -> str:
             break
         data += piece
     return data.decode()
+
+
+GIB = 1024**3
+
+
+@contextmanager
+def two_gpu_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> Iterator[tuple[ServerThread, GpuSet]]:
+    """A started server over GPU 0 (8 GiB, exclusive, lease ``name``) and GPU 1 (80 GiB,
+    budget, 70 GiB free), its token left for this user's CLI; yields it and its GPUs."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.delenv("GPUGUARD_SERVER__TOKEN", raising=False)
+    devices = FakeDevices.with_gpus(8 * 1024, 80 * 1024)
+    devices.set_free(1, 70 * GIB)
+    limits = load_settings(guard={"scope": "process", "name": name}).guard
+    gpus = build_guards(limits, detect=lambda: devices)
+    gateway = ModelGateway(
+        FakeBackend(["fake-llm"]), model="fake-llm", gpus=gpus, cpu_embedder=HashEmbedder()
+    )
+    application = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)
+    server = ServerThread(application)
+    with server as url, token_left_for_the_cli(application, url):
+        yield server, gpus

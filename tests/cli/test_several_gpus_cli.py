@@ -13,38 +13,21 @@ from typer.testing import CliRunner
 from gpuguard import GpuSet
 from gpuguard.cli import app
 from gpuguard.cli._render import gpu_lines
-from gpuguard.devices import FakeDevices
-from gpuguard.gateway import ModelGateway
-from gpuguard.server import create_app
-from gpuguard.settings import LlmSettings, Settings, build_guards, load_settings
-from gpuguard.testing import FakeBackend, HashEmbedder
 
-from .conftest import serving
+from .conftest import two_gpu_server
 
 runner = CliRunner()
 GIB = 1024**3
 
 
 @pytest.fixture
-def two_gpu_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, GpuSet]]:
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    monkeypatch.delenv("GPUGUARD_SERVER__TOKEN", raising=False)
-    devices = FakeDevices.with_gpus(8 * 1024, 80 * 1024)
-    devices.set_free(1, 70 * GIB)
-    limits = load_settings(guard={"scope": "process", "name": "cli0"}).guard
-    gpus = build_guards(limits, detect=lambda: devices)
-    gateway = ModelGateway(
-        FakeBackend(["fake-llm"]), model="fake-llm", gpus=gpus, cpu_embedder=HashEmbedder()
-    )
-    application = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)
-    with serving(application) as url:
-        yield url, gpus
+def two_gpu_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, GpuSet]]:
+    with two_gpu_server(tmp_path, monkeypatch, "cli0") as (server, gpus):
+        yield server.url, gpus
 
 
-def test_ps_and_status_show_a_line_per_gpu(two_gpu_server: tuple[str, GpuSet]) -> None:
-    url, gpus = two_gpu_server
+def test_ps_and_status_show_a_line_per_gpu(two_gpu_served: tuple[str, GpuSet]) -> None:
+    url, gpus = two_gpu_served
     lease = gpus[1].acquire_nowait("train")
     try:
         result = runner.invoke(app, ["ps", "--url", url])

@@ -16,13 +16,9 @@ from typer.testing import CliRunner
 from gpuguard import GpuSet, Lease, Priority
 from gpuguard.cli import app
 from gpuguard.cli._render import watch_line
-from gpuguard.devices import FakeDevices
-from gpuguard.gateway import ModelGateway
-from gpuguard.server import ServerThread, create_app
-from gpuguard.settings import LlmSettings, Settings, build_guards, load_settings
-from gpuguard.testing import FakeBackend, HashEmbedder
+from gpuguard.server import ServerThread
 
-from .conftest import token_left_for_the_cli
+from .conftest import two_gpu_server
 
 runner = CliRunner()
 GIB = 1024**3
@@ -37,20 +33,7 @@ class Served:
 @pytest.fixture
 def two_gpus_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     """GPU 0 (8 GiB, exclusive) and GPU 1 (80 GiB, budget, 70 GiB free) behind a server."""
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    monkeypatch.delenv("GPUGUARD_SERVER__TOKEN", raising=False)
-    devices = FakeDevices.with_gpus(8 * 1024, 80 * 1024)
-    devices.set_free(1, 70 * GIB)
-    limits = load_settings(guard={"scope": "process", "name": "watch0"}).guard
-    gpus = build_guards(limits, detect=lambda: devices)
-    gateway = ModelGateway(
-        FakeBackend(["fake-llm"]), model="fake-llm", gpus=gpus, cpu_embedder=HashEmbedder()
-    )
-    application = create_app(Settings(llm=LlmSettings(backend="fake")), gateway=gateway)
-    server = ServerThread(application)
-    with server as url, token_left_for_the_cli(application, url):
+    with two_gpu_server(tmp_path, monkeypatch, "watch0") as (server, gpus):
         yield Served(server, gpus)
 
 

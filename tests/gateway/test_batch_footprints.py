@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from gpuguard import EmbeddingError, FakeClock, GpuGuard
+from gpuguard import EmbeddingError, GpuGuard
 from gpuguard.devices import DevicesUnavailable, FakeDevices, FootprintBook, ProcessGpuMemory
 from gpuguard.embed import Vectors
 from gpuguard.gateway import FootprintMeter, ModelGateway
-from gpuguard.guard.policies import Budget
-from gpuguard.guard.scopes.local import LocalArbiter
 from gpuguard.settings import build_guards, load_settings
 from gpuguard.testing import FakeBackend, HashEmbedder
+
+from ._budget import budget_guard
 
 GIB = 1024**3
 MIB = 1024**2
@@ -56,17 +56,6 @@ class GpuHashEmbedder(HashEmbedder):
             self.devices.allocate(self.gpu, os.getpid(), needs - self.cached)
             self.cached = needs
         return super()._encode_sync(texts)
-
-
-def budget_guard(devices: FakeDevices, book: FootprintBook) -> GpuGuard:
-    policy = Budget(lambda: devices.info(0), headroom_bytes=2 * GIB, footprints=book)
-    arbiter = LocalArbiter(aging_s=None, policy=policy, clock=FakeClock())
-    return GpuGuard(clock=FakeClock(), arbiter=arbiter, wait_timeout=None)
-
-
-@pytest.fixture
-def devices() -> FakeDevices:
-    return FakeDevices.with_gpus(24 * 1024)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuguard import FakeClock, GpuGuard, Priority, WouldBlock
+from gpuguard import Priority, WouldBlock
 from gpuguard.devices import (
     DevicesUnavailable,
     FakeDevices,
@@ -17,10 +17,10 @@ from gpuguard.devices import (
     ProcessGpuMemory,
 )
 from gpuguard.gateway import FootprintMeter, ModelGateway
-from gpuguard.guard.policies import Budget
-from gpuguard.guard.scopes.local import LocalArbiter
 from gpuguard.settings import build_guards, load_settings
 from gpuguard.testing import FakeBackend
+
+from ._budget import budget_guard
 
 GIB = 1024**3
 
@@ -37,17 +37,6 @@ class GpuBackend(FakeBackend):
         await super().load(model)
         used = self.devices.info(0).used_by({os.getpid()}) + self.allocates.get(model, 0)
         self.devices.set_processes(0, GpuProcess(os.getpid(), used))
-
-
-def budget_guard(devices: FakeDevices, book: FootprintBook) -> GpuGuard:
-    policy = Budget(lambda: devices.info(0), headroom_bytes=2 * GIB, footprints=book)
-    arbiter = LocalArbiter(aging_s=None, policy=policy, clock=FakeClock())
-    return GpuGuard(clock=FakeClock(), arbiter=arbiter, wait_timeout=None)
-
-
-@pytest.fixture
-def devices() -> FakeDevices:
-    return FakeDevices.with_gpus(24 * 1024)
 
 
 @pytest.fixture
