@@ -145,3 +145,27 @@ async def test_a_lock_directory_removed_under_a_live_lease_is_refused_and_report
     assert refusal.startswith("refused GuardUnavailable"), refusal
     assert "was removed or replaced" in refusal
     newcomer.release()
+
+
+async def test_a_request_number_given_again_after_a_rebuild_is_not_the_dead_request_it_was(
+    tmp_path: Path, processes: Processes
+) -> None:
+    """A state rebuilt with nobody alive numbers requests from the entries left (none: from
+    0), so a number comes back for another process's request. A process that looked at the
+    first request of that number must not take the second for it (dead): before, it probed
+    the descriptor it kept of the first file, found its lock free, dropped the live holder
+    and was granted beside it."""
+    guard = GpuGuard.host(lock_dir=tmp_path)
+    first = await processes.fault("hold", str(tmp_path), "train", "600")
+    assert await line(first) == "held"
+    with pytest.raises(WouldBlock, match="held by train"):
+        guard.acquire_nowait("probe")  # looks at the holder's entry, request 0
+    assert await finish(first) == 0
+    for slot in ("state.0", "state.1"):  # damaged with nobody alive: rebuilt from request 0
+        (tmp_path / "gpu0" / slot).write_bytes(b"")
+    second = await processes.fault("hold", str(tmp_path), "again", "600")
+    assert await line(second) == "held"
+    with pytest.raises(WouldBlock, match="held by again"):
+        guard.acquire_nowait("probe")
+    assert await finish(second) == 0
+    guard.acquire_nowait("then").release()

@@ -157,18 +157,31 @@ class LeaseDir:
         Its owner locks it exclusively; watchers take shared locks for a moment as the owner
         lets go. So the probe asks for a shared lock: only the owner's lock refuses it, and a
         watcher still holding its shared lock never makes a dead request look alive.
+
+        The descriptor kept from an earlier probe is of the file the number named then: a
+        state rebuilt with nobody alive numbers its requests anew, so the number may name
+        another process's file now. A free lock is taken for death only once the name still
+        leads to that file; else the file it names now is probed.
         """
         fd = self._peeks.get(seq)
+        if fd is not None and not _locked(fd) and not self._names(seq, fd):
+            self.forget(seq)  # an earlier request of this number: look at the one it is now
+            fd = None
         if fd is None:
             fd = self.open_entry(seq)
             if fd is None:
                 return False  # its owner was killed as it removed it
             self._peeks[seq] = fd
+        return _locked(fd)  # dead if not: the lock taken here goes when the descriptor closes
+
+    def _names(self, seq: int, fd: int) -> bool:
+        """Whether entry ``seq``'s name still leads to the file ``fd`` is open on (or to none)."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False  # dead: the lock taken here goes when the descriptor is closed
+            now = os.stat(_entry_name(seq), dir_fd=self.entries_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return True  # removed: the request it was is gone
+        was = os.fstat(fd)
+        return (now.st_dev, now.st_ino) == (was.st_dev, was.st_ino)
 
     def entry_seqs(self) -> list[int]:
         """Every entry file's number (live, dead or orphaned)."""
@@ -281,6 +294,15 @@ def _ident(fd: int) -> _Ident:
 
 def _entry_name(seq: int) -> str:
     return f"{seq:020d}"
+
+
+def _locked(fd: int) -> bool:
+    """Whether another descriptor holds an exclusive lock on ``fd``'s file (its owner's)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    return False
 
 
 def _close_all(fds: list[int]) -> None:
