@@ -71,7 +71,8 @@ async def test_a_request_that_must_wait_joins_with_one_script_call(
     assert ops == ["enqueue"]
     (waiting,) = gpu_events(sub)
     assert (waiting.status, waiting.position) == (GpuStatus.WAITING, 1)
-    assert waiting.holder is not None and "load" in waiting.holder
+    assert waiting.holder is not None
+    assert "load" in waiting.holder
     lease.release()
     async with hold as granted:
         assert granted.fence is not None

@@ -49,7 +49,8 @@ async def test_a_request_that_must_wait_joins_with_one_decision(tmp_path: Path) 
         assert taken == ["decide"]
         waiting = [e for e in gpu_events(sub) if e.status is GpuStatus.WAITING]
         assert [(e.operation, e.position) for e in waiting] == [("embed", 1), ("chat", 2)]
-        assert waiting[1].holder is not None and "load" in waiting[1].holder
+        assert waiting[1].holder is not None
+        assert "load" in waiting[1].holder
         await hold.aclose()
         await ahead.aclose()
         holder.release()
