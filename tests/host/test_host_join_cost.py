@@ -10,10 +10,11 @@ from __future__ import annotations
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
 
 from gpuguard import GpuGuard, GpuStatus
 from gpuguard.guard.scopes.host import HostArbiter
+from gpuguard.guard.scopes.host._lease_dir import LeaseDir
+from gpuguard.guard.scopes.host._state import State
 
 from ..guard._support import gpu_events
 
@@ -27,10 +28,10 @@ def count_decisions(guard: GpuGuard) -> list[str]:
     here = threading.get_ident()
     taken: list[str] = []
 
-    def counted(*args: Any) -> Any:
+    def counted(lease_dir: LeaseDir, now: float) -> State:
         if threading.get_ident() == here:
             taken.append("decide")
-        return decide(*args)
+        return decide(lease_dir, now)
 
     decisions.decide = counted  # type: ignore[method-assign]
     return taken
