@@ -8,6 +8,8 @@ processes and hosts with the same rules:
 * at most one holder under the exclusive policy (under a sharing one, the process and Redis
   arbiters grant the heads of the line while the policy admits them);
 * a request is granted at once only when nobody holds *and nobody waits* (no queue jumping);
+* a request joins with one decision (:meth:`Arbiter.enqueue`): granted at once, or queued
+  with its place in line and the holder, so a shared scope is asked once per request;
 * on release the next waiter in :class:`~gpuguard.guard._queue.WaiterQueue` order is granted;
 * when nobody holds the GPU, nobody waits for it.
 """
@@ -16,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ._tickets import Grant, Queued, Ticket
 from .policies import Policy
 
-__all__ = ["Arbiter", "OnGrant", "OnLost", "holders_of", "lease_fd_of", "placer"]
+__all__ = ["Arbiter", "Joined", "OnGrant", "OnLost", "holders_of", "lease_fd_of"]
 
 
 OnGrant = Callable[[Ticket, float], None]
@@ -31,12 +34,29 @@ OnLost = Callable[[Ticket, str], None]
 """Called (in the event loop) when a granted ticket of this process lost the GPU, with why."""
 
 
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """:meth:`Arbiter.enqueue`'s answer when the line had room: the whole of one decision.
+
+    Granted at once (``pending`` is None: nobody waited and the policy admitted it, the rule
+    of :meth:`Arbiter.try_acquire`), or queued: the future of its grant, with its 1-based
+    place in line and the holder it waits behind as that same decision saw them, so its
+    ``waiting`` event needs no further look at the shared state.
+    """
+
+    pending: asyncio.Future[None] | None
+    position: int = 0
+    holder: Grant | None = None
+
+
 class Arbiter(Protocol):
     """Decides who holds the GPU; one implementation per scope (process, host, Redis).
 
     Taking the GPU or a place in the queue is async (a shared scope asks its server); a scope
-    that ``decides_locally`` answers :meth:`try_acquire` without waiting on I/O, so the front
-    calls :meth:`try_acquire_now` instead, without awaiting. Giving it back (``withdraw``,
+    that ``decides_locally`` keeps its state in this process, so the front first tries
+    :meth:`try_acquire_now`, without awaiting, as a refusal costs it nothing. A shared scope
+    (host, Redis) is asked once per request instead: :meth:`enqueue` grants at once or
+    queues in one decision. Giving it back (``withdraw``,
     ``release``) is sync and done when it returns: the next waiter is granted in the same
     step, and ``on_grant`` runs then for a waiter of this process. A shared scope makes one
     bounded round trip for it; if its server cannot be told, the server's lease expiry frees
@@ -53,7 +73,7 @@ class Arbiter(Protocol):
 
     @property
     def decides_locally(self) -> bool:
-        """True if :meth:`try_acquire` is :meth:`try_acquire_now` (no server to wait for)."""
+        """True if this process holds the state itself: a refused try costs no shared look."""
 
     @property
     def issues_fences(self) -> bool:
@@ -68,12 +88,13 @@ class Arbiter(Protocol):
     async def try_acquire(self, ticket: Ticket, now: float) -> bool:
         """Grant ``ticket`` at once if nobody holds and nobody waits; else return False."""
 
-    async def enqueue(
-        self, ticket: Ticket, now: float, *, limit: int
-    ) -> asyncio.Future[None] | None:
-        """Queue ``ticket`` if fewer than ``limit`` wait, else return None.
+    async def enqueue(self, ticket: Ticket, now: float, *, limit: int) -> Joined | None:
+        """Grant ``ticket`` at once, or queue it if fewer than ``limit`` wait; else None.
 
-        The future resolves when it is granted (after ``on_grant``).
+        One decision: granted at once by the rule of :meth:`try_acquire`, else queued.
+
+        A queued ticket's future resolves when it is granted (after ``on_grant``); a grant
+        at once does not call ``on_grant``.
         """
 
     def withdraw(self, ticket: Ticket) -> bool:
@@ -133,34 +154,3 @@ def lease_fd_of(arbiter: Arbiter, ticket: Ticket) -> int | None:
     grants are no kernel object: nothing a child process could keep.
     """
     return arbiter.lease_fd(ticket) if isinstance(arbiter, _Inheriting) else None
-
-
-@runtime_checkable
-class _Placing(Protocol):
-    """An arbiter that knows a waiter's place in line without listing the whole line."""
-
-    def position(self, ticket: Ticket, now: float) -> int | None:
-        """``ticket``'s 1-based place in service order; None if it does not wait."""
-
-
-def placer(arbiter: Arbiter) -> Callable[[Ticket, float], int]:
-    """How to find a ticket's 1-based place in ``arbiter``'s line (the back if it waits no more).
-
-    An arbiter with a ``position`` method is asked directly (the in-process line answers in
-    O(log n)); any other lists its waiters. Decided once, as the check itself costs.
-    """
-    if isinstance(arbiter, _Placing):
-        placing = arbiter
-
-        def ask(ticket: Ticket, now: float) -> int:
-            position = placing.position(ticket, now)
-            return arbiter.queue_length() if position is None else position
-
-        return ask
-
-    def walk(ticket: Ticket, now: float) -> int:
-        queued = arbiter.waiters(now)
-        found = (i for i, q in enumerate(queued, 1) if q.ticket == ticket)
-        return next(found, arbiter.queue_length())
-
-    return walk

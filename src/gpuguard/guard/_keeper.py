@@ -27,7 +27,7 @@ from ._lease import Lease, LeaseState
 from ._options import DEFAULT, OnHang, Timeout, check_timeout
 from ._snapshot import holder_info
 from ._telemetry import GuardTelemetry
-from ._tickets import Owner, Ticket
+from ._tickets import Grant, Owner, Ticket
 from ._waiting import WaitingLeases
 
 __all__ = ["Leases", "Limits"]
@@ -100,7 +100,8 @@ class Leases:
     def grant_now(self, lease: Lease) -> bool:
         """Grant new ``lease`` here and now if the arbiter decides locally and admits it.
 
-        The uncontended hold's one step; else :meth:`submit` asks a shared scope or queues.
+        The uncontended hold's one step; else :meth:`submit` asks a shared scope (once) or
+        queues.
         """
         arbiter = self.arbiter
         if arbiter.decides_locally and arbiter.try_acquire_now(lease.ticket, lease.requested_at):
@@ -111,17 +112,17 @@ class Leases:
     async def submit(self, lease: Lease, wait_timeout: Timeout) -> asyncio.Future[None] | None:
         """Ask for new ``lease`` past :meth:`grant_now`: the future of its grant if queued.
 
-        ``None`` when it was granted at once; ``QueueFull`` when the line has no room.
+        One call to the arbiter (:meth:`Arbiter.enqueue`), which grants at once or queues
+        with what the ``waiting`` event says. ``None`` when it was granted at once;
+        ``QueueFull`` when the line has no room.
         """
         limit = self.wait_limit(wait_timeout)
-        ticket, now = lease.ticket, lease.requested_at
+        ticket = lease.ticket
+        self._leases[ticket.lease_id] = lease  # before enqueue: a shared scope may grant
         try:
-            arbiter = self.arbiter
-            if not arbiter.decides_locally and await arbiter.try_acquire(ticket, now):
-                self._grant(lease, 0.0, self.clock.monotonic(), queued=False)
-                return None
-            self._leases[ticket.lease_id] = lease  # before enqueue: a shared scope may grant
-            pending = await arbiter.enqueue(ticket, now, limit=self.limits.max_waiters)
+            joined = await self.arbiter.enqueue(
+                ticket, lease.requested_at, limit=self.limits.max_waiters
+            )
         except asyncio.CancelledError:
             # Cancelled while a shared scope was asked: the arbiter gives back what it got.
             self._leases.pop(ticket.lease_id, None)
@@ -130,12 +131,17 @@ class Leases:
         except BaseException:
             self._leases.pop(ticket.lease_id, None)
             raise
-        if pending is None:
+        if joined is None:
             self._leases.pop(ticket.lease_id, None)
             self.waiting.reject(lease)
+        if joined.pending is None:  # granted at once (unless told of it while it asked)
+            if lease.state is LeaseState.WAITING:
+                self._grant(lease, 0.0, self.clock.monotonic(), queued=False)
+            return None
         if lease.state is LeaseState.WAITING:  # not granted while it joined the line
-            self.waiting.joined(lease, pending, limit)
-        return pending
+            holder = None if joined.holder is None else self._label(joined.holder)
+            self.waiting.joined(lease, joined.pending, limit, joined.position, holder)
+        return joined.pending
 
     async def submit_nowait(self, lease: Lease) -> Lease:
         """Past :meth:`grant_now`: ask a shared scope for new ``lease``, else ``WouldBlock``."""
@@ -295,4 +301,8 @@ class Leases:
     def holder_label(self) -> str | None:
         """How waiters name the current holder (``None`` when the GPU is free)."""
         grant = self.arbiter.holder()
-        return None if grant is None else holder_info(grant, self.clock.monotonic()).label
+        return None if grant is None else self._label(grant)
+
+    def _label(self, grant: Grant) -> str:
+        """How waiters name the holder of ``grant``."""
+        return holder_info(grant, self.clock.monotonic()).label

@@ -17,7 +17,7 @@ from typing import NoReturn
 from .._clock import Clock
 from .._events import GpuStatus
 from .._exceptions import GuardError, QueueFull, WaitTimeout
-from ._arbiter import Arbiter, placer
+from ._arbiter import Arbiter
 from ._hung import INTERRUPTED, HungLeases
 from ._lease import Lease, LeaseState
 from ._telemetry import GuardTelemetry
@@ -46,18 +46,25 @@ class WaitingLeases:
     ) -> None:
         self._clock = clock
         self._arbiter = arbiter
-        self._place = placer(arbiter)
         self._telemetry = telemetry
         self._hung = hung
         self._forget = forget
         self._finish = finish
         self._holder = holder
 
-    def joined(self, lease: Lease, pending: asyncio.Future[None], wait_s: float | None) -> None:
-        """``lease`` waits in line for ``pending``: announce its place and arm its wait timer."""
-        ticket = lease.ticket
-        position = self._place(ticket, lease.requested_at)
-        self._telemetry.waiting(ticket, position=position, holder=self._holder())
+    def joined(
+        self,
+        lease: Lease,
+        pending: asyncio.Future[None],
+        wait_s: float | None,
+        position: int,
+        holder: str | None,
+    ) -> None:
+        """``lease`` waits in line for ``pending``: announce it and arm its wait timer.
+
+        ``position`` and ``holder`` are as the arbiter's decision to queue it saw them.
+        """
+        self._telemetry.waiting(lease.ticket, position=position, holder=holder)
         if wait_s is not None:
             lease.timer = self._clock.call_later(wait_s, partial(self._timed_out, lease, pending))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from ..._clock import Clock, SystemClock
-from .._arbiter import OnGrant, OnLost
+from .._arbiter import Joined, OnGrant, OnLost
 from .._queue import QueueEntry, WaiterQueue
 from .._tickets import Grant, Queued, Ticket
 from ..policies import EXCLUSIVE, Policy
@@ -72,17 +72,18 @@ class LocalArbiter:
         """:meth:`try_acquire_now`."""
         return self.try_acquire_now(ticket, now)
 
-    async def enqueue(
-        self, ticket: Ticket, now: float, *, limit: int
-    ) -> asyncio.Future[None] | None:
-        """Queue ``ticket`` behind the others, if there is room."""
+    async def enqueue(self, ticket: Ticket, now: float, *, limit: int) -> Joined | None:
+        """Grant ``ticket`` at once if it may hold now, else queue it if there is room."""
+        if self.try_acquire_now(ticket, now):
+            return Joined(None)
         if len(self._queue) >= limit:
             return None
         future = asyncio.get_running_loop().create_future()
         entry = self._queue.push(ticket.lease_id, ticket.priority, now, _Waiter(ticket, future))
         self._entries[ticket.lease_id] = entry
         self._grant_heads(now)  # a sharing policy may admit it at once if it heads the line
-        return future
+        place = self._queue.position(entry, now) if entry.queued else len(self._queue)
+        return Joined(future, place, self.holder())
 
     def withdraw(self, ticket: Ticket) -> bool:
         """Leave the line (cancelled or timed out); those behind may start if the policy admits."""
@@ -144,11 +145,6 @@ class LocalArbiter:
             Queued(e.item.ticket, e.enqueued_at, self._queue.effective_priority(e, now))
             for e in self._queue.order(now)
         ]
-
-    def position(self, ticket: Ticket, now: float) -> int | None:
-        """``ticket``'s place in line, without walking it; None if it does not wait."""
-        entry = self._entries.get(ticket.lease_id)
-        return None if entry is None or not entry.queued else self._queue.position(entry, now)
 
     def queue_length(self) -> int:
         """How many wait."""

@@ -49,7 +49,7 @@ from pathlib import Path
 
 from ...._clock import Clock
 from ...._exceptions import ConfigError
-from ..._arbiter import OnGrant, OnLost
+from ..._arbiter import Joined, OnGrant, OnLost
 from ..._queue import WaiterQueue
 from ..._tickets import Grant, Queued, Ticket
 from ...policies import EXCLUSIVE, Policy
@@ -74,7 +74,7 @@ class HostArbiter:
     """Grants across the processes of one host through files, ``flock`` and the kernel."""
 
     scope = "host"
-    decides_locally = True  # local files under a lock: nothing worth awaiting
+    decides_locally = False  # the state is shared: each request is one decision (enqueue)
     issues_fences = False
 
     def __init__(
@@ -132,34 +132,23 @@ class HostArbiter:
     def try_acquire_now(self, ticket: Ticket, now: float) -> bool:
         """Grant at once if nobody on this host waits and the policy admits ``ticket``."""
         with refusing(ticket), self._locked() as lease_dir:
-            state = self._decide(lease_dir, now)
-            if state.waiting() or state.teardown is not None:
-                return False
-            entry = self._decisions.entry(ticket, state.next_seq, now, "")
-            if not self._decisions.admits(state, entry):
-                return False
-            request = self._new_request(lease_dir, state, ticket, now)
-            state.holders.append((request.seq, now, None))
-            self._commit(lease_dir, state, request)
-            self._requests.granted(request)
-        return True
+            return self._take(lease_dir, self._decide(lease_dir, now), ticket, now)
 
-    async def enqueue(
-        self, ticket: Ticket, now: float, *, limit: int
-    ) -> asyncio.Future[None] | None:
-        """Queue ``ticket`` host-wide if fewer than ``limit`` wait.
+    async def enqueue(self, ticket: Ticket, now: float, *, limit: int) -> Joined | None:
+        """Take the GPU at once, or queue ``ticket`` host-wide if fewer than ``limit`` wait.
 
-        The bound is checked and the ticket queued under one lock of the state; the watcher
-        thread learns of the grant.
+        One decision: the grant, or the bound checked and the ticket queued, with its place
+        and the holder, under one lock of the state; the watcher thread learns of the grant.
         """
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
         with refusing(ticket), self._locked() as lease_dir:
             state = self._decide(lease_dir, now)
+            if self._take(lease_dir, state, ticket, now):
+                return Joined(None)
             if state.waiting() >= limit:
                 return None
             request = self._new_request(lease_dir, state, ticket, now)
-            request.future, request.loop = future, loop
+            request.future, request.loop = loop.create_future(), loop
             granted = []
             if state.teardown is None:
                 granted = self._decisions.grant_heads(lease_dir, state, now)
@@ -168,9 +157,11 @@ class HostArbiter:
                 self._requests.schedule(mine)
             start = self._requests.want_watcher()
             self._requests.look_again()
+            place = self._decisions.place(state, request.seq, now)
+            holder = _grant(state, state.holders[0], now) if state.holders else None
         if start:
             self._requests.start_watcher(self._watch_once)
-        return future
+        return Joined(request.future, place, holder)
 
     def withdraw(self, ticket: Ticket) -> bool:
         """Leave the line; a grant this guard was not told of yet is handed on instead."""
@@ -287,6 +278,19 @@ class HostArbiter:
 
     def _decide(self, lease_dir: LeaseDir, now: float) -> State:
         return self._decisions.decide(lease_dir, now)
+
+    def _take(self, lease_dir: LeaseDir, state: State, ticket: Ticket, now: float) -> bool:
+        """Grant ``ticket`` in decided ``state`` if nobody waits and the policy admits it."""
+        if state.waiting() or state.teardown is not None:
+            return False
+        entry = self._decisions.entry(ticket, state.next_seq, now, "")
+        if not self._decisions.admits(state, entry):
+            return False
+        request = self._new_request(lease_dir, state, ticket, now)
+        state.holders.append((request.seq, now, None))
+        self._commit(lease_dir, state, request)
+        self._requests.granted(request)
+        return True
 
     def _new_request(
         self, lease_dir: LeaseDir, state: State, ticket: Ticket, now: float

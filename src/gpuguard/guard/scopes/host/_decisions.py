@@ -108,6 +108,11 @@ class Decisions:
                 queue.push(seq, entry.ticket.priority, entry.enqueued_at, entry)
         return queue
 
+    def place(self, state: State, seq: int, now: float) -> int:
+        """Request ``seq``'s 1-based place in service order (the back if it waits no more)."""
+        order = self.queue(state).order(now)
+        return next((i for i, q in enumerate(order, 1) if q.item.seq == seq), len(order))
+
     def admits(self, state: State, entry: Entry) -> bool:
         """True if the policy admits ``entry`` beside every holder."""
         if not state.holders:

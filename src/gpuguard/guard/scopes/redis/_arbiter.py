@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from ...._clock import Clock
 from ...._exceptions import GuardUnavailable
+from ..._arbiter import Joined
 from ..._tickets import Grant, Queued, Ticket
 from ...policies import EXCLUSIVE, Policy
 from .._teardown import TEARDOWN_S, GpuPids
@@ -104,21 +105,15 @@ class RedisArbiter(LeaseCore):
         """Grant at once if nobody holds and nobody waits."""
         return await self._request("acquire", ticket, now, limit=0) is not None
 
-    async def enqueue(
-        self, ticket: Ticket, now: float, *, limit: int
-    ) -> asyncio.Future[None] | None:
-        """Join the line (or take the GPU, if it freed meanwhile); None if ``limit`` wait."""
+    async def enqueue(self, ticket: Ticket, now: float, *, limit: int) -> Joined | None:
+        """Take the GPU at once or join the line, in one script call; None if ``limit`` wait."""
         return await self._request("enqueue", ticket, now, limit=limit)
 
-    async def _request(
-        self, op: str, ticket: Ticket, now: float, *, limit: int
-    ) -> asyncio.Future[None] | None:
+    async def _request(self, op: str, ticket: Ticket, now: float, *, limit: int) -> Joined | None:
         with self._pending.request():
             return await self._ask(op, ticket, now, limit=limit)
 
-    async def _ask(
-        self, op: str, ticket: Ticket, now: float, *, limit: int
-    ) -> asyncio.Future[None] | None:
+    async def _ask(self, op: str, ticket: Ticket, now: float, *, limit: int) -> Joined | None:
         # Tracked (and counted in the line) from the start: its grant may be published at
         # once, and a later request of this process must see it ahead of itself.
         tid, mine = self._track(ticket, now)
@@ -140,20 +135,28 @@ class RedisArbiter(LeaseCore):
             self._view.mine.pop(tid, None)
             raise self._unavailable(ticket, exc) from exc
         result = state["r"]
-        queues = op == "enqueue"
-        if result == "granted" and self._granted(tid, mine, state, waited_s=0.0, notify=queues):
-            return mine.future
-        requeued = result == "granted" and queues and self._view.mine.get(tid) is mine
+        if result == "granted" and self._granted(tid, mine, state, waited_s=0.0):
+            return self._joined(mine, now)
+        requeued = result == "granted" and mine.waits and self._view.mine.get(tid) is mine
         if result == "queued" or requeued:  # the policy here sent it back to the line
             mine.version = max(mine.version, state["v"])
             self._confirm(state["sent"] + self.ttl_s)
-            return mine.future
+            return self._joined(mine, now)
         self._view.mine.pop(tid, None)
         return None
 
+    def _joined(self, mine: Mine, now: float) -> Joined:
+        """What the answer to ``mine``'s request says: granted at once, or its place in line."""
+        future = mine.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            return Joined(None)  # reported held (a dead holder's teardown would hold it back)
+        line = self._view.waiters(now)
+        place = (i for i, queued in enumerate(line, 1) if queued.ticket == mine.ticket)
+        return Joined(future, next(place, self._view.queue_length()), self._view.holder())
+
     async def _send(self, op: str, tid: str, mine: Mine, limit: str) -> dict[str, Any]:
         await self._start(mine.ticket)
-        return await self._call(op, tid, mine.json, limit)
+        return self._answer(await self._link.call(op, tid, mine.json, limit), asked=tid)
 
     # --- giving it back (one synchronous round trip) -----------------------------------------
 

@@ -134,7 +134,7 @@ class LeaseCore:
 
         False if it was not taken: its task gave up, or the policy here refuses it beside the
         others (then a waiter goes back to the head of its line, to be granted alone, and a
-        request that would not wait (``notify`` False) gives the grant back), or a dead
+        request that would not wait (``Mine.waits`` False) gives the grant back), or a dead
         holder's GPU context may still be in use and it would not wait (a waiter's grant is
         taken, and reported once that is over: :mod:`._teardown`).
         """
@@ -146,7 +146,7 @@ class LeaseCore:
         refused = self._sharing.refuses(mine.ticket, older)  # later grants check against it
         dead = None if mine.gave_up or refused else self._held_back.dead_holder(state)
         stays = mine.waits and not mine.leaving  # it may wait for the grant to be reported
-        if mine.gave_up or (refused and not notify) or (dead is not None and not stays):
+        if mine.gave_up or (refused and not mine.waits) or (dead is not None and not stays):
             # Its task gave up before the grant reached this process: hand the GPU on (once).
             if self._view.mine.get(tid) is mine:
                 del self._view.mine[tid]
@@ -190,12 +190,16 @@ class LeaseCore:
         held = [m for _, m in self._view.holding() if m is not taken]
         self._heartbeat.confirm(until, lower_only=bool(held))
 
-    def _reconcile(self, state: dict[str, Any]) -> None:
-        """Hold this process's tickets to what Redis says (:meth:`LeaseView.verdicts`)."""
+    def _reconcile(self, state: dict[str, Any], asked: str | None) -> None:
+        """Hold this process's tickets to what Redis says (:meth:`LeaseView.verdicts`).
+
+        ``state`` answers ticket ``asked``'s request (None: no request's): a grant it names
+        was made at once, and that request reports it, not ``on_grant``.
+        """
         verdicts = self._view.verdicts(state)
         for tid, mine in verdicts.granted:
             waited = self._clock.monotonic() - mine.requested_at
-            self._granted(tid, mine, state, waited_s=waited, notify=True)
+            self._granted(tid, mine, state, waited_s=waited, notify=tid != asked)
         for tid, reason in verdicts.lost:
             self._lose(tid, reason)
         for tid, mine in verdicts.gone:
@@ -221,14 +225,17 @@ class LeaseCore:
         """:meth:`_call` on the synchronous connection: done when it returns."""
         return self._answer(self._link.call_now(op, tid, arg, extra))
 
-    def _answer(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Read a transition's answer: the newest view of the lease, and any grant it names."""
+    def _answer(self, state: dict[str, Any], asked: str | None = None) -> dict[str, Any]:
+        """Read a transition's answer: the newest view of the lease, and any grant it names.
+
+        ``asked``: the ticket whose request it answers (see :meth:`_reconcile`).
+        """
         if self._redis_time is None or state["sent"] > self._redis_time[0]:
             self._redis_time = (state["sent"], state["t"])
         if state["v"] >= self._view.mirror.version:
             self._view.read(state, self._clock.monotonic())
             self._heartbeat.saw(state, self._view.is_mine)
-            self._reconcile(state)
+            self._reconcile(state, asked)
         return state
 
     def _start_tasks(self) -> None:
