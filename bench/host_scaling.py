@@ -58,14 +58,18 @@ class Row(NamedTuple):
     """The host lease's decisions per hold, by every process (None: not the host lease)."""
 
 
-def count_calls(package: str) -> dict[str, int]:
+def count_calls(package: str) -> dict[str, int] | None:
     """Count the host arbiter's watcher looks and decisions in this process.
 
     ``package``: ``gpuguard`` or the baseline's name. A look that finds nobody waiting here
-    (the watcher's last) is not counted.
+    (the watcher's last) is not counted. None for an older tree without these two places.
     """
-    arbiter = importlib.import_module(f"{package}.guard.scopes.host._arbiter").HostArbiter
-    decisions = importlib.import_module(f"{package}.guard.scopes.host._decisions").Decisions
+    try:
+        arbiter = importlib.import_module(f"{package}.guard.scopes.host._arbiter").HostArbiter
+        decisions = importlib.import_module(f"{package}.guard.scopes.host._decisions").Decisions
+        arbiter._watch_once  # noqa: B018 - an older tree has no such method
+    except (ImportError, AttributeError):
+        return None
     counts = {"looks": 0, "decisions": 0}
     look, decide = arbiter._watch_once, decisions.decide
 
@@ -188,12 +192,17 @@ def one_row(kind: str, processes: int, holds: int, src: str | None) -> Row:
         assert process.stdin is not None
         process.stdin.write("go\n")
         process.stdin.flush()
-    counted = [0, 0]
+    counted: list[int] | None = None
     for process in children:
         assert process.stdout is not None
         for line in process.stdout:
             if line.startswith("counted "):
-                counted = [a + int(b) for a, b in zip(counted, line.split()[1:], strict=True)]
+                counts = [int(b) for b in line.split()[1:]]
+                counted = (
+                    counts
+                    if counted is None
+                    else [a + b for a, b in zip(counted, counts, strict=True)]
+                )
         assert process.wait() == 0
     rows = sorted(
         (int(start), int(end), int(pid))
@@ -203,8 +212,7 @@ def one_row(kind: str, processes: int, holds: int, src: str | None) -> Row:
     span = max(end for _, end, _ in rows) - rows[0][0]  # first grant to last release
     shutil.rmtree(where, ignore_errors=True)
     p50, p99 = (_percentile(handoffs, p) / 1000 for p in (50, 99))
-    host = kind in ("gpuguard", "baseline")
-    looks, decisions = (count / len(rows) if host else None for count in counted)
+    looks, decisions = (None, None) if counted is None else (c / len(rows) for c in counted)
     return Row(span / len(rows) / 1000, p50, p99, looks, decisions)
 
 
@@ -235,7 +243,10 @@ def rows(baseline_src: str | None, quick: bool) -> None:
     print("\nper hold, every process together: watcher looks (wake-ups) / decisions")
     print(f"{'':24}" + "".join(f" {f'{n} procs':>17}" for n in PROCESSES))
     for kind in (k for k in kinds if k in names):
-        cells = "".join(f" {r.looks or 0:8.2f}/{r.decisions or 0:8.2f}" for r in results[kind])
+        cells = "".join(
+            f" {'-':>17}" if r.looks is None else f" {r.looks:8.2f}/{r.decisions or 0:8.2f}"
+            for r in results[kind]
+        )
         print(f"{names[kind]:24}{cells}")
 
 
