@@ -64,6 +64,13 @@ class Request:
             self.future.set_exception(error)
 
 
+LOOK_AGAIN_S = 1.0
+"""The longest a watcher sleeps without looking. Every change it must see wakes it (an entry
+it watches let go, a datagram to its inbox); this bounds what a wake that never came costs
+(a datagram dropped, a watch lost): a waiter is served within a second, never stranded, and
+the watcher of a process with no waiter left ends within a second."""
+
+
 class Requests:
     """The requests of one process by ticket number and by lease, and their delivery."""
 
@@ -229,7 +236,7 @@ class Requests:
                 return
             for seq, fd in entries.items():
                 self._watch_entry(seq, fd)
-            inbox.wait(recheck_s)
+            inbox.wait(LOOK_AGAIN_S if recheck_s is None else min(recheck_s, LOOK_AGAIN_S))
 
     def _watch_entry(self, seq: int, fd: int) -> None:
         """Wake the watcher once entry ``seq`` (a request elsewhere) is let go."""
