@@ -194,7 +194,7 @@ async def test_a_waiter_aged_to_the_head_watches_the_holder_with_no_datagram(
     assert pids(lock_dir, float(AGING_S)) == (holder.pid, [normal.pid, aged.pid])
 
     while pids(lock_dir, float(AGING_S)) != (holder.pid, [aged.pid, normal.pid]):
-        said = await line(aged, GRANT_TIMEOUT_S)  # it looks as it rises (and every second)
+        said = await line(aged, GRANT_TIMEOUT_S)  # it looks as it rises (and every half second)
         assert said.startswith("looked"), said
     await say_to(holder, "release")
     assert await line_after_looks(aged) == "granted"

@@ -64,11 +64,11 @@ class Request:
             self.future.set_exception(error)
 
 
-LOOK_AGAIN_S = 1.0
+LOOK_AGAIN_S = 0.5
 """The longest a watcher sleeps without looking. Every change it must see wakes it (an entry
 it watches let go, a datagram to its inbox); this bounds what a wake that never came costs
-(a datagram dropped, a watch lost): a waiter is served within a second, never stranded, and
-the watcher of a process with no waiter left ends within a second."""
+(a datagram dropped, a watch lost): a waiter is served within half a second, never stranded,
+and the watcher of a process with no waiter left ends within half a second."""
 
 
 class Requests:
