@@ -10,15 +10,16 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from gpuguard import FakeClock
+from gpuguard import FakeClock, GpuGuard
 from gpuguard.guard.policies import EXCLUSIVE, Policy
 from gpuguard.guard.scopes.redis import RedisArbiter
 
@@ -152,3 +153,22 @@ def private_redis(directory: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.kill()
+
+
+@asynccontextmanager
+async def guard_pair(
+    prefix: str, ttl_s: float
+) -> AsyncIterator[tuple[GpuGuard, GpuGuard, RedisArbiter]]:
+    """Two guards of one new lease with their own client ids (as two processes), and the
+    second's arbiter; every key under ``prefix`` is deleted afterwards."""
+    require_redis()
+    name = f"pair-{uuid.uuid4().hex[:8]}"
+    a = RedisArbiter.from_url(REDIS_URL, name, prefix=prefix, ttl_s=ttl_s)
+    b = RedisArbiter.from_url(REDIS_URL, name, prefix=prefix, ttl_s=ttl_s)
+    first, second = GpuGuard(arbiter=a), GpuGuard(arbiter=b)
+    try:
+        yield first, second, b
+    finally:
+        await first.aclose()
+        await second.aclose()
+        await delete_keys(REDIS_URL, prefix)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from gpuguard.guard.scopes.redis._heartbeat import Heartbeat
 from gpuguard.guard.scopes.redis._mirror import heard_grant
 from gpuguard.guard.scopes.redis._view import Mine
 
-from .redis_support import REDIS_URL, delete_keys, require_redis
+from .redis_support import REDIS_URL, guard_pair
 
 PREFIX = "gpuguard-test-handoff"
 TTL_S = 60.0  # no beat falls inside a test's hand-off
@@ -33,17 +32,8 @@ TTL_S = 60.0  # no beat falls inside a test's hand-off
 async def pair() -> AsyncIterator[tuple[GpuGuard, GpuGuard, RedisArbiter]]:
     """Two guards of one lease with their own client ids (as two processes); the second's
     arbiter."""
-    require_redis()
-    name = f"handoff-{uuid.uuid4().hex[:8]}"
-    a = RedisArbiter.from_url(REDIS_URL, name, prefix=PREFIX, ttl_s=TTL_S)
-    b = RedisArbiter.from_url(REDIS_URL, name, prefix=PREFIX, ttl_s=TTL_S)
-    first, second = GpuGuard(arbiter=a), GpuGuard(arbiter=b)
-    try:
-        yield first, second, b
-    finally:
-        await first.aclose()
-        await second.aclose()
-        await delete_keys(REDIS_URL, PREFIX)
+    async with guard_pair(PREFIX, TTL_S) as guards:
+        yield guards
 
 
 def _spy_ops(arbiter: RedisArbiter) -> list[str]:

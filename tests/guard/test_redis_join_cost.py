@@ -7,7 +7,6 @@ event. No ``acquire`` goes first. Each test uses its own prefix and lease name.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from gpuguard import GpuGuard, GpuStatus
 from gpuguard.guard.scopes.redis import RedisArbiter
 
 from ._support import gpu_events
-from .redis_support import REDIS_URL, delete_keys, require_redis
+from .redis_support import guard_pair
 
 PREFIX = "gpuguard-test-join"
 TTL_S = 60.0  # no beat falls inside a test
@@ -27,17 +26,8 @@ TTL_S = 60.0  # no beat falls inside a test
 async def pair() -> AsyncIterator[tuple[GpuGuard, GpuGuard, RedisArbiter]]:
     """Two guards of one lease with their own client ids (as two processes); the second's
     arbiter."""
-    require_redis()
-    name = f"join-{uuid.uuid4().hex[:8]}"
-    a = RedisArbiter.from_url(REDIS_URL, name, prefix=PREFIX, ttl_s=TTL_S)
-    b = RedisArbiter.from_url(REDIS_URL, name, prefix=PREFIX, ttl_s=TTL_S)
-    first, second = GpuGuard(arbiter=a), GpuGuard(arbiter=b)
-    try:
-        yield first, second, b
-    finally:
-        await first.aclose()
-        await second.aclose()
-        await delete_keys(REDIS_URL, PREFIX)
+    async with guard_pair(PREFIX, TTL_S) as guards:
+        yield guards
 
 
 def spy_ops(arbiter: RedisArbiter) -> list[str]:
